@@ -1,0 +1,1 @@
+"""After the search: evaluate, rank, report, export."""

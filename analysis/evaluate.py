@@ -1,0 +1,94 @@
+"""Evaluate a COCO results file against a ground-truth file with segtune's one evaluator.
+
+    python analysis/evaluate.py GT_JSON PRED_JSON
+
+prints the metrics as JSON on stdout; exits 2 with one `evaluate.py: error: ...` line on stderr
+when a file is missing, unreadable or not what it should be.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cocodata.evaluator import CocoEvaluator
+
+PROG = "evaluate.py"
+
+
+def _fail(message: str) -> NoReturn:
+    # One line, argparse's format and exit status, without argparse's usage block.
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _load_json(path: Path, what: str, fix: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        _fail(f"{what} {path} does not exist; {fix}")
+    except IsADirectoryError:
+        _fail(f"{what} {path} is a directory; pass the JSON file inside it")
+    except PermissionError:
+        _fail(f"{what} {path} is not readable; check its permissions")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _fail(f"{what} {path} is not valid JSON ({exc}); {fix}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "COCO mask (segm) and box (bbox) AP of a results file, computed by pycocotools the "
+            "way every segtune trial is scored. Values are percent (0-100); -1 = no ground "
+            "truth of that size."
+        ),
+        epilog=(
+            "PRED_JSON is a COCO results list: [{image_id, category_id, score, segmentation "
+            "(RLE or polygons at the image's full resolution), bbox [x, y, w, h] (optional)}, "
+            "...]. "
+            "Example: python analysis/evaluate.py data/annotations/instances_val.json preds.json"
+        ),
+    )
+    parser.add_argument("gt_json", type=Path, metavar="GT_JSON",
+                        help="ground truth: a COCO instances file "
+                             "(images, annotations, categories)")
+    parser.add_argument("pred_json", type=Path, metavar="PRED_JSON",
+                        help="predictions: a COCO results file (a JSON list) for those images")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    gt = _load_json(args.gt_json, "ground-truth file", "pass a COCO instances JSON as GT_JSON")
+    preds = _load_json(args.pred_json, "predictions file", "pass a COCO results JSON as PRED_JSON")
+    if not isinstance(gt, dict):
+        _fail(f"ground-truth file {args.gt_json} is not a COCO instances file (a JSON object); "
+              "are GT_JSON and PRED_JSON swapped?")
+    if not isinstance(preds, list):
+        hint = " (it looks like a ground-truth file)" if isinstance(preds, dict) else ""
+        _fail(f"predictions file {args.pred_json} is not a JSON list of COCO results{hint}; "
+              "pass the results list as PRED_JSON")
+    try:
+        evaluator = CocoEvaluator(gt)
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(f"ground-truth file {args.gt_json} is not a usable COCO instances file: {exc}")
+    try:
+        metrics = evaluator.evaluate(preds)
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(f"predictions file {args.pred_json} does not fit {args.gt_json}: {exc}")
+    report = {
+        **metrics,
+        "max_dets": evaluator.max_dets,
+        "num_images": len(evaluator.image_ids),
+        "num_predictions": len(preds),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

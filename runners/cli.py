@@ -1,0 +1,139 @@
+"""Command-line arguments of `runners/tune.py` and their validation (all before anything is written)."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from trainers.base import ConfigError
+from trainers.registry import FRAMEWORKS
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python runners/tune.py",
+        description=(
+            "Search training hyperparameters of an instance-segmentation model with Ray Tune: "
+            "Optuna (TPE) proposes configurations, ASHA stops weak trials early, and every trial "
+            "reports COCO segm/bbox AP after each epoch."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--framework", required=True, choices=FRAMEWORKS, help="framework adapter")
+    what.add_argument("--backend", default="auto",
+                      help="maskrcnn only: detectron2, torchvision, or auto (Detectron2 when importable)")
+    what.add_argument("--model", default="",
+                      help="model: YOLO model YAML or .pt (default yolo11n-seg.yaml); Mask R-CNN: Detectron2 "
+                           "model-zoo config name / config file, or a torchvision architecture "
+                           "(default depends on the backend and on GPU/CPU)")
+    what.add_argument("--weights", default=None,
+                      help="weights to start from: a local file or a model-zoo name (needs a download); "
+                           "default: train from scratch (YOLO: the --model .pt itself)")
+    what.add_argument("--space", type=Path, default=None,
+                      help="search space YAML (default search_spaces/<framework>.yaml; "
+                           "search_spaces/<framework>_cpu.yaml when there is no GPU)")
+    what.add_argument("--config", type=Path, default=None,
+                      help="train this one configuration (a params YAML, e.g. from export_best.py) "
+                           "instead of searching")
+
+    data = parser.add_argument_group("data (validated and converted once, before any trial)")
+    data.add_argument("--data", type=Path, default=None,
+                      help="COCO dataset dir (images/<split>/, annotations/instances_<split>.json) or an "
+                           "Ultralytics dataset YAML; default: the built-in synthetic demo set")
+    data.add_argument("--train-json", type=Path, default=None, help="COCO train annotations (instead of --data)")
+    data.add_argument("--train-images", type=Path, default=None, help="train images dir (with --train-json)")
+    data.add_argument("--val-json", type=Path, default=None, help="COCO val annotations (optional)")
+    data.add_argument("--val-images", type=Path, default=None, help="val images dir (with --val-json)")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="share of images held out for val when the data has no val split (seeded)")
+    data.add_argument("--cache-dir", type=Path, default=Path("~/.cache/segtune"),
+                      help="where converted datasets and the demo set are cached (by content hash)")
+
+    search = parser.add_argument_group("search")
+    search.add_argument("--num-samples", type=int, default=None,
+                        help="number of trials (default 16 with GPUs, 8 on CPU)")
+    search.add_argument("--max-epochs", type=int, default=None,
+                        help="epochs of a trial that is never stopped; ASHA's max_t (default 100 with GPUs, 30 on CPU)")
+    search.add_argument("--grace-period", type=int, default=None,
+                        help="epochs every trial gets before ASHA may stop it (default max-epochs/10, at least 1)")
+    search.add_argument("--reduction-factor", type=float, default=3,
+                        help="ASHA keeps the best 1/reduction-factor of trials at each rung")
+    search.add_argument("--metric", default="segm/AP",
+                        help="metric to optimise: segm/AP, segm/AP50, bbox/AP, ... or a framework-native one")
+    search.add_argument("--mode", choices=("max", "min"), default=None,
+                        help="maximise or minimise --metric (default: min for losses, else max)")
+    search.add_argument("--seed", type=int, default=0,
+                        help="seed of the sampler, the data split and every trial's training")
+    search.add_argument("--time-budget", type=float, default=None,
+                        help="stop the search after this many seconds (running trials are ended)")
+    search.add_argument("--max-failures", type=int, default=0,
+                        help="retries of a trial that crashed (from its last checkpoint)")
+    search.add_argument("--iters-per-epoch", type=int, default=None,
+                        help="Mask R-CNN: iterations between evaluations (default: one pass over the train set)")
+
+    resources = parser.add_argument_group("resources")
+    resources.add_argument("--gpus-per-trial", type=float, default=None,
+                           help="GPUs per trial, fractions allowed (default 1 when GPUs exist, else 0)")
+    resources.add_argument("--cpus-per-trial", type=float, default=None,
+                           help="CPUs per trial (default: CPUs / GPUs with GPUs, 1 on CPU)")
+    resources.add_argument("--workers", type=int, default=None,
+                           help="data-loader workers per trial (default: cpus-per-trial - 1)")
+    resources.add_argument("--address", default=None,
+                           help="address of an existing Ray cluster (e.g. 10.0.0.5:6379 or 'auto')")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--name", default=None, help="experiment name (default <framework>-<date>-<time>)")
+    output.add_argument("--storage", type=Path, default=Path("runs"),
+                        help="directory that holds experiments (shared storage on a cluster)")
+    output.add_argument("--resume", action="store_true",
+                        help="continue the experiment --name in --storage where it stopped")
+    return parser
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Checks that need no Ray and no data; each failure is one line naming the fix."""
+    if args.name is not None and (not _NAME_PATTERN.match(args.name) or ".." in args.name):
+        raise ConfigError(
+            f"--name {args.name!r} must be a plain name (letters, digits, '.', '_', '-'; no path separators or '..')"
+        )
+    if args.resume and not args.name:
+        raise ConfigError("--resume needs --name of the experiment to continue")
+    for flag in ("num_samples", "max_epochs", "grace_period", "iters_per_epoch"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a positive whole number, got {value}")
+    if args.max_epochs is not None and args.grace_period is not None and args.grace_period > args.max_epochs:
+        raise ConfigError(
+            f"--grace-period ({args.grace_period}) is longer than --max-epochs ({args.max_epochs}); lower it"
+        )
+    if args.reduction_factor <= 1:
+        raise ConfigError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ConfigError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    if not 0 < args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise ConfigError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.max_failures < 0:
+        raise ConfigError(f"--max-failures must be >= 0, got {args.max_failures}")
+    if args.config is not None and args.space is not None:
+        raise ConfigError("--config trains one fixed configuration; leave out --space")
+    if args.data is not None and (args.train_json or args.train_images):
+        raise ConfigError("give either --data or --train-json/--train-images, not both")
+    if bool(args.train_json) != bool(args.train_images):
+        raise ConfigError("--train-json and --train-images go together")
+    if bool(args.val_json) != bool(args.val_images):
+        raise ConfigError("--val-json and --val-images go together")
+    if args.val_json and not args.train_json:
+        raise ConfigError("--val-json needs --train-json/--train-images too")
+
+
+def default_mode(metric: str) -> str:
+    return "min" if "loss" in metric.lower() or metric.lower().endswith("time") else "max"

@@ -1,0 +1,164 @@
+"""One trial: a Ray Tune function trainable — a loop that evaluates, reports and checkpoints.
+
+The framework's adapter trains; after each epoch it calls back here, and this module turns the
+model into COCO metrics (one evaluator for every framework), a checkpoint, and one `tune.report`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
+from cocodata.prepared import PreparedDataset
+from search_spaces.space import thaw
+from trainers.base import TrainingDiverged, TrialContext
+from trainers.registry import get_adapter
+
+SETTINGS_FILE = "segtune.json"
+DIVERGED_KEY = "segtune/diverged"
+FAILURE_KEY = "segtune/failure"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every trial of an experiment shares; saved as `<experiment>/segtune.json`."""
+
+    framework: str
+    backend: str
+    dataset: PreparedDataset
+    metric: str
+    mode: str
+    max_epochs: int
+    model: str
+    weights: str | None
+    gpus_per_trial: float
+    cpus_per_trial: float
+    workers: int
+    max_detections: int
+    iters_per_epoch: int | None = None
+    seed: int = 0
+    space: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dataset"] = self.dataset.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
+        return cls(**{**data, "dataset": PreparedDataset.from_dict(data["dataset"])})
+
+    def save(self, experiment_dir: Path) -> None:
+        # Written atomically: a killed driver never leaves a half-written settings file.
+        target = Path(experiment_dir) / SETTINGS_FILE
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, experiment_dir: Path) -> "RunSettings":
+        return cls.from_dict(json.loads((Path(experiment_dir) / SETTINGS_FILE).read_text()))
+
+    def context(self, output_dir: Path, device: str) -> TrialContext:
+        return TrialContext(
+            dataset=self.dataset,
+            output_dir=output_dir,
+            max_epochs=self.max_epochs,
+            device=device,
+            workers=self.workers,
+            model=self.model,
+            weights=self.weights,
+            max_detections=self.max_detections,
+            iters_per_epoch=self.iters_per_epoch,
+        )
+
+
+def trial_device(gpus_per_trial: float) -> str:
+    """Ray narrowed CUDA_VISIBLE_DEVICES to this trial's GPUs; a CPU trial must say 'cpu' explicitly
+    (recent Ray lets a 0-GPU trial see every GPU)."""
+    import torch
+
+    return "cuda:0" if gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+
+
+def worst_value(mode: str) -> float:
+    return 0.0 if mode == "max" else 1e30
+
+
+def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
+    """The Ray Tune trainable. `config` holds the hyperparameters only (sampled and fixed)."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    trial_dir = Path(tune.get_context().get_trial_dir()).resolve()
+    context = settings.context(trial_dir, trial_device(settings.gpus_per_trial))
+    adapter = get_adapter(settings.framework, settings.backend)(
+        {key: thaw(value) for key, value in config.items()}, context
+    )
+    evaluator = CocoEvaluator(settings.dataset.val_json)
+    resume_from = _restore_checkpoint(trial_dir)
+    node_id = _node_id()
+    started = time.perf_counter()
+    last_epoch = 0
+
+    def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
+        nonlocal last_epoch
+        eval_start = time.perf_counter()
+        predictions = adapter.predict_val()
+        metrics = evaluator.evaluate(predictions)
+        eval_time = time.perf_counter() - eval_start
+        result = {
+            **metrics,
+            **{k: v for k, v in native.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+            "epoch": epoch,
+            "segtune/eval_time_s": eval_time,
+            "segtune/num_predictions": len(predictions),
+            "segtune/trial_time_s": time.perf_counter() - started,
+            "segtune/node_id": node_id,
+            DIVERGED_KEY: 0,
+        }
+        if settings.metric not in result:
+            result[settings.metric] = worst_value(settings.mode)
+        with tempfile.TemporaryDirectory(dir=trial_dir, prefix=".ckpt-") as tmp:
+            adapter.save_checkpoint(Path(tmp))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+        last_epoch = epoch
+
+    try:
+        adapter.train(on_epoch_end, resume_from)
+    except TrainingDiverged as exc:
+        # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case
+        # score (Optuna refuses NaN, and TPE should learn that this region is bad).
+        failure = {key: 0.0 for key in METRIC_KEYS}
+        failure.update({
+            settings.metric: worst_value(settings.mode),
+            "epoch": last_epoch + 1,
+            DIVERGED_KEY: 1,
+            FAILURE_KEY: f"diverged: {exc}"[:500],
+        })
+        tune.report(failure)
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _restore_checkpoint(trial_dir: Path) -> Path | None:
+    """The latest checkpoint of this trial (after a resume or a retry), copied next to the trial."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    local = trial_dir / "restored_checkpoint"
+    checkpoint.to_directory(str(local))
+    return local

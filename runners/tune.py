@@ -1,0 +1,200 @@
+"""Search training hyperparameters: `python runners/tune.py --framework yolo [--data DIR] ...`.
+
+Order of work: check every argument, the search space and the model (no Ray, nothing written) ->
+start or join Ray and check its resources -> validate and convert the data once -> run the search.
+Bad input ends with one line on stderr and exit status 2; an experiment is never overwritten.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from cocodata.prepare import DataError  # noqa: E402
+from runners.cli import build_parser, default_mode, validate_args  # noqa: E402
+from runners.trial import SETTINGS_FILE, RunSettings  # noqa: E402
+from search_spaces.space import SearchSpace, SpaceError, default_space_path, load_space, load_yaml, parse_space  # noqa: E402
+from trainers.base import ConfigError, TrainerAdapter  # noqa: E402
+from trainers.registry import get_adapter, resolve_backend  # noqa: E402
+
+USER_ERRORS = (ConfigError, SpaceError, DataError)
+# A forced experiment snapshot after every checkpoint is what makes a killed search resumable.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except USER_ERRORS as exc:
+        print(f"tune.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tune.py: interrupted; continue later with --resume --name <name>", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    validate_args(args)
+    backend = resolve_backend(args.framework, args.backend)
+    adapter = get_adapter(args.framework, backend)
+    if backend:
+        print(f"segtune: {args.framework} backend: {backend}" + (" (auto)" if args.backend == "auto" else ""))
+    storage = _writable_storage(args.storage)
+    name = args.name or f"{args.framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment_dir = storage / name
+    if args.resume:
+        return _resume(args, experiment_dir)
+    if experiment_dir.exists():
+        raise ConfigError(
+            f"experiment {experiment_dir} already exists; continue it with --resume --name {name}, "
+            f"or choose another --name"
+        )
+    mode = args.mode or default_mode(args.metric)
+    _check_metric(args.metric, adapter)
+
+    from runners.experiment import build_tuner, init_ray, plan_resources, summarize
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    init_ray(args.address)
+    has_gpu = _cluster_has_gpu()
+    num_samples = args.num_samples or (16 if has_gpu else 8)
+    max_epochs = args.max_epochs or (100 if has_gpu else 30)
+    grace = args.grace_period or max(1, max_epochs // 10)
+    if grace > max_epochs:
+        raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
+    space = _load_space(args, adapter, cpu_only=not has_gpu)
+    model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
+    model, weights = adapter.resolve_model(model, args.weights)
+    resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
+
+    from cocodata.evaluator import CocoEvaluator
+    from cocodata.prepare import prepare_dataset
+
+    started = time.perf_counter()
+    dataset = prepare_dataset(
+        args.data, train_json=args.train_json, train_images=args.train_images,
+        val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
+        seed=args.seed, cache_dir=args.cache_dir.expanduser().resolve(),
+        need_yolo=args.framework == "yolo", log=lambda msg: print(f"segtune: {msg}"),
+    )
+    print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
+          f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
+    settings = RunSettings(
+        framework=args.framework, backend=backend, dataset=dataset, metric=args.metric, mode=mode,
+        max_epochs=max_epochs, model=model, weights=weights,
+        gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
+        workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
+        iters_per_epoch=args.iters_per_epoch, seed=args.seed, space=space.source,
+    )
+    print(f"segtune: {num_samples if space.searched else 1} trials, up to {max_epochs} epochs each, "
+          f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
+          f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
+          f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
+    tuner = build_tuner(
+        settings, space, name=name, storage=storage, num_samples=num_samples, grace_period=grace,
+        reduction_factor=args.reduction_factor, max_concurrent=resources.max_concurrent,
+        time_budget=args.time_budget, max_failures=args.max_failures,
+    )
+    experiment_dir.mkdir(parents=True, exist_ok=True)  # the Tuner may have made it; it was new above
+    settings.save(experiment_dir)
+    results = tuner.fit()
+    status, text = summarize(results, settings, experiment_dir)
+    print(text, file=sys.stderr if status else sys.stdout)
+    return status
+
+
+def _resume(args, experiment_dir: Path) -> int:
+    from ray import tune
+
+    if not (experiment_dir / SETTINGS_FILE).exists() or not tune.Tuner.can_restore(str(experiment_dir)):
+        raise ConfigError(
+            f"nothing to resume at {experiment_dir}; check --name and --storage, or start it without --resume"
+        )
+    from runners.experiment import init_ray, restore_tuner, summarize
+
+    settings = RunSettings.load(experiment_dir)
+    if settings.framework != args.framework:
+        raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    init_ray(args.address)
+    print(f"segtune: resuming {experiment_dir}")
+    results = restore_tuner(experiment_dir, settings).fit()
+    status, text = summarize(results, settings, experiment_dir)
+    print(text, file=sys.stderr if status else sys.stdout)
+    return status
+
+
+def _writable_storage(storage: Path) -> Path:
+    storage = storage.expanduser().resolve()
+    existing = storage
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage directory {storage} is not writable; choose another --storage")
+    return storage
+
+
+def _cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def _check_metric(metric: str, adapter: type[TrainerAdapter]) -> None:
+    from cocodata.evaluator import METRIC_KEYS
+
+    native = adapter.native_metric_names()
+    if metric in METRIC_KEYS or metric in native or (not native and metric.startswith(adapter.native_prefix)):
+        return
+    examples = ", ".join(sorted(native)[:6]) if native else f"names starting with {adapter.native_prefix!r}"
+    raise ConfigError(
+        f"--metric {metric!r} is never reported by {adapter.display_name()}; use one of "
+        f"{', '.join(METRIC_KEYS)} or a native metric ({examples}, ...)"
+    )
+
+
+def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool) -> SearchSpace:
+    if args.config is not None:
+        data = load_yaml(args.config, "config")
+        params = data.get("params", data) if isinstance(data, dict) else None
+        if not isinstance(params, dict) or not params:
+            raise SpaceError(f"{args.config}: a config is a mapping of parameter values (or a 'params' mapping)")
+        if any(isinstance(v, dict) for v in params.values()):
+            raise SpaceError(f"{args.config}: --config takes fixed values only; put ranges in a --space file")
+        space = parse_space(params, source=str(args.config), framework=args.framework)
+    else:
+        path = args.space or default_space_path(args.framework, cpu_only=cpu_only)
+        space = load_space(path)
+        if space.framework and space.framework != args.framework:
+            raise SpaceError(f"{path} is a {space.framework} search space; pass a {args.framework} one with --space")
+    if adapter.seed_key not in space.keys:
+        space = space.with_fixed({adapter.seed_key: args.seed})
+    _check_space_keys(space, adapter)
+    return space
+
+
+def _check_space_keys(space: SearchSpace, adapter: type[TrainerAdapter]) -> None:
+    """Every key must be the framework's; each categorical choice must be a value it accepts."""
+    from search_spaces.space import thaw
+
+    base = {k: thaw(v) for k, v in space.fixed.items()}
+    for key, dist in space.searched.items():
+        choices = getattr(dist, "choices", None)
+        base[key] = thaw(choices[0]) if choices else (int(dist.low) if hasattr(dist, "step") and isinstance(dist.low, int) else dist.low)
+    try:
+        adapter.check_params(base)
+        for key, dist in space.searched.items():
+            for choice in getattr(dist, "choices", ())[1:]:
+                adapter.check_params({**base, key: thaw(choice)})
+    except ConfigError as exc:
+        raise ConfigError(f"{space.source}: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

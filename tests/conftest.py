@@ -1,0 +1,47 @@
+"""Shared fixtures. Real experiments are made once per session and shared by the tests that read them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "microcontroller_seg"
+
+
+def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python runners/tune.py ARGS` as a user runs it, from the repository root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "runners/tune.py", *args], cwd=REPO_ROOT, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_data(tmp_path_factory) -> Path:
+    """A small synthetic COCO set (32 train / 8 val images, 96 px): fast enough for real searches."""
+    from cocodata.synthetic import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("tiny-demo"), n_train=32, n_val=8, image_size=96, seed=0)
+
+
+@pytest.fixture(scope="session")
+def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
+    """A real YOLO search: Ray Tune + Optuna + ASHA + Ultralytics, 4 trials of up to 4 epochs.
+
+    The metric is a validation loss: at this size every AP is still 0 after a few epochs, and ASHA
+    cannot rank ties, while losses differ between configurations from the first epoch on.
+    """
+    storage = tmp_path_factory.mktemp("yolo-runs")
+    proc = run_tune(
+        "--framework", "yolo", "--data", str(tiny_demo_data), "--num-samples", "4", "--max-epochs", "4",
+        "--grace-period", "1", "--reduction-factor", "2", "--metric", "yolo/val/seg_loss",
+        "--storage", str(storage), "--name", "yolo-e2e", "--cache-dir", str(storage / "cache"),
+    )
+    assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    (storage / "yolo-e2e.stdout.txt").write_text(proc.stdout)
+    return storage / "yolo-e2e"

@@ -1,0 +1,87 @@
+"""End to end: a real search (Ray Tune, Optuna, ASHA, Ultralytics) on tiny synthetic data.
+
+Nothing is mocked: the experiment comes from `python runners/tune.py` (the `yolo_experiment`
+fixture), and these tests read what it left on disk.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cocodata.evaluator import METRIC_KEYS
+
+pytestmark = pytest.mark.e2e
+MAX_EPOCHS = 4
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def _trials(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+
+
+def test_every_trial_reports_coco_metrics_each_epoch(yolo_experiment):
+    trials = _trials(yolo_experiment)
+    assert len(trials) >= 3
+    for trial in trials:
+        rows = _results(trial)
+        assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1))
+        for row in rows:
+            for key in METRIC_KEYS:
+                assert math.isfinite(row[key]), (trial.name, key, row[key])
+                assert row[key] == -1 or 0 <= row[key] <= 100
+            assert row["epoch"] == row["training_iteration"]
+            assert "yolo/mAP50-95(M)" in row and "yolo/train/seg_loss" in row and "yolo/lr/pg0" in row
+            # Ultralytics' own Ray Tune callback is off: its dict has 'metrics/...' keys at top level
+            assert not any(key.startswith("metrics/") for key in row)
+
+
+def test_asha_stopped_a_trial_early(yolo_experiment):
+    epochs = {t.name: len(_results(t)) for t in _trials(yolo_experiment)}
+    assert max(epochs.values()) == MAX_EPOCHS, epochs
+    stopped = [name for name, n in epochs.items() if n < MAX_EPOCHS]
+    assert stopped, f"ASHA stopped nothing: {epochs}"
+    state = json.loads(next(yolo_experiment.glob("experiment_state-*.json")).read_text())
+    assert "TERMINATED" in json.dumps(state) and "ERROR" not in json.dumps(state)
+    for trial in _trials(yolo_experiment):
+        assert not (trial / "error.txt").exists()
+
+
+def test_checkpoints_are_resumable_and_pruned(yolo_experiment):
+    import torch
+
+    for trial in _trials(yolo_experiment):
+        checkpoints = sorted(trial.glob("checkpoint_*"))
+        assert 1 <= len(checkpoints) <= 2, checkpoints  # best and latest only
+        latest = checkpoints[-1] / "last.pt"
+        ckpt = torch.load(latest, map_location="cpu", weights_only=False)
+        assert ckpt["optimizer"] is not None  # a training checkpoint, not a stripped inference file
+        assert ckpt["epoch"] + 1 == len(_results(trial))
+
+
+def test_tensorboard_has_per_epoch_metrics(yolo_experiment):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for trial in _trials(yolo_experiment):
+        events = list(trial.glob("events.out.tfevents.*"))
+        assert events, f"no TensorBoard file in {trial}"
+        acc = EventAccumulator(str(events[0]))
+        acc.Reload()
+        steps = [e.step for e in acc.Scalars("ray/tune/segm/AP")]
+        assert steps == list(range(1, len(_results(trial)) + 1))
+
+
+def test_settings_and_summary(yolo_experiment):
+    settings = json.loads((yolo_experiment / "segtune.json").read_text())
+    assert settings["framework"] == "yolo" and settings["max_epochs"] == MAX_EPOCHS
+    assert Path(settings["dataset"]["yolo_yaml"]).is_file()
+    stdout = (yolo_experiment.parent / "yolo-e2e.stdout.txt").read_text()
+    assert "best trial: trial_" in stdout and "tensorboard --logdir" in stdout
+    for trial in _trials(yolo_experiment):
+        params = json.loads((trial / "params.json").read_text())
+        assert params["seed"] == 0 and params["optimizer"] in ("SGD", "AdamW")

@@ -1,0 +1,129 @@
+"""The interface every framework adapter implements, and what a trial hands it.
+
+Lifecycle of one trial (driven by `runners/trial.py`):
+    adapter = Adapter(params, context)          # build from a config; validate it
+    adapter.train(on_epoch_end, resume_from)    # framework loop; after each epoch-sized unit it
+        -> on_epoch_end(epoch, native_metrics)  #   calls back; the callback asks for
+           adapter.predict_val()                #   COCO predictions on the val split and
+           adapter.save_checkpoint(dir)         #   a resumable checkpoint, then reports.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cocodata.prepared import PreparedDataset
+
+# epoch (1-based, epochs completed so far) and the framework's own numbers (losses, lr, native mAP)
+EpochEnd = Callable[[int, dict[str, float]], None]
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem: one line that names the problem and the fix."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf: this trial ends with the reason recorded, the search goes on."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything about a trial that is not a searched hyperparameter."""
+
+    dataset: PreparedDataset
+    output_dir: Path  # the trial's own directory; never the cwd (Ray changes it)
+    max_epochs: int
+    device: str  # "cpu" or "cuda:0" (Ray narrows CUDA_VISIBLE_DEVICES to the trial's GPUs)
+    workers: int = 0  # data-loader worker processes
+    model: str = ""  # model YAML / config name / architecture; "" = the adapter's default
+    weights: str | None = None  # weights file or model-zoo name to start from; None = from scratch
+    max_detections: int = 100  # per image, at least the evaluator's maxDets
+    iters_per_epoch: int | None = None  # frameworks that count iterations: one "epoch" for ASHA
+
+    @property
+    def use_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+class TrainerAdapter(ABC):
+    """Train one configuration of one framework and answer for it in COCO terms."""
+
+    framework: ClassVar[str]  # registry name, e.g. "yolo", "maskrcnn"
+    backend: ClassVar[str] = ""  # e.g. "torchvision", "detectron2"; "" when there is one
+    native_prefix: ClassVar[str]  # prefix of the framework's own metrics, e.g. "yolo/"
+    default_model: ClassVar[str]
+    default_model_cpu: ClassVar[str] = ""  # a smaller default when there is no GPU ("" = default_model)
+    seed_key: ClassVar[str] = "seed"  # the params key that seeds training (recorded in every config)
+
+    def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
+        self.check_params(params)
+        self.params = dict(params)
+        self.context = context
+
+    # ---- what the driver checks before any trial starts -------------------------------------
+    @classmethod
+    @abstractmethod
+    def param_names(cls) -> frozenset[str]:
+        """Every hyperparameter key this adapter accepts (the framework's own argument names)."""
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        unknown = sorted(set(params) - cls.param_names())
+        if unknown:
+            raise ConfigError(
+                f"{cls.display_name()} has no parameter {', '.join(map(repr, unknown))}; "
+                f"valid keys: {', '.join(sorted(cls.param_names()))}"
+            )
+
+    @classmethod
+    def check_model(cls, model: str, weights: str | None) -> None:
+        """Raise ConfigError when the model or weights cannot be used here (missing, corrupt, offline)."""
+
+    @classmethod
+    def resolve_model(cls, model: str, weights: str | None) -> tuple[str, str | None]:
+        """The model and weights as every trial will see them (absolute paths where local); checked."""
+        cls.check_model(model, weights)
+        if weights and Path(weights).expanduser().exists():
+            weights = str(Path(weights).expanduser().resolve())
+        return model or cls.default_model, weights
+
+    @classmethod
+    def native_metric_names(cls) -> frozenset[str]:
+        """The framework's own metrics this adapter reports; empty = any name under native_prefix."""
+        return frozenset()
+
+    @classmethod
+    def display_name(cls) -> str:
+        return f"{cls.framework} ({cls.backend})" if cls.backend else cls.framework
+
+    # ---- one trial ---------------------------------------------------------------------------
+    @abstractmethod
+    def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
+        """Train up to `context.max_epochs`, calling `on_epoch_end` after each epoch-sized unit.
+
+        `resume_from` is a directory written by `save_checkpoint`: continue after its epoch.
+        Raise TrainingDiverged when the loss is no longer finite.
+        """
+
+    @abstractmethod
+    def predict_val(self) -> list[dict[str, Any]]:
+        """COCO results (image_id, category_id, bbox xywh, score, RLE segmentation at full
+        resolution) of the current model on the val split, original category ids."""
+
+    @abstractmethod
+    def save_checkpoint(self, directory: Path) -> None:
+        """Write everything needed to resume training after the current epoch into `directory`."""
+
+    # ---- after the search --------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def weights_in_checkpoint(cls, directory: Path) -> Path:
+        """The file in a checkpoint directory that holds the model weights (for export)."""
+
+    @classmethod
+    def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
+        """The configuration in the framework's own form (for export); default: the params."""
+        return dict(params)

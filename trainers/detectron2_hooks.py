@@ -1,0 +1,192 @@
+"""The Detectron2 side of a trial: its trainer, its epoch hook, its dataset, its log and its predictor.
+
+Modelled on `detectron2/engine/hooks.py`: small classes with one duty each. Only APIs present in
+both Detectron2 v0.6 and its current main are used.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils
+from detectron2.data import transforms as T
+from detectron2.data.datasets import load_coco_json
+from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils.logger import setup_logger
+
+from cocodata.results import ImageRecord
+
+LOG_FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
+
+
+class SegtuneTrainer(DefaultTrainer):
+    """DefaultTrainer with AdamW, without its evaluation and checkpoint hooks, plus the trial's hooks.
+
+    The trial evaluates with segtune's COCO evaluator and checkpoints through the adapter, so
+    Detectron2's EvalHook and PeriodicCheckpointer (which writes model_final.pth) are dropped; the
+    extra hooks run where the checkpointer was: after the LR scheduler, before the writers.
+    """
+
+    def __init__(self, cfg, extra_hooks: Sequence[HookBase] = ()) -> None:
+        self._extra_hooks = list(extra_hooks)  # read by build_hooks, which DefaultTrainer calls
+        super().__init__(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        if cfg.SOLVER.get("OPTIMIZER", "SGD") != "AdamW":
+            return super().build_optimizer(cfg, model)
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+
+    def build_hooks(self):
+        kept = [h for h in super().build_hooks()
+                if not isinstance(h, (hooks.EvalHook, hooks.PeriodicCheckpointer))]
+        at = next((i for i, h in enumerate(kept) if isinstance(h, hooks.PeriodicWriter)), len(kept))
+        return kept[:at] + self._extra_hooks + kept[at:]
+
+
+def epoch_metrics(storage, first_iter: int, last_iter: int) -> dict[str, float]:
+    """Every scalar of the EventStorage over iterations [first_iter, last_iter]: the mean, but the
+    last value of the learning rate."""
+    metrics = {}
+    for name, history in storage.histories().items():
+        values = [float(v) for v, it in history.values() if first_iter <= it <= last_iter]
+        if values:
+            metrics[name] = values[-1] if name == "lr" else math.fsum(values) / len(values)
+    return metrics
+
+
+class EpochEndHook(HookBase):
+    """Every `period` iterations, calls `callback(epoch, native_metrics)` (1-based epochs)."""
+
+    def __init__(self, period: int, callback: Callable[[int, dict[str, float]], None], prefix: str) -> None:
+        self._period = period
+        self._callback = callback
+        self._prefix = prefix
+        self._started = 0.0
+
+    def before_train(self) -> None:
+        self._started = time.perf_counter()
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self._period:
+            return
+        metrics = epoch_metrics(self.trainer.storage, done - self._period, self.trainer.iter)
+        metrics["epoch_time"] = time.perf_counter() - self._started
+        metrics["iteration"] = float(done)
+        self._callback(done // self._period, {self._prefix + k: v for k, v in metrics.items()})
+        self._started = time.perf_counter()  # the callback's evaluation is not training time
+
+
+def save_resumable(trainer: DefaultTrainer, file: Path) -> None:
+    """Model, optimizer, LR scheduler, grad scaler (AMP) and iteration, in Detectron2's format."""
+    checkpointer = DetectionCheckpointer(trainer.model, save_dir=str(file.parent), trainer=trainer)
+    checkpointer.save(file.stem, iteration=trainer.iter)
+
+
+def load_resumable(trainer: DefaultTrainer, file: Path) -> None:
+    """Restore what save_resumable wrote; training continues at the iteration after it."""
+    checkpointer = DetectionCheckpointer(trainer.model, save_dir=str(file.parent), trainer=trainer)
+    checkpointer.load(str(file))  # checkpointables=None: the trainer's state too
+    trainer.start_iter = trainer.iter + 1
+
+
+@contextmanager
+def trial_log(log_file: Path) -> Iterator[None]:
+    """Detectron2's console logger (set up once per process) plus this trial's own log file."""
+    setup_logger(name="detectron2")  # lru_cached by Detectron2: repeated calls add no handlers
+    handler = logging.FileHandler(log_file)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%m/%d %H:%M:%S"))
+    logger = logging.getLogger("detectron2")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def load_dataset_dicts(json_file: Path, image_root: Path, category_ids: Sequence[int]) -> list[dict]:
+    """Detectron2 dataset dicts whose category_id is the index into `category_ids`.
+
+    load_coco_json's own mapping would enumerate every category of the file, sorted by id; segtune's
+    class index i is category_ids[i] (only categories with annotations, in the dataset's order).
+    """
+    index = {int(cid): i for i, cid in enumerate(category_ids)}
+    dicts = load_coco_json(str(json_file), str(image_root), dataset_name=None)
+    for record in dicts:
+        annotations = [a for a in record["annotations"] if int(a["category_id"]) in index]
+        for a in annotations:
+            a["category_id"] = index[int(a["category_id"])]
+        record["annotations"] = annotations
+    return dicts
+
+
+@contextmanager
+def registered_dataset(name: str, json_file: Path, image_root: Path, category_ids: Sequence[int],
+                       category_names: Sequence[str]) -> Iterator[str]:
+    """Register a dataset in Detectron2's process-global catalogs for the duration of a trial."""
+    DatasetCatalog.register(name, functools.partial(load_dataset_dicts, json_file, image_root, tuple(category_ids)))
+    MetadataCatalog.get(name).set(
+        thing_classes=list(category_names),
+        thing_dataset_id_to_contiguous_id={int(c): i for i, c in enumerate(category_ids)},
+        json_file=str(json_file),
+        image_root=str(image_root),
+        evaluator_type="coco",
+    )
+    try:
+        yield name
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+class BatchPredictor:
+    """DefaultPredictor's preprocessing (input format, test-time resize) on the training model, in
+    batches. Yields (record, Instances on the CPU) with masks pasted at the record's full size."""
+
+    def __init__(self, cfg, model: torch.nn.Module, batch_size: int = 4) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.input_format = cfg.INPUT.FORMAT
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+
+    def _input(self, record: ImageRecord) -> dict[str, Any]:
+        image = detection_utils.read_image(str(record.path), format=self.input_format)
+        image = self.aug.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+        # height/width: the size the outputs (boxes, pasted masks) are scaled to
+        return {"image": tensor, "height": record.height, "width": record.width}
+
+    def __call__(self, records: Sequence[ImageRecord]) -> Iterator[tuple[ImageRecord, Any]]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(records), self.batch_size):
+                    batch = records[start:start + self.batch_size]
+                    outputs = self.model([self._input(r) for r in batch])
+                    for record, output in zip(batch, outputs):
+                        yield record, output["instances"].to("cpu")
+        finally:
+            self.model.train(was_training)

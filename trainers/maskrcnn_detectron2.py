@@ -1,0 +1,157 @@
+"""Mask R-CNN through Detectron2 behind the adapter interface.
+
+Detectron2 owns the training loop (`DefaultTrainer.train`); an epoch hook (an `after_step` hook
+firing every `iters_per_epoch` iterations) hands control to the trial's callback, which asks for
+COCO predictions (`predict_val`) and a resumable checkpoint (`save_checkpoint`).
+
+Hyperparameters: the shared Mask R-CNN vocabulary (`trainers.maskrcnn_params`, Detectron2 key
+names, SOLVER.STEPS as fractions of the budget) plus any other key of Detectron2's config, e.g.
+MODEL.RPN.POST_NMS_TOPK_TRAIN. Keys a search does not set keep the model config's values.
+
+Models (`context.model`): a model-zoo config name ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"),
+a local YAML file, or "segtune/mask_rcnn_R_18_FPN_small" (the default: small enough for a CPU).
+Weights (`context.weights`): None (from scratch), a local .pth/.pkl, a "detectron2://" or http(s)
+URL, or a zoo config name (its published trained weights); downloads happen in `check_model`.
+
+Detectron2 is not on PyPI; the registry imports this module only when the backend is chosen.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import detectron2  # noqa: F401  (not installed -> ImportError -> the registry's ConfigError)
+import yaml
+
+from cocodata.results import instances_to_coco, list_images
+from trainers import detectron2_config as d2cfg
+from trainers.base import ConfigError, EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+
+CHECKPOINT_FILE = "model_checkpoint.pth"
+CONFIG_FILE = "config.yaml"
+_DIVERGED_MARKERS = ("infinite or nan", "inf/nan", "has diverged")
+
+
+def _is_divergence(exc: BaseException) -> bool:
+    # Detectron2: FloatingPointError("Loss became infinite or NaN ..."), FloatingPointError
+    # ("Predicted boxes or scores contain Inf/NaN. Training has diverged."), and an
+    # AssertionError("Box regression deltas become infinite or NaN!").
+    text = str(exc).lower()
+    return isinstance(exc, FloatingPointError) or (
+        isinstance(exc, AssertionError) and any(m in text for m in _DIVERGED_MARKERS)
+    )
+
+
+class Detectron2MaskRCNN(TrainerAdapter):
+    framework = "maskrcnn"
+    backend = "detectron2"
+    native_prefix = "detectron2/"
+    default_model = d2cfg.SMALL_MODEL
+
+    def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
+        super().__init__(params, context)
+        self._trainer = None  # the live SegtuneTrainer while train() runs
+        self._cfg = None
+
+    # ---- checks in the driver ----------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> frozenset[str]:
+        return d2cfg.param_names()
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        d2cfg.normalise_params(params)
+
+    @classmethod
+    def check_model(cls, model: str, weights: str | None) -> None:
+        """Config found and loadable, weights present (downloaded now if needed) and loadable."""
+        cfg = d2cfg.load_model_config(d2cfg.resolve_model(model))
+        d2cfg.resolve_weights(weights)
+        if not weights and cfg.MODEL.RESNETS.NORM == "FrozenBN" and "build_resnet" in cfg.MODEL.BACKBONE.NAME:
+            import warnings
+
+            warnings.warn(
+                f"{d2cfg.WHO}: {model} uses FrozenBN, which diverges when trained from scratch; pass "
+                f"--weights or use a config with trainable norm such as {d2cfg.SMALL_MODEL} or "
+                "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml",
+                stacklevel=2,
+            )
+
+    # ---- one trial -----------------------------------------------------------------------------
+    def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
+        from trainers import detectron2_hooks as hooks
+        from detectron2.utils.env import seed_all_rng
+
+        ctx = self.context
+        data = ctx.dataset
+        train_name = f"segtune_{data.name}_train_{uuid.uuid4().hex[:8]}"  # DatasetCatalog is per process
+        plan = d2cfg.build_cfg(self.params, ctx, train_dataset=train_name,
+                               weights=d2cfg.resolve_weights(ctx.weights, check=False))
+        cfg = self._cfg = plan.cfg
+        out = Path(cfg.OUTPUT_DIR)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(cfg.dump())
+        epoch_hook = hooks.EpochEndHook(plan.iters_per_epoch, on_epoch_end, self.native_prefix)
+        with hooks.trial_log(out / "log.txt"), hooks.registered_dataset(
+            train_name, data.train_json, data.train_images, data.category_ids, data.category_names
+        ):
+            seed_all_rng(cfg.SEED)
+            trainer = self._trainer = hooks.SegtuneTrainer(cfg, [epoch_hook])
+            if resume_from is not None:
+                hooks.load_resumable(trainer, Path(resume_from) / CHECKPOINT_FILE)
+            else:
+                trainer.resume_or_load(resume=False)  # MODEL.WEIGHTS, or from scratch when ""
+            if trainer.start_iter >= trainer.max_iter:
+                return  # the checkpoint is of the final epoch
+            try:
+                trainer.train()
+            except (FloatingPointError, AssertionError) as exc:
+                if _is_divergence(exc):
+                    raise TrainingDiverged(f"detectron2: {exc}".splitlines()[0]) from exc
+                raise
+
+    def predict_val(self) -> list[dict[str, Any]]:
+        from trainers.detectron2_hooks import BatchPredictor
+
+        if self._trainer is None:
+            raise RuntimeError("predict_val() needs a model: call it from the on_epoch_end callback of train()")
+        data = self.context.dataset
+        predictor = BatchPredictor(self._cfg, self._trainer.model)
+        predictions: list[dict[str, Any]] = []
+        for record, instances in predictor(list_images(data.val_json, data.val_images)):
+            masks = instances.pred_masks
+            if masks.dtype.is_floating_point:
+                masks = masks >= 0.5
+            predictions += instances_to_coco(
+                record.image_id,
+                instances.pred_boxes.tensor.numpy(),
+                instances.scores.numpy(),
+                instances.pred_classes.numpy(),
+                masks.numpy(),
+                data.category_ids,
+            )
+        return predictions
+
+    def save_checkpoint(self, directory: Path) -> None:
+        from trainers.detectron2_hooks import save_resumable
+
+        if self._trainer is None:
+            raise RuntimeError("save_checkpoint() needs a running train()")
+        directory = Path(directory)
+        save_resumable(self._trainer, directory / CHECKPOINT_FILE)
+        (directory / CONFIG_FILE).write_text(self._cfg.dump())
+
+    # ---- after the search ----------------------------------------------------------------------
+    @classmethod
+    def weights_in_checkpoint(cls, directory: Path) -> Path:
+        return Path(directory) / CHECKPOINT_FILE
+
+    @classmethod
+    def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
+        """The trial's full Detectron2 config (cfg.dump()), with SOLVER.OPTIMIZER, segtune's key."""
+        plan = d2cfg.build_cfg(params, context, train_dataset=f"{context.dataset.name}_train",
+                               weights=context.weights or "")
+        return yaml.safe_load(plan.cfg.dump())
+

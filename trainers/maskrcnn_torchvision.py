@@ -1,0 +1,359 @@
+"""Mask R-CNN on torchvision: the adapter, with its own small training loop.
+
+Hyperparameters are Detectron2's config keys (`trainers.maskrcnn_params`), mapped onto torchvision:
+BASE_LR/MOMENTUM/WEIGHT_DECAY/OPTIMIZER -> torch.optim.SGD | AdamW (no weight decay on norm
+layers); WARMUP_*/STEPS/GAMMA -> a per-iteration LambdaLR (linear warmup, then multi-step);
+IMS_PER_BATCH -> batch size; BATCH_SIZE_PER_IMAGE -> box_batch_size_per_image; FREEZE_AT ->
+trainable_backbone_layers = 5 - FREEZE_AT (pretrained weights only); ANCHOR_GENERATOR.SIZES ->
+AnchorGenerator with aspect ratios (0.5, 1, 2); INPUT.* -> the transform's train/test sizes.
+
+An "epoch" is `context.iters_per_epoch` iterations, or one pass over the train set
+(ceil(n_images / IMS_PER_BATCH)) when that is None. STEPS are fractions of max_epochs x that.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cocodata.results import instances_to_coco, list_images
+from trainers import torchvision_models as tvm
+from trainers.base import ConfigError, EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.coco_detection_data import CocoInstances, iters_per_pass, train_loader
+from trainers.maskrcnn_params import PARAM_NAMES, lr_multiplier, steps_in_iterations, validate_params
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "segtune-maskrcnn-torchvision/1"
+CPU_MODEL = "maskrcnn_resnet18_fpn"  # the model to pick on a CPU (tests, demos)
+EVAL_BATCH = 4
+MASK_THRESHOLD = 0.5
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+
+def _iters_per_epoch(params: Mapping[str, Any], context: TrialContext, n_train: int) -> int:
+    if context.iters_per_epoch:
+        return int(context.iters_per_epoch)
+    return iters_per_pass(n_train, params["SOLVER.IMS_PER_BATCH"])
+
+
+def _optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Detectron2's groups: weight decay everywhere but on normalisation layers."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            (no_decay if isinstance(module, NORM_TYPES) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _capture_rng(cuda: bool) -> dict[str, Any]:
+    keys, pos, has_gauss, gauss = np.random.get_state()[1:]
+    version, state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": [version, list(state), gauss_next],
+    }
+
+
+def _restore_rng(rng: Mapping[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, state, gauss_next = rng["python"]
+    random.setstate((version, tuple(state), gauss_next))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # all CUDA devices too
+
+
+class TorchvisionMaskRCNN(TrainerAdapter):
+    framework = "maskrcnn"
+    backend = "torchvision"
+    native_prefix = "maskrcnn/"
+    default_model = "maskrcnn_resnet50_fpn_v2"
+    cpu_model = CPU_MODEL
+    models = tuple(tvm.MODELS)
+
+    # ---- checks before any trial ------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> frozenset[str]:
+        return PARAM_NAMES
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        validate_params(params, who=cls.display_name())
+
+    @classmethod
+    def check_model(cls, model: str, weights: str | None) -> None:
+        tvm.check_model(model or cls.default_model, weights)
+
+    # ---- one trial ----------------------------------------------------------------------------
+    def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
+        super().__init__(params, context)
+        self.params = validate_params(params, who=self.display_name())
+        self.model_name = context.model or self.default_model
+        tvm.resolve_weights(self.model_name, context.weights)  # unknown model / bad weights name: fail now
+        self.device = torch.device(context.device)
+        self.amp = context.use_cuda and bool(self.params["SOLVER.AMP.ENABLED"])
+        dataset = context.dataset
+        self.category_ids = tuple(int(c) for c in dataset.category_ids)
+        self.num_classes = len(self.category_ids) + 1  # + background; class i+1 <-> category_ids[i]
+        self.train_data = CocoInstances(dataset.train_json, dataset.train_images, self.category_ids)
+        self._val_data: CocoInstances | None = None
+        self.iters_per_epoch = _iters_per_epoch(self.params, context, len(self.train_data))
+        self.total_iters = self.iters_per_epoch * context.max_epochs
+        self.steps = steps_in_iterations(self.params["SOLVER.STEPS"], self.total_iters)
+        self.model: nn.Module | None = None
+        self.epoch = 0  # epochs completed
+        self.iteration = 0  # iterations completed
+        self._rng_at_epoch_end: dict[str, Any] | None = None
+        self.build_info: dict[str, Any] = {}
+
+    def _build(self, load_weights: bool) -> None:
+        if self.model is not None:
+            return
+        seed_everything(self.params["SEED"])
+        model, self.build_info = tvm.build_model(
+            self.model_name, num_classes=self.num_classes, params=self.params, weights=self.context.weights,
+            max_detections=self.context.max_detections, load_weights=load_weights,
+        )
+        self.model = model.to(self.device)
+        p = self.params
+        groups = _optimizer_groups(self.model, p["SOLVER.WEIGHT_DECAY"])
+        if p["SOLVER.OPTIMIZER"] == "AdamW":
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=p["SOLVER.BASE_LR"])
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=p["SOLVER.BASE_LR"], momentum=p["SOLVER.MOMENTUM"])
+        warmup, factor, gamma, steps = p["SOLVER.WARMUP_ITERS"], p["SOLVER.WARMUP_FACTOR"], p["SOLVER.GAMMA"], self.steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda it: lr_multiplier(it, warmup_iters=warmup, warmup_factor=factor, steps=steps, gamma=gamma),
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
+        self._build(load_weights=resume_from is None)
+        if resume_from is not None:
+            self.load_checkpoint(Path(resume_from))
+        if self.epoch >= self.context.max_epochs:
+            return
+        if self.context.use_cuda:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            self._train_epochs(on_epoch_end)
+        finally:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+    def _train_epochs(self, on_epoch_end: EpochEnd) -> None:
+        assert self.model is not None
+        ipe, max_epochs = self.iters_per_epoch, self.context.max_epochs
+        loader = train_loader(self.train_data, batch_size=self.params["SOLVER.IMS_PER_BATCH"],
+                              seed=self.params["SEED"], start_iter=self.epoch * ipe, stop_iter=max_epochs * ipe,
+                              workers=self.context.workers)
+        batches = iter(loader)
+        clip = self.params["SOLVER.CLIP_GRADIENTS.ENABLED"]
+        self.model.train()
+        for epoch in range(self.epoch, max_epochs):
+            sums: dict[str, float] = defaultdict(float)
+            data_time, lr, start = 0.0, 0.0, time.perf_counter()
+            for _ in range(ipe):
+                t0 = time.perf_counter()
+                images, targets = next(batches)
+                images = [im.to(self.device, non_blocking=True).float().div_(255) for im in images]
+                targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
+                data_time += time.perf_counter() - t0
+                lr = self.optimizer.param_groups[0]["lr"]
+                with torch.autocast(device_type="cuda", enabled=self.amp):
+                    loss_dict = self.model(images, targets)
+                loss = sum(loss_dict.values())
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"loss is {value} at iteration {self.iteration + 1} (epoch {epoch + 1})")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if clip:
+                    self.scaler.unscale_(self.optimizer)
+                    self._clip_gradients()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.iteration += 1
+                sums["loss"] += value
+                for key, part in loss_dict.items():
+                    sums[key] += float(part.detach())
+            elapsed = time.perf_counter() - start
+            self.epoch = epoch + 1
+            native = {f"maskrcnn/{k}": v / ipe for k, v in sums.items()}
+            native.update({"maskrcnn/lr": lr, "maskrcnn/iter_time": elapsed / ipe,
+                           "maskrcnn/data_time": data_time / ipe})
+            # The callback evaluates and checkpoints; whatever randomness it uses, the run goes on
+            # from the state a checkpoint holds, so an uninterrupted and a resumed run agree.
+            self._rng_at_epoch_end = _capture_rng(self.context.use_cuda)
+            on_epoch_end(self.epoch, native)
+            _restore_rng(self._rng_at_epoch_end)
+            self.model.train()
+
+    def _clip_gradients(self) -> None:
+        """Detectron2's per-parameter clipping (CLIP_TYPE value | norm)."""
+        p = self.params
+        grads = [q for g in self.optimizer.param_groups for q in g["params"] if q.grad is not None]
+        value = p["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"]
+        if p["SOLVER.CLIP_GRADIENTS.CLIP_TYPE"] == "value":
+            torch.nn.utils.clip_grad_value_(grads, value)
+        else:
+            for param in grads:
+                torch.nn.utils.clip_grad_norm_(param, value, p["SOLVER.CLIP_GRADIENTS.NORM_TYPE"])
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def predict_val(self) -> list[dict[str, Any]]:
+        self._build(load_weights=True)
+        assert self.model is not None
+        if self._val_data is None:
+            ds = self.context.dataset
+            self._val_data = CocoInstances(ds.val_json, ds.val_images, self.category_ids, with_targets=False)
+        val = self._val_data
+        records = val.records
+        was_training = self.model.training
+        self.model.eval()
+        results: list[dict[str, Any]] = []
+        try:
+            with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self.amp):
+                for start in range(0, len(records), EVAL_BATCH):
+                    indices = range(start, min(start + EVAL_BATCH, len(records)))
+                    images = [val.load(i)[0].to(self.device).float().div_(255) for i in indices]
+                    for i, out in zip(indices, self.model(images)):
+                        masks = out["masks"][:, 0] >= MASK_THRESHOLD  # already pasted at full resolution
+                        results += instances_to_coco(records[i].image_id, out["boxes"].float(),
+                                                     out["scores"].float(), out["labels"] - 1, masks,
+                                                     self.category_ids)
+        finally:
+            self.model.train(was_training)
+        return results
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, directory: Path) -> None:
+        if self.model is None:
+            raise RuntimeError("save_checkpoint before the model exists: call train() first")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model_name": self.model_name,
+            "num_classes": self.num_classes,
+            "category_ids": list(self.category_ids),
+            "params": self.params,
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "iters_per_epoch": self.iters_per_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": self._rng_at_epoch_end or _capture_rng(self.context.use_cuda),
+        }
+        tmp = directory / (CHECKPOINT_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, directory / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        """Restore everything `save_checkpoint` wrote; training continues at the next epoch."""
+        self._build(load_weights=False)
+        assert self.model is not None
+        path = Path(directory) / CHECKPOINT_FILE
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ConfigError(f"cannot resume: no {CHECKPOINT_FILE} in {directory}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"cannot resume from {path}: not a checkpoint of the torchvision Mask R-CNN adapter")
+        theirs = (state["model_name"], state["num_classes"], state["iters_per_epoch"])
+        ours = (self.model_name, self.num_classes, self.iters_per_epoch)
+        if theirs != ours:
+            raise ConfigError(
+                f"cannot resume from {path}: it was written for (model, classes, iterations per epoch) = "
+                f"{theirs}, this trial has {ours}"
+            )
+        if state["params"] != self.params:
+            warnings.warn(f"resuming from {path} written with other hyperparameters; using this trial's", stacklevel=2)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"] and self.amp:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
+        self._rng_at_epoch_end = state["rng"]
+        _restore_rng(state["rng"])
+
+    @classmethod
+    def weights_in_checkpoint(cls, directory: Path) -> Path:
+        return Path(directory) / CHECKPOINT_FILE
+
+    @classmethod
+    def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
+        p = validate_params(params, who=cls.display_name())
+        model = context.model or cls.default_model
+        ds = context.dataset
+        n_train = ds.num_train_images or len(list_images(ds.train_json, ds.train_images))
+        ipe = _iters_per_epoch(p, context, n_train)
+        total = ipe * context.max_epochs
+        source = tvm.resolve_weights(model, context.weights)
+        optimizer: dict[str, Any] = {"name": p["SOLVER.OPTIMIZER"], "lr": p["SOLVER.BASE_LR"],
+                                     "weight_decay": p["SOLVER.WEIGHT_DECAY"], "weight_decay_norm": 0.0}
+        if p["SOLVER.OPTIMIZER"] == "SGD":
+            optimizer.update(momentum=p["SOLVER.MOMENTUM"], nesterov=False)
+        else:
+            optimizer.update(betas=[0.9, 0.999])
+        clip = p["SOLVER.CLIP_GRADIENTS.ENABLED"]
+        return {
+            "backend": "torchvision",
+            "model": model,
+            "weights": source.describe(),
+            "model_kwargs": tvm.model_kwargs(model, p, num_classes=ds.num_classes + 1,
+                                             max_detections=context.max_detections),
+            "trainable_backbone_layers": tvm.trainable_layers(p, source.pretrained),
+            "frozen_batchnorm": tvm.MODELS[model].variant == "v1" and source.pretrained,
+            "category_ids": list(ds.category_ids),
+            "solver": {
+                "optimizer": optimizer,
+                "batch_size": p["SOLVER.IMS_PER_BATCH"],
+                "iters_per_epoch": ipe,
+                "max_epochs": context.max_epochs,
+                "max_iter": total,
+                "warmup_iters": p["SOLVER.WARMUP_ITERS"],
+                "warmup_factor": p["SOLVER.WARMUP_FACTOR"],
+                "steps": steps_in_iterations(p["SOLVER.STEPS"], total),
+                "gamma": p["SOLVER.GAMMA"],
+                "clip_gradients": {"type": p["SOLVER.CLIP_GRADIENTS.CLIP_TYPE"],
+                                   "value": p["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
+                                   "norm_type": p["SOLVER.CLIP_GRADIENTS.NORM_TYPE"],
+                                   "per_parameter": True} if clip else None,
+                "amp": context.use_cuda and p["SOLVER.AMP.ENABLED"],
+            },
+            "seed": p["SEED"],
+            "params": p,
+        }

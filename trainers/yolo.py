@@ -1,0 +1,261 @@
+"""Ultralytics YOLO11-seg behind the adapter interface.
+
+Ultralytics owns the training loop (`model.train`); this adapter hooks `on_fit_epoch_end`, where
+Ultralytics has just validated and written `last.pt`, and hands control to the trial's callback.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cocodata.results import instances_to_coco, list_images
+from trainers.base import ConfigError, EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+
+# Arguments the trial sets itself; a search space may not touch them.
+_CONTROLLED = frozenset({
+    "data", "epochs", "device", "workers", "project", "name", "exist_ok", "resume", "model",
+    "mode", "task", "save_dir", "plots", "val", "save", "verbose", "cfg", "tracker", "source",
+    "pretrained", "time",
+})
+_CHECKPOINT_FILE = "last.pt"
+_STATE_FILE = "state.json"
+_NATIVE_METRICS = frozenset(
+    [f"{split}/{loss}_loss" for split in ("train", "val") for loss in ("box", "seg", "cls", "dfl", "sem")]
+    + [f"{m}({t})" for m in ("precision", "recall", "mAP50", "mAP50-95") for t in ("B", "M")]
+    + ["lr/pg0", "lr/pg1", "lr/pg2", "epoch_time"]
+)
+
+
+def _ultralytics_defaults() -> dict[str, Any]:
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return DEFAULT_CFG_DICT
+
+
+def _is_yolo_weights(path: str) -> bool:
+    return path.endswith((".pt", ".pth"))
+
+
+class YoloAdapter(TrainerAdapter):
+    framework = "yolo"
+    native_prefix = "yolo/"
+    default_model = "yolo11n-seg.yaml"
+
+    def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
+        super().__init__(params, context)
+        self._trainer = None  # the live ultralytics trainer, set once training starts
+
+    # ---- checks in the driver ----------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> frozenset[str]:
+        return frozenset(_ultralytics_defaults()) - _CONTROLLED
+
+    @classmethod
+    def native_metric_names(cls) -> frozenset[str]:
+        return frozenset(cls.native_prefix + name for name in _NATIVE_METRICS)
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        super().check_params(params)
+        if params.get("optimizer") == "auto":
+            # 'auto' picks its own lr and momentum and silently ignores the searched lr0/momentum.
+            raise ConfigError("yolo: optimizer 'auto' ignores lr0 and momentum; search explicit optimizers (SGD, AdamW, ...)")
+
+    @classmethod
+    def check_model(cls, model: str, weights: str | None) -> None:
+        cls.resolve_model(model, weights)
+
+    @classmethod
+    def resolve_model(cls, model: str, weights: str | None) -> tuple[str, str | None]:
+        """Absolute paths the trials can use offline; a download, if needed, happens once, here."""
+        model = model or cls.default_model
+        if model.endswith((".yaml", ".yml")):
+            from ultralytics.nn.tasks import yaml_model_load
+
+            if Path(model).expanduser().is_file():
+                model = str(Path(model).expanduser().resolve())
+            try:  # also resolves Ultralytics' own names with a scale, e.g. yolo11n-seg.yaml
+                yaml_model_load(model)
+            except Exception:
+                raise ConfigError(
+                    f"yolo: model config {model!r} not found; pass a YAML path or an Ultralytics name like yolo11n-seg.yaml"
+                ) from None
+        elif _is_yolo_weights(model):
+            model = cls._resolve_weights(model)
+        else:
+            raise ConfigError(f"yolo: --model {model!r} is neither a model YAML nor a .pt weights file")
+        if weights:
+            weights = cls._resolve_weights(weights)
+        return model, weights
+
+    @staticmethod
+    def _resolve_weights(path: str) -> str:
+        local = Path(path).expanduser()
+        if not local.exists():
+            from ultralytics.utils import SETTINGS, is_online
+            from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
+
+            cached = Path(SETTINGS["weights_dir"]) / local.name
+            if cached.exists():
+                local = cached
+            elif local.name not in GITHUB_ASSETS_NAMES:
+                raise ConfigError(f"yolo: weights file {path} does not exist; check the path")
+            elif not is_online():
+                raise ConfigError(
+                    f"yolo: {path} needs a download and this machine is offline; pass a local weights file "
+                    f"or train from scratch with --model yolo11n-seg.yaml"
+                )
+            else:
+                local = Path(attempt_download_asset(str(cached)))
+        try:
+            from ultralytics.nn.tasks import load_checkpoint
+
+            load_checkpoint(str(local))
+        except Exception as exc:
+            raise ConfigError(f"yolo: weights file {local} cannot be loaded ({type(exc).__name__}); it is corrupt or not an Ultralytics checkpoint") from None
+        return str(local.resolve())
+
+    # ---- one trial -----------------------------------------------------------------------------
+    def _train_args(self) -> dict[str, Any]:
+        ctx = self.context
+        args = {
+            "optimizer": "SGD",
+            "patience": 0,  # ASHA decides when to stop; Ultralytics' early stopping would race it
+            "seed": 0,
+            "deterministic": True,
+            **self.params,
+            "data": str(ctx.dataset.yolo_yaml),
+            "epochs": ctx.max_epochs,
+            "device": "0" if ctx.use_cuda else "cpu",
+            "workers": ctx.workers,
+            "project": str(ctx.output_dir),
+            "name": "ultralytics",
+            "save_dir": str(ctx.output_dir / "ultralytics"),
+            "exist_ok": True,
+            "plots": False,  # plots download a font and cost time every epoch
+            "val": True,
+            "verbose": False,
+        }
+        # AMP only on CUDA: off CUDA it is useless, and its check downloads a model.
+        args["amp"] = bool(self.params.get("amp", True)) and ctx.use_cuda
+        return args
+
+    def _build_model(self, resume_checkpoint: Path | None):
+        from ultralytics import YOLO
+
+        if resume_checkpoint is not None:
+            return YOLO(str(resume_checkpoint), task="segment")
+        model = YOLO(self.context.model or self.default_model, task="segment")
+        if self.context.weights:
+            model.load(self.context.weights)
+        return model
+
+    def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
+        os.environ.setdefault("YOLO_OFFLINE", "1")  # trials never download; the driver resolved files
+        resume_checkpoint = None
+        if resume_from is not None:
+            resume_checkpoint = self._stage_resume(resume_from)
+            if resume_checkpoint is None:
+                return  # the checkpoint is of the final epoch: nothing left to train
+        model = self._build_model(resume_checkpoint)
+        model.add_callback("on_pretrain_routine_start", _drop_raytune_callback)
+        model.add_callback("on_pretrain_routine_start", self._remember_trainer)
+        model.add_callback("on_fit_epoch_end", lambda trainer: self._epoch_end(trainer, on_epoch_end))
+        args = self._train_args()
+        if resume_checkpoint is not None:
+            args["resume"] = str(resume_checkpoint)
+        try:
+            model.train(**args)
+        except RuntimeError as exc:
+            if "NaN" in str(exc) or "Inf" in str(exc):
+                raise TrainingDiverged(f"ultralytics: {exc}") from exc
+            raise
+
+    def _stage_resume(self, resume_from: Path) -> Path | None:
+        """Copy the checkpoint where Ultralytics writes its own, so resume continues in place."""
+        state = json.loads((resume_from / _STATE_FILE).read_text())
+        if state["epoch"] >= self.context.max_epochs:
+            return None
+        target = self.context.output_dir / "ultralytics" / "weights" / _CHECKPOINT_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(resume_from / _CHECKPOINT_FILE, target)
+        return target
+
+    def _remember_trainer(self, trainer) -> None:
+        self._trainer = trainer
+
+    def _epoch_end(self, trainer, on_epoch_end: EpochEnd) -> None:
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        bad = {k: v for k, v in losses.items() if not math.isfinite(float(v))}
+        if bad:
+            raise TrainingDiverged(f"loss is not finite at epoch {trainer.epoch + 1}: {bad}")
+        native = {**losses, **trainer.lr, **{k.replace("metrics/", ""): v for k, v in trainer.metrics.items()}}
+        native = {f"{self.native_prefix}{k}": float(v) for k, v in native.items()}
+        native[f"{self.native_prefix}epoch_time"] = float(getattr(trainer, "epoch_time", 0.0) or 0.0)
+        on_epoch_end(trainer.epoch + 1, native)
+
+    def predict_val(self) -> list[dict[str, Any]]:
+        from ultralytics.models.yolo.segment import SegmentationPredictor
+
+        trainer = self._trainer
+        model = trainer.ema.ema if trainer.ema else trainer.model
+        images = list_images(self.context.dataset.val_json, self.context.dataset.val_images)
+        predictor = SegmentationPredictor(overrides={
+            "conf": 0.001,  # COCO AP counts low-confidence detections too
+            "iou": 0.7,
+            "imgsz": trainer.args.imgsz,
+            "max_det": self.context.max_detections,
+            "retina_masks": True,  # masks at the original resolution, as COCO evaluates them
+            "device": trainer.args.device,
+            "quantize": 16 if self.context.use_cuda else None,
+            "batch": 8,
+            "verbose": False,
+            "save": False,
+        })
+        predictor.setup_model(model, verbose=False)  # deep-copies: the training model is untouched
+        predictions: list[dict[str, Any]] = []
+        by_path = {str(r.path): r for r in images}
+        for result in predictor(source=[str(r.path) for r in images], stream=True):
+            record = by_path[str(result.path)]
+            if result.masks is None or len(result.boxes) == 0:
+                continue
+            masks = result.masks.data.cpu().numpy() > 0.5
+            predictions += instances_to_coco(
+                record.image_id,
+                result.boxes.xyxy.cpu().numpy(),
+                result.boxes.conf.cpu().numpy(),
+                result.boxes.cls.cpu().numpy().astype(int),
+                masks,
+                self.context.dataset.category_ids,
+            )
+        return predictions
+
+    def save_checkpoint(self, directory: Path) -> None:
+        shutil.copy2(self._trainer.last, Path(directory) / _CHECKPOINT_FILE)
+        # The epoch beside the weights: deciding whether to resume needs no unpickling.
+        (Path(directory) / _STATE_FILE).write_text(json.dumps({"epoch": self._trainer.epoch + 1}))
+
+    # ---- after the search ----------------------------------------------------------------------
+    @classmethod
+    def weights_in_checkpoint(cls, directory: Path) -> Path:
+        return Path(directory) / _CHECKPOINT_FILE
+
+    @classmethod
+    def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
+        adapter = cls(params, context)
+        args = adapter._train_args()
+        for key in ("project", "name", "save_dir", "exist_ok", "verbose"):
+            args.pop(key, None)
+        args["model"] = context.model or cls.default_model
+        return args
+
+
+def _drop_raytune_callback(trainer) -> None:
+    """Ultralytics' own Ray Tune callback reports a second metrics dict inside our trials: remove it."""
+    for event, funcs in trainer.callbacks.items():
+        trainer.callbacks[event] = [f for f in funcs if "raytune" not in getattr(f, "__module__", "")]
