@@ -348,6 +348,7 @@ def _write(out: Path, result: PreparedDataset, train_coco: dict[str, Any], val_c
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary shared directory
         (tmp / "train.json").write_text(json.dumps(train_coco))
         (tmp / "val.json").write_text(json.dumps(val_coco))
         prepared = dataclasses.replace(

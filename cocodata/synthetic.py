@@ -73,6 +73,7 @@ def make_demo_dataset(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary shared directory
         for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
             coco = _make_split(tmp, split, split_index, count, image_size, seed, (lo, hi), params)
             (tmp / "annotations").mkdir(exist_ok=True)

@@ -11,9 +11,16 @@ from trainers.registry import FRAMEWORKS
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (problem and fix) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python runners/tune.py",
+    parser = _OneLineErrorParser(
+        prog="tune.py",
         description=(
             "Search training hyperparameters of an instance-segmentation model with Ray Tune: "
             "Optuna (TPE) proposes configurations, ASHA stops weak trials early, and every trial "

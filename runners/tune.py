@@ -58,6 +58,15 @@ def _run(args) -> int:
     mode = args.mode or default_mode(args.metric)
     _check_metric(args.metric, adapter)
 
+    # What the user wrote is checked before anything starts: a typo costs seconds, not a Ray start.
+    user_space = _load_space(args, adapter, cpu_only=False) if (args.space or args.config) else None
+    if args.model or args.weights:
+        adapter.resolve_model(args.model, args.weights)
+    if args.address is None and args.gpus_per_trial:
+        _check_local_gpus(args.gpus_per_trial)
+    dataset = _prepare_data(args)
+
+    from cocodata.evaluator import CocoEvaluator
     from runners.experiment import build_tuner, init_ray, plan_resources, summarize
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -68,23 +77,10 @@ def _run(args) -> int:
     grace = args.grace_period or max(1, max_epochs // 10)
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
-    space = _load_space(args, adapter, cpu_only=not has_gpu)
+    space = user_space or _load_space(args, adapter, cpu_only=not has_gpu)
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
-
-    from cocodata.evaluator import CocoEvaluator
-    from cocodata.prepare import prepare_dataset
-
-    started = time.perf_counter()
-    dataset = prepare_dataset(
-        args.data, train_json=args.train_json, train_images=args.train_images,
-        val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
-        seed=args.seed, cache_dir=args.cache_dir.expanduser().resolve(),
-        need_yolo=args.framework == "yolo", log=lambda msg: print(f"segtune: {msg}"),
-    )
-    print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
-          f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
     settings = RunSettings(
         framework=args.framework, backend=backend, dataset=dataset, metric=args.metric, mode=mode,
         max_epochs=max_epochs, model=model, weights=weights,
@@ -128,6 +124,32 @@ def _resume(args, experiment_dir: Path) -> int:
     status, text = summarize(results, settings, experiment_dir)
     print(text, file=sys.stderr if status else sys.stdout)
     return status
+
+
+def _prepare_data(args):
+    from cocodata.prepare import prepare_dataset
+
+    started = time.perf_counter()
+    dataset = prepare_dataset(
+        args.data, train_json=args.train_json, train_images=args.train_images,
+        val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
+        seed=args.seed, cache_dir=args.cache_dir.expanduser().resolve(),
+        need_yolo=args.framework == "yolo", log=lambda msg: print(f"segtune: {msg}"),
+    )
+    print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
+          f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
+    return dataset
+
+
+def _check_local_gpus(gpus_per_trial: float) -> None:
+    import torch
+
+    available = torch.cuda.device_count()
+    if gpus_per_trial > available:
+        raise ConfigError(
+            f"--gpus-per-trial {gpus_per_trial:g} is more than this machine has ({available} GPUs); "
+            f"lower it (fractions like 0.5 share a GPU)"
+        )
 
 
 def _writable_storage(storage: Path) -> Path:

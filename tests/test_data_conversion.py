@@ -172,6 +172,23 @@ def test_cache_hit_reuses_the_directory_without_rebuilding(dataset: Path, tmp_pa
     assert [p.name for p in (tmp_path / "cache" / "datasets").iterdir()] == [first.content_hash[:16]]
 
 
+def test_a_crash_while_writing_leaves_nothing_behind(dataset: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import cocodata.to_yolo
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cocodata.to_yolo, "write_yolo_layout", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(dataset, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "datasets").iterdir()) == []
+    monkeypatch.undo()
+    prepared, _ = prepare(dataset, tmp_path / "cache")
+    assert prepared.yolo_yaml.is_file()
+    assert oct(prepared.train_json.parent.stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+
+
 def test_changed_image_bytes_change_the_hash(dataset: Path, tmp_path: Path) -> None:
     first, _ = prepare(dataset, tmp_path / "cache", need_yolo=False)
     image = dataset / "images" / "train" / "000003.png"
@@ -203,6 +220,17 @@ def test_explicit_paths(dataset: Path, tmp_path: Path) -> None:
                           train_images=dataset / "images" / "train")
     assert prepared.num_train_images + prepared.num_val_images == 12  # no val given: split from train
     assert prepared.name == "data"
+
+
+def test_valid_counts_as_val_and_test_is_ignored(dataset: Path, tmp_path: Path) -> None:
+    annotations = dataset / "annotations"
+    shutil.copy(annotations / "instances_val.json", annotations / "instances_test.json")
+    shutil.copytree(dataset / "images" / "val", dataset / "images" / "test")
+    (annotations / "instances_val.json").rename(annotations / "instances_valid.json")
+    (dataset / "images" / "val").rename(dataset / "images" / "valid")
+    prepared, _ = prepare(dataset, tmp_path / "cache", need_yolo=False)
+    assert prepared.val_images == (dataset / "images" / "valid").resolve()
+    assert (prepared.num_train_images, prepared.num_val_images) == (12, 4)
 
 
 def test_yaml_round_trip_gives_equivalent_ground_truth(dataset: Path, tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ from trainers.base import ConfigError, TrainingDiverged, TrialContext  # noqa: E
 from trainers.maskrcnn_detectron2 import CHECKPOINT_FILE, Detectron2MaskRCNN  # noqa: E402
 from trainers.registry import get_adapter  # noqa: E402
 
+# pycocotools' own decode() trips a numpy 2 deprecation on every call; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 REPO = Path(__file__).resolve().parents[1]
 ITERS_PER_EPOCH = 2
 ZOO_MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"

@@ -26,32 +26,20 @@ CACHE_LIMIT_BYTES = 2 * 1024**3  # decode once and keep in memory when the decod
 def decode_image(record: ImageRecord) -> torch.Tensor:
     """(3, H, W) uint8 RGB at the size the COCO file declares: EXIF orientation applied when that
     gives the declared size (as Detectron2 and Ultralytics read images), else the stored pixels."""
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_image as tv_decode
+    from PIL import Image, ImageOps
 
-    want = (record.height, record.width)
-    data = record.path.read_bytes()
-    try:
-        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        image = tv_decode(buffer, ImageReadMode.RGB, apply_exif_orientation=True)
-        if tuple(image.shape[1:]) != want:
-            image = tv_decode(buffer, ImageReadMode.RGB)
-    except RuntimeError:  # a format torchvision cannot decode: PIL
-        import io
-
-        from PIL import Image, ImageOps
-
-        with Image.open(io.BytesIO(data)) as im:
-            pil = ImageOps.exif_transpose(im).convert("RGB")
-            if (pil.height, pil.width) != want:
-                pil = im.convert("RGB")
-        image = torch.from_numpy(np.array(pil)).permute(2, 0, 1).contiguous()
-    if tuple(image.shape[1:]) != want:
-        raise ValueError(
-            f"image {record.path} is {image.shape[2]}x{image.shape[1]} but the COCO file says "
-            f"{record.width}x{record.height}; fix width/height in the annotations"
-        )
-    return image
+    want = (record.width, record.height)
+    with Image.open(record.path) as im:
+        image = ImageOps.exif_transpose(im)
+        if image.size != want:
+            image = im
+        if image.size != want:
+            raise ValueError(
+                f"image {record.path} is {image.size[0]}x{image.size[1]} but the COCO file says "
+                f"{record.width}x{record.height}; fix width/height in the annotations"
+            )
+        array = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
@@ -140,8 +128,9 @@ class CocoInstances(Dataset):
     def _decode(self, index: int) -> tuple[torch.Tensor, Instances | None]:
         record = self.records[index]
         image = decode_image(record)
-        targets = load_instances(self.annotations[record.image_id], record, self.label_of) if self.with_targets else None
-        return image, targets
+        if not self.with_targets:
+            return image, None
+        return image, load_instances(self.annotations[record.image_id], record, self.label_of)
 
     def load(self, index: int) -> tuple[torch.Tensor, Instances | None]:
         if self.cache is None:

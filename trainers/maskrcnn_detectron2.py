@@ -151,7 +151,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
     @classmethod
     def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
         """The trial's full Detectron2 config (cfg.dump()), with SOLVER.OPTIMIZER, segtune's key."""
-        plan = d2cfg.build_cfg(params, context, train_dataset=f"{context.dataset.name}_train",
-                               weights=context.weights or "")
+        weights = d2cfg.resolve_weights(context.weights, download=False, check=False)  # no network
+        plan = d2cfg.build_cfg(params, context, train_dataset=f"{context.dataset.name}_train", weights=weights)
         return yaml.safe_load(plan.cfg.dump())
 

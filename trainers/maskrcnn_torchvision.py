@@ -35,7 +35,7 @@ from trainers.maskrcnn_params import PARAM_NAMES, lr_multiplier, steps_in_iterat
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "segtune-maskrcnn-torchvision/1"
 CPU_MODEL = "maskrcnn_resnet18_fpn"  # the model to pick on a CPU (tests, demos)
-EVAL_BATCH = 4
+EVAL_BATCH = {"cuda": 4, "cpu": 2}  # images per inference call: 100 full-resolution float masks each
 MASK_THRESHOLD = 0.5
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
@@ -114,7 +114,10 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         super().__init__(params, context)
         self.params = validate_params(params, who=self.display_name())
         self.model_name = context.model or self.default_model
-        tvm.resolve_weights(self.model_name, context.weights)  # unknown model / bad weights name: fail now
+        source = tvm.resolve_weights(self.model_name, context.weights)  # unknown model / weights name: fail now
+        if not source.pretrained and self.params["MODEL.BACKBONE.FREEZE_AT"] and "MODEL.BACKBONE.FREEZE_AT" in params:
+            warnings.warn("MODEL.BACKBONE.FREEZE_AT has no effect from scratch (no --weights): every backbone "
+                          "layer trains, as torchvision does", stacklevel=2)
         self.device = torch.device(context.device)
         self.amp = context.use_cuda and bool(self.params["SOLVER.AMP.ENABLED"])
         dataset = context.dataset
@@ -146,7 +149,8 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=p["SOLVER.BASE_LR"])
         else:
             self.optimizer = torch.optim.SGD(groups, lr=p["SOLVER.BASE_LR"], momentum=p["SOLVER.MOMENTUM"])
-        warmup, factor, gamma, steps = p["SOLVER.WARMUP_ITERS"], p["SOLVER.WARMUP_FACTOR"], p["SOLVER.GAMMA"], self.steps
+        warmup, factor = p["SOLVER.WARMUP_ITERS"], p["SOLVER.WARMUP_FACTOR"]
+        gamma, steps = p["SOLVER.GAMMA"], self.steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda it: lr_multiplier(it, warmup_iters=warmup, warmup_factor=factor, steps=steps, gamma=gamma),
@@ -243,8 +247,9 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         results: list[dict[str, Any]] = []
         try:
             with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self.amp):
-                for start in range(0, len(records), EVAL_BATCH):
-                    indices = range(start, min(start + EVAL_BATCH, len(records)))
+                batch = EVAL_BATCH["cuda" if self.context.use_cuda else "cpu"]
+                for start in range(0, len(records), batch):
+                    indices = range(start, min(start + batch, len(records)))
                     images = [val.load(i)[0].to(self.device).float().div_(255) for i in indices]
                     for i, out in zip(indices, self.model(images)):
                         masks = out["masks"][:, 0] >= MASK_THRESHOLD  # already pasted at full resolution

@@ -174,15 +174,14 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, model_name: str,
-                  prefix: str = "") -> list[str]:
+def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, model_name: str) -> list[str]:
     """Load every tensor of `state` whose name and shape fit; return the names left out.
 
     Fewer than half of the model's tensors fitting means the weights belong to another model.
     """
     own = model.state_dict()
-    matched = {prefix + k: v for k, v in state.items() if prefix + k in own and own[prefix + k].shape == v.shape}
-    wanted = [k for k in own if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    wanted = [k for k in own if not k.endswith("num_batches_tracked")]
     if len(matched) < 0.5 * len(wanted):
         raise ConfigError(
             f"weights {source} do not fit {model_name}: only {len(matched)} of {len(wanted)} tensors match; "
