@@ -5,11 +5,13 @@ model into COCO metrics (one evaluator for every framework), a checkpoint, and o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ class RunSettings:
     iters_per_epoch: int | None = None
     seed: int = 0
     space: str = ""
+    experiment_dir: str = ""  # where trials write their framework output (shared storage on a cluster)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,13 +100,12 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     from ray import tune
 
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
-    trial_dir = Path(tune.get_context().get_trial_dir()).resolve()
+    trial_dir = _trial_output_dir(settings)
     context = settings.context(trial_dir, trial_device(settings.gpus_per_trial))
     adapter = get_adapter(settings.framework, settings.backend)(
         {key: thaw(value) for key, value in config.items()}, context
     )
     evaluator = CocoEvaluator(settings.dataset.val_json)
-    resume_from = _restore_checkpoint(trial_dir)
     node_id = _node_id()
     started = time.perf_counter()
     last_epoch = 0
@@ -126,13 +128,15 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         }
         if settings.metric not in result:
             result[settings.metric] = worst_value(settings.mode)
-        with tempfile.TemporaryDirectory(dir=trial_dir, prefix=".ckpt-") as tmp:
+        # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
+        with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             adapter.save_checkpoint(Path(tmp))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         last_epoch = epoch
 
     try:
-        adapter.train(on_epoch_end, resume_from)
+        with _restored_checkpoint() as resume_from:
+            adapter.train(on_epoch_end, resume_from)
     except TrainingDiverged as exc:
         # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case
         # score (Optuna refuses NaN, and TPE should learn that this region is bad).
@@ -146,19 +150,36 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         tune.report(failure)
 
 
+def _trial_output_dir(settings: RunSettings) -> Path:
+    """The trial's folder in the experiment directory itself. Ray's own trial dir is a local
+    staging copy that Ray re-uploads with every experiment snapshot: framework output (weights,
+    logs) written there would be copied again and again, and lost on other cluster nodes."""
+    from ray import tune
+
+    context = tune.get_context()
+    if not settings.experiment_dir:
+        return Path(context.get_trial_dir()).resolve()
+    trial_dir = Path(settings.experiment_dir) / f"trial_{context.get_trial_id()}"
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    return trial_dir
+
+
 def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
 
 
-def _restore_checkpoint(trial_dir: Path) -> Path | None:
-    """The latest checkpoint of this trial (after a resume or a retry), copied next to the trial."""
+@contextlib.contextmanager
+def _restored_checkpoint() -> Iterator[Path | None]:
+    """The latest checkpoint of this trial (after a resume or a retry), in a private temp dir that
+    Ray does not sync, removed when the trial ends."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None
-    local = trial_dir / "restored_checkpoint"
-    checkpoint.to_directory(str(local))
-    return local
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="segtune-restore-") as tmp:
+        checkpoint.to_directory(tmp)
+        yield Path(tmp)

@@ -6,6 +6,7 @@ Bad input ends with one line on stderr and exit status 2; an experiment is never
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -87,6 +88,7 @@ def _run(args) -> int:
         gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
         workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
         iters_per_epoch=args.iters_per_epoch, seed=args.seed, space=space.source,
+        experiment_dir=str(experiment_dir),
     )
     print(f"segtune: {num_samples if space.searched else 1} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
@@ -114,7 +116,8 @@ def _resume(args, experiment_dir: Path) -> int:
         )
     from runners.experiment import init_ray, restore_tuner, summarize
 
-    settings = RunSettings.load(experiment_dir)
+    # The directory may have moved since it was made (a copy, another mount): trials write here now.
+    settings = dataclasses.replace(RunSettings.load(experiment_dir), experiment_dir=str(experiment_dir))
     if settings.framework != args.framework:
         raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))

@@ -1,0 +1,414 @@
+"""Read a finished, running or copied experiment: one module shared by rank, report and export.
+
+The trial list, statuses, configs and searched keys come from Ray's own reader
+(`ray.tune.ExperimentAnalysis`: no `ray.init`, and it re-bases paths onto wherever the directory now
+is, so a copied experiment reads like the original). Per-epoch metrics are read from each trial's
+`result.json` here rather than through Ray, because Ray drops a trial's whole history when the last
+line is half-written (a running trial) and we want every complete line. When Ray's snapshot is missing
+or unreadable (a search that just started, a partial copy) the trial directories alone are read.
+Nothing is ever written into the experiment directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cocodata.evaluator import METRIC_KEYS
+from runners.cli import default_mode
+from runners.trial import DIVERGED_KEY, FAILURE_KEY, SETTINGS_FILE, RunSettings
+
+TABLE_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")  # the terminal table's metric columns
+# Ray's statuses -> ours; TERMINATED is split below into finished / stopped / diverged.
+_RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
+# Worst-first order of trials that have no value for the ranking metric.
+_NO_VALUE_ORDER = ("running", "pending", "paused", "unknown", "diverged", "failed")
+
+
+class ExperimentError(ValueError):
+    """A user-facing problem with the experiment directory or the options: one line naming the fix."""
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    path: Path
+    status: str  # finished | stopped | diverged | failed | running | pending | paused | unknown
+    detail: str  # status in words, e.g. "stopped early by ASHA at epoch 2"
+    reason: str = ""  # why a trial diverged or failed
+    params: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per completed epoch
+    epochs: int = 0
+    best_epoch: int | None = None
+    best_value: float | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)  # segm/* and bbox/* at the best epoch
+    last_metrics: dict[str, float] = field(default_factory=dict)  # ... and at the last epoch
+    wall_time_s: float | None = None
+    checkpoint: Path | None = None  # best epoch's checkpoint if kept, else the latest
+    experiment: str = ""
+    rank: int | None = None
+
+    @property
+    def short_status(self) -> str:
+        if self.status == "stopped":
+            return f"stopped early at epoch {self.epochs}"
+        if self.status == "diverged":
+            return f"diverged at epoch {self.epochs + 1}"
+        if self.status == "running":
+            return f"running (epoch {self.epochs})"
+        return self.status
+
+
+@dataclass
+class Experiment:
+    path: Path
+    settings: RunSettings
+    trials: list[TrialSummary]
+    metric: str
+    mode: str
+    searched: list[str]  # hyperparameters the search varied
+    fixed: dict[str, Any]  # the rest, identical in every trial
+    distributions: dict[str, Any]  # optuna distributions of the searched keys, when the space file is readable
+    reader: str  # "ray" or "files": which reader found the trials
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def metric_names(self) -> list[str]:
+        names = {k for t in self.trials for row in t.history for k, v in row.items() if _is_number(v)}
+        return sorted(names - {"training_iteration", "timestamp", "pid", "done"})
+
+
+# ---- finding experiments ---------------------------------------------------------------------
+def find_experiments(path: Path, framework: str | None = None) -> list[Path]:
+    """`path` itself when it is an experiment, else the experiments directly inside it."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ExperimentError(f"{path} is not a directory; pass an experiment directory (<storage>/<name>)")
+    candidates = [path] if (path / SETTINGS_FILE).is_file() else sorted(
+        p for p in path.iterdir() if p.is_dir() and (p / SETTINGS_FILE).is_file()
+    )
+    if not candidates:
+        raise ExperimentError(
+            f"{path} is not a segtune experiment (no {SETTINGS_FILE}) and holds none; pass the directory "
+            f"that runners/tune.py printed, <storage>/<name>"
+        )
+    if framework:
+        kept = [p for p in candidates if _framework_of(p) == framework]
+        if not kept:
+            found = ", ".join(sorted({_framework_of(p) for p in candidates}))
+            raise ExperimentError(f"no {framework} experiment in {path} (found: {found}); change --framework")
+        candidates = kept
+    return candidates
+
+
+def _framework_of(path: Path) -> str:
+    try:
+        return str(json.loads((path / SETTINGS_FILE).read_text()).get("framework", "?"))
+    except (OSError, ValueError):
+        return "?"
+
+
+def resolve_metric(settings: RunSettings, metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The ranking metric (default: the search's) and its direction (the search's, or guessed from the name)."""
+    metric = metric or settings.metric
+    if mode is None:
+        mode = settings.mode if metric == settings.metric else default_mode(metric)
+    return metric, mode
+
+
+# ---- reading one experiment ------------------------------------------------------------------
+def load_experiment(path: Path, metric: str | None = None, mode: str | None = None) -> Experiment:
+    path = Path(path).expanduser().resolve()
+    if not (path / SETTINGS_FILE).is_file():
+        raise ExperimentError(f"{path} is not a segtune experiment (no {SETTINGS_FILE}); pass <storage>/<name>")
+    try:
+        settings = RunSettings.load(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ExperimentError(f"{path / SETTINGS_FILE} cannot be read ({exc}); was it written by runners/tune.py?") from None
+    metric, mode = resolve_metric(settings, metric, mode)
+    if mode not in ("max", "min"):
+        raise ExperimentError(f"--mode must be max or min, got {mode!r}")
+
+    ray_trials = _ray_trials(path)
+    reader = "ray" if ray_trials is not None else "files"
+    by_dir = {Path(t["path"]).name: t for t in ray_trials or []}
+    # Directories Ray's last snapshot does not know yet (a running search) are read from files too.
+    for trial_dir in sorted(p for p in path.glob("trial_*") if p.is_dir()):
+        by_dir.setdefault(trial_dir.name, {"path": str(trial_dir), "status": None, "config": None,
+                                           "searched": None, "error_file": None})
+    trials = [_summarize_trial(path / name, info, settings, metric, mode) for name, info in by_dir.items()]
+
+    searched, fixed, distributions = _split_params(settings, trials, ray_trials)
+    experiment = Experiment(path, settings, trials, metric, mode, searched, fixed, distributions, reader)
+    reported = any(metric in row for t in trials for row in t.history)
+    if not reported and metric not in METRIC_KEYS and metric != settings.metric and any(t.history for t in trials):
+        known = ", ".join(n for n in experiment.metric_names() if "/" in n)
+        raise ExperimentError(f"metric {metric!r} was never reported in {path.name}; choose one of: {known}")
+    rank_trials(trials, mode)
+    return experiment
+
+
+def _ray_trials(path: Path) -> list[dict[str, Any]] | None:
+    """Trial facts from Ray's experiment snapshot, or None when it is missing or unreadable."""
+    if not any(path.glob("experiment_state-*.json")):
+        return None
+    try:
+        from ray.tune import ExperimentAnalysis
+
+        # Ray logs a warning per trial whose result.json it cannot parse; we read those files ourselves.
+        logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+        previous = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            analysis = ExperimentAnalysis(str(path))
+        finally:
+            logger.setLevel(previous)
+    except Exception:  # a snapshot being rewritten, a different Ray version, ...: read the files instead
+        return None
+    trials = []
+    for trial in analysis.trials:
+        trials.append({
+            "path": trial.path,  # storage path, re-based by Ray onto this directory
+            "status": trial.status,
+            "config": dict(trial.config or {}),
+            "searched": list((trial.evaluated_params or {}).keys()),
+            "error_file": trial.run_metadata.error_filename,
+        })
+    return trials
+
+
+def read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """result.json rows, one per epoch; a half-written last line (a running trial) is skipped, and a
+    repeated iteration (a trial resumed from an earlier checkpoint) keeps its latest row."""
+    try:
+        text = (trial_dir / "result.json").read_text(errors="replace")
+    except OSError:
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "training_iteration" in row:
+            rows[int(row["training_iteration"])] = row
+    return [rows[i] for i in sorted(rows)]
+
+
+def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSettings, metric: str,
+                     mode: str) -> TrialSummary:
+    rows = read_results(trial_dir)
+    diverged = [r for r in rows if r.get(DIVERGED_KEY)]
+    history = [r for r in rows if not r.get(DIVERGED_KEY)]  # the diverged row is a placeholder score
+    config = info.get("config") or _read_params(trial_dir) or (rows[-1].get("config", {}) if rows else {})
+    trial_id = (rows[-1].get("trial_id") if rows else None) or trial_dir.name.removeprefix("trial_")
+    summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="unknown", detail="", params=dict(config),
+                           history=history, epochs=_epoch(history[-1]) if history else 0)
+    _set_status(summary, info, diverged, settings.max_epochs)
+
+    scored = [r for r in history if _is_number(r.get(metric))]
+    if scored:
+        pick = max if mode == "max" else min
+        best = pick(scored, key=lambda r: float(r[metric]))
+        summary.best_epoch, summary.best_value = _epoch(best), float(best[metric])
+    else:
+        best = history[-1] if history else None
+    if best is not None:
+        summary.best_metrics = {k: float(best[k]) for k in METRIC_KEYS if _is_number(best.get(k))}
+    if history:
+        summary.last_metrics = {k: float(history[-1][k]) for k in METRIC_KEYS if _is_number(history[-1].get(k))}
+        summary.wall_time_s = float(history[-1].get("time_total_s") or 0.0) or None
+    summary.checkpoint = _checkpoint(trial_dir, history, best)
+    return summary
+
+
+def _set_status(summary: TrialSummary, info: dict[str, Any], diverged: list[dict], max_epochs: int) -> None:
+    ray_status = info.get("status")
+    error_text = _error_reason(summary.path, info.get("error_file"))
+    if diverged:
+        summary.status, summary.reason = "diverged", str(diverged[-1].get(FAILURE_KEY) or "diverged")
+        summary.detail = f"diverged at epoch {summary.epochs + 1}: {summary.reason}"
+    elif ray_status == "ERROR" or (ray_status is None and error_text):
+        summary.status, summary.reason = "failed", error_text or "unknown error (no error.txt)"
+        summary.detail = f"failed after {summary.epochs} epoch(s): {summary.reason}"
+    elif ray_status in _RAY_STATUS:
+        summary.status = _RAY_STATUS[ray_status]
+        summary.detail = f"{summary.status}, {summary.epochs} epoch(s) so far"
+    elif summary.epochs >= max_epochs:
+        summary.status, summary.detail = "finished", f"finished all {max_epochs} epochs"
+    elif ray_status == "TERMINATED":
+        # Ray ends a trial early only when the scheduler says so (or a --time-budget ran out).
+        summary.status = "stopped"
+        summary.detail = f"stopped early by ASHA at epoch {summary.epochs} of {max_epochs}"
+    else:  # no Ray snapshot: cannot tell a running trial from one that was stopped
+        summary.status, summary.detail = "unknown", f"{summary.epochs} epoch(s); no Ray snapshot to say more"
+
+
+def _error_reason(trial_dir: Path, error_file: str | None) -> str:
+    """The last line of Ray's error.txt (the exception itself), else the pickled exception."""
+    text_file = trial_dir / (error_file or "error.txt")
+    if text_file.is_file():
+        lines = [line.strip() for line in text_file.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:300]
+    pickled = trial_dir / "error.pkl"
+    if pickled.is_file():
+        try:  # written by this experiment's own Ray driver, like the snapshot Ray's reader unpickles
+            return str(pickle.loads(pickled.read_bytes())).strip().splitlines()[-1][:300]
+        except Exception:
+            return f"see {pickled}"
+    return ""
+
+
+def _read_params(trial_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((trial_dir / "params.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _checkpoint(trial_dir: Path, history: list[dict], best: dict | None) -> Path | None:
+    """Only checkpoints named by a result row: a row is written after its checkpoint is complete."""
+    def usable(row: dict | None) -> Path | None:
+        name = (row or {}).get("checkpoint_dir_name")
+        if not name:
+            return None
+        candidate = trial_dir / str(name)
+        return candidate if candidate.is_dir() and any(candidate.iterdir()) else None
+
+    for row in [best, *reversed(history)]:
+        found = usable(row)
+        if found:
+            return found
+    return None
+
+
+def _split_params(settings: RunSettings, trials: list[TrialSummary],
+                  ray_trials: list[dict] | None) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """Searched keys from Ray (what the searcher suggested), else from the space file, else the keys whose
+    values differ between trials; distributions only from the space file (for the importance study)."""
+    keys = sorted({k for t in trials for k in t.params})
+    searched: set[str] = {k for t in ray_trials or [] for k in t.get("searched") or []}
+    distributions: dict[str, Any] = {}
+    space = _load_space(settings.space)
+    if space is not None:
+        distributions = {k: d for k, d in space.searched.items() if _all_contained(d, k, trials)}
+        if not searched:
+            searched = set(space.searched) & set(keys)
+    if not searched and not ray_trials and space is None:
+        searched = {k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1}
+    fixed = {k: next(t.params[k] for t in trials if k in t.params) for k in keys if k not in searched}
+    return sorted(searched), fixed, {k: d for k, d in distributions.items() if k in searched}
+
+
+def _load_space(source: str):
+    """The experiment's search space, when its file is still there and still a space file."""
+    if not source or not Path(source).is_file():
+        return None
+    from search_spaces.space import SpaceError, load_space
+
+    try:
+        return load_space(Path(source))
+    except SpaceError:  # e.g. a --config file written by export_best.py (extra top-level keys)
+        return None
+
+
+def _all_contained(distribution: Any, key: str, trials: list[TrialSummary]) -> bool:
+    """The space file may have been edited since the search: use it only if it still covers every value."""
+    from search_spaces.space import _freeze
+
+    try:
+        for trial in trials:
+            if key in trial.params:
+                value = _freeze(trial.params[key])
+                if not distribution._contains(distribution.to_internal_repr(value)):
+                    return False
+    except Exception:
+        return False
+    return True
+
+
+# ---- ranking -----------------------------------------------------------------------------------
+def rank_trials(trials: list[TrialSummary], mode: str) -> list[TrialSummary]:
+    """Best value first (ties: more epochs, then id); trials without a value last. Sets `rank`, in place."""
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(t: TrialSummary) -> tuple:
+        if t.best_value is None:
+            return (1, _NO_VALUE_ORDER.index(t.status) if t.status in _NO_VALUE_ORDER else 0, 0.0, t.trial_id)
+        return (0, sign * t.best_value, -t.epochs, t.trial_id)
+
+    trials.sort(key=key)
+    for i, trial in enumerate(trials, 1):
+        trial.rank = i
+    return trials
+
+
+def merge_ranked(experiments: list[Experiment]) -> list[TrialSummary]:
+    """All trials of several experiments in one ranking (their metric and mode must agree)."""
+    trials = []
+    for exp in experiments:
+        for t in exp.trials:
+            t.experiment = exp.name
+            trials.append(t)
+    return rank_trials(trials, experiments[0].mode) if experiments else []
+
+
+def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
+               with_experiment: bool = False) -> list[dict[str, Any]]:
+    """Every column of the ranking (CSV); the terminal and Markdown tables show a subset."""
+    rows = []
+    for t in trials:
+        row: dict[str, Any] = {"rank": t.rank}
+        if with_experiment:
+            row["experiment"] = t.experiment
+        row.update({
+            "trial": t.trial_id, "status": t.status, "detail": t.detail, "epochs": t.epochs,
+            "best_epoch": t.best_epoch, f"{metric}@best": t.best_value,
+        })
+        row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS})
+        row.update({f"{k}@last": t.last_metrics.get(k) for k in METRIC_KEYS})
+        row.update({f"config/{k}": _plain(t.params.get(k)) for k in searched})
+        row.update({f"config/{k}": _plain(v) for k, v in sorted(t.params.items()) if k not in searched})
+        row.update({"wall_time_s": t.wall_time_s, "checkpoint": str(t.checkpoint or ""), "reason": t.reason,
+                    "path": str(t.path)})
+        rows.append(row)
+    return rows
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+def _epoch(row: dict[str, Any]) -> int:
+    return int(row.get("epoch") or row.get("training_iteration") or 0)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain(value: Any) -> Any:
+    """Values as they go into CSV/YAML: lists for tuples, Python scalars for numpy ones."""
+    from search_spaces.space import thaw
+
+    return thaw(value)
+
+
+def format_value(value: Any, key: str = "") -> str:
+    """Short text for tables: AP in percent with one decimal, -1 ('no GT of that size') as '-'."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if key.startswith(("segm/", "bbox/")) and "/AP" in key:
+        return "-" if value < 0 else f"{value:.1f}"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"

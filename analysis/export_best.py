@@ -1,0 +1,336 @@
+"""Export the best trial (or --trial ID): `python analysis/export_best.py EXP_DIR --out DIR`.
+
+DIR receives:
+  config.yaml         segtune's own format; `python runners/tune.py --framework F --config DIR/config.yaml`
+                      retrains it without a search (framework, backend, model, weights + every param)
+  native_config.yaml  the same run in the framework's own terms (from the adapter's native_config)
+  weights/            the weights file of the trial's best kept checkpoint (adapter.weights_in_checkpoint)
+  best.pt, best.onnx  YOLO only: an inference copy (Ultralytics' strip_optimizer) and its ONNX export
+  MODEL_CARD.md       metrics at the best epoch, data, seed, versions, the command to retrain
+DIR must be new or empty (--force writes into a non-empty one; files of other names are left alone).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from analysis.experiment import Experiment, ExperimentError, TrialSummary, format_value, load_experiment  # noqa: E402
+from cocodata.evaluator import METRIC_KEYS  # noqa: E402
+from search_spaces.space import thaw  # noqa: E402
+from trainers.base import ConfigError  # noqa: E402
+from trainers.registry import get_adapter  # noqa: E402
+
+PROG = "export_best.py"
+# Package versions recorded in the model card, by framework and backend.
+_PACKAGES = {("yolo", ""): ("ultralytics",), ("maskrcnn", "torchvision"): ("torchvision",),
+             ("maskrcnn", "detectron2"): ("detectron2", "torchvision")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python analysis/export_best.py",
+        description="Export the best trial of an experiment: a re-trainable config, the framework's native "
+                    "config, the weights (and ONNX for YOLO) and a model card.",
+    )
+    parser.add_argument("experiment", type=Path, help="experiment directory (<storage>/<name>)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
+    parser.add_argument("--trial", default=None, help="export this trial id instead of the best one")
+    parser.add_argument("--metric", default=None, help="choose the best trial by this metric (default: the search's)")
+    parser.add_argument("--mode", choices=("max", "min"), default=None, help="max or min (default: the search's)")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (YOLO)")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    return parser
+
+
+def fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def pick_trial(exp: Experiment, trial_id: str | None) -> TrialSummary:
+    if trial_id is None:
+        usable = [t for t in exp.trials if t.checkpoint is not None and t.best_value is not None]
+        if not usable:
+            waiting = any(t.status in ("running", "pending") for t in exp.trials)
+            states = ", ".join(sorted({t.status for t in exp.trials})) or "no trials"
+            raise ExperimentError(f"no trial of {exp.name} has a checkpoint" + (
+                " yet; wait for the first epoch to finish" if waiting else f" (trials: {states}); nothing to export"))
+        return usable[0]  # trials are ranked
+    wanted = trial_id.removeprefix("trial_")
+    matches = [t for t in exp.trials if t.trial_id == wanted] or [t for t in exp.trials if t.trial_id.startswith(wanted)]
+    if len(matches) != 1:
+        known = ", ".join(t.trial_id for t in exp.trials)
+        what = "matches several trials" if matches else "is not a trial"
+        raise ExperimentError(f"--trial {trial_id!r} {what} of {exp.name}; choose one of: {known}")
+    if matches[0].checkpoint is None:
+        raise ExperimentError(f"trial {matches[0].trial_id} has no checkpoint ({matches[0].detail}); pick another --trial")
+    return matches[0]
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} is a file; choose a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExperimentError(f"--out {out} exists and is not empty; choose a new directory or pass --force")
+
+
+def retrain_command(exp: Experiment, config_path: Path) -> str:
+    """The search's settings with the exported config in place of the search space."""
+    s = exp.settings
+    d = s.dataset
+    args = ["python", "runners/tune.py", "--framework", s.framework]
+    if s.backend:
+        args += ["--backend", s.backend]
+    args += ["--config", str(config_path), "--model", s.model]
+    if s.weights:
+        args += ["--weights", s.weights]
+    # The prepared (validated, split) copies of the data: the same train/val images as the search.
+    args += ["--train-json", str(d.train_json), "--train-images", str(d.train_images),
+             "--val-json", str(d.val_json), "--val-images", str(d.val_images),
+             "--max-epochs", str(s.max_epochs), "--metric", s.metric, "--mode", s.mode, "--seed", str(s.seed),
+             "--name", f"{exp.name}-retrain"]
+    return shlex.join(args)
+
+
+def write_config(exp: Experiment, trial: TrialSummary, out: Path) -> Path:
+    s = exp.settings
+    params = {k: thaw(v) for k, v in sorted(trial.params.items())}
+    data = {"framework": s.framework, "backend": s.backend, "model": s.model, "weights": s.weights, "params": params}
+    header = (f"# segtune config: trial {trial.trial_id} of experiment {exp.name} (rank {trial.rank} by "
+              f"{exp.metric}, {exp.mode}).\n# Retrain without a search: python runners/tune.py --framework "
+              f"{s.framework} --config {out / 'config.yaml'}\n# 'weights' is what training started from "
+              f"(null: from scratch); the trained weights are in weights/.\n")
+    path = out / "config.yaml"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_native_config(adapter_cls, exp: Experiment, trial: TrialSummary, out: Path) -> Path:
+    s = exp.settings
+    context = s.context(out, "cuda:0" if s.gpus_per_trial > 0 else "cpu")
+    native = adapter_cls.native_config({k: thaw(v) for k, v in trial.params.items()}, context)
+    path = out / "native_config.yaml"
+    path.write_text(f"# {adapter_cls.display_name()} configuration of trial {trial.trial_id}, in the framework's own "
+                    f"terms (written by the adapter's native_config)\n"
+                    + yaml.safe_dump(_plain(native), sort_keys=False))
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe: paths and other objects as text, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(thaw(value))
+
+
+def copy_weights(adapter_cls, trial: TrialSummary, out: Path) -> Path:
+    """The adapter names the weights file of its checkpoints; without the adapter, the whole checkpoint."""
+    target_dir = out / "weights"
+    target_dir.mkdir(exist_ok=True)
+    if adapter_cls is None:
+        shutil.copytree(trial.checkpoint, target_dir, dirs_exist_ok=True)
+        return target_dir
+    source = adapter_cls.weights_in_checkpoint(trial.checkpoint)
+    if not source.is_file():
+        raise ExperimentError(f"checkpoint {trial.checkpoint} has no {source.name}; pick another --trial")
+    target = target_dir / source.name
+    shutil.copy2(source, target)
+    return target
+
+
+class OnnxExportFailed(RuntimeError):
+    """Everything else was exported; the ONNX file was not."""
+
+
+def yolo_inference_files(weights: Path, out: Path, imgsz: int, onnx: bool) -> list[Path]:
+    """best.pt without optimizer state (Ultralytics' strip_optimizer, EMA weights) and its ONNX export."""
+    import logging
+    import os
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+    from ultralytics.utils import LOGGER
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # the exporter's banner and tips are noise here
+    try:
+        best = out / "best.pt"
+        strip_optimizer(weights, str(best))
+        if not best.is_file():
+            raise ExperimentError(f"{weights} is not an Ultralytics checkpoint (strip_optimizer refused it)")
+        files = [best]
+        if onnx:
+            try:
+                import onnxslim  # noqa: F401
+
+                simplify = True
+            except ImportError:
+                simplify = False  # Ultralytics would try to pip-install it
+            try:
+                exported = YOLO(str(best), task="segment").export(format="onnx", imgsz=imgsz, simplify=simplify,
+                                                                  dynamic=False, device="cpu", verbose=False)
+            except Exception as exc:  # the rest of the export is still useful: report, do not crash
+                raise OnnxExportFailed(f"ONNX export failed ({type(exc).__name__}: {exc}); rerun with --no-onnx") from exc
+            files.append(Path(exported))
+    finally:
+        LOGGER.setLevel(level)
+    return files
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: list[Path], notes: list[str]) -> Path:
+    s, d = exp.settings, exp.settings.dataset
+    packages = ["segtune", "torch", *_PACKAGES.get((s.framework, s.backend), ()), "ray", "optuna"]
+    metric_rows = "\n".join(f"| {k} | {trial.best_metrics[k]:.2f} |" if trial.best_metrics.get(k, -1) >= 0
+                            else f"| {k} | - (no ground truth of that size) |" for k in METRIC_KEYS
+                            if k in trial.best_metrics)
+    params = "\n".join(f"| {k} | {thaw(v)!r} | {'searched' if k in exp.searched else 'fixed'} |"
+                       for k, v in sorted(trial.params.items()))
+    file_rows = "\n".join(f"| {f.relative_to(out)} | {f.stat().st_size / 1e6:.1f} MB | `{_sha256(f)[:16]}` |"
+                          for f in files if f.is_file())
+    text = f"""# Model card: {exp.name} / trial {trial.trial_id}
+
+{s.framework}{f' ({s.backend})' if s.backend else ''}, model `{s.model}`, started from {f'`{s.weights}`' if s.weights else 'scratch'}.
+Rank {trial.rank} of {len(exp.trials)} trials by `{exp.metric}` ({exp.mode}): {format_value(trial.best_value)} at
+epoch {trial.best_epoch}; {trial.detail}; {trial.epochs} epochs trained.
+The weights are from epoch {_checkpoint_epoch(trial)}{'' if _checkpoint_epoch(trial) == trial.best_epoch else ' (the best epoch was not kept)'}.
+Weights: checkpoint `{trial.checkpoint.name}` of `{trial.path}`.
+
+## COCO metrics at the best epoch (segtune's evaluator, percent)
+
+| metric | value |
+|---|---|
+{metric_rows}
+
+## Data
+
+- dataset: `{d.name}`, content hash `{d.content_hash}`
+- {d.num_train_images} train / {d.num_val_images} val images, classes: {', '.join(d.category_names)}
+
+## Training
+
+- seed: {trial.params.get('seed', s.seed)} (search seed {s.seed}), up to {s.max_epochs} epochs
+- parameters:
+
+| parameter | value | |
+|---|---|---|
+{params}
+
+## Retrain
+
+```
+{retrain_command(exp, out / 'config.yaml')}
+```
+
+## Files
+
+| file | size | sha256 |
+|---|---|---|
+{file_rows}
+
+## Versions
+
+{chr(10).join(f'- {p}: {_version(p)}' for p in packages)}
+- python: {sys.version.split()[0]}
+""" + ("\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+    path = out / "MODEL_CARD.md"
+    path.write_text(text)
+    return path
+
+
+def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    s = exp.settings
+    notes: list[str] = []
+    try:
+        adapter_cls = get_adapter(s.framework, s.backend or None)
+    except ConfigError as exc:  # the framework is not installed here: still export what needs no adapter
+        adapter_cls = None
+        notes.append(f"no native config: {exc}")
+    files = [write_config(exp, trial, out)]
+    if adapter_cls is not None:
+        try:
+            files.append(write_native_config(adapter_cls, exp, trial, out))
+        except (ConfigError, OSError, ValueError) as exc:
+            notes.append(f"native config not written: {exc}")
+    weights = copy_weights(adapter_cls, trial, out)
+    files.append(weights)
+    failure = None
+    if s.framework == "yolo" and adapter_cls is not None:
+        imgsz = int(thaw(trial.params.get("imgsz", 640)))
+        try:
+            files += yolo_inference_files(weights, out, imgsz, onnx)
+        except OnnxExportFailed as exc:
+            failure = exc
+            files.append(out / "best.pt")
+            notes.append(str(exc))
+    files.append(write_model_card(exp, trial, out, files, notes))
+    if failure is not None:
+        raise failure
+    return files
+
+
+def _checkpoint_epoch(trial: TrialSummary) -> int | None:
+    for row in trial.history:
+        if row.get("checkpoint_dir_name") == trial.checkpoint.name:
+            return int(row.get("epoch") or row["training_iteration"])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = args.out.expanduser().resolve()
+    try:
+        check_out(out, args.force)
+        exp = load_experiment(args.experiment, args.metric, args.mode)
+        if out == exp.path or exp.path in out.parents and out.parent != exp.path:
+            raise ExperimentError(f"--out {out} is inside a trial of the experiment; choose a directory outside it")
+        trial = pick_trial(exp, args.trial)
+        files = export(exp, trial, out, onnx=not args.no_onnx)
+    except ExperimentError as exc:
+        fail(str(exc))
+    except OnnxExportFailed as exc:
+        print(f"{PROG}: {exc}; everything else is in {out}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        fail(f"cannot write to {out} ({exc.strerror or exc}); choose another --out")
+    print(f"exported trial {trial.trial_id} (rank {trial.rank}, {exp.metric} {format_value(trial.best_value)} at "
+          f"epoch {trial.best_epoch}) to {out}:")
+    for f in files:
+        print(f"  {f.relative_to(out) if f.is_relative_to(out) else f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

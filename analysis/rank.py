@@ -1,0 +1,176 @@
+"""Rank the trials of an experiment: `python analysis/rank.py EXP_DIR [--metric M] [--mode max|min] ...`.
+
+Prints a ranked table and writes ranking.csv (every column) and ranking.md into --out (default
+EXP_DIR/analysis/, a folder Ray never reads). EXP_DIR may also be a folder of several experiments
+(filter them with --framework): their trials are ranked together on one metric, which is comparable
+across frameworks because every adapter reports through the same COCO evaluator.
+Works on finished, running and copied experiments; nothing is written into the experiment itself.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from analysis.experiment import (  # noqa: E402
+    TABLE_METRICS, Experiment, ExperimentError, TrialSummary, find_experiments, format_value, load_experiment,
+    merge_ranked, table_rows,
+)
+from trainers.registry import FRAMEWORKS  # noqa: E402
+
+PROG = "rank.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python analysis/rank.py",
+        description="Rank the trials of a segtune experiment (or of several experiments in one folder).",
+    )
+    parser.add_argument("experiment", type=Path, help="experiment directory (<storage>/<name>) or a folder of experiments")
+    parser.add_argument("--metric", default=None,
+                        help="rank by this metric (default: the search's metric; several experiments: segm/AP "
+                             "unless they all searched the same one)")
+    parser.add_argument("--mode", choices=("max", "min"), default=None,
+                        help="max or min (default: the search's mode for its metric, else min for losses and times)")
+    parser.add_argument("--top", type=int, default=None, help="show only the best K trials in the terminal")
+    parser.add_argument("--framework", choices=FRAMEWORKS, default=None,
+                        help="only experiments of this framework (when EXP_DIR holds several)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where ranking.csv and ranking.md go (default: EXP_DIR/analysis/)")
+    return parser
+
+
+def fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_all(path: Path, framework: str | None, metric: str | None,
+             mode: str | None) -> tuple[list[Experiment], list[TrialSummary]]:
+    """One experiment, or several ranked together on one metric."""
+    paths = find_experiments(path, framework)
+    if len(paths) > 1 and metric is None:
+        from runners.trial import RunSettings
+
+        metrics = {RunSettings.load(p).metric for p in paths}
+        metric = metrics.pop() if len(metrics) == 1 else "segm/AP"  # the one metric every framework reports
+    experiments = [load_experiment(p, metric, mode) for p in paths]
+    modes = {e.mode for e in experiments}
+    if len(modes) > 1:
+        raise ExperimentError(f"the experiments disagree on the direction of {experiments[0].metric}; pass --mode")
+    if len(experiments) == 1:
+        return experiments, experiments[0].trials
+    return experiments, merge_ranked(experiments)
+
+
+def searched_keys(experiments: list[Experiment]) -> list[str]:
+    return sorted({k for e in experiments for k in e.searched})
+
+
+def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
+                   width: int | None = None) -> str:
+    """Fixed columns first (the metric as 'best value @epoch'), then as many searched parameters as fit."""
+    width = width or max(130, shutil.get_terminal_size((130, 24)).columns)
+    columns: list[tuple[str, Any]] = [("rank", lambda t: str(t.rank))]
+    if several:
+        columns.append(("experiment", lambda t: t.experiment))
+    columns += [
+        ("trial", lambda t: t.trial_id),
+        ("status", lambda t: t.short_status),
+        ("epochs", lambda t: str(t.epochs)),
+        (metric if metric not in TABLE_METRICS else f"best {metric}", lambda t: "" if t.best_value is None
+         else f"{format_value(t.best_value, metric)} @{t.best_epoch}"),
+    ]
+    columns += [(k, lambda t, k=k: format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS]
+    cells = [[name for name, _ in columns]] + [[get(t) for _, get in columns] for t in trials]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for key in params:  # add parameters while the line still fits
+        column = [key] + [format_value(t.params.get(key)) for t in trials]
+        extra = max(len(c) for c in column)
+        if sum(widths) + 2 * len(widths) + extra > width:
+            break
+        for row, value in zip(cells, column):
+            row.append(value)
+        widths.append(extra)
+    left = {i for i, (name, _) in enumerate(columns) if name in ("experiment", "trial", "status")}
+    lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool) -> str:
+    header = ["rank"] + (["experiment"] if several else []) + ["trial", "status", "epochs", f"{metric} (best)",
+                                                               "best epoch", *TABLE_METRICS, *params]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for t in trials:
+        row = [str(t.rank)] + ([t.experiment] if several else []) + [
+            f"`{t.trial_id}`", t.short_status, str(t.epochs), format_value(t.best_value, metric),
+            str(t.best_epoch or ""), *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
+            *(format_value(t.params.get(k)) for k in params),
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Experiment]) -> tuple[Path, Path]:
+    several = len(experiments) > 1
+    metric = experiments[0].metric
+    params = searched_keys(experiments)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(trials, metric, params, with_experiment=several)
+    fieldnames = list(dict.fromkeys(k for row in rows for k in row)) or ["rank", "trial", "status"]
+    csv_path, md_path = out / "ranking.csv", out / "ranking.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    title = experiments[0].name if not several else f"{len(experiments)} experiments"
+    notes = failure_notes(trials)
+    md_path.write_text(
+        f"# Ranking: {title}\n\nRanked by `{metric}` ({experiments[0].mode}), its best epoch per trial; "
+        f"AP in percent at that epoch ('-': no ground truth of that size).\n\n"
+        + markdown_table(trials, metric, params, several) + "\n"
+        + ("\n" + "\n".join(f"- {line}" for line in notes) + "\n" if notes else "")
+    )
+    return csv_path, md_path
+
+
+def failure_notes(trials: list[TrialSummary]) -> list[str]:
+    return [f"{t.trial_id}: {t.detail}" for t in trials if t.status in ("failed", "diverged")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.top is not None and args.top <= 0:
+        fail(f"--top must be a positive whole number, got {args.top}")
+    try:
+        experiments, trials = load_all(args.experiment, args.framework, args.metric, args.mode)
+    except ExperimentError as exc:
+        fail(str(exc))
+    several = len(experiments) > 1
+    exp = experiments[0]
+    out = args.out or args.experiment.expanduser() / "analysis"
+    try:
+        csv_path, md_path = write_outputs(out, trials, experiments)
+    except OSError as exc:
+        fail(f"cannot write to {out} ({exc.strerror or exc}); choose another --out")
+    where = exp.path if not several else f"{len(experiments)} experiments in {args.experiment}"
+    print(f"{where}: {len(trials)} trials, ranked by {exp.metric} ({exp.mode})")
+    shown = trials[: args.top] if args.top else trials
+    print(terminal_table(shown, exp.metric, searched_keys(experiments), several))
+    for line in failure_notes(trials):
+        print(f"  {line}")
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
