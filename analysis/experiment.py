@@ -23,10 +23,10 @@ from runners.cli import default_mode
 from runners.trial import DIVERGED_KEY, FAILURE_KEY, SETTINGS_FILE, RunSettings
 
 TABLE_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")  # the terminal table's metric columns
-# Ray's statuses -> ours; TERMINATED is split below into finished / stopped / diverged.
-_RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
+# Ray's statuses of trials without results -> ours (the others are decided from their result rows).
+_RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 # Worst-first order of trials that have no value for the ranking metric.
-_NO_VALUE_ORDER = ("running", "pending", "paused", "unknown", "diverged", "failed")
+_NO_VALUE_ORDER = ("running", "pending", "paused", "diverged", "failed")
 
 
 class ExperimentError(ValueError):
@@ -37,7 +37,7 @@ class ExperimentError(ValueError):
 class TrialSummary:
     trial_id: str
     path: Path
-    status: str  # finished | stopped | diverged | failed | running | pending | paused | unknown
+    status: str  # finished | stopped | diverged | failed | running | pending | paused
     detail: str  # status in words, e.g. "stopped early by ASHA at epoch 2"
     reason: str = ""  # why a trial diverged or failed
     params: dict[str, Any] = field(default_factory=dict)
@@ -208,9 +208,9 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     history = [r for r in rows if not r.get(DIVERGED_KEY)]  # the diverged row is a placeholder score
     config = info.get("config") or _read_params(trial_dir) or (rows[-1].get("config", {}) if rows else {})
     trial_id = (rows[-1].get("trial_id") if rows else None) or trial_dir.name.removeprefix("trial_")
-    summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="unknown", detail="", params=dict(config),
+    summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
                            history=history, epochs=_epoch(history[-1]) if history else 0)
-    _set_status(summary, info, diverged, settings.max_epochs)
+    _set_status(summary, info, diverged, rows, settings.max_epochs)
 
     scored = [r for r in history if _is_number(r.get(metric))]
     if scored:
@@ -228,26 +228,31 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     return summary
 
 
-def _set_status(summary: TrialSummary, info: dict[str, Any], diverged: list[dict], max_epochs: int) -> None:
+def _set_status(summary: TrialSummary, info: dict[str, Any], diverged: list[dict], rows: list[dict],
+                max_epochs: int) -> None:
+    """Ray's snapshot is written every few seconds and lags behind the trial directories, so its status is
+    reconciled with the files: Ray marks a trial's final result row `done` (ASHA's stop included)."""
     ray_status = info.get("status")
     error_text = _error_reason(summary.path, info.get("error_file"))
+    done = bool(rows) and bool(rows[-1].get("done"))
     if diverged:
         summary.status, summary.reason = "diverged", str(diverged[-1].get(FAILURE_KEY) or "diverged")
         summary.detail = f"diverged at epoch {summary.epochs + 1}: {summary.reason}"
-    elif ray_status == "ERROR" or (ray_status is None and error_text):
+    elif ray_status == "ERROR" or (ray_status is None and error_text and not done):  # None: not in the snapshot
         summary.status, summary.reason = "failed", error_text or "unknown error (no error.txt)"
         summary.detail = f"failed after {summary.epochs} epoch(s): {summary.reason}"
-    elif ray_status in _RAY_STATUS:
-        summary.status = _RAY_STATUS[ray_status]
-        summary.detail = f"{summary.status}, {summary.epochs} epoch(s) so far"
-    elif summary.epochs >= max_epochs:
+    elif summary.epochs >= max_epochs and (done or ray_status == "TERMINATED"):
         summary.status, summary.detail = "finished", f"finished all {max_epochs} epochs"
-    elif ray_status == "TERMINATED":
+    elif done or ray_status == "TERMINATED":
         # Ray ends a trial early only when the scheduler says so (or a --time-budget ran out).
         summary.status = "stopped"
         summary.detail = f"stopped early by ASHA at epoch {summary.epochs} of {max_epochs}"
-    else:  # no Ray snapshot: cannot tell a running trial from one that was stopped
-        summary.status, summary.detail = "unknown", f"{summary.epochs} epoch(s); no Ray snapshot to say more"
+    elif rows:
+        summary.status, summary.detail = "running", f"running, {summary.epochs} of {max_epochs} epochs so far"
+    elif ray_status in _RAY_STATUS:
+        summary.status, summary.detail = _RAY_STATUS[ray_status], _RAY_STATUS[ray_status]
+    else:
+        summary.status, summary.detail = "pending", "no epoch reported yet"
 
 
 def _error_reason(trial_dir: Path, error_file: str | None) -> str:

@@ -23,6 +23,9 @@ from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
 
 SETTINGS_FILE = "segtune.json"
+# Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
+# exit; SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
+FAULT_ENV = "SEGTUNE_INJECT_FAULT"
 DIVERGED_KEY = "segtune/diverged"
 FAILURE_KEY = "segtune/failure"
 
@@ -112,6 +115,7 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
 
     def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
         nonlocal last_epoch
+        _inject_fault(epoch, trial_dir, Path(settings.experiment_dir or trial_dir.parent))
         eval_start = time.perf_counter()
         predictions = adapter.predict_val()
         metrics = evaluator.evaluate(predictions)
@@ -148,6 +152,29 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
             FAILURE_KEY: f"diverged: {exc}"[:500],
         })
         tune.report(failure)
+
+
+def _inject_fault(epoch: int, trial_dir: Path, experiment_dir: Path) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kind, _, rest = spec.partition("@")
+    at_epoch, _, scope = rest.partition(":")
+    if epoch != int(at_epoch):
+        return
+    if scope in ("once", "first"):
+        marker = (trial_dir if scope == "once" else experiment_dir) / ".segtune-fault-injected"
+        try:
+            marker.open("x").close()  # atomic: exactly one trial (or attempt) gets the fault
+        except FileExistsError:
+            return
+    if kind == "exit":
+        os._exit(3)  # the trial's process dies without a word, as after a segfault or OOM kill
+    if kind == "oom":
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected fault)")
+    raise RuntimeError(f"injected fault at epoch {epoch}")
 
 
 def _trial_output_dir(settings: RunSettings) -> Path:

@@ -129,7 +129,7 @@ def test_checkpoint_holds_iteration_optimizer_and_scheduler(trained):
     assert Detectron2MaskRCNN.weights_in_checkpoint(first) == first / CHECKPOINT_FILE
     state = torch.load(first / CHECKPOINT_FILE, map_location="cpu")
     assert state["iteration"] == ITERS_PER_EPOCH - 1 == state["trainer"]["iteration"]
-    assert "optimizer" in state["trainer"]["_trainer"]
+    assert state["trainer"]["_trainer"]["optimizer"]["state"]  # SGD momentum buffers
     assert any("LRScheduler" in name for name in state["trainer"]["hooks"])
     assert (first / "config.yaml").is_file()
 
@@ -146,6 +146,23 @@ def test_resume_continues_at_the_next_iteration(trained, dataset, tmp_path):
 
     finished = Detectron2MaskRCNN(FAST, _context(dataset, tmp_path / "finished"))
     finished.train(lambda e, n: pytest.fail("nothing is left to train"), resume_from=trained.checkpoints / "epoch2")
+
+
+def test_resume_restores_the_optimizer_state(trained, dataset, tmp_path):
+    from trainers.detectron2_hooks import SegtuneTrainer, load_resumable, registered_dataset
+
+    name = "segtune_optimizer_check"
+    plan = d2cfg.build_cfg(FAST, _context(dataset, tmp_path), train_dataset=name, weights="")
+    with registered_dataset(name, dataset.train_json, dataset.train_images, dataset.category_ids,
+                            dataset.category_names):
+        trainer = SegtuneTrainer(plan.cfg)
+    file = trained.checkpoints / "epoch1" / CHECKPOINT_FILE
+    load_resumable(trainer, file)
+    assert trainer.start_iter == ITERS_PER_EPOCH
+    saved = torch.load(file, map_location="cpu")["trainer"]["_trainer"]["optimizer"]["state"]
+    loaded = trainer.optimizer.state_dict()["state"]
+    assert saved and saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k]["momentum_buffer"], loaded[k]["momentum_buffer"]) for k in saved)
 
 
 def test_no_log_handler_pile_up(trained, dataset, tmp_path):
@@ -173,6 +190,29 @@ def test_adamw_and_gradient_clipping(dataset, tmp_path):
     assert isinstance(optimizer, torch.optim.AdamW) and type(optimizer) is not torch.optim.AdamW  # clipping subclass
     decays = sorted({g["weight_decay"] for g in optimizer.param_groups})
     assert decays == [0.0, 0.05]  # no weight decay on norm layers
+
+
+@pytest.mark.parametrize("steps, max_epochs", [
+    ([0.5, 0.75], 4),  # regular: Detectron2's own scheduler
+    ([0.5, 0.55], 2),  # both round to iteration 2
+    ([0.1, 0.99], 2),  # round to 0 and to MAX_ITER, which fvcore rejects
+    ([0.75], 1),  # MAX_ITER 2: the step rounds to 2 == MAX_ITER
+])
+def test_lr_schedule_follows_the_shared_definition(dataset, tmp_path, steps, max_epochs):
+    from trainers.detectron2_hooks import SegtuneTrainer
+    from trainers.maskrcnn_params import lr_multiplier
+
+    params = {"SOLVER.STEPS": steps, "SOLVER.WARMUP_ITERS": 3, "SOLVER.WARMUP_FACTOR": 0.1, "SOLVER.GAMMA": 0.5}
+    cfg = d2cfg.build_cfg(params, _context(dataset, tmp_path, max_epochs=max_epochs), train_dataset="x",
+                          weights="").cfg
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=cfg.SOLVER.BASE_LR)
+    scheduler = SegtuneTrainer.build_lr_scheduler(cfg, optimizer)
+    for iteration in range(cfg.SOLVER.MAX_ITER):
+        expected = cfg.SOLVER.BASE_LR * lr_multiplier(
+            iteration, warmup_iters=3, warmup_factor=0.1, steps=cfg.SOLVER.STEPS, gamma=0.5)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected), iteration
+        optimizer.step()
+        scheduler.step()
 
 
 # ---- datasets ----------------------------------------------------------------------------------

@@ -273,7 +273,9 @@ def resolve_weights(weights: str | None, *, download: bool = True, check: bool =
     try:
         _open_url(url)
     except urllib.error.HTTPError as exc:
-        raise ConfigError(f"{WHO}: weights {weights} ({url}) cannot be downloaded: HTTP {exc.code}; check the name") from None
+        raise ConfigError(
+            f"{WHO}: weights {weights} ({url}) cannot be downloaded: HTTP {exc.code}; check the name"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ConfigError(

@@ -21,10 +21,13 @@ from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 from detectron2.data.datasets import load_coco_json
 from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.solver import LRMultiplier
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
+from fvcore.common.param_scheduler import ParamScheduler
 
 from cocodata.results import ImageRecord
+from trainers.maskrcnn_params import lr_multiplier
 
 LOG_FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
@@ -56,11 +59,52 @@ class SegtuneTrainer(DefaultTrainer):
             params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
         )
 
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """WarmupMultiStepLR as the shared vocabulary defines it (`maskrcnn_params.lr_multiplier`).
+
+        Detectron2's own version differs in two corners a short search budget reaches: a step
+        inside the warmup changes the warmup's target instead of multiplying it, and fvcore refuses
+        steps that round to 0, to MAX_ITER or onto each other. Elsewhere both give the same lr.
+        """
+        solver = cfg.SOLVER
+        if (solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR" or solver.WARMUP_METHOD != "linear"
+                or solver.get("RESCALE_INTERVAL", False)):
+            return super().build_lr_scheduler(cfg, optimizer)
+        return LRMultiplier(optimizer, multiplier=SharedStepSchedule(cfg), max_iter=solver.MAX_ITER)
+
     def build_hooks(self):
         kept = [h for h in super().build_hooks()
                 if not isinstance(h, (hooks.EvalHook, hooks.PeriodicCheckpointer))]
         at = next((i for i, h in enumerate(kept) if isinstance(h, hooks.PeriodicWriter)), len(kept))
         return kept[:at] + self._extra_hooks + kept[at:]
+
+    # Detectron2 v0.6's DefaultTrainer checkpoints only the iteration and the hooks' states (the LR
+    # scheduler); later versions add the inner trainer's (optimizer, AMP grad scaler) under
+    # "_trainer". Saving it here makes a resumed trial keep its momentum / Adam moments on both.
+    _BASE_SAVES_INNER = "state_dict" in vars(DefaultTrainer)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if not self._BASE_SAVES_INNER and "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+
+class SharedStepSchedule(ParamScheduler):
+    """`maskrcnn_params.lr_multiplier` as the fvcore ParamScheduler Detectron2's LRMultiplier calls."""
+
+    def __init__(self, cfg) -> None:
+        self._max_iter = cfg.SOLVER.MAX_ITER
+        self._shape = {"warmup_iters": cfg.SOLVER.WARMUP_ITERS, "warmup_factor": cfg.SOLVER.WARMUP_FACTOR,
+                       "steps": sorted(cfg.SOLVER.STEPS), "gamma": cfg.SOLVER.GAMMA}
+
+    def __call__(self, where: float) -> float:
+        return lr_multiplier(int(round(where * self._max_iter)), **self._shape)
 
 
 def epoch_metrics(storage, first_iter: int, last_iter: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ Detectron2 is not on PyPI; the registry imports this module only when the backen
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import yaml
 
 from cocodata.results import instances_to_coco, list_images
 from trainers import detectron2_config as d2cfg
-from trainers.base import ConfigError, EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.base import EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
 
 CHECKPOINT_FILE = "model_checkpoint.pth"
 CONFIG_FILE = "config.yaml"
@@ -70,8 +71,6 @@ class Detectron2MaskRCNN(TrainerAdapter):
         cfg = d2cfg.load_model_config(d2cfg.resolve_model(model))
         d2cfg.resolve_weights(weights)
         if not weights and cfg.MODEL.RESNETS.NORM == "FrozenBN" and "build_resnet" in cfg.MODEL.BACKBONE.NAME:
-            import warnings
-
             warnings.warn(
                 f"{d2cfg.WHO}: {model} uses FrozenBN, which diverges when trained from scratch; pass "
                 f"--weights or use a config with trainable norm such as {d2cfg.SMALL_MODEL} or "

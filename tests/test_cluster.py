@@ -1,0 +1,57 @@
+"""Beyond one machine: a real two-node Ray cluster on this host, joined with --address."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from conftest import run_tune
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    ray_cli = shutil.which("ray")
+    if ray_cli is None:
+        pytest.skip("the 'ray' command is not on PATH")
+    # Ray >= 2.5x protects `ray start` clusters with a token (~/.ray/auth_token); every process must use it.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+
+    def ray(*args: str) -> None:
+        subprocess.run([ray_cli, *args], check=True, capture_output=True, timeout=120, env=os.environ)
+
+    try:
+        ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
+        ray("start", f"--address={address}", *common)
+        yield address
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_search_spreads_over_both_nodes(tmp_path, tiny_demo_data, two_node_cluster):
+    proc = run_tune(
+        "--framework", "yolo", "--data", str(tiny_demo_data), "--address", two_node_cluster,
+        "--num-samples", "2", "--max-epochs", "1", "--cpus-per-trial", "1",
+        "--storage", str(tmp_path), "--name", "cluster", "--cache-dir", str(tmp_path / "cache"),
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "2 at a time" in proc.stdout  # one trial per node: each node has one CPU
+    nodes = set()
+    for result in (tmp_path / "cluster").glob("trial_*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        nodes.update(row["segtune/node_id"] for row in rows)
+    assert len(nodes) == 2, f"trials ran on {len(nodes)} node(s), expected both"
