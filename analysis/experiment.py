@@ -207,7 +207,9 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     diverged = [r for r in rows if r.get(DIVERGED_KEY)]
     history = [r for r in rows if not r.get(DIVERGED_KEY)]  # the diverged row is a placeholder score
     config = info.get("config") or _read_params(trial_dir) or (rows[-1].get("config", {}) if rows else {})
-    trial_id = (rows[-1].get("trial_id") if rows else None) or trial_dir.name.removeprefix("trial_")
+    # runners/experiment.py names trial dirs trial_<id>; Ray's own names (<trainable>_<id>_...) hold more
+    trial_id = trial_dir.name.removeprefix("trial_") if trial_dir.name.startswith("trial_") else (
+        (rows[-1].get("trial_id") if rows else None) or trial_dir.name)
     summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
                            history=history, epochs=_epoch(history[-1]) if history else 0)
     _set_status(summary, info, diverged, rows, settings.max_epochs)
@@ -342,13 +344,14 @@ def _all_contained(distribution: Any, key: str, trials: list[TrialSummary]) -> b
 
 # ---- ranking -----------------------------------------------------------------------------------
 def rank_trials(trials: list[TrialSummary], mode: str) -> list[TrialSummary]:
-    """Best value first (ties: more epochs, then id); trials without a value last. Sets `rank`, in place."""
+    """Best value first (ties: healthy trials, then more epochs, then id); trials without a value last.
+    Sets `rank`, in place."""
     sign = -1.0 if mode == "max" else 1.0
 
     def key(t: TrialSummary) -> tuple:
         if t.best_value is None:
-            return (1, _NO_VALUE_ORDER.index(t.status) if t.status in _NO_VALUE_ORDER else 0, 0.0, t.trial_id)
-        return (0, sign * t.best_value, -t.epochs, t.trial_id)
+            return (1, _NO_VALUE_ORDER.index(t.status) if t.status in _NO_VALUE_ORDER else 0, 0, 0, t.trial_id)
+        return (0, sign * t.best_value, t.status in ("failed", "diverged"), -t.epochs, t.trial_id)
 
     trials.sort(key=key)
     for i, trial in enumerate(trials, 1):

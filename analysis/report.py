@@ -110,7 +110,8 @@ def _marker_legend(ax, exp: Experiment) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early by ASHA"),
-               Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed")]
+               Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed"),
+               Line2D([], [], ls="", marker=">", ms=8, color="0.4", label="still running")]
     ax.add_artist(ax.legend(handles=handles, fontsize=7, loc="lower right"))
 
 

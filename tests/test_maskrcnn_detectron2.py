@@ -280,6 +280,17 @@ def test_zoo_config_steps_keep_their_place_in_the_schedule(dataset, tmp_path):
     cfg = d2cfg.build_cfg({}, context, train_dataset="x", weights="").cfg
     assert cfg.SOLVER.MAX_ITER == 2700 and tuple(cfg.SOLVER.STEPS) == (2100, 2500)  # 270k: (210k, 250k)
     assert cfg.MODEL.WEIGHTS == "" and cfg.MODEL.RESNETS.DEPTH == 50
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 0  # the zoo's 2 freezes random layers from scratch
+
+
+def test_freeze_at_applies_with_weights_only(dataset, tmp_path, trained):
+    context = TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=1, device="cpu", iters_per_epoch=1)
+    params = {"MODEL.BACKBONE.FREEZE_AT": 2}
+    weights = str(trained.checkpoints / "epoch1" / CHECKPOINT_FILE)
+    assert d2cfg.build_cfg(params, context, train_dataset="x", weights=weights).cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    with pytest.warns(UserWarning, match="FREEZE_AT has no effect from scratch"):
+        cfg = d2cfg.build_cfg(params, context, train_dataset="x", weights="").cfg
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
 
 
 # ---- models and weights ------------------------------------------------------------------------
@@ -314,6 +325,18 @@ def test_zoo_names_resolve_without_pkg_resources(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_resolve_model_for_the_trials(tmp_path, monkeypatch):
+    zoo_base = d2cfg.package_dir() / "model_zoo" / "configs" / "Base-RCNN-FPN.yaml"
+    (tmp_path / "mine.yaml").write_text(f"_BASE_: {zoo_base}\nMODEL:\n  MASK_ON: True\n")
+    monkeypatch.chdir(tmp_path)
+    assert Detectron2MaskRCNN.resolve_model("mine.yaml", None) == (str(tmp_path / "mine.yaml"), None)
+    with pytest.warns(UserWarning, match="FrozenBN, which diverges when trained from scratch"):
+        assert Detectron2MaskRCNN.resolve_model(ZOO_MASK_RCNN, None) == (ZOO_MASK_RCNN, None)  # found per node
+    assert Detectron2MaskRCNN.resolve_model("", None) == (Detectron2MaskRCNN.default_model, None)
+    assert Detectron2MaskRCNN.default_model_cpu == d2cfg.SMALL_MODEL
+    assert Detectron2MaskRCNN.seed_key in Detectron2MaskRCNN.param_names()
 
 
 def test_model_zoo_configs_ship_inside_the_package():

@@ -16,6 +16,7 @@ import math
 import pickle
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,6 +402,13 @@ def build_cfg(params: Mapping[str, Any], context: TrialContext, *, train_dataset
         steps = [s / cfg.SOLVER.MAX_ITER for s in cfg.SOLVER.STEPS if 0 < s < cfg.SOLVER.MAX_ITER]
     merge(cfg, {k: v for k, v in vocab.items() if k not in _EXTENSIONS and k != "SOLVER.STEPS"})
     merge(cfg, native)
+    if not weights and cfg.MODEL.BACKBONE.FREEZE_AT:
+        # Freezing randomly initialised layers only cripples the model; the shared vocabulary's
+        # FREEZE_AT takes effect with pretrained weights only (as in the torchvision backend).
+        if "MODEL.BACKBONE.FREEZE_AT" in vocab:
+            warnings.warn(f"{WHO}: MODEL.BACKBONE.FREEZE_AT has no effect from scratch (no --weights): "
+                          "every backbone layer trains", stacklevel=2)
+        merge(cfg, {"MODEL.BACKBONE.FREEZE_AT": 0})
     per_epoch = iters_per_epoch(context, cfg.SOLVER.IMS_PER_BATCH)
     max_iter = context.max_epochs * per_epoch
     merge(cfg, {

@@ -33,7 +33,9 @@ LOG_FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
 
 class SegtuneTrainer(DefaultTrainer):
-    """DefaultTrainer with AdamW, without its evaluation and checkpoint hooks, plus the trial's hooks.
+    """DefaultTrainer adapted to a trial: AdamW besides SGD (SOLVER.OPTIMIZER), the shared lr
+    schedule, the optimizer state in checkpoints, and the trial's hooks instead of Detectron2's
+    evaluation and checkpoint hooks.
 
     The trial evaluates with segtune's COCO evaluator and checkpoints through the adapter, so
     Detectron2's EvalHook and PeriodicCheckpointer (which writes model_final.pth) are dropped; the

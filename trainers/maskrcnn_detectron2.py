@@ -9,9 +9,12 @@ names, SOLVER.STEPS as fractions of the budget) plus any other key of Detectron2
 MODEL.RPN.POST_NMS_TOPK_TRAIN. Keys a search does not set keep the model config's values.
 
 Models (`context.model`): a model-zoo config name ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"),
-a local YAML file, or "segtune/mask_rcnn_R_18_FPN_small" (the default: small enough for a CPU).
-Weights (`context.weights`): None (from scratch), a local .pth/.pkl, a "detectron2://" or http(s)
-URL, or a zoo config name (its published trained weights); downloads happen in `check_model`.
+a local YAML file, or "segtune/mask_rcnn_R_18_FPN_small" (built in code; the default without a GPU).
+The GPU default, Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml, trains from scratch; the FrozenBN zoo
+configs need --weights (from scratch they diverge).
+Weights (`context.weights`): None (from scratch; MODEL.BACKBONE.FREEZE_AT is then 0), a local
+.pth/.pkl, a "detectron2://" or http(s) URL, or a zoo config name (its published trained weights);
+downloads happen in `check_model`, into Detectron2's own cache.
 
 Detectron2 is not on PyPI; the registry imports this module only when the backend is chosen.
 """
@@ -49,7 +52,9 @@ class Detectron2MaskRCNN(TrainerAdapter):
     framework = "maskrcnn"
     backend = "detectron2"
     native_prefix = "detectron2/"
-    default_model = d2cfg.SMALL_MODEL
+    default_model = "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"  # R50-FPN with GroupNorm: trains from scratch
+    default_model_cpu = d2cfg.SMALL_MODEL
+    seed_key = "SEED"
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         super().__init__(params, context)
@@ -77,6 +82,17 @@ class Detectron2MaskRCNN(TrainerAdapter):
                 "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml",
                 stacklevel=2,
             )
+
+    @classmethod
+    def resolve_model(cls, model: str, weights: str | None) -> tuple[str, str | None]:
+        """Checked (weights downloaded into Detectron2's cache); a local config file made absolute,
+        since trials run in another working directory. Zoo and URL names stay names: each trial
+        finds them in its own detectron2 install and download cache."""
+        model, weights = super().resolve_model(model or cls.default_model, weights)
+        local = Path(model).expanduser()
+        if local.is_file():
+            model = str(local.resolve())
+        return model, weights
 
     # ---- one trial -----------------------------------------------------------------------------
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:

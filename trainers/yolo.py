@@ -172,7 +172,7 @@ class YoloAdapter(TrainerAdapter):
         try:
             model.train(**args)
         except RuntimeError as exc:
-            if "NaN" in str(exc) or "Inf" in str(exc):
+            if "NaN" in str(exc) or "Inf" in str(exc):  # Ultralytics' NaN recovery gave up
                 raise TrainingDiverged(f"ultralytics: {exc}") from exc
             raise
 
@@ -236,7 +236,12 @@ class YoloAdapter(TrainerAdapter):
         return predictions
 
     def save_checkpoint(self, directory: Path) -> None:
-        shutil.copy2(self._trainer.last, Path(directory) / _CHECKPOINT_FILE)
+        # Moved, not copied: Ray keeps this trial's best and latest checkpoints, and Ultralytics'
+        # own weights/ copies (last.pt, best.pt by its own fitness) would double the disk per trial.
+        # Without them Ultralytics skips its final re-validation, and a NaN ends the trial (diverged)
+        # instead of reloading last.pt.
+        shutil.move(self._trainer.last, Path(directory) / _CHECKPOINT_FILE)
+        Path(self._trainer.best).unlink(missing_ok=True)
         # The epoch beside the weights: deciding whether to resume needs no unpickling.
         (Path(directory) / _STATE_FILE).write_text(json.dumps({"epoch": self._trainer.epoch + 1}))
 
