@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import importlib.util
 import shlex
 import shutil
 import sys
@@ -177,12 +178,8 @@ def yolo_inference_files(weights: Path, out: Path, imgsz: int, onnx: bool) -> li
             raise ExperimentError(f"{weights} is not an Ultralytics checkpoint (strip_optimizer refused it)")
         files = [best]
         if onnx:
-            try:
-                import onnxslim  # noqa: F401
-
-                simplify = True
-            except ImportError:
-                simplify = False  # Ultralytics would try to pip-install it
+            # Simplifying needs onnxslim and onnxruntime; Ultralytics would try to pip-install missing ones.
+            simplify = all(importlib.util.find_spec(m) is not None for m in ("onnxslim", "onnxruntime"))
             try:
                 exported = YOLO(str(best), task="segment").export(format="onnx", imgsz=imgsz, simplify=simplify,
                                                                   dynamic=False, device="cpu", verbose=False)
@@ -222,10 +219,11 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
     text = f"""# Model card: {exp.name} / trial {trial.trial_id}
 
 {s.framework}{f' ({s.backend})' if s.backend else ''}, model `{s.model}`, started from {f'`{s.weights}`' if s.weights else 'scratch'}.
-Rank {trial.rank} of {len(exp.trials)} trials by `{exp.metric}` ({exp.mode}): {format_value(trial.best_value)} at
-epoch {trial.best_epoch}; {trial.detail}; {trial.epochs} epochs trained.
-The weights are from epoch {_checkpoint_epoch(trial)}{'' if _checkpoint_epoch(trial) == trial.best_epoch else ' (the best epoch was not kept)'}.
-Weights: checkpoint `{trial.checkpoint.name}` of `{trial.path}`.
+
+- rank {trial.rank} of {len(exp.trials)} trials by `{exp.metric}` ({exp.mode}): {format_value(trial.best_value)} at epoch {trial.best_epoch}
+- {trial.detail}; {trial.epochs} epochs trained
+- the weights are from epoch {_checkpoint_epoch(trial)}{'' if _checkpoint_epoch(trial) == trial.best_epoch else ' (the best epoch was not kept)'}.
+- source: checkpoint `{trial.checkpoint.name}` of `{trial.path}`
 
 ## COCO metrics at the best epoch (segtune's evaluator, percent)
 

@@ -284,8 +284,13 @@ def _table(exp: Experiment) -> str:
             + "".join(rows) + "</table>")
 
 
+PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "progress.png")
+
+
 def build_report(exp: Experiment, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
+    for name in PNG_NAMES:  # a plot this run cannot draw must not leave an earlier run's behind
+        (out / name).unlink(missing_ok=True)
     s = exp.settings
     sections = [f"<h2>Ranking</h2><p>By the best <code>{html.escape(exp.metric)}</code> ({exp.mode}) of each "
                 f"trial; COCO AP in percent at that epoch ('-': no ground truth of that size).</p>{_table(exp)}"]

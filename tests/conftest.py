@@ -29,17 +29,37 @@ def tiny_demo_data(tmp_path_factory) -> Path:
     return make_demo_dataset(tmp_path_factory.mktemp("tiny-demo"), n_train=32, n_val=8, image_size=96, seed=0)
 
 
+# The search space of the shared YOLO experiment. The metric is a validation loss: at this size
+# every AP is still 0 after a few epochs and ASHA cannot rank ties. The loss gains (`box` scales
+# the box and mask losses) spread the trials' losses far apart from the first epoch, so which trial
+# ASHA stops follows from the seeded sampler, not from float noise. Four searched keys make all
+# four trials TPE startup (random) trials.
+YOLO_TEST_SPACE = """framework: yolo
+params:
+  box: {type: float, low: 1.0, high: 50.0, log: true}
+  cls: {type: float, low: 0.2, high: 2.0}
+  dfl: {type: float, low: 0.5, high: 3.0}
+  lr0: {type: float, low: 1.0e-3, high: 2.0e-2, log: true}
+  optimizer: SGD
+  imgsz: 96
+  batch: 16
+  nbs: 16
+  close_mosaic: 2
+  cache: ram
+"""
+
+
 @pytest.fixture(scope="session")
 def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
-    """A real YOLO search: Ray Tune + Optuna + ASHA + Ultralytics, 4 trials of up to 4 epochs.
-
-    The metric is a validation loss: at this size every AP is still 0 after a few epochs, and ASHA
-    cannot rank ties, while losses differ between configurations from the first epoch on.
-    """
+    """A real YOLO search: Ray Tune + Optuna + ASHA + Ultralytics, 4 trials of up to 4 epochs,
+    one at a time (2 CPUs each) so that ASHA sees them in the sampler's order."""
     storage = tmp_path_factory.mktemp("yolo-runs")
+    space = storage / "space.yaml"
+    space.write_text(YOLO_TEST_SPACE)
     proc = run_tune(
-        "--framework", "yolo", "--data", str(tiny_demo_data), "--num-samples", "4", "--max-epochs", "4",
-        "--grace-period", "1", "--reduction-factor", "2", "--metric", "yolo/val/seg_loss",
+        "--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(space), "--num-samples", "4",
+        "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2", "--metric", "yolo/val/seg_loss",
+        "--cpus-per-trial", "2", "--seed", "0",
         "--storage", str(storage), "--name", "yolo-e2e", "--cache-dir", str(storage / "cache"),
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

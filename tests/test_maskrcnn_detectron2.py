@@ -329,7 +329,7 @@ def test_zoo_names_resolve_without_pkg_resources(tmp_path):
 
 def test_resolve_model_for_the_trials(tmp_path, monkeypatch):
     zoo_base = d2cfg.package_dir() / "model_zoo" / "configs" / "Base-RCNN-FPN.yaml"
-    (tmp_path / "mine.yaml").write_text(f"_BASE_: {zoo_base}\nMODEL:\n  MASK_ON: True\n")
+    (tmp_path / "mine.yaml").write_text(f"_BASE_: {zoo_base}\nMODEL:\n  MASK_ON: True\n  RESNETS:\n    NORM: BN\n")
     monkeypatch.chdir(tmp_path)
     assert Detectron2MaskRCNN.resolve_model("mine.yaml", None) == (str(tmp_path / "mine.yaml"), None)
     with pytest.warns(UserWarning, match="FrozenBN, which diverges when trained from scratch"):

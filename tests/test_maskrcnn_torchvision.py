@@ -48,11 +48,25 @@ class _Stop(Exception):
     """Ends a run from inside the callback, as a stopped or pre-empted trial does."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy 2-core machine two OpenMP threads per process thrash (measured 5-10x
+    slower with other jobs running); on an idle one this costs under 2x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("maskrcnn-data")
-    data = make_demo_dataset(root / "demo", n_train=12, n_val=4, image_size=96, seed=1)
-    return prepare_dataset(data, cache_dir=root / "cache", need_yolo=False, log=lambda _: None)
+    # objects_per_image from 0: a third of the train images have no annotation (negatives must train)
+    data = make_demo_dataset(root / "demo", n_train=12, n_val=4, image_size=96, seed=1, objects_per_image=(0, 3))
+    prepared = prepare_dataset(data, cache_dir=root / "cache", need_yolo=False, log=lambda _: None)
+    train = json.loads(Path(prepared.train_json).read_text())
+    assert len({a["image_id"] for a in train["annotations"]}) < len(train["images"])
+    return prepared
 
 
 def _context(dataset, tmp_path: Path, max_epochs: int = 3, **kw) -> TrialContext:
@@ -145,6 +159,7 @@ def test_registry_and_class_attributes():
     assert (cls.framework, cls.backend, cls.native_prefix) == ("maskrcnn", "torchvision", "maskrcnn/")
     assert cls.param_names() == PARAM_NAMES
     assert cls.weights_in_checkpoint(Path("/x")) == Path("/x/checkpoint.pt")
+    assert cls.default_model_cpu == SMALL and cls.seed_key in PARAM_NAMES
 
 
 # ---- check_model ---------------------------------------------------------------------------------
@@ -204,6 +219,7 @@ def test_two_epochs_report_finite_losses_and_warmup_lr(first_run):
         for key in ("loss", "loss_mask", "loss_box_reg", "loss_classifier", "loss_objectness", "loss_rpn_box_reg"):
             assert math.isfinite(native[f"maskrcnn/{key}"]), key
         assert native["maskrcnn/iter_time"] > 0
+        assert set(native) <= TorchvisionMaskRCNN.native_metric_names()
     # 12 images / batch 4 = 3 iterations per epoch; lr of the last iteration of each epoch (0-based 2 and 5);
     # total 9 iterations, STEPS [0.8] -> iteration 7; warmup 4 iterations from factor 0.1
     assert seen[0][1]["maskrcnn/lr"] == pytest.approx(0.01 * (0.1 * 0.5 + 0.5))

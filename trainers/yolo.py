@@ -164,6 +164,7 @@ class YoloAdapter(TrainerAdapter):
                 return  # the checkpoint is of the final epoch: nothing left to train
         model = self._build_model(resume_checkpoint)
         model.add_callback("on_pretrain_routine_start", _drop_raytune_callback)
+        _add_tensorboard_callbacks(model)
         model.add_callback("on_pretrain_routine_start", self._remember_trainer)
         model.add_callback("on_fit_epoch_end", lambda trainer: self._epoch_end(trainer, on_epoch_end))
         args = self._train_args()
@@ -258,6 +259,18 @@ class YoloAdapter(TrainerAdapter):
             args.pop(key, None)
         args["model"] = context.model or cls.default_model
         return args
+
+
+def _add_tensorboard_callbacks(model) -> None:
+    """Ultralytics' own TensorBoard curves (losses, lr, its mAP) in the trial's ultralytics/ folder,
+    so they show under the experiment's --logdir. Registered per model, not through Ultralytics'
+    global settings file, which belongs to the user. Added before our epoch hook: an epoch is
+    written before it is reported, and ASHA may stop the trial at the report."""
+    from ultralytics.utils.callbacks import tensorboard
+
+    for event, func in tensorboard.callbacks.items():  # {} when tensorboard is not installed
+        if event != "on_train_start":  # skips the model-graph trace: slow, and not a curve
+            model.add_callback(event, func)
 
 
 def _drop_raytune_callback(trainer) -> None:
