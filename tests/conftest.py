@@ -1,15 +1,25 @@
 """Shared fixtures. Real experiments are made once per session and shared by the tests that read them."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "microcontroller_seg"
+
+
+def edit_annotations(dataset: Path, split: str, change: Callable[[dict], object]) -> None:
+    """Apply `change` to the COCO dict of `dataset/annotations/instances_<split>.json`, in place."""
+    path = dataset / "annotations" / f"instances_{split}.json"
+    coco = json.loads(path.read_text())
+    change(coco)
+    path.write_text(json.dumps(coco))
 
 
 def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

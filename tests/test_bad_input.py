@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import edit_annotations
 from runners.tune import main
 
 SPACE_HEADER = "framework: yolo\nparams:\n"
@@ -48,12 +49,6 @@ def assert_clean_error(capsys, workdir: Path, status: int, *words: str) -> None:
     assert list((workdir / "runs").iterdir()) == [], "something was written into --storage"
 
 
-def edit_json(path: Path, change) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
-
-
 def train_json(workdir: Path) -> Path:
     return workdir / "data" / "annotations" / "instances_train.json"
 
@@ -80,24 +75,24 @@ def test_image_files_missing(capsys, workdir):
 
 
 def test_no_annotations(capsys, workdir):
-    edit_json(train_json(workdir), lambda d: d.update(annotations=[]))
+    edit_annotations(workdir / "data", "train", lambda d: d.update(annotations=[]))
     assert_clean_error(capsys, workdir, run(workdir), "annotation")
 
 
 def test_polygon_with_two_points(capsys, workdir):
-    edit_json(train_json(workdir), lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5]]))
+    edit_annotations(workdir / "data", "train", lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5]]))
     assert_clean_error(capsys, workdir, run(workdir), "polygon", "3")
 
 
 def test_unknown_category(capsys, workdir):
-    edit_json(train_json(workdir), lambda d: d["annotations"][0].update(category_id=99))
+    edit_annotations(workdir / "data", "train", lambda d: d["annotations"][0].update(category_id=99))
     assert_clean_error(capsys, workdir, run(workdir), "99")
 
 
 def test_duplicate_image_ids(capsys, workdir):
     def duplicate(d):
         d["images"][1]["id"] = d["images"][0]["id"]
-    edit_json(train_json(workdir), duplicate)
+    edit_annotations(workdir / "data", "train", duplicate)
     assert_clean_error(capsys, workdir, run(workdir), "image id", "more than one image")
 
 

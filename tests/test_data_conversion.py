@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,9 @@ from cocodata.prepare import DataError, demo_dir_name, prepare_dataset
 from cocodata.prepared import PreparedDataset
 from cocodata.split import split_image_ids
 from cocodata.synthetic import make_demo_dataset
+from conftest import SHARED_DATASET as SHARED
+from conftest import edit_annotations as edit
 
-SHARED = Path(__file__).parents[1].parent / "shared/datasets/microcontroller_seg"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
@@ -29,13 +29,6 @@ def base_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def dataset(base_set: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(base_set, tmp_path / "data"))
-
-
-def edit(dataset: Path, split: str, change: Callable[[dict], object]) -> None:
-    path = dataset / "annotations" / f"instances_{split}.json"
-    coco = json.loads(path.read_text())
-    change(coco)
-    path.write_text(json.dumps(coco))
 
 
 def prepare(data: Path | None, cache: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:

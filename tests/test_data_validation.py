@@ -13,8 +13,9 @@ from PIL import Image
 from cocodata.prepare import DataError, prepare_dataset
 from cocodata.prepared import PreparedDataset
 from cocodata.synthetic import make_demo_dataset
+from conftest import SHARED_DATASET as SHARED
+from conftest import edit_annotations as edit
 
-SHARED = Path(__file__).parents[1].parent / "shared/datasets/microcontroller_seg"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
@@ -27,13 +28,6 @@ def base_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def dataset(base_set: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(base_set, tmp_path / "data"))
-
-
-def edit(dataset: Path, split: str, change: Callable[[dict], object]) -> None:
-    path = dataset / "annotations" / f"instances_{split}.json"
-    coco = json.loads(path.read_text())
-    change(coco)
-    path.write_text(json.dumps(coco))
 
 
 def prepare(dataset: Path, tmp_path: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:
