@@ -79,6 +79,8 @@ def _run(args) -> int:
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
     space = user_space or _load_space(args, adapter, cpu_only=not has_gpu)
+    if not space.searched:  # a fixed configuration (--config) is one trial
+        num_samples = 1
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
@@ -90,7 +92,7 @@ def _run(args) -> int:
         iters_per_epoch=args.iters_per_epoch, seed=args.seed, space=space.source,
         experiment_dir=str(experiment_dir),
     )
-    print(f"segtune: {num_samples if space.searched else 1} trials, up to {max_epochs} epochs each, "
+    print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")

@@ -6,6 +6,8 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +24,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def two_node_cluster(monkeypatch):
-    ray_cli = shutil.which("ray")
+    # the `ray` of this interpreter's environment (a virtualenv's bin/ need not be on PATH)
+    beside = Path(sys.executable).parent / "ray"
+    ray_cli = str(beside) if beside.exists() else shutil.which("ray")
     if ray_cli is None:
         pytest.skip("the 'ray' command is not on PATH")
     # Ray >= 2.5x protects `ray start` clusters with a token (~/.ray/auth_token); every process must use it.
