@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,6 +30,20 @@ def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         [sys.executable, "runners/tune.py", *args], cwd=REPO_ROOT, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def small_coco(tmp_path_factory) -> Path:
+    """A small synthetic COCO set (12 train / 4 val images, 64 px): copy it before breaking it."""
+    from cocodata.synthetic import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("small") / "shapes", n_train=12, n_val=4, image_size=64, seed=2)
+
+
+@pytest.fixture
+def dataset(small_coco: Path, tmp_path: Path) -> Path:
+    """A writable copy of `small_coco` at tmp_path/data."""
+    return Path(shutil.copytree(small_coco, tmp_path / "data"))
 
 
 @pytest.fixture(scope="session")

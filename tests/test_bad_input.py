@@ -5,7 +5,6 @@ Most checks run before Ray starts, so the runner is called in-process (`runners.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,9 @@ from runners.tune import main
 SPACE_HEADER = "framework: yolo\nparams:\n"
 
 
-@pytest.fixture(scope="module")
-def small_coco(tmp_path_factory) -> Path:
-    from cocodata.synthetic import make_demo_dataset
-
-    return make_demo_dataset(tmp_path_factory.mktemp("small"), n_train=6, n_val=2, image_size=64, seed=1)
-
-
 @pytest.fixture
-def workdir(tmp_path, small_coco):
-    """A writable copy of the data, an empty storage dir and a cache dir."""
-    data = tmp_path / "data"
-    shutil.copytree(small_coco, data)
+def workdir(tmp_path, dataset):
+    """A writable copy of the data (tmp_path/data), an empty storage dir and a cache dir."""
     (tmp_path / "runs").mkdir()
     return tmp_path
 

@@ -13,22 +13,10 @@ import yaml
 from cocodata.prepare import DataError, demo_dir_name, prepare_dataset
 from cocodata.prepared import PreparedDataset
 from cocodata.split import split_image_ids
-from cocodata.synthetic import make_demo_dataset
 from conftest import SHARED_DATASET as SHARED
 from conftest import edit_annotations as edit
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def base_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("base") / "shapes"
-    return make_demo_dataset(root, n_train=12, n_val=4, image_size=64, seed=2)
-
-
-@pytest.fixture
-def dataset(base_set: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(base_set, tmp_path / "data"))
 
 
 def prepare(data: Path | None, cache: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:

@@ -12,22 +12,10 @@ from PIL import Image
 
 from cocodata.prepare import DataError, prepare_dataset
 from cocodata.prepared import PreparedDataset
-from cocodata.synthetic import make_demo_dataset
 from conftest import SHARED_DATASET as SHARED
 from conftest import edit_annotations as edit
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def base_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("base") / "shapes"
-    return make_demo_dataset(root, n_train=6, n_val=3, image_size=64, seed=1)
-
-
-@pytest.fixture
-def dataset(base_set: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(base_set, tmp_path / "data"))
 
 
 def prepare(dataset: Path, tmp_path: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:
@@ -138,7 +126,7 @@ def test_empty_category_and_background_images_warn(dataset: Path, tmp_path: Path
     background = [w for w in prepared.warnings if "image 2 (000002.png) has no annotations" in w]
     assert len(empty) == 1 and len(background) == 1 and "background image" in background[0]
     assert 7 not in prepared.category_ids
-    assert prepared.num_train_images == 6  # the background image is kept
+    assert prepared.num_train_images == 12  # the background image is kept
     logged = [line for line in logs if line.startswith("data warning: ")]
     assert logged == [f"data warning: {w}" for w in prepared.warnings]
     # warnings are not repeated on a cache hit
