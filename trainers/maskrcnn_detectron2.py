@@ -165,8 +165,12 @@ class Detectron2MaskRCNN(TrainerAdapter):
 
     @classmethod
     def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
-        """The trial's full Detectron2 config (cfg.dump()), with SOLVER.OPTIMIZER, segtune's key."""
+        """The trial's full Detectron2 config (cfg.dump()). SOLVER.OPTIMIZER, segtune's own key, is
+        kept only for AdamW: plain Detectron2 builds SGD and refuses keys it does not know."""
         weights = d2cfg.resolve_weights(context.weights, download=False, check=False)  # no network
         plan = d2cfg.build_cfg(params, context, train_dataset=f"{context.dataset.name}_train", weights=weights)
-        return yaml.safe_load(plan.cfg.dump())
+        config = yaml.safe_load(plan.cfg.dump())
+        if config["SOLVER"].get("OPTIMIZER") == "SGD":
+            del config["SOLVER"]["OPTIMIZER"]
+        return config
 
