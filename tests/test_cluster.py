@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import os
 import shutil
 import socket
@@ -30,7 +31,9 @@ def two_node_cluster(monkeypatch):
     if ray_cli is None:
         pytest.skip("the 'ray' command is not on PATH")
     # Ray >= 2.5x protects `ray start` clusters with a token (~/.ray/auth_token); every process must use it.
+    # A private token for this test cluster, so the user's ~/.ray/auth_token is neither needed nor made.
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
