@@ -213,7 +213,7 @@ def _check_space_keys(space: SearchSpace, adapter: type[TrainerAdapter]) -> None
     base = {k: thaw(v) for k, v in space.fixed.items()}
     for key, dist in space.searched.items():
         choices = getattr(dist, "choices", None)
-        base[key] = thaw(choices[0]) if choices else (int(dist.low) if hasattr(dist, "step") and isinstance(dist.low, int) else dist.low)
+        base[key] = thaw(choices[0]) if choices else dist.low
     try:
         adapter.check_params(base)
         for key, dist in space.searched.items():

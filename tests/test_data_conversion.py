@@ -278,6 +278,6 @@ def test_shared_real_dataset_converts(tmp_path: Path) -> None:
     assert {cls for rows in labels.values() for cls, _ in rows} == {0, 1, 2, 3, 4}
     assert len(read_labels(prepared, "val")) == 15
     link = next((prepared.yolo_yaml.parent / "images" / "val").iterdir())
-    assert os.path.realpath(link).startswith(str(SHARED))  # linked, not copied
+    assert os.path.realpath(link).startswith(os.path.realpath(SHARED))  # linked, not copied
     again, logs = prepare(SHARED, tmp_path / "cache")
     assert again == prepared and logs[0].startswith("reusing prepared dataset")
