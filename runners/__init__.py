@@ -1,0 +1,1 @@
+"""The command line and the Ray Tune wiring: `python runners/tune.py --framework yolo`."""
