@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     validate_args(args)
+    if args.config is not None:
+        _apply_config_defaults(args)
     backend = resolve_backend(args.framework, args.backend)
     adapter = get_adapter(args.framework, backend)
     if backend:
@@ -92,6 +94,7 @@ def _run(args) -> int:
         iters_per_epoch=args.iters_per_epoch, seed=args.seed, space=space.source,
         experiment_dir=str(experiment_dir),
     )
+    print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
     print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
@@ -129,6 +132,23 @@ def _resume(args, experiment_dir: Path) -> int:
     status, text = summarize(results, settings, experiment_dir)
     print(text, file=sys.stderr if status else sys.stdout)
     return status
+
+
+def _apply_config_defaults(args) -> None:
+    """An exported config names its backend, model and weights: use them unless the command line
+    says otherwise, so that it trains the same model again."""
+    data = load_yaml(args.config, "config")
+    if not isinstance(data, dict):
+        return  # _load_space explains what a config must look like
+    framework = data.get("framework")
+    if framework and framework != args.framework:
+        raise ConfigError(f"{args.config} is a {framework} config; run it with --framework {framework}")
+    if args.backend == "auto" and data.get("backend"):
+        args.backend = data["backend"]
+    if not args.model and data.get("model"):
+        args.model = str(data["model"])
+    if args.weights is None and data.get("weights"):
+        args.weights = str(data["weights"])
 
 
 def _prepare_data(args):

@@ -167,3 +167,9 @@ def test_bad_search_space(capsys, workdir, body, words):
 def test_space_of_another_framework(capsys, workdir):
     space = write_space(workdir, "framework: maskrcnn\nparams:\n  SOLVER.BASE_LR: 0.01\n")
     assert_clean_error(capsys, workdir, run(workdir, "--space", space), "maskrcnn")
+
+
+def test_config_of_another_framework(capsys, workdir):
+    config = workdir / "config.yaml"
+    config.write_text("framework: maskrcnn\nbackend: torchvision\nparams: {SOLVER.BASE_LR: 0.01}\n")
+    assert_clean_error(capsys, workdir, run(workdir, "--config", str(config)), "maskrcnn", "--framework")
