@@ -76,7 +76,7 @@ def _run(args) -> int:
     init_ray(args.address)
     has_gpu = _cluster_has_gpu()
     num_samples = args.num_samples or (16 if has_gpu else 8)
-    max_epochs = args.max_epochs or (100 if has_gpu else 30)
+    max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
     grace = args.grace_period or max(1, max_epochs // 10)
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")

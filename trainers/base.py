@@ -56,6 +56,7 @@ class TrainerAdapter(ABC):
     native_prefix: ClassVar[str]  # prefix of the framework's own metrics, e.g. "yolo/"
     default_model: ClassVar[str]
     default_model_cpu: ClassVar[str] = ""  # a smaller default when there is no GPU ("" = default_model)
+    default_epochs_cpu: ClassVar[int] = 30  # --max-epochs default without a GPU (100 with GPUs)
     seed_key: ClassVar[str] = "seed"  # the params key that seeds training (recorded in every config)
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:

@@ -47,6 +47,9 @@ class YoloAdapter(TrainerAdapter):
     default_model = "yolo11n-seg.yaml"
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
+        # Before Ultralytics is first imported (it checks the network once, at import): a trial
+        # never downloads, the driver resolved every file, and AMP's check must not fetch a model.
+        os.environ.setdefault("YOLO_OFFLINE", "1")
         super().__init__(params, context)
         self._trainer = None  # the live ultralytics trainer, set once training starts
 
@@ -156,7 +159,6 @@ class YoloAdapter(TrainerAdapter):
         return model
 
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
-        os.environ.setdefault("YOLO_OFFLINE", "1")  # trials never download; the driver resolved files
         resume_checkpoint = None
         if resume_from is not None:
             resume_checkpoint = self._stage_resume(resume_from)
