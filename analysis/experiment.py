@@ -21,6 +21,7 @@ from typing import Any
 from cocodata.evaluator import METRIC_KEYS
 from runners.cli import default_mode
 from runners.trial import DIVERGED_KEY, FAILURE_KEY, SETTINGS_FILE, RunSettings
+from search_spaces.space import thaw
 
 TABLE_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")  # the terminal table's metric columns
 # Ray's statuses of trials without results -> ours (the others are decided from their result rows).
@@ -329,12 +330,12 @@ def _load_space(source: str):
 
 def _all_contained(distribution: Any, key: str, trials: list[TrialSummary]) -> bool:
     """The space file may have been edited since the search: use it only if it still covers every value."""
-    from search_spaces.space import _freeze
+    from search_spaces.space import freeze
 
     try:
         for trial in trials:
             if key in trial.params:
-                value = _freeze(trial.params[key])
+                value = freeze(trial.params[key])
                 if not distribution._contains(distribution.to_internal_repr(value)):
                     return False
     except Exception:
@@ -383,8 +384,8 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
         })
         row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS})
         row.update({f"{k}@last": t.last_metrics.get(k) for k in METRIC_KEYS})
-        row.update({f"config/{k}": _plain(t.params.get(k)) for k in searched})
-        row.update({f"config/{k}": _plain(v) for k, v in sorted(t.params.items()) if k not in searched})
+        row.update({f"config/{k}": thaw(t.params.get(k)) for k in searched})
+        row.update({f"config/{k}": thaw(v) for k, v in sorted(t.params.items()) if k not in searched})
         row.update({"wall_time_s": t.wall_time_s, "checkpoint": str(t.checkpoint or ""), "reason": t.reason,
                     "path": str(t.path)})
         rows.append(row)
@@ -398,13 +399,6 @@ def _epoch(row: dict[str, Any]) -> int:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _plain(value: Any) -> Any:
-    """Values as they go into CSV/YAML: lists for tuples, Python scalars for numpy ones."""
-    from search_spaces.space import thaw
-
-    return thaw(value)
 
 
 def format_value(value: Any, key: str = "") -> str:

@@ -5,7 +5,7 @@ DIR receives:
                       retrains it without a search (framework, backend, model, weights + every param)
   native_config.yaml  the same run in the framework's own terms (from the adapter's native_config)
   weights/            the weights file of the trial's best kept checkpoint (adapter.weights_in_checkpoint)
-  best.pt, best.onnx  YOLO only: an inference copy (Ultralytics' strip_optimizer) and its ONNX export
+  best.pt, best.onnx  what the adapter's inference_files makes (YOLO: a stripped copy and its ONNX export)
   MODEL_CARD.md       metrics at the best epoch, data, seed, versions, the command to retrain
 DIR must be new or empty (--force writes into a non-empty one; files of other names are left alone).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
-import importlib.util
 import shlex
 import shutil
 import sys
@@ -30,13 +29,10 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
 from analysis.experiment import Experiment, ExperimentError, TrialSummary, format_value, load_experiment  # noqa: E402
 from cocodata.evaluator import METRIC_KEYS  # noqa: E402
 from search_spaces.space import thaw  # noqa: E402
-from trainers.base import ConfigError  # noqa: E402
+from trainers.base import ConfigError, ExportFailed  # noqa: E402
 from trainers.registry import get_adapter  # noqa: E402
 
 PROG = "export_best.py"
-# Package versions recorded in the model card, by framework and backend.
-_PACKAGES = {("yolo", ""): ("ultralytics",), ("maskrcnn", "torchvision"): ("torchvision",),
-             ("maskrcnn", "detectron2"): ("detectron2", "torchvision")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,11 +105,11 @@ def write_config(exp: Experiment, trial: TrialSummary, out: Path) -> Path:
     s = exp.settings
     params = {k: thaw(v) for k, v in sorted(trial.params.items())}
     data = {"framework": s.framework, "backend": s.backend, "model": s.model, "weights": s.weights, "params": params}
-    header = (f"# segtune config: trial {trial.trial_id} of experiment {exp.name} (rank {trial.rank} by "
-              f"{exp.metric}, {exp.mode}).\n# Retrain without a search: python runners/tune.py --framework "
-              f"{s.framework} --config {out / 'config.yaml'}\n# 'weights' is what training started from "
-              f"(null: from scratch); the trained weights are in weights/.\n")
     path = out / "config.yaml"
+    header = (f"# segtune config: trial {trial.trial_id} of experiment {exp.name} (rank {trial.rank} by "
+              f"{exp.metric}, {exp.mode}).\n# Retrain without a search (on the search's data):\n"
+              f"#   {retrain_command(exp, path)}\n# 'weights' is what training started from "
+              f"(null: from scratch); the trained weights are in weights/.\n")
     path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -155,42 +151,6 @@ def copy_weights(adapter_cls, trial: TrialSummary, out: Path) -> Path:
     return target
 
 
-class OnnxExportFailed(RuntimeError):
-    """Everything else was exported; the ONNX file was not."""
-
-
-def yolo_inference_files(weights: Path, out: Path, imgsz: int, onnx: bool) -> list[Path]:
-    """best.pt without optimizer state (Ultralytics' strip_optimizer, EMA weights) and its ONNX export."""
-    import logging
-    import os
-
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
-    from ultralytics.utils import LOGGER
-    from ultralytics.utils.torch_utils import strip_optimizer
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)  # the exporter's banner and tips are noise here
-    try:
-        best = out / "best.pt"
-        strip_optimizer(weights, str(best))
-        if not best.is_file():
-            raise ExperimentError(f"{weights} is not an Ultralytics checkpoint (strip_optimizer refused it)")
-        files = [best]
-        if onnx:
-            # Simplifying needs onnxslim and onnxruntime; Ultralytics would try to pip-install missing ones.
-            simplify = all(importlib.util.find_spec(m) is not None for m in ("onnxslim", "onnxruntime"))
-            try:
-                exported = YOLO(str(best), task="segment").export(format="onnx", imgsz=imgsz, simplify=simplify,
-                                                                  dynamic=False, device="cpu", verbose=False)
-            except Exception as exc:  # the rest of the export is still useful: report, do not crash
-                raise OnnxExportFailed(f"ONNX export failed ({type(exc).__name__}: {exc}); rerun with --no-onnx") from exc
-            files.append(Path(exported))
-    finally:
-        LOGGER.setLevel(level)
-    return files
-
-
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -206,9 +166,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: list[Path], notes: list[str]) -> Path:
+def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: list[Path], notes: list[str],
+                     framework_packages: tuple[str, ...]) -> Path:
     s, d = exp.settings, exp.settings.dataset
-    packages = ["segtune", "torch", *_PACKAGES.get((s.framework, s.backend), ()), "ray", "optuna"]
+    packages = ["segtune", "torch", *framework_packages, "ray", "optuna"]
     metric_rows = "\n".join(f"| {k} | {trial.best_metrics[k]:.2f} |" if trial.best_metrics.get(k, -1) >= 0
                             else f"| {k} | - (no ground truth of that size) |" for k in METRIC_KEYS
                             if k in trial.best_metrics)
@@ -285,15 +246,15 @@ def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True) -
     weights = copy_weights(adapter_cls, trial, out)
     files.append(weights)
     failure = None
-    if s.framework == "yolo" and adapter_cls is not None:
-        imgsz = int(thaw(trial.params.get("imgsz", 640)))
+    if adapter_cls is not None:
+        params = {k: thaw(v) for k, v in trial.params.items()}
         try:
-            files += yolo_inference_files(weights, out, imgsz, onnx)
-        except OnnxExportFailed as exc:
+            files += adapter_cls.inference_files(weights, out, params, onnx)
+        except ExportFailed as exc:  # keep what was made before the failure, say what was not
             failure = exc
-            files.append(out / "best.pt")
+            files += sorted(p for p in out.iterdir() if p.is_file() and p not in files)
             notes.append(str(exc))
-    files.append(write_model_card(exp, trial, out, files, notes))
+    files.append(write_model_card(exp, trial, out, files, notes, adapter_cls.packages if adapter_cls else ()))
     if failure is not None:
         raise failure
     return files
@@ -316,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ExperimentError(f"--out {out} is inside a trial of the experiment; choose a directory outside it")
         trial = pick_trial(exp, args.trial)
         files = export(exp, trial, out, onnx=not args.no_onnx)
-    except ExperimentError as exc:
+    except (ExperimentError, ConfigError) as exc:
         fail(str(exc))
-    except OnnxExportFailed as exc:
+    except ExportFailed as exc:
         print(f"{PROG}: {exc}; everything else is in {out}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -157,11 +157,11 @@ def build_study(exp: Experiment):
     scored = [t for t in exp.trials if t.best_value is not None and t.status != "failed"]
     distributions = {k: d for k, d in _distributions(exp, scored).items() if not d.single()}
     study = optuna.create_study(direction="maximize" if exp.mode == "max" else "minimize")
-    from search_spaces.space import _freeze
+    from search_spaces.space import freeze
 
     study.add_trials([
         optuna.trial.create_trial(
-            value=t.best_value, params={k: _freeze(t.params[k]) for k in distributions},
+            value=t.best_value, params={k: freeze(t.params[k]) for k in distributions},
             distributions=distributions,
             intermediate_values={int(r.get("epoch") or r["training_iteration"]): float(r[exp.metric])
                                  for r in t.history if isinstance(r.get(exp.metric), (int, float))
@@ -177,11 +177,11 @@ def _distributions(exp: Experiment, trials: list[TrialSummary]) -> dict[str, Any
     """The search space's distributions; for keys it does not cover, ones fitted to the values seen."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from search_spaces.space import _freeze
+    from search_spaces.space import freeze
 
     result = {}
     for key in exp.searched:
-        values = [_freeze(t.params[key]) for t in trials if key in t.params]
+        values = [freeze(t.params[key]) for t in trials if key in t.params]
         if len(values) < len(trials) or not values:
             continue  # a key some trials lack cannot enter one study
         if key in exp.distributions:

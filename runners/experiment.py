@@ -42,7 +42,10 @@ def init_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
                  log_to_driver=False, logging_level="WARNING")
     except ConnectionError as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {exc}; check --address") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {address}: {_last_line(str(exc))}; check --address "
+            f"(a token-protected cluster also needs RAY_AUTH_MODE=token and its ~/.ray/auth_token here)"
+        ) from None
 
 
 def plan_resources(gpus_per_trial: float | None, cpus_per_trial: float | None, workers: int | None,
@@ -163,7 +166,7 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
     for result in results:
         metrics = result.metrics or {}
         if result.error is not None:
-            failures.append(_first_line(str(result.error)))
+            failures.append(_last_line(str(result.error)))
         elif metrics.get(DIVERGED_KEY):
             failures.append(str(metrics.get(FAILURE_KEY, "diverged")))
     total = len(results)
@@ -197,7 +200,7 @@ def _best_row(result, metric: str, mode: str) -> dict[str, Any]:
     return frame.loc[index].to_dict()
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "unknown error"
 

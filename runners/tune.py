@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
@@ -19,7 +20,9 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
 from cocodata.prepare import DataError  # noqa: E402
 from runners.cli import build_parser, default_mode, validate_args  # noqa: E402
 from runners.trial import SETTINGS_FILE, RunSettings  # noqa: E402
-from search_spaces.space import SearchSpace, SpaceError, default_space_path, load_space, load_yaml, parse_space  # noqa: E402
+from search_spaces.space import (  # noqa: E402
+    SearchSpace, SpaceError, default_space_path, load_space, load_yaml, parse_space, thaw,
+)
 from trainers.base import ConfigError, TrainerAdapter  # noqa: E402
 from trainers.registry import get_adapter, resolve_backend  # noqa: E402
 
@@ -42,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     validate_args(args)
-    if args.config is not None:
-        _apply_config_defaults(args)
+    config = load_yaml(args.config, "config") if args.config is not None else None
+    if isinstance(config, dict):
+        _apply_config_defaults(args, config)
     backend = resolve_backend(args.framework, args.backend)
     adapter = get_adapter(args.framework, backend)
     if backend:
         print(f"segtune: {args.framework} backend: {backend}" + (" (auto)" if args.backend == "auto" else ""))
-    storage = _writable_storage(args.storage)
+    storage = _writable_dir(args.storage, "--storage")
     name = args.name or f"{args.framework}-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment_dir = storage / name
     if args.resume:
@@ -62,7 +66,7 @@ def _run(args) -> int:
     _check_metric(args.metric, adapter)
 
     # What the user wrote is checked before anything starts: a typo costs seconds, not a Ray start.
-    user_space = _load_space(args, adapter, cpu_only=False) if (args.space or args.config) else None
+    user_space = _load_space(args, adapter, False, config) if (args.space or args.config) else None
     if args.model or args.weights:
         adapter.resolve_model(args.model, args.weights)
     if args.address is None and args.gpus_per_trial:
@@ -70,17 +74,16 @@ def _run(args) -> int:
     dataset = _prepare_data(args)
 
     from cocodata.evaluator import CocoEvaluator
-    from runners.experiment import build_tuner, init_ray, plan_resources, summarize
+    from runners.experiment import build_tuner, plan_resources
 
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    init_ray(args.address)
+    _start_ray(args.address)
     has_gpu = _cluster_has_gpu()
     num_samples = args.num_samples or (16 if has_gpu else 8)
     max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
     grace = args.grace_period or max(1, max_epochs // 10)
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
-    space = user_space or _load_space(args, adapter, cpu_only=not has_gpu)
+    space = user_space or _load_space(args, adapter, not has_gpu, None)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
@@ -106,10 +109,7 @@ def _run(args) -> int:
     )
     experiment_dir.mkdir(parents=True, exist_ok=True)  # the Tuner may have made it; it was new above
     settings.save(experiment_dir)
-    results = tuner.fit()
-    status, text = summarize(results, settings, experiment_dir)
-    print(text, file=sys.stderr if status else sys.stdout)
-    return status
+    return _finish(tuner.fit(), settings, experiment_dir)
 
 
 def _resume(args, experiment_dir: Path) -> int:
@@ -119,36 +119,52 @@ def _resume(args, experiment_dir: Path) -> int:
         raise ConfigError(
             f"nothing to resume at {experiment_dir}; check --name and --storage, or start it without --resume"
         )
-    from runners.experiment import init_ray, restore_tuner, summarize
+    from runners.experiment import restore_tuner
 
+    try:
+        settings = RunSettings.load(experiment_dir)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(
+            f"{experiment_dir / SETTINGS_FILE} cannot be read ({exc}); it was not written by this version "
+            f"of runners/tune.py, start a new experiment"
+        ) from None
     # The directory may have moved since it was made (a copy, another mount): trials write here now.
-    settings = dataclasses.replace(RunSettings.load(experiment_dir), experiment_dir=str(experiment_dir))
+    settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
     if settings.framework != args.framework:
         raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    init_ray(args.address)
+    _start_ray(args.address)
     print(f"segtune: resuming {experiment_dir}")
-    results = restore_tuner(experiment_dir, settings).fit()
+    return _finish(restore_tuner(experiment_dir, settings).fit(), settings, experiment_dir)
+
+
+def _start_ray(address: str | None) -> None:
+    from runners.experiment import init_ray
+
+    # A local cluster's workers import this checkout even when it was not pip-installed.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    init_ray(address)
+
+
+def _finish(results, settings: RunSettings, experiment_dir: Path) -> int:
+    from runners.experiment import summarize
+
     status, text = summarize(results, settings, experiment_dir)
     print(text, file=sys.stderr if status else sys.stdout)
     return status
 
 
-def _apply_config_defaults(args) -> None:
+def _apply_config_defaults(args, config: dict) -> None:
     """An exported config names its backend, model and weights: use them unless the command line
     says otherwise, so that it trains the same model again."""
-    data = load_yaml(args.config, "config")
-    if not isinstance(data, dict):
-        return  # _load_space explains what a config must look like
-    framework = data.get("framework")
+    framework = config.get("framework")
     if framework and framework != args.framework:
         raise ConfigError(f"{args.config} is a {framework} config; run it with --framework {framework}")
-    if args.backend == "auto" and data.get("backend"):
-        args.backend = data["backend"]
-    if not args.model and data.get("model"):
-        args.model = str(data["model"])
-    if args.weights is None and data.get("weights"):
-        args.weights = str(data["weights"])
+    if args.backend == "auto" and config.get("backend"):
+        args.backend = config["backend"]
+    if not args.model and config.get("model"):
+        args.model = str(config["model"])
+    if args.weights is None and config.get("weights"):
+        args.weights = str(config["weights"])
 
 
 def _prepare_data(args):
@@ -158,7 +174,7 @@ def _prepare_data(args):
     dataset = prepare_dataset(
         args.data, train_json=args.train_json, train_images=args.train_images,
         val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
-        seed=args.seed, cache_dir=args.cache_dir.expanduser().resolve(),
+        seed=args.seed, cache_dir=_writable_dir(args.cache_dir, "--cache-dir"),
         need_yolo=args.framework == "yolo", log=lambda msg: print(f"segtune: {msg}"),
     )
     print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
@@ -177,14 +193,15 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
         )
 
 
-def _writable_storage(storage: Path) -> Path:
-    storage = storage.expanduser().resolve()
-    existing = storage
+def _writable_dir(path: Path, option: str) -> Path:
+    """`path` made absolute, if it is, or can become, a directory this process may write."""
+    path = path.expanduser().resolve()
+    existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"storage directory {storage} is not writable; choose another --storage")
-    return storage
+        raise ConfigError(f"{option} directory {path} is not writable; choose another {option}")
+    return path
 
 
 def _cluster_has_gpu() -> bool:
@@ -206,10 +223,11 @@ def _check_metric(metric: str, adapter: type[TrainerAdapter]) -> None:
     )
 
 
-def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool) -> SearchSpace:
+def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool, config: Any) -> SearchSpace:
+    """The search space (--space, or the framework's default), or the fixed values of --config
+    (`config`, already read)."""
     if args.config is not None:
-        data = load_yaml(args.config, "config")
-        params = data.get("params", data) if isinstance(data, dict) else None
+        params = config.get("params", config) if isinstance(config, dict) else None
         if not isinstance(params, dict) or not params:
             raise SpaceError(f"{args.config}: a config is a mapping of parameter values (or a 'params' mapping)")
         if any(isinstance(v, dict) for v in params.values()):
@@ -228,8 +246,6 @@ def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool) -> SearchSp
 
 def _check_space_keys(space: SearchSpace, adapter: type[TrainerAdapter]) -> None:
     """Every key must be the framework's; each categorical choice must be a value it accepts."""
-    from search_spaces.space import thaw
-
     base = {k: thaw(v) for k, v in space.fixed.items()}
     for key, dist in space.searched.items():
         choices = getattr(dist, "choices", None)

@@ -152,7 +152,7 @@ def _distribution(source: str, key: str, spec: dict) -> BaseDistribution:
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{source}: {key}: 'choices' must be a non-empty list")
         # Optuna stores choices as-is; lists (e.g. anchor sizes) become tuples to be hashable.
-        return CategoricalDistribution([_freeze(c) for c in choices])
+        return CategoricalDistribution([freeze(c) for c in choices])
     cast = float if kind == "float" else int
     low = _number(source, key, spec, "low", cast)
     high = _number(source, key, spec, "high", cast)
@@ -176,9 +176,10 @@ def _distribution(source: str, key: str, spec: dict) -> BaseDistribution:
         raise SpaceError(f"{source}: {key}: {exc}") from None
 
 
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
+    """Lists as tuples (hashable), as Optuna stores categorical choices; inverse of thaw."""
     if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
         raise SpaceError("categorical choices cannot be mappings")
     return value

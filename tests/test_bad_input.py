@@ -173,3 +173,11 @@ def test_config_of_another_framework(capsys, workdir):
     config = workdir / "config.yaml"
     config.write_text("framework: maskrcnn\nbackend: torchvision\nparams: {SOLVER.BASE_LR: 0.01}\n")
     assert_clean_error(capsys, workdir, run(workdir, "--config", str(config)), "maskrcnn", "--framework")
+
+
+def test_cache_dir_not_writable(capsys, workdir):
+    blocker = workdir / "a-file"
+    blocker.write_text("not a directory")
+    status = main(["--framework", "yolo", "--storage", str(workdir / "runs"), "--name", "x",
+                   "--data", str(workdir / "data"), "--cache-dir", str(blocker / "cache")])
+    assert_clean_error(capsys, workdir, status, "--cache-dir", "not writable")

@@ -9,6 +9,7 @@ Lifecycle of one trial (driven by `runners/trial.py`):
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cocodata.prepared import PreparedDataset
+from cocodata.results import ImageRecord, list_images
 
 # epoch (1-based, epochs completed so far) and the framework's own numbers (losses, lr, native mAP)
 EpochEnd = Callable[[int, dict[str, float]], None]
@@ -27,6 +29,10 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf: this trial ends with the reason recorded, the search goes on."""
+
+
+class ExportFailed(RuntimeError):
+    """An optional export file (e.g. ONNX) could not be made; everything else was exported."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class TrainerAdapter(ABC):
     default_model: ClassVar[str]
     default_model_cpu: ClassVar[str] = ""  # a smaller default when there is no GPU ("" = default_model)
     default_epochs_cpu: ClassVar[int] = 30  # --max-epochs default without a GPU (100 with GPUs)
+    packages: ClassVar[tuple[str, ...]] = ()  # the framework's PyPI names, for versions in model cards
     seed_key: ClassVar[str] = "seed"  # the params key that seeds training (recorded in every config)
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
@@ -109,6 +116,11 @@ class TrainerAdapter(ABC):
         Raise TrainingDiverged when the loss is no longer finite.
         """
 
+    @functools.cached_property
+    def val_images(self) -> list[ImageRecord]:
+        """The val split's images, read once per trial rather than at every evaluation."""
+        return list_images(self.context.dataset.val_json, self.context.dataset.val_images)
+
     @abstractmethod
     def predict_val(self) -> list[dict[str, Any]]:
         """COCO results (image_id, category_id, bbox xywh, score, RLE segmentation at full
@@ -128,3 +140,9 @@ class TrainerAdapter(ABC):
     def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
         """The configuration in the framework's own form (for export); default: the params."""
         return dict(params)
+
+    @classmethod
+    def inference_files(cls, weights: Path, out: Path, params: Mapping[str, Any], onnx: bool) -> list[Path]:
+        """Deployable files made from exported weights into `out` (e.g. stripped weights, ONNX);
+        none by default. Raise ExportFailed for an optional file that could not be made."""
+        return []

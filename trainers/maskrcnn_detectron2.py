@@ -29,7 +29,7 @@ from typing import Any
 import detectron2  # noqa: F401  (not installed -> ImportError -> the registry's ConfigError)
 import yaml
 
-from cocodata.results import instances_to_coco, list_images
+from cocodata.results import instances_to_coco
 from trainers import detectron2_config as d2cfg
 from trainers.base import EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
 
@@ -54,6 +54,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
     native_prefix = "detectron2/"
     default_model = "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"  # R50-FPN with GroupNorm: trains from scratch
     default_model_cpu = d2cfg.SMALL_MODEL
+    packages = ("detectron2", "torchvision")
     default_epochs_cpu = 12  # an epoch costs ~6x a YOLO demo epoch on CPU; AP rises within a few
     seed_key = "SEED"
 
@@ -136,7 +137,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
         data = self.context.dataset
         predictor = BatchPredictor(self._cfg, self._trainer.model)
         predictions: list[dict[str, Any]] = []
-        for record, instances in predictor(list_images(data.val_json, data.val_images)):
+        for record, instances in predictor(self.val_images):
             masks = instances.pred_masks
             if masks.dtype.is_floating_point:
                 masks = masks >= 0.5

@@ -94,6 +94,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     native_prefix = "maskrcnn/"
     default_model = "maskrcnn_resnet50_fpn_v2"
     default_model_cpu = "maskrcnn_resnet18_fpn"  # from scratch on a CPU: ~0.3 s/iteration at 96 px
+    packages = ("torchvision",)
     default_epochs_cpu = 12  # an epoch costs ~6x a YOLO demo epoch on CPU; AP rises within a few
     seed_key = "SEED"
     models = tuple(tvm.MODELS)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cocodata.results import instances_to_coco, list_images
-from trainers.base import ConfigError, EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from cocodata.results import instances_to_coco
+from trainers.base import ConfigError, EpochEnd, ExportFailed, TrainerAdapter, TrainingDiverged, TrialContext
 
 # Arguments the trial sets itself; a search space may not touch them.
 _CONTROLLED = frozenset({
@@ -45,6 +45,7 @@ class YoloAdapter(TrainerAdapter):
     framework = "yolo"
     native_prefix = "yolo/"
     default_model = "yolo11n-seg.yaml"
+    packages = ("ultralytics",)
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         # Before Ultralytics is first imported (it checks the network once, at import): a trial
@@ -207,7 +208,7 @@ class YoloAdapter(TrainerAdapter):
 
         trainer = self._trainer
         model = trainer.ema.ema if trainer.ema else trainer.model
-        images = list_images(self.context.dataset.val_json, self.context.dataset.val_images)
+        images = self.val_images
         predictor = SegmentationPredictor(overrides={
             "conf": 0.001,  # COCO AP counts low-confidence detections too
             "iou": 0.7,
@@ -261,6 +262,41 @@ class YoloAdapter(TrainerAdapter):
             args.pop(key, None)
         args["model"] = context.model or cls.default_model
         return args
+
+
+    @classmethod
+    def inference_files(cls, weights: Path, out: Path, params: Mapping[str, Any], onnx: bool) -> list[Path]:
+        """best.pt without optimizer state (Ultralytics' strip_optimizer, EMA weights) and its ONNX
+        export through Ultralytics' exporter."""
+        import importlib.util
+        import logging
+
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics import YOLO
+        from ultralytics.utils import LOGGER
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        level = LOGGER.level
+        LOGGER.setLevel(logging.WARNING)  # the exporter's banner and tips are noise here
+        try:
+            best = Path(out) / "best.pt"
+            strip_optimizer(weights, str(best))
+            if not best.is_file():
+                raise ConfigError(f"{weights} is not an Ultralytics checkpoint (strip_optimizer refused it)")
+            files = [best]
+            if onnx:
+                # Simplifying needs onnxslim and onnxruntime; Ultralytics would try to pip-install them.
+                simplify = all(importlib.util.find_spec(m) is not None for m in ("onnxslim", "onnxruntime"))
+                imgsz = int(params.get("imgsz", 640))
+                try:
+                    exported = YOLO(str(best), task="segment").export(
+                        format="onnx", imgsz=imgsz, simplify=simplify, dynamic=False, device="cpu", verbose=False)
+                except Exception as exc:  # best.pt and the rest stand: report, do not crash
+                    raise ExportFailed(f"ONNX export failed ({type(exc).__name__}: {exc}); rerun with --no-onnx") from exc
+                files.append(Path(exported))
+        finally:
+            LOGGER.setLevel(level)
+        return files
 
 
 def _add_tensorboard_callbacks(model) -> None:
