@@ -11,17 +11,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from cocodata.evaluator import CocoEvaluator
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from cocodata.evaluator import CocoEvaluator  # noqa: E402
+from core.errors import UserError, run_cli  # noqa: E402
 
 PROG = "evaluate.py"
-
-
-def _fail(message: str) -> NoReturn:
-    # One line, argparse's format and exit status, without argparse's usage block.
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _load_json(path: Path, what: str, fix: str) -> Any:
@@ -29,13 +28,13 @@ def _load_json(path: Path, what: str, fix: str) -> Any:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
-        _fail(f"{what} {path} does not exist; {fix}")
+        raise UserError(f"{what} {path} does not exist; {fix}")
     except IsADirectoryError:
-        _fail(f"{what} {path} is a directory; pass the JSON file inside it")
+        raise UserError(f"{what} {path} is a directory; pass the JSON file inside it")
     except PermissionError:
-        _fail(f"{what} {path} is not readable; check its permissions")
+        raise UserError(f"{what} {path} is not readable; check its permissions")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _fail(f"{what} {path} is not valid JSON ({exc}); {fix}")
+        raise UserError(f"{what} {path} is not valid JSON ({exc}); {fix}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,23 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _evaluate(args))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     gt = _load_json(args.gt_json, "ground-truth file", "pass a COCO instances JSON as GT_JSON")
     preds = _load_json(args.pred_json, "predictions file", "pass a COCO results JSON as PRED_JSON")
     if not isinstance(gt, dict):
-        _fail(f"ground-truth file {args.gt_json} is not a COCO instances file (a JSON object); "
+        raise UserError(f"ground-truth file {args.gt_json} is not a COCO instances file (a JSON object); "
               "are GT_JSON and PRED_JSON swapped?")
     if not isinstance(preds, list):
         hint = " (it looks like a ground-truth file)" if isinstance(preds, dict) else ""
-        _fail(f"predictions file {args.pred_json} is not a JSON list of COCO results{hint}; "
+        raise UserError(f"predictions file {args.pred_json} is not a JSON list of COCO results{hint}; "
               "pass the results list as PRED_JSON")
     try:
         evaluator = CocoEvaluator(gt)
     except (ValueError, KeyError, TypeError) as exc:
-        _fail(f"ground-truth file {args.gt_json} is not a usable COCO instances file: {exc}")
+        raise UserError(f"ground-truth file {args.gt_json} is not a usable COCO instances file: {exc}")
     try:
         metrics = evaluator.evaluate(preds)
     except (ValueError, KeyError, TypeError) as exc:
-        _fail(f"predictions file {args.pred_json} does not fit {args.gt_json}: {exc}")
+        raise UserError(f"predictions file {args.pred_json} does not fit {args.gt_json}: {exc}")
     report = {
         **metrics,
         "max_dets": evaluator.max_dets,

@@ -18,7 +18,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
@@ -26,10 +26,12 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
-from analysis.experiment import Experiment, ExperimentError, TrialSummary, format_value, load_experiment  # noqa: E402
+from analysis.ranking import best_trial, format_value  # noqa: E402
+from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
 from cocodata.evaluator import METRIC_KEYS  # noqa: E402
+from core.errors import ConfigError, ExperimentError, not_writable, run_cli  # noqa: E402
 from search_spaces.space import thaw  # noqa: E402
-from trainers.base import ConfigError, ExportFailed  # noqa: E402
+from trainers.base import ExportFailed, TrialContext  # noqa: E402
 from trainers.registry import get_adapter  # noqa: E402
 
 PROG = "export_best.py"
@@ -51,20 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def pick_trial(exp: Experiment, trial_id: str | None) -> TrialSummary:
     if trial_id is None:
-        usable = [t for t in exp.trials if t.checkpoint is not None and t.best_value is not None]
-        if not usable:
+        best = best_trial(exp.trials)  # the trial the summary, rank.py and report.py name
+        if best is None or best.checkpoint is None:
             waiting = any(t.status in ("running", "pending") for t in exp.trials)
             states = ", ".join(sorted({t.status for t in exp.trials})) or "no trials"
             raise ExperimentError(f"no trial of {exp.name} has a checkpoint" + (
                 " yet; wait for the first epoch to finish" if waiting else f" (trials: {states}); nothing to export"))
-        return usable[0]  # trials are ranked
+        return best
     wanted = trial_id.removeprefix("trial_")
     matches = [t for t in exp.trials if t.trial_id == wanted] or [t for t in exp.trials if t.trial_id.startswith(wanted)]
     if len(matches) != 1:
@@ -116,7 +113,7 @@ def write_config(exp: Experiment, trial: TrialSummary, out: Path) -> Path:
 
 def write_native_config(adapter_cls, exp: Experiment, trial: TrialSummary, out: Path) -> Path:
     s = exp.settings
-    context = s.context(out, "cuda:0" if s.gpus_per_trial > 0 else "cpu")
+    context = TrialContext.for_experiment(s, out, "cuda:0" if s.gpus_per_trial > 0 else "cpu")
     native = adapter_cls.native_config({k: thaw(v) for k, v in trial.params.items()}, context)
     path = out / "native_config.yaml"
     path.write_text(f"# {adapter_cls.display_name()} configuration of trial {trial.trial_id}, in the framework's own "
@@ -269,21 +266,23 @@ def _checkpoint_epoch(trial: TrialSummary) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     out = args.out.expanduser().resolve()
+    check_out(out, args.force)
+    exp = load_experiment(args.experiment, args.metric, args.mode)
+    if out == exp.path or exp.path in out.parents and out.parent != exp.path:
+        raise ExperimentError(f"--out {out} is inside a trial of the experiment; choose a directory outside it")
+    trial = pick_trial(exp, args.trial)
     try:
-        check_out(out, args.force)
-        exp = load_experiment(args.experiment, args.metric, args.mode)
-        if out == exp.path or exp.path in out.parents and out.parent != exp.path:
-            raise ExperimentError(f"--out {out} is inside a trial of the experiment; choose a directory outside it")
-        trial = pick_trial(exp, args.trial)
         files = export(exp, trial, out, onnx=not args.no_onnx)
-    except (ExperimentError, ConfigError) as exc:
-        fail(str(exc))
     except ExportFailed as exc:
         print(f"{PROG}: {exc}; everything else is in {out}", file=sys.stderr)
         return 1
     except OSError as exc:
-        fail(f"cannot write to {out} ({exc.strerror or exc}); choose another --out")
+        raise not_writable(out, exc) from None
     print(f"exported trial {trial.trial_id} (rank {trial.rank}, {exp.metric} {format_value(trial.best_value)} at "
           f"epoch {trial.best_epoch}) to {out}:")
     for f in files:

@@ -13,16 +13,16 @@ import csv
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
-from analysis.experiment import (  # noqa: E402
-    TABLE_METRICS, Experiment, ExperimentError, TrialSummary, find_experiments, format_value, load_experiment,
-    merge_ranked, table_rows,
-)
+from analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows  # noqa: E402
+from analysis.trials import Experiment, TrialSummary, find_experiments, load_experiment  # noqa: E402
+from core.errors import ExperimentError, not_writable, run_cli  # noqa: E402
+from core.record import RunSettings  # noqa: E402
 from trainers.registry import FRAMEWORKS  # noqa: E402
 
 PROG = "rank.py"
@@ -47,18 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def load_all(path: Path, framework: str | None, metric: str | None,
              mode: str | None) -> tuple[list[Experiment], list[TrialSummary]]:
     """One experiment, or several ranked together on one metric."""
     paths = find_experiments(path, framework)
     if len(paths) > 1 and metric is None:
-        from runners.trial import RunSettings
-
         metrics = {RunSettings.load(p).metric for p in paths}
         metric = metrics.pop() if len(metrics) == 1 else "segm/AP"  # the one metric every framework reports
     experiments = [load_experiment(p, metric, mode) for p in paths]
@@ -149,19 +142,20 @@ def failure_notes(trials: list[TrialSummary]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _rank(args))
+
+
+def _rank(args: argparse.Namespace) -> int:
     if args.top is not None and args.top <= 0:
-        fail(f"--top must be a positive whole number, got {args.top}")
-    try:
-        experiments, trials = load_all(args.experiment, args.framework, args.metric, args.mode)
-    except ExperimentError as exc:
-        fail(str(exc))
+        raise ExperimentError(f"--top must be a positive whole number, got {args.top}")
+    experiments, trials = load_all(args.experiment, args.framework, args.metric, args.mode)
     several = len(experiments) > 1
     exp = experiments[0]
     out = args.out or args.experiment.expanduser() / "analysis"
     try:
         csv_path, md_path = write_outputs(out, trials, experiments)
     except OSError as exc:
-        fail(f"cannot write to {out} ({exc.strerror or exc}); choose another --out")
+        raise not_writable(out, exc) from None
     where = exp.path if not several else f"{len(experiments)} experiments in {args.experiment}"
     print(f"{where}: {len(trials)} trials, ranked by {exp.metric} ({exp.mode})")
     shown = trials[: args.top] if args.top else trials

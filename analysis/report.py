@@ -15,7 +15,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
@@ -28,10 +28,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis.experiment import (  # noqa: E402
-    TABLE_METRICS, Experiment, ExperimentError, TrialSummary, format_value, load_experiment,
-)
 from analysis.rank import failure_notes  # noqa: E402
+from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
+from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
+from core.errors import not_writable, run_cli  # noqa: E402
 
 PROG = "report.py"
 MIN_TRIALS_FOR_IMPORTANCE = 4  # with fewer, any importance estimate is noise
@@ -47,11 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", default=None, help="metric to rank and plot (default: the search's)")
     parser.add_argument("--mode", choices=("max", "min"), default=None, help="max or min (default: the search's)")
     return parser
-
-
-def fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 # ---- plots -------------------------------------------------------------------------------------
@@ -340,15 +335,16 @@ text-align:right}}th{{background:#f0f0f0}}img{{max-width:100%;display:block;marg
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        exp = load_experiment(args.experiment, args.metric, args.mode)
-    except ExperimentError as exc:
-        fail(str(exc))
+    return run_cli(PROG, lambda: _report(args))
+
+
+def _report(args: argparse.Namespace) -> int:
+    exp = load_experiment(args.experiment, args.metric, args.mode)
     out = args.out or args.experiment.expanduser() / "analysis"
     try:
         target = build_report(exp, out)
     except OSError as exc:
-        fail(f"cannot write to {out} ({exc.strerror or exc}); choose another --out")
+        raise not_writable(out, exc) from None
     print(f"wrote {target} ({len(exp.trials)} trials)")
     return 0
 

@@ -5,147 +5,18 @@ kind: what is wrong, where (file, first offending id, how many more), and how to
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from cocodata.findings import Findings
+from cocodata.images import EXIF_FIX, ImageInfo, exif_warning
 
 ANNOTATION_KEYS = ("id", "image_id", "category_id")
 BBOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are rounding, not a finding
-ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-MAX_NAMES = 5  # names listed in one grouped finding
-
-
-class DataError(ValueError):
-    """One user-facing line naming the problem and the fix."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems: tuple[str, ...] = tuple(problems) or (message,)
-
-
-@dataclass
-class _Group:
-    severity: str
-    what: str
-    fix: str
-    count: int = 1
-    names: list[str] = field(default_factory=list)
-
-
-class Findings:
-    """Errors and warnings grouped by (file, kind): the first case spelled out, the rest counted."""
-
-    def __init__(self) -> None:
-        self._groups: dict[tuple[str, str], _Group] = {}
-
-    def error(self, where: str, kind: str, what: str, fix: str, name: str = "") -> None:
-        self._add("error", where, kind, what, fix, name)
-
-    def warn(self, where: str, kind: str, what: str, fix: str = "", name: str = "") -> None:
-        self._add("warning", where, kind, what, fix, name)
-
-    def _add(self, severity: str, where: str, kind: str, what: str, fix: str, name: str) -> None:
-        group = self._groups.get((where, kind))
-        if group is None:
-            self._groups[(where, kind)] = _Group(severity, what, fix)
-            return
-        group.count += 1
-        if name and len(group.names) < MAX_NAMES:
-            group.names.append(name)
-
-    def _lines(self, severity: str) -> list[str]:
-        lines = []
-        for (where, _), g in self._groups.items():
-            if g.severity != severity:
-                continue
-            line = f"{where}: {g.what}" + (f"; {g.fix}" if g.fix else "")
-            if g.count > 1:
-                listed = ""
-                if g.names:
-                    listed = ": " + ", ".join(g.names) + (", ..." if g.count - 1 > len(g.names) else "")
-                line += f" (and {g.count - 1} more like it{listed})"
-            lines.append(line)
-        return lines
-
-    @property
-    def errors(self) -> list[str]:
-        return self._lines("error")
-
-    @property
-    def warnings(self) -> list[str]:
-        return self._lines("warning")
-
-    def raise_if_errors(self, log: Callable[[str], None]) -> None:
-        """Raise DataError naming the first problem; with several, log them all first."""
-        errors = self.errors
-        if not errors:
-            return
-        message = errors[0]
-        if len(errors) > 1:
-            for line in errors:
-                log(f"data error: {line}")
-            message += f" [{len(errors) - 1} more problem(s) listed above]"
-        raise DataError(message, errors)
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What was read from one image file: content digest, stored size, EXIF orientation, or the error."""
-
-    path: Path
-    digest: bytes = b""
-    size: tuple[int, int] | None = None  # (width, height) as stored, before EXIF rotation
-    orientation: int = 1
-    error: str | None = None
-
-    @property
-    def rotated(self) -> bool:
-        return self.orientation in ROTATING_ORIENTATIONS
-
-    @property
-    def display_size(self) -> tuple[int, int] | None:
-        """(width, height) as EXIF-honouring loaders (OpenCV, Ultralytics) see the image."""
-        if self.size is None:
-            return None
-        return (self.size[1], self.size[0]) if self.rotated else self.size
-
-
-def _read_image(path: Path) -> ImageInfo:
-    from PIL import Image
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return ImageInfo(path, error="missing")
-    except OSError as exc:
-        return ImageInfo(path, error=f"unreadable ({exc.strerror or exc})")
-    digest = hashlib.blake2b(data, digest_size=16).digest()
-    try:
-        # Header and verify() only: a full decode of every image would dominate preparation time.
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # must come straight after open; the image is unusable afterwards
-        with Image.open(io.BytesIO(data)) as image:
-            size = image.size
-            orientation = int(image.getexif().get(0x0112, 1) or 1)
-    except Exception as exc:  # PIL raises many types for broken files
-        return ImageInfo(path, digest, error=f"unreadable ({type(exc).__name__}: {exc})")
-    return ImageInfo(path, digest, size, orientation)
-
-
-def scan_images(paths: Sequence[Path], workers: int = 8) -> list[ImageInfo]:
-    """Read every image once, in threads: file I/O and hashing release the GIL."""
-    if not paths:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(paths)))) as pool:
-        return list(pool.map(_read_image, paths))
 
 
 @dataclass
@@ -327,15 +198,6 @@ def _check_image_file(image: dict[str, Any], info: ImageInfo | None, at: _At) ->
         at.warn("exif", exif_warning(name, info.orientation), EXIF_FIX, name)
 
 
-EXIF_FIX = ("bake the rotation in and drop the tag (PIL.ImageOps.exif_transpose) so that every framework "
-            "sees the same pixels")
-
-
-def exif_warning(name: str, orientation: int) -> str:
-    return (f"image {name} carries EXIF orientation {orientation} (rotated): loaders that apply it (OpenCV, "
-            "Ultralytics) and loaders that do not (PIL) see different pixels")
-
-
 def _check_annotation(ann: dict[str, Any], size: tuple[int, int], at: _At) -> bool:
     """Check one annotation's geometry; False when it is unusable (an error was recorded)."""
     ann_id, (width, height) = ann["id"], size
@@ -410,76 +272,3 @@ def check_categories_match(train: CocoFile, val: CocoFile, findings: Findings) -
         elif train_names[cat_id] != name:
             at.error("category-renamed", f"category {cat_id} is {name!r} here but {train_names[cat_id]!r} in "
                      f"{train.label}", fix, cat_id)
-
-
-def ann_to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """A polygon list or (compressed or uncompressed) RLE as one compressed RLE, as pycocotools does."""
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation["counts"], list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
-
-
-def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None) -> dict[str, Any]:
-    """A validated COCO dict restricted to `image_ids`, with area/iscrowd/bbox filled and boxes clipped.
-
-    Original image and category ids are kept: predictions are matched to the ground truth by them.
-    """
-    from pycocotools import mask as mask_utils
-
-    keep = None if image_ids is None else set(image_ids)
-    images = [dict(im) for im in data["images"] if keep is None or im["id"] in keep]
-    sizes = {im["id"]: (im["width"], im["height"]) for im in images}
-    annotations = []
-    for source in data["annotations"]:
-        if source["image_id"] not in sizes:
-            continue
-        ann = dict(source)
-        width, height = sizes[ann["image_id"]]
-        if ann.get("iscrowd") is None:
-            ann["iscrowd"] = 0
-        if ann.get("area") is None or ann.get("bbox") is None:
-            rle = ann_to_rle(ann["segmentation"], height, width)
-            if ann.get("area") is None:
-                ann["area"] = float(mask_utils.area(rle))
-            if ann.get("bbox") is None:
-                ann["bbox"] = [float(v) for v in mask_utils.toBbox(rle)]
-        ann["bbox"] = clip_bbox(ann["bbox"], width, height)
-        annotations.append(ann)
-    return {
-        "info": data.get("info") or {},
-        "licenses": data.get("licenses") or [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [dict(c) for c in data["categories"]],
-    }
-
-
-def clip_bbox(bbox: Sequence[float], width: int, height: int) -> list[float]:
-    x, y, w, h = (float(v) for v in bbox)
-    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-    clipped = [x0, y0, x1 - x0, y1 - y0]
-    return [int(v) if v.is_integer() else v for v in clipped]  # keep integer boxes looking like integers
-
-
-def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours of a binary mask as COCO polygons, one per connected part.
-
-    Traced on a 2x nearest-neighbour upsampling: the contour then runs a quarter pixel inside the
-    pixel edges, and pycocotools rasterises it back to exactly the same pixels (tracing pixel
-    centres instead loses half a pixel all round: IoU 0.7 on a radius-3 circle).
-    """
-    import cv2
-
-    up = cv2.resize(mask.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = []
-    for contour in contours:
-        points = (contour.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0
-        if len(points) >= 3:
-            polygons.append([round(float(v), 2) for v in points.reshape(-1)])
-    return polygons

@@ -1,21 +1,10 @@
 """The one COCO evaluator every framework's adapter reports through.
 
 Frameworks compute their own, mutually incomparable mAPs (see DESIGN-NOTES.md); trials are ranked
-only on what this module returns: pycocotools' COCOeval on full-resolution masks and boxes.
-
-Why the ground truth is normalised before evaluation (found on the shared Roboflow export
-microcontroller_seg, where predictions copied from the GT scored 86-99 AP instead of 100):
-pycocotools records a match by storing the *annotation id* of the matched GT in `dtMatches`, and
-`accumulate()` counts a detection as a true positive when that entry is non-zero. Roboflow (and
-other exporters) number annotations from 0, so the detection matched to GT annotation id 0 is
-counted as a false positive and that GT as missed: one spurious FP + FN per split, on every
-prediction set, real or perfect. Renumbering the GT annotations 1..N removes the artefact; ids
-carry no other meaning in COCOeval, so real predictions are scored exactly as intended.
-Other exporter quirks handled the same way (none changes the metric's meaning):
-- `iscrowd` missing -> 0 (COCOeval raises KeyError otherwise);
-- `area` missing -> the mask's area (used for the small/medium/large ranges);
-- polygons with fewer than 6 numbers are degenerate (no area) and are dropped: one of exactly
-  4 numbers listed first makes `frPyObjects` decode the whole list as *boxes*.
+only on what this module returns: COCOeval on full-resolution masks and boxes, against ground
+truth normalised by `cocodata.ground_truth.normalise` (the same normalisation the prepared
+dataset had: ids from 0 renumbered, missing iscrowd/area/bbox filled, boxes clipped; see there
+why each matters), with polygons cleaned and converted by `cocodata.masks`.
 """
 from __future__ import annotations
 
@@ -34,6 +23,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from cocodata import masks
+from cocodata.ground_truth import normalise
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 METRIC_KEYS = tuple(f"{task}/{name}" for task in ("segm", "bbox") for name in METRIC_NAMES)
 
@@ -46,62 +38,22 @@ def _quiet() -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def _clean_polygons(segm: list, where: str) -> list:
-    polygons = []
-    for poly in segm:
-        if not isinstance(poly, (list, tuple)):
-            raise ValueError(f"{where}: a polygon segmentation must be a list of coordinate lists")
-        poly = list(poly[: len(poly) // 2 * 2])  # an odd trailing number has no partner
-        if len(poly) >= 6:  # fewer than 3 points: no area, and 4 numbers would be read as a box
-            polygons.append(poly)
-    return polygons
-
-
 def _to_rle(segm: Any, height: int, width: int, where: str) -> dict:
-    """Compressed RLE for a polygon list, uncompressed RLE or compressed RLE segmentation."""
-    if isinstance(segm, list):
-        polygons = _clean_polygons(segm, where)
-        if not polygons:  # an empty mask, not an error: it simply cannot be matched
-            return mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
-        if list(segm["size"]) != [height, width]:
-            raise ValueError(
-                f"{where}: RLE size {list(segm['size'])} differs from the image's [height, width] "
-                f"[{height}, {width}]; masks must be at the image's full resolution"
-            )
-        if isinstance(segm["counts"], list):  # uncompressed RLE
-            return mask_utils.frPyObjects(segm, height, width)
-        return {"size": [height, width], "counts": segm["counts"]}
-    raise ValueError(f"{where}: segmentation must be polygons (list of lists) or an RLE dict")
+    """Compressed RLE of a polygon list or RLE; ValueError naming `where` otherwise."""
+    try:
+        return masks.to_rle(segm, height, width)
+    except masks.MaskError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _normalise_gt(dataset: dict) -> dict:
-    """A copy of the GT with the pycocotools pitfalls described in the module docstring removed."""
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise ValueError(f"ground truth has no '{key}' list: is this a COCO instances file?")
-    data = copy.deepcopy(dataset)
-    images = {}
-    for img in data["images"]:
-        if "height" not in img or "width" not in img:
-            raise ValueError(f"ground-truth image {img.get('id')} has no height/width")
-        images[img["id"]] = img
-    for number, ann in enumerate(data["annotations"], start=1):
-        where = f"ground-truth annotation {ann.get('id')}"
-        img = images.get(ann.get("image_id"))
-        if img is None:
-            raise ValueError(f"{where} refers to image id {ann.get('image_id')}, not in 'images'")
-        if "segmentation" not in ann:
-            raise ValueError(f"{where} has no segmentation: instance-segmentation GT needs masks")
-        ann["id"] = number  # never 0: see module docstring
-        ann["iscrowd"] = int(ann.get("iscrowd", 0) or 0)
-        # Converted once here rather than on every evaluate(), which COCOeval would otherwise do.
-        ann["segmentation"] = _to_rle(ann["segmentation"], img["height"], img["width"], where)
-        if "area" not in ann:
-            ann["area"] = float(mask_utils.area(ann["segmentation"]))
-        if "bbox" not in ann:
-            ann["bbox"] = mask_utils.toBbox(ann["segmentation"]).tolist()
+    """The normalised GT with every segmentation as RLE, converted once here rather than on every
+    evaluate(), which COCOeval would otherwise do."""
+    data = normalise(dataset)
+    sizes = {img["id"]: (img["height"], img["width"]) for img in data["images"]}
+    for ann in data["annotations"]:
+        ann["segmentation"] = _to_rle(ann["segmentation"], *sizes[ann["image_id"]],
+                                      f"ground-truth annotation {ann['id']}")
     return data
 
 

@@ -1,41 +1,35 @@
-"""Turn whatever the user pointed at into a validated, converted, cached PreparedDataset.
+"""Turn whatever the user pointed at into a validated, normalised, cached PreparedDataset.
 
 Runs once per experiment, before any trial: find the splits, read every file once and hash it
 all; when that hash was prepared before, return it at once. Otherwise validate (every finding in
-one pass), split when there is no val, and write the normalised COCO JSONs (+ the Ultralytics
-layout) into a temporary directory that is moved into place in one rename.
+one pass), split when there is no val, and write the normalised COCO JSONs plus the layouts the
+adapter asked for (`DataLayout`: a framework's own form of the data) into a temporary directory
+that is moved into place in one rename.
+
+Datasets in a framework's own format (`NativeSource`, e.g. an Ultralytics dataset YAML) come in
+through readers the registry supplies; this module knows no framework.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cocodata.coco import (
-    CocoFile,
-    DataError,
-    Findings,
-    ImageInfo,
-    check_categories_match,
-    check_coco,
-    load_coco,
-    normalise,
-    scan_images,
-)
-from cocodata.prepared import PreparedDataset
+from cocodata import cache
+from cocodata.coco import CocoFile, check_categories_match, check_coco, load_coco
+from cocodata.findings import Findings
+from cocodata.ground_truth import has_zero_based_ids, normalise
+from cocodata.images import ImageInfo, scan_images
+from cocodata.layouts import DataLayout, NativeReader, NativeSource
 from cocodata.split import split_image_ids
 from cocodata.synthetic import GENERATOR_VERSION, make_demo_dataset
+from core.errors import DataError
+from core.record import PreparedDataset
 
-__all__ = ["DEMO_PARAMS", "DataError", "demo_dir_name", "prepare_dataset"]
+__all__ = ["DEMO_PARAMS", "DataLayout", "NativeSource", "demo_dir_name", "prepare_dataset"]
 
-CONVERTER_VERSION = 1  # bump when conversion output changes: older cache entries are then ignored
 DEMO_PARAMS: dict[str, Any] = {
     "n_train": 64, "n_val": 16, "image_size": 128, "seed": 0, "objects_per_image": (1, 3),
 }
@@ -61,15 +55,16 @@ def prepare_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     cache_dir: Path,
-    need_yolo: bool = True,
+    layouts: Sequence[DataLayout] = (),
+    readers: Sequence[NativeReader] = (),
     log: Log = print,
 ) -> PreparedDataset:
     """Validate and convert a dataset once; later calls with the same content return the cached result.
 
-    `data` is a COCO dataset folder (images/<split>/, annotations/instances_<split>.json) or an
-    Ultralytics dataset YAML; or give the JSON and image-folder paths explicitly; or nothing, for
-    the embedded synthetic demo set. Without a val split, `val_fraction` of the images become val
-    (seeded). `need_yolo` adds the Ultralytics layout (YAML input always has its data.yaml).
+    `data` is a COCO dataset folder (images/<split>/, annotations/instances_<split>.json) or a file
+    one of `readers` understands (e.g. an Ultralytics dataset YAML); or give the JSON and image-folder
+    paths explicitly; or nothing, for the embedded synthetic demo set. Without a val split,
+    `val_fraction` of the images become val (seeded). `layouts` are written besides the COCO JSONs.
     """
     cache_dir = Path(cache_dir).expanduser().resolve()
     explicit = (train_json, train_images, val_json, val_images)
@@ -82,8 +77,9 @@ def prepare_dataset(
 
     if data is not None:
         data = Path(data).expanduser().absolute()
-        if data.suffix.lower() in (".yaml", ".yml") and data.is_file():
-            return _prepare_yolo(data, cache_dir, log)
+        native = _read_native(data, readers)
+        if native is not None:
+            return _prepare_native(native, cache_dir, layouts, log)
         source = _coco_layout(data)
     else:
         if train_json is None or train_images is None:
@@ -99,7 +95,7 @@ def prepare_dataset(
             val_json=None if val_json is None else Path(val_json).expanduser().absolute(),
             val_images=None if val_images is None else Path(val_images),
         )
-    return _prepare_coco(source, val_fraction, seed, cache_dir, need_yolo, log)
+    return _prepare_coco(source, val_fraction, seed, cache_dir, layouts, log)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +105,16 @@ class _CocoSource:
     train_images: Path
     val_json: Path | None
     val_images: Path | None
+
+
+def _read_native(data: Path, readers: Sequence[NativeReader]) -> NativeSource | None:
+    if not data.is_file():
+        return None
+    for read in readers:
+        source = read(data)
+        if source is not None:
+            return source
+    return None
 
 
 def _coco_layout(root: Path) -> _CocoSource:
@@ -129,8 +135,8 @@ def _coco_layout(root: Path) -> _CocoSource:
     return _CocoSource(root.name, train_json, root / "images" / "train", None, None)
 
 
-def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir: Path, need_yolo: bool,
-                  log: Log) -> PreparedDataset:
+def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir: Path,
+                  layouts: Sequence[DataLayout], log: Log) -> PreparedDataset:
     findings = Findings()
     train_json, val_json = source.train_json, source.val_json
     # Both files may have one name (Roboflow's train/_annotations.coco.json): then name their folders too.
@@ -148,10 +154,10 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
 
     split_params = {} if val is not None else {"val_fraction": val_fraction, "seed": seed}
     parts = [f.raw for f in files] + [i.digest or b"missing" for per_file in infos for i in per_file.values()]
-    content_hash = _digest(parts, {"kind": "coco", **split_params})
+    content_hash = cache.content_hash(parts, {"kind": "coco", **split_params})
     out = cache_dir / "datasets" / content_hash[:16]
     val_dir = val.images_dir if val is not None else train.images_dir
-    if (hit := _cached(out, need_yolo, train.images_dir, val_dir)) is not None:
+    if (hit := cache.cached_entry(out, layouts, train.images_dir, val_dir)) is not None:
         return _reuse(hit, out, log)
 
     check_coco(train, infos[0], findings, split="train")
@@ -171,21 +177,17 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
         train_coco, val_coco = normalise(train.data, train_ids), normalise(train.data, val_ids)
     else:
         train_coco, val_coco = normalise(train.data), normalise(val.data)
-    _fix_zero_annotation_ids(files, train_coco, val_coco, findings)
+    _warn_zero_annotation_ids(files, findings)
 
     categories = {c["id"]: c["name"] for c in train.data["categories"]}
     counts = _category_warnings(categories, train_coco, val_coco, findings, indexed_by_yaml=False)
     # Class indices are contiguous over the categories that have annotations (placeholders drop out).
     category_ids = tuple(sorted(c for c in categories if counts[c] > 0))
     names = tuple(categories[c] for c in category_ids)
+    splits = {"train": (train_coco, train.images_dir), "val": (val_coco, val_dir)}
 
-    def build(tmp: Path) -> Path | None:
-        if not need_yolo:
-            return None
-        from cocodata.to_yolo import write_yolo_layout
-
-        splits = {"train": (train_coco, train.images_dir), "val": (val_coco, val_dir)}
-        return write_yolo_layout(tmp, out, splits, category_ids, names)
+    def build(tmp: Path) -> dict[str, Path]:
+        return {layout.name: layout.write(tmp, out, splits, category_ids, names) for layout in layouts}
 
     result = PreparedDataset(
         name=source.name, content_hash=content_hash,
@@ -193,59 +195,46 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
         val_json=out / "val.json", val_images=val_dir,
         category_ids=category_ids, category_names=names,
     )
-    return _write(out, result, train_coco, val_coco, findings, build, log)
+    return cache.write_entry(out, result, train_coco, val_coco, findings, build, log)
 
 
-def _prepare_yolo(yaml_path: Path, cache_dir: Path, log: Log) -> PreparedDataset:
-    from cocodata.yolo_yaml import (
-        images_root,
-        read_labels,
-        read_yolo_yaml,
-        write_data_yaml,
-        write_image_list,
-        yolo_split_to_coco,
-    )
-
-    source = read_yolo_yaml(yaml_path)
-    train_paths, val_paths = source.images["train"], source.images["val"]
-    infos = scan_images(train_paths + val_paths)
-    labels = read_labels(train_paths + val_paths)
-    parts: list[bytes] = [source.raw, "\n".join(source.names).encode()]
-    for path, info, label in zip(train_paths + val_paths, infos, labels):
-        parts += [str(path).encode(), info.digest or b"missing", b"none" if label is None else label]
-    content_hash = _digest(parts, {"kind": "yolo-yaml", "train_count": len(train_paths)})
+def _prepare_native(source: NativeSource, cache_dir: Path, layouts: Sequence[DataLayout],
+                    log: Log) -> PreparedDataset:
+    """A dataset in a framework's own format: hashed, converted to COCO ground truth (for the one
+    evaluator, and for adapters that train on COCO), its own layout kept as it is."""
+    content_hash = cache.content_hash(source.hash_parts, {"kind": f"native-{source.layout}", **source.hash_params})
     out = cache_dir / "datasets" / content_hash[:16]
-    if (hit := _cached(out, True, images_root(train_paths), images_root(val_paths))) is not None:
+    if (hit := cache.cached_entry(out, layouts, source.train_images, source.val_images)) is not None:
         return _reuse(hit, out, log)
 
     findings = Findings()
-    n = len(train_paths)
-    train_coco, train_dir = yolo_split_to_coco(source, "train", infos[:n], labels[:n], findings)
-    val_coco, val_dir = yolo_split_to_coco(source, "val", infos[n:], labels[n:], findings)
+    train_coco, val_coco = source.to_coco(findings)
     for split, coco in (("train", train_coco), ("val", val_coco)):
         if not coco["annotations"]:
-            findings.error(f"{yaml_path.name} ({split})", "no-annotations", "no image has polygon labels",
+            findings.error(f"{source.label} ({split})", "no-annotations", "no image has polygon labels",
                            "put the label files in the labels/ folder parallel to images/")
-    _category_warnings(dict(enumerate(source.names)), train_coco, val_coco, findings, indexed_by_yaml=True)
+    categories = dict(enumerate(source.category_names))
+    _category_warnings(categories, train_coco, val_coco, findings, indexed_by_yaml=True)
     findings.raise_if_errors(log)
+    train_coco, val_coco = normalise(train_coco), normalise(val_coco)
+    # The format fixes the class indices: category id = class index, empty classes included.
+    category_ids = tuple(range(len(source.category_names)))
+    splits = {"train": (train_coco, source.train_images), "val": (val_coco, source.val_images)}
 
-    def build(tmp: Path) -> Path:
-        # Absolute image lists: Ultralytics reads relative entries against the cwd, which Ray changes.
-        write_image_list(tmp / "train.txt", train_paths)
-        write_image_list(tmp / "val.txt", val_paths)
-        splits = {"train": str(out / "train.txt"), "val": str(out / "val.txt")}
-        write_data_yaml(tmp / "data.yaml", source.root, splits, source.names)
-        return out / "data.yaml"
+    def build(tmp: Path) -> dict[str, Path]:
+        written = {source.layout: source.write_layout(tmp, out)}
+        for layout in layouts:
+            if layout.name not in written:
+                written[layout.name] = layout.write(tmp, out, splits, category_ids, source.category_names)
+        return written
 
     result = PreparedDataset(
-        name=yaml_path.parent.name if yaml_path.stem in ("data", "dataset") else yaml_path.stem,
-        content_hash=content_hash,
-        train_json=out / "train.json", train_images=train_dir,
-        val_json=out / "val.json", val_images=val_dir,
-        # The YAML fixes the class indices: category id = class index, empty classes included.
-        category_ids=tuple(range(len(source.names))), category_names=source.names,
+        name=source.name, content_hash=content_hash,
+        train_json=out / "train.json", train_images=source.train_images,
+        val_json=out / "val.json", val_images=source.val_images,
+        category_ids=category_ids, category_names=source.category_names,
     )
-    return _write(out, result, train_coco, val_coco, findings, build, log)
+    return cache.write_entry(out, result, train_coco, val_coco, findings, build, log)
 
 
 def _scan(files: Sequence[CocoFile]) -> list[dict[int, ImageInfo]]:
@@ -259,53 +248,19 @@ def _scan(files: Sequence[CocoFile]) -> list[dict[int, ImageInfo]]:
     return out
 
 
-def _digest(parts: Sequence[bytes], params: Mapping[str, Any]) -> str:
-    hasher = hashlib.blake2b(digest_size=32)
-    hasher.update(json.dumps({"converter": CONVERTER_VERSION, **params}, sort_keys=True).encode())
-    for part in parts:
-        hasher.update(len(part).to_bytes(8, "little"))  # length-prefixed: no two sequences hash alike
-        hasher.update(part)
-    return hasher.hexdigest()
-
-
-def _cached(out: Path, need_yolo: bool, train_images: Path, val_images: Path) -> PreparedDataset | None:
-    """The prepared dataset in `out` if it is complete and was made from images in the same place."""
-    try:
-        prepared = PreparedDataset.load(out / "prepared.json")
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    if need_yolo and (prepared.yolo_yaml is None or not prepared.yolo_yaml.is_file()):
-        return None
-    if (prepared.train_images, prepared.val_images) != (train_images, val_images):
-        return None  # the same bytes elsewhere on disk: links and paths in `out` point at the other copy
-    return prepared
-
-
 def _reuse(prepared: PreparedDataset, out: Path, log: Log) -> PreparedDataset:
     note = f" ({len(prepared.warnings)} data warnings recorded in prepared.json)" if prepared.warnings else ""
     log(f"reusing prepared dataset {out}{note}")
     return prepared
 
 
-def _fix_zero_annotation_ids(files: Sequence[CocoFile], train_coco: dict[str, Any], val_coco: dict[str, Any],
-                             findings: Findings) -> None:
-    """Shift annotation ids to start at 1 when they start at 0 (as in Roboflow exports).
-
-    pycocotools records a match by storing the matched GT's annotation id, 0 meaning "unmatched":
-    a match with GT id 0 counts as a false positive. Nothing refers to annotation ids otherwise;
-    image and category ids, which predictions use, are kept.
-    """
-    zero_based = [f.label for f in files if min((a["id"] for a in f.data["annotations"]), default=1) < 1]
-    if not zero_based:
-        return
-    findings.warn(", ".join(zero_based), "annotation-id-0", "annotation ids start at 0",
-                  "they are shifted to start at 1 in the normalised JSONs (pycocotools counts a match with "
-                  "id 0 as a miss); image and category ids are kept")
-    cocos = (train_coco, val_coco)
-    lowest = min(a["id"] for coco in cocos for a in coco["annotations"])
-    for coco in cocos:
-        for ann in coco["annotations"]:
-            ann["id"] += 1 - lowest
+def _warn_zero_annotation_ids(files: Sequence[CocoFile], findings: Findings) -> None:
+    """Say so when annotation ids start at 0 (as in Roboflow exports): `normalise` renumbered them."""
+    zero_based = [f.label for f in files if has_zero_based_ids(f.data)]
+    if zero_based:
+        findings.warn(", ".join(zero_based), "annotation-id-0", "annotation ids start at 0",
+                      "they are shifted to start at 1 in the normalised JSONs (pycocotools counts a match with "
+                      "id 0 as a miss); image and category ids are kept")
 
 
 def _category_warnings(
@@ -334,51 +289,3 @@ def _category_warnings(
                           "val annotation(s)", "too few to learn or to score reliably; add examples or drop "
                           "the category", name=cat_name)
     return train_counts + val_counts
-
-
-def _write(out: Path, result: PreparedDataset, train_coco: dict[str, Any], val_coco: dict[str, Any],
-           findings: Findings, build: Callable[[Path], Path | None], log: Log) -> PreparedDataset:
-    """Write everything into a temporary sibling of `out`, then move it into place in one rename."""
-    warnings = findings.warnings
-    for line in warnings:
-        log(f"data warning: {line}")
-    # Per split: train and val may number their images alike.
-    max_objects = max(max(Counter(a["image_id"] for a in coco["annotations"]).values(), default=0)
-                      for coco in (train_coco, val_coco))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary shared directory
-        (tmp / "train.json").write_text(json.dumps(train_coco))
-        (tmp / "val.json").write_text(json.dumps(val_coco))
-        prepared = dataclasses.replace(
-            result,
-            yolo_yaml=build(tmp),
-            num_train_images=len(train_coco["images"]),
-            num_val_images=len(val_coco["images"]),
-            warnings=tuple(warnings),
-            max_objects_per_image=max_objects,
-        )
-        prepared.save(tmp / "prepared.json")
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log(f"prepared dataset {out}: {prepared.num_train_images} train / {prepared.num_val_images} val images, "
-        f"{prepared.num_classes} classes ({', '.join(prepared.category_names)}), "
-        f"up to {prepared.max_objects_per_image} objects per image")
-    return prepared
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    try:
-        os.replace(tmp, out)  # atomic; succeeds when `out` is absent (or an empty directory)
-        return
-    except OSError:
-        pass
-    # An older or incomplete entry (e.g. made without the YOLO layout): swap it out, then delete it.
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(old, ignore_errors=True)

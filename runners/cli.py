@@ -5,21 +5,16 @@ import argparse
 import re
 from pathlib import Path
 
-from trainers.base import ConfigError
-from trainers.registry import FRAMEWORKS
+from core.errors import ConfigError, OneLineErrorParser
+from trainers.registry import BACKENDS, FRAMEWORKS
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (problem and fix) and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+# Options only some adapters understand (they list them in `TrainerAdapter.options`).
+ADAPTER_OPTIONS = ("iters_per_epoch",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog="tune.py",
         description=(
             "Search training hyperparameters of an instance-segmentation model with Ray Tune: "
@@ -30,15 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what = parser.add_argument_group("what to train")
     what.add_argument("--framework", required=True, choices=FRAMEWORKS, help="framework adapter")
+    backends = "; ".join(f"{fw}: auto, {', '.join(b)}" for fw, b in BACKENDS.items() if b)
     what.add_argument("--backend", default="auto",
-                      help="maskrcnn only: detectron2, torchvision, or auto (Detectron2 when importable)")
+                      help=f"library behind a framework that has several ({backends}; auto: the first of "
+                           "them that is installed)")
     what.add_argument("--model", default="",
-                      help="model: YOLO model YAML or .pt (default yolo11n-seg.yaml); Mask R-CNN: Detectron2 "
-                           "model-zoo config name / config file, or a torchvision architecture "
-                           "(default depends on the backend and on GPU/CPU)")
+                      help="the framework's model: a model config, architecture or weights file as that framework "
+                           "names them (see the README; default: the adapter's, smaller without a GPU)")
     what.add_argument("--weights", default=None,
                       help="weights to start from: a local file or a model-zoo name (needs a download); "
-                           "default: train from scratch (YOLO: the --model .pt itself)")
+                           "default: train from scratch (or from the --model weights file itself)")
     what.add_argument("--space", type=Path, default=None,
                       help="search space YAML (default search_spaces/<framework>.yaml; "
                            "search_spaces/<framework>_cpu.yaml when there is no GPU)")
@@ -48,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = parser.add_argument_group("data (validated and converted once, before any trial)")
     data.add_argument("--data", type=Path, default=None,
-                      help="COCO dataset dir (images/<split>/, annotations/instances_<split>.json) or an "
-                           "Ultralytics dataset YAML; default: the built-in synthetic demo set")
+                      help="COCO dataset dir (images/<split>/, annotations/instances_<split>.json) or a dataset "
+                           "file in a framework's own format (an Ultralytics YAML); default: the built-in demo set")
     data.add_argument("--train-json", type=Path, default=None, help="COCO train annotations (instead of --data)")
     data.add_argument("--train-images", type=Path, default=None, help="train images dir (with --train-json)")
     data.add_argument("--val-json", type=Path, default=None, help="COCO val annotations (optional)")
@@ -64,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of trials (default 16 with GPUs, 8 on CPU)")
     search.add_argument("--max-epochs", type=int, default=None,
                         help="epochs of a trial that is never stopped; ASHA's max_t (default 100 with GPUs; "
-                             "on CPU 30 for YOLO, 12 for Mask R-CNN)")
+                             "on CPU the adapter's own default)")
     search.add_argument("--grace-period", type=int, default=None,
                         help="epochs every trial gets before ASHA may stop it (default max-epochs/10, at least 1)")
     search.add_argument("--reduction-factor", type=float, default=3,
@@ -80,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-failures", type=int, default=0,
                         help="retries of a trial that crashed (from its last checkpoint)")
     search.add_argument("--iters-per-epoch", type=int, default=None,
-                        help="Mask R-CNN: iterations between evaluations (default: one pass over the train set)")
+                        help="iterations between evaluations, for adapters that train by iteration; "
+                             "default: one pass over the train set")
 
     resources = parser.add_argument_group("resources")
     resources.add_argument("--gpus-per-trial", type=float, default=None,
@@ -143,5 +140,10 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError("--val-json needs --train-json/--train-images too")
 
 
-def default_mode(metric: str) -> str:
-    return "min" if "loss" in metric.lower() or metric.lower().endswith("time") else "max"
+def adapter_options(args: argparse.Namespace, adapter) -> dict:
+    """The adapter-specific options given on the command line; one the adapter does not take is refused."""
+    given = {name: getattr(args, name) for name in ADAPTER_OPTIONS if getattr(args, name) is not None}
+    for name in given:
+        if name not in adapter.options:
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to {adapter.display_name()}; leave it out")
+    return given

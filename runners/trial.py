@@ -6,83 +6,23 @@ model into COCO metrics (one evaluator for every framework), a checkpoint, and o
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
-from cocodata.prepared import PreparedDataset
+from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
 from search_spaces.space import thaw
 from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
 
-SETTINGS_FILE = "segtune.json"
 # Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
 # exit; SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
 FAULT_ENV = "SEGTUNE_INJECT_FAULT"
-DIVERGED_KEY = "segtune/diverged"
-FAILURE_KEY = "segtune/failure"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What every trial of an experiment shares; saved as `<experiment>/segtune.json`."""
-
-    framework: str
-    backend: str
-    dataset: PreparedDataset
-    metric: str
-    mode: str
-    max_epochs: int
-    model: str
-    weights: str | None
-    gpus_per_trial: float
-    cpus_per_trial: float
-    workers: int
-    max_detections: int
-    iters_per_epoch: int | None = None
-    seed: int = 0
-    space: str = ""
-    experiment_dir: str = ""  # where trials write their framework output (shared storage on a cluster)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["dataset"] = self.dataset.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
-        return cls(**{**data, "dataset": PreparedDataset.from_dict(data["dataset"])})
-
-    def save(self, experiment_dir: Path) -> None:
-        # Written atomically: a killed driver never leaves a half-written settings file.
-        target = Path(experiment_dir) / SETTINGS_FILE
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, target)
-
-    @classmethod
-    def load(cls, experiment_dir: Path) -> "RunSettings":
-        return cls.from_dict(json.loads((Path(experiment_dir) / SETTINGS_FILE).read_text()))
-
-    def context(self, output_dir: Path, device: str) -> TrialContext:
-        return TrialContext(
-            dataset=self.dataset,
-            output_dir=output_dir,
-            max_epochs=self.max_epochs,
-            device=device,
-            workers=self.workers,
-            model=self.model,
-            weights=self.weights,
-            max_detections=self.max_detections,
-            iters_per_epoch=self.iters_per_epoch,
-        )
 
 
 def trial_device(gpus_per_trial: float) -> str:
@@ -104,7 +44,7 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
 
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
-    context = settings.context(trial_dir, trial_device(settings.gpus_per_trial))
+    context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))
     adapter = get_adapter(settings.framework, settings.backend)(
         {key: thaw(value) for key, value in config.items()}, context
     )

@@ -17,16 +17,16 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
-from cocodata.prepare import DataError  # noqa: E402
-from runners.cli import build_parser, default_mode, validate_args  # noqa: E402
-from runners.trial import SETTINGS_FILE, RunSettings  # noqa: E402
+from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
+from core.record import SETTINGS_FILE, RunSettings, default_mode  # noqa: E402
+from runners.cli import adapter_options, build_parser, validate_args  # noqa: E402
 from search_spaces.space import (  # noqa: E402
-    SearchSpace, SpaceError, default_space_path, load_space, load_yaml, parse_space, thaw,
+    SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
-from trainers.base import ConfigError, TrainerAdapter  # noqa: E402
-from trainers.registry import get_adapter, resolve_backend  # noqa: E402
+from trainers.base import TrainerAdapter  # noqa: E402
+from trainers.registry import dataset_readers, get_adapter, resolve_backend  # noqa: E402
 
-USER_ERRORS = (ConfigError, SpaceError, DataError)
+PROG = "tune.py"
 # A forced experiment snapshot after every checkpoint is what makes a killed search resumable.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -34,12 +34,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
-    except USER_ERRORS as exc:
-        print(f"tune.py: error: {exc}", file=sys.stderr)
-        return 2
+        return run_cli(PROG, lambda: _run(args))
     except KeyboardInterrupt:
-        print("tune.py: interrupted; continue later with --resume --name <name>", file=sys.stderr)
+        print(f"{PROG}: interrupted; continue later with --resume --name <name>", file=sys.stderr)
         return 130
 
 
@@ -64,6 +61,7 @@ def _run(args) -> int:
         )
     mode = args.mode or default_mode(args.metric)
     _check_metric(args.metric, adapter)
+    options = adapter_options(args, adapter)
 
     # What the user wrote is checked before anything starts: a typo costs seconds, not a Ray start.
     user_space = _load_space(args, adapter, False, config) if (args.space or args.config) else None
@@ -71,10 +69,10 @@ def _run(args) -> int:
         adapter.resolve_model(args.model, args.weights)
     if args.address is None and args.gpus_per_trial:
         _check_local_gpus(args.gpus_per_trial)
-    dataset = _prepare_data(args)
+    dataset = _prepare_data(args, adapter)
 
     from cocodata.evaluator import CocoEvaluator
-    from runners.experiment import build_tuner, plan_resources
+    from runners.tuner import build_tuner, plan_resources
 
     _start_ray(args.address)
     has_gpu = _cluster_has_gpu()
@@ -94,8 +92,7 @@ def _run(args) -> int:
         max_epochs=max_epochs, model=model, weights=weights,
         gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
         workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
-        iters_per_epoch=args.iters_per_epoch, seed=args.seed, space=space.source,
-        experiment_dir=str(experiment_dir),
+        seed=args.seed, space=space.to_dict(), experiment_dir=str(experiment_dir), options=options,
     )
     print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
     print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
@@ -119,7 +116,7 @@ def _resume(args, experiment_dir: Path) -> int:
         raise ConfigError(
             f"nothing to resume at {experiment_dir}; check --name and --storage, or start it without --resume"
         )
-    from runners.experiment import restore_tuner
+    from runners.tuner import restore_tuner
 
     try:
         settings = RunSettings.load(experiment_dir)
@@ -138,7 +135,7 @@ def _resume(args, experiment_dir: Path) -> int:
 
 
 def _start_ray(address: str | None) -> None:
-    from runners.experiment import init_ray
+    from runners.tuner import init_ray
 
     # A local cluster's workers import this checkout even when it was not pip-installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -146,7 +143,7 @@ def _start_ray(address: str | None) -> None:
 
 
 def _finish(results, settings: RunSettings, experiment_dir: Path) -> int:
-    from runners.experiment import summarize
+    from runners.summary import summarize
 
     status, text = summarize(results, settings, experiment_dir)
     print(text, file=sys.stderr if status else sys.stdout)
@@ -167,7 +164,7 @@ def _apply_config_defaults(args, config: dict) -> None:
         args.weights = str(config["weights"])
 
 
-def _prepare_data(args):
+def _prepare_data(args, adapter: type[TrainerAdapter]):
     from cocodata.prepare import prepare_dataset
 
     started = time.perf_counter()
@@ -175,7 +172,7 @@ def _prepare_data(args):
         args.data, train_json=args.train_json, train_images=args.train_images,
         val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
         seed=args.seed, cache_dir=_writable_dir(args.cache_dir, "--cache-dir"),
-        need_yolo=args.framework == "yolo", log=lambda msg: print(f"segtune: {msg}"),
+        layouts=adapter.data_layouts(), readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
     )
     print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
           f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")

@@ -13,6 +13,7 @@ the key and the fix.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,11 @@ from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
 )
+
+from core.errors import SpaceError
 
 SPACES_DIR = Path(__file__).resolve().parent
 _TYPES = ("float", "int", "categorical", "fixed")
@@ -34,10 +39,6 @@ _ALLOWED_FIELDS = {
     "categorical": {"type", "choices"},
     "fixed": {"type", "value"},
 }
-
-
-class SpaceError(ValueError):
-    """A search-space file that cannot be used; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,25 @@ class SearchSpace:
         """A copy where `values` are fixed (they win over searched ranges of the same key)."""
         searched = {k: d for k, d in self.searched.items() if k not in values}
         return SearchSpace(self.source, self.framework, searched, {**self.fixed, **values})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the experiment keeps its space itself, not a path to a file that may change."""
+        return {
+            "source": self.source,
+            "framework": self.framework,
+            "searched": {k: json.loads(distribution_to_json(d)) for k, d in self.searched.items()},
+            "fixed": {k: thaw(v) for k, v in self.fixed.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+        searched = {}
+        for key, spec in (data.get("searched") or {}).items():
+            distribution = json_to_distribution(json.dumps(spec))
+            if isinstance(distribution, CategoricalDistribution):  # JSON turned tuple choices into lists
+                distribution = CategoricalDistribution([freeze(c) for c in distribution.choices])
+            searched[key] = distribution
+        return cls(str(data.get("source", "")), data.get("framework"), searched, dict(data.get("fixed") or {}))
 
 
 def default_space_path(framework: str, cpu_only: bool = False) -> Path:

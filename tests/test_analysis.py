@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.experiment import TrialSummary, load_experiment, rank_trials, read_results
+from analysis.ranking import rank_trials
+from analysis.trials import TrialSummary, load_experiment, read_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 e2e = pytest.mark.e2e

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cocodata.prepare import DataError, demo_dir_name, prepare_dataset
-from cocodata.prepared import PreparedDataset
+from cocodata.prepare import DataLayout, demo_dir_name, prepare_dataset
+from core.errors import DataError
+from core.record import PreparedDataset
+from trainers.registry import dataset_readers
+from trainers.yolo.layout import ULTRALYTICS_LAYOUT
 from cocodata.split import split_image_ids
 from conftest import SHARED_DATASET as SHARED
 from conftest import edit_annotations as edit
@@ -19,14 +22,22 @@ from conftest import edit_annotations as edit
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-def prepare(data: Path | None, cache: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:
+def prepare(data: Path | None, cache: Path, need_yolo: bool = True,
+            **kwargs: object) -> tuple[PreparedDataset, list[str]]:
+    """prepare_dataset as the runner calls it for YOLO (need_yolo: with the Ultralytics layout) or
+    for an adapter that needs no layout."""
     logs: list[str] = []
-    return prepare_dataset(data, cache_dir=cache, log=logs.append, **kwargs), logs
+    kwargs.setdefault("layouts", (ULTRALYTICS_LAYOUT,) if need_yolo else ())
+    return prepare_dataset(data, cache_dir=cache, log=logs.append, readers=dataset_readers(), **kwargs), logs
+
+
+def yolo_yaml(prepared: PreparedDataset) -> Path | None:
+    return prepared.layouts.get("ultralytics")
 
 
 def read_labels(prepared: PreparedDataset, split: str) -> dict[str, list[tuple[int, list[float]]]]:
     """stem -> [(class, coordinates)], checking the format of every line on the way."""
-    root = prepared.yolo_yaml.parent
+    root = yolo_yaml(prepared).parent
     out = {}
     for path in sorted((root / "labels" / split).glob("*.txt")):
         rows = []
@@ -71,8 +82,8 @@ def test_train_only_dataset_gets_a_seeded_val_split(dataset: Path, tmp_path: Pat
 
 def test_ultralytics_layout_labels_and_class_mapping(dataset: Path, tmp_path: Path) -> None:
     prepared, _ = prepare(dataset, tmp_path / "cache")
-    root = prepared.yolo_yaml.parent
-    spec = yaml.safe_load(prepared.yolo_yaml.read_text())
+    root = yolo_yaml(prepared).parent
+    spec = yaml.safe_load(yolo_yaml(prepared).read_text())
     assert spec == {"path": str(root), "train": "images/train", "val": "images/val",
                     "names": {0: "circle", 1: "rectangle", 2: "triangle"}}
     assert Path(spec["path"]).is_absolute() and "download" not in spec
@@ -155,18 +166,14 @@ def test_cache_hit_reuses_the_directory_without_rebuilding(dataset: Path, tmp_pa
 
 def test_a_crash_while_writing_leaves_nothing_behind(dataset: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import cocodata.to_yolo
-
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cocodata.to_yolo, "write_yolo_layout", crash)
     with pytest.raises(KeyboardInterrupt):
-        prepare(dataset, tmp_path / "cache")
+        prepare(dataset, tmp_path / "cache", layouts=(DataLayout("ultralytics", crash),))
     assert list((tmp_path / "cache" / "datasets").iterdir()) == []
-    monkeypatch.undo()
     prepared, _ = prepare(dataset, tmp_path / "cache")
-    assert prepared.yolo_yaml.is_file()
+    assert yolo_yaml(prepared).is_file()
     assert oct(prepared.train_json.parent.stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
 
 
@@ -180,9 +187,9 @@ def test_changed_image_bytes_change_the_hash(dataset: Path, tmp_path: Path) -> N
 
 def test_yolo_layout_added_later_in_the_same_directory(dataset: Path, tmp_path: Path) -> None:
     plain, _ = prepare(dataset, tmp_path / "cache", need_yolo=False)
-    assert plain.yolo_yaml is None and not (plain.train_json.parent / "labels").exists()
+    assert yolo_yaml(plain) is None and not (plain.train_json.parent / "labels").exists()
     full, logs = prepare(dataset, tmp_path / "cache", need_yolo=True)
-    assert full.content_hash == plain.content_hash and full.yolo_yaml is not None and full.yolo_yaml.is_file()
+    assert full.content_hash == plain.content_hash and yolo_yaml(full) is not None and yolo_yaml(full).is_file()
     assert not any(line.startswith("reusing") for line in logs)
     assert not [p for p in (tmp_path / "cache" / "datasets").iterdir() if p.name.startswith(".")]
 
@@ -216,8 +223,8 @@ def test_valid_counts_as_val_and_test_is_ignored(dataset: Path, tmp_path: Path) 
 
 def test_yaml_round_trip_gives_equivalent_ground_truth(dataset: Path, tmp_path: Path) -> None:
     coco_side, _ = prepare(dataset, tmp_path / "cache")
-    yolo_side, _ = prepare(coco_side.yolo_yaml, tmp_path / "cache2")
-    spec = yaml.safe_load(yolo_side.yolo_yaml.read_text())
+    yolo_side, _ = prepare(yolo_yaml(coco_side), tmp_path / "cache2")
+    spec = yaml.safe_load(yolo_yaml(yolo_side).read_text())
     assert "download" not in spec and Path(spec["train"]).is_absolute()
     assert yolo_side.category_names == coco_side.category_names
     pairs = ((coco_side.train_json, yolo_side.train_json), (coco_side.val_json, yolo_side.val_json))
@@ -247,13 +254,13 @@ def write_yaml(root: Path, **spec: object) -> Path:
 
 def test_yaml_input_is_rewritten_and_checked(dataset: Path, tmp_path: Path) -> None:
     coco_side, _ = prepare(dataset, tmp_path / "cache")
-    yolo_root = coco_side.yolo_yaml.parent
+    yolo_root = yolo_yaml(coco_side).parent
     user = Path(shutil.copytree(yolo_root, tmp_path / "user", symlinks=True,
                                 ignore=shutil.ignore_patterns("*.json")))
     path = write_yaml(user, path=".", train="images/train", val="images/val",
                       names=["circle", "rectangle", "triangle"], download="https://example.com/data.zip")
     prepared, _ = prepare(path, tmp_path / "cache3", need_yolo=False)
-    spec = yaml.safe_load(prepared.yolo_yaml.read_text())
+    spec = yaml.safe_load(yolo_yaml(prepared).read_text())
     assert "download" not in spec and spec["path"] == str(user.resolve())
     assert prepared.category_ids == (0, 1, 2)
 
@@ -277,7 +284,7 @@ def test_shared_real_dataset_converts(tmp_path: Path) -> None:
     assert len(labels) == 120 and sum(len(rows) for rows in labels.values()) == 144
     assert {cls for rows in labels.values() for cls, _ in rows} == {0, 1, 2, 3, 4}
     assert len(read_labels(prepared, "val")) == 15
-    link = next((prepared.yolo_yaml.parent / "images" / "val").iterdir())
+    link = next((yolo_yaml(prepared).parent / "images" / "val").iterdir())
     assert os.path.realpath(link).startswith(os.path.realpath(SHARED))  # linked, not copied
     again, logs = prepare(SHARED, tmp_path / "cache")
     assert again == prepared and logs[0].startswith("reusing prepared dataset")

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cocodata.prepare import DataError, prepare_dataset
-from cocodata.prepared import PreparedDataset
+from cocodata.prepare import prepare_dataset
+from core.errors import DataError
+from core.record import PreparedDataset
 from conftest import SHARED_DATASET as SHARED
 from conftest import edit_annotations as edit
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 def prepare(dataset: Path, tmp_path: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:
     logs: list[str] = []
-    prepared = prepare_dataset(dataset, cache_dir=tmp_path / "cache", need_yolo=False, log=logs.append,
+    prepared = prepare_dataset(dataset, cache_dir=tmp_path / "cache", log=logs.append,
                                **kwargs)
     return prepared, logs
 
@@ -103,7 +104,7 @@ def test_all_problems_found_in_one_pass(dataset: Path, tmp_path: Path) -> None:
     edit(dataset, "val", lambda c: c["annotations"][0].__setitem__("category_id", 42))
     logs: list[str] = []
     with pytest.raises(DataError) as info:
-        prepare_dataset(dataset, cache_dir=tmp_path / "cache", need_yolo=False, log=logs.append)
+        prepare_dataset(dataset, cache_dir=tmp_path / "cache", log=logs.append)
     assert len(info.value.problems) == 2
     assert "[1 more problem(s) listed above]" in str(info.value)
     assert sum(line.startswith("data error: ") for line in logs) == 2

@@ -79,7 +79,7 @@ def test_tensorboard_has_per_epoch_metrics(yolo_experiment):
 def test_settings_and_summary(yolo_experiment):
     settings = json.loads((yolo_experiment / "segtune.json").read_text())
     assert settings["framework"] == "yolo" and settings["max_epochs"] == MAX_EPOCHS
-    assert Path(settings["dataset"]["yolo_yaml"]).is_file()
+    assert Path(settings["dataset"]["layouts"]["ultralytics"]).is_file()
     stdout = (yolo_experiment.parent / "yolo-e2e.stdout.txt").read_text()
     assert "best trial: trial_" in stdout and "tensorboard --logdir" in stdout
     for trial in _trials(yolo_experiment):

@@ -26,11 +26,14 @@ pytest.importorskip(
 import torch  # noqa: E402
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator  # noqa: E402
-from cocodata.prepared import PreparedDataset  # noqa: E402
+from core.record import PreparedDataset  # noqa: E402
 from cocodata.synthetic import make_demo_dataset  # noqa: E402
-from trainers import detectron2_config as d2cfg  # noqa: E402
-from trainers.base import ConfigError, TrainingDiverged, TrialContext  # noqa: E402
-from trainers.maskrcnn_detectron2 import CHECKPOINT_FILE, Detectron2MaskRCNN  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
+from trainers.base import TrainingDiverged, TrialContext  # noqa: E402
+from trainers.maskrcnn.detectron2 import config as d2config  # noqa: E402
+from trainers.maskrcnn.detectron2 import weights as d2weights  # noqa: E402
+from trainers.maskrcnn.detectron2 import zoo as d2zoo  # noqa: E402
+from trainers.maskrcnn.detectron2.adapter import CHECKPOINT_FILE, Detectron2MaskRCNN  # noqa: E402
 from trainers.registry import get_adapter  # noqa: E402
 
 # pycocotools' own decode() trips a numpy 2 deprecation on every call; not ours to fix.
@@ -56,9 +59,10 @@ def dataset(tmp_path_factory) -> PreparedDataset:
     )
 
 
-def _context(dataset: PreparedDataset, out: Path, max_epochs: int = 2, **kw) -> TrialContext:
+def _context(dataset: PreparedDataset, out: Path, max_epochs: int = 2, iters_per_epoch: int = ITERS_PER_EPOCH,
+             **kw) -> TrialContext:
     return TrialContext(dataset=dataset, output_dir=out, max_epochs=max_epochs, device="cpu",
-                        max_detections=50, iters_per_epoch=kw.pop("iters_per_epoch", ITERS_PER_EPOCH), **kw)
+                        max_detections=50, options={"iters_per_epoch": iters_per_epoch}, **kw)
 
 
 class Recorder:
@@ -149,10 +153,10 @@ def test_resume_continues_at_the_next_iteration(trained, dataset, tmp_path):
 
 
 def test_resume_restores_the_optimizer_state(trained, dataset, tmp_path):
-    from trainers.detectron2_hooks import SegtuneTrainer, load_resumable, registered_dataset
+    from trainers.maskrcnn.detectron2.hooks import SegtuneTrainer, load_resumable, registered_dataset
 
     name = "segtune_optimizer_check"
-    plan = d2cfg.build_cfg(FAST, _context(dataset, tmp_path), train_dataset=name, weights="")
+    plan = d2config.build_cfg(FAST, _context(dataset, tmp_path), train_dataset=name, weights="")
     with registered_dataset(name, dataset.train_json, dataset.train_images, dataset.category_ids,
                             dataset.category_names):
         trainer = SegtuneTrainer(plan.cfg)
@@ -181,10 +185,10 @@ def test_huge_learning_rate_raises_training_diverged(dataset, tmp_path):
 
 
 def test_adamw_and_gradient_clipping(dataset, tmp_path):
-    from trainers.detectron2_hooks import SegtuneTrainer
+    from trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
 
     params = {"SOLVER.OPTIMIZER": "AdamW", "SOLVER.CLIP_GRADIENTS.ENABLED": True, "SOLVER.WEIGHT_DECAY": 0.05}
-    cfg = d2cfg.build_cfg(params, _context(dataset, tmp_path), train_dataset="x", weights="").cfg
+    cfg = d2config.build_cfg(params, _context(dataset, tmp_path), train_dataset="x", weights="").cfg
     assert cfg.SOLVER.OPTIMIZER == "AdamW"
     optimizer = SegtuneTrainer.build_optimizer(cfg, torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)))
     assert isinstance(optimizer, torch.optim.AdamW) and type(optimizer) is not torch.optim.AdamW  # clipping subclass
@@ -199,11 +203,11 @@ def test_adamw_and_gradient_clipping(dataset, tmp_path):
     ([0.75], 1),  # MAX_ITER 2: the step rounds to 2 == MAX_ITER
 ])
 def test_lr_schedule_follows_the_shared_definition(dataset, tmp_path, steps, max_epochs):
-    from trainers.detectron2_hooks import SegtuneTrainer
-    from trainers.maskrcnn_params import lr_multiplier
+    from trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
+    from trainers.maskrcnn.params import lr_multiplier
 
     params = {"SOLVER.STEPS": steps, "SOLVER.WARMUP_ITERS": 3, "SOLVER.WARMUP_FACTOR": 0.1, "SOLVER.GAMMA": 0.5}
-    cfg = d2cfg.build_cfg(params, _context(dataset, tmp_path, max_epochs=max_epochs), train_dataset="x",
+    cfg = d2config.build_cfg(params, _context(dataset, tmp_path, max_epochs=max_epochs), train_dataset="x",
                           weights="").cfg
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=cfg.SOLVER.BASE_LR)
     scheduler = SegtuneTrainer.build_lr_scheduler(cfg, optimizer)
@@ -217,7 +221,7 @@ def test_lr_schedule_follows_the_shared_definition(dataset, tmp_path, steps, max
 
 # ---- datasets ----------------------------------------------------------------------------------
 def test_category_index_follows_the_datasets_category_ids(dataset):
-    from trainers.detectron2_hooks import load_dataset_dicts
+    from trainers.maskrcnn.detectron2.hooks import load_dataset_dicts
 
     order = tuple(reversed(dataset.category_ids))
     dicts = load_dataset_dicts(dataset.train_json, dataset.train_images, order)
@@ -276,20 +280,20 @@ def test_native_config_is_the_full_detectron2_config(dataset, tmp_path):
 
 def test_zoo_config_steps_keep_their_place_in_the_schedule(dataset, tmp_path):
     context = TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=27, device="cpu",
-                           model=ZOO_MASK_RCNN, iters_per_epoch=100)
-    cfg = d2cfg.build_cfg({}, context, train_dataset="x", weights="").cfg
+                           model=ZOO_MASK_RCNN, options={"iters_per_epoch": 100})
+    cfg = d2config.build_cfg({}, context, train_dataset="x", weights="").cfg
     assert cfg.SOLVER.MAX_ITER == 2700 and tuple(cfg.SOLVER.STEPS) == (2100, 2500)  # 270k: (210k, 250k)
     assert cfg.MODEL.WEIGHTS == "" and cfg.MODEL.RESNETS.DEPTH == 50
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 0  # the zoo's 2 freezes random layers from scratch
 
 
 def test_freeze_at_applies_with_weights_only(dataset, tmp_path, trained):
-    context = TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=1, device="cpu", iters_per_epoch=1)
+    context = TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=1, device="cpu", options={"iters_per_epoch": 1})
     params = {"MODEL.BACKBONE.FREEZE_AT": 2}
     weights = str(trained.checkpoints / "epoch1" / CHECKPOINT_FILE)
-    assert d2cfg.build_cfg(params, context, train_dataset="x", weights=weights).cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert d2config.build_cfg(params, context, train_dataset="x", weights=weights).cfg.MODEL.BACKBONE.FREEZE_AT == 2
     with pytest.warns(UserWarning, match="FREEZE_AT has no effect from scratch"):
-        cfg = d2cfg.build_cfg(params, context, train_dataset="x", weights="").cfg
+        cfg = d2config.build_cfg(params, context, train_dataset="x", weights="").cfg
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
 
 
@@ -303,8 +307,8 @@ def test_zoo_names_resolve_without_pkg_resources(tmp_path):
     script = textwrap.dedent(f"""
         import sys, warnings
         sys.modules["pkg_resources"] = None  # any import of it now raises ImportError
-        from trainers.maskrcnn_detectron2 import Detectron2MaskRCNN
-        from trainers import detectron2_config as c
+        from trainers.maskrcnn.detectron2.adapter import Detectron2MaskRCNN
+        from trainers.maskrcnn.detectron2 import weights as d2w, zoo as c
         model = c.resolve_model({ZOO_MASK_RCNN!r})
         assert model.path.is_file() and model.path.parts[-3:] == ("configs", "COCO-InstanceSegmentation",
             "mask_rcnn_R_50_FPN_3x.yaml"), model
@@ -315,7 +319,7 @@ def test_zoo_names_resolve_without_pkg_resources(tmp_path):
             Detectron2MaskRCNN.check_model("Misc/cascade_mask_rcnn_R_50_FPN_3x", None)
         assert any("FrozenBN" in str(w.message) for w in caught)
         Detectron2MaskRCNN.check_model("Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml", None)
-        url = c.weights_url({ZOO_MASK_RCNN!r})
+        url = d2w.weights_url({ZOO_MASK_RCNN!r})
         assert url.startswith("https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/"
                               "mask_rcnn_R_50_FPN_3x/") and url.endswith(".pkl"), url
         assert "detectron2.model_zoo" not in sys.modules
@@ -328,19 +332,19 @@ def test_zoo_names_resolve_without_pkg_resources(tmp_path):
 
 
 def test_resolve_model_for_the_trials(tmp_path, monkeypatch):
-    zoo_base = d2cfg.package_dir() / "model_zoo" / "configs" / "Base-RCNN-FPN.yaml"
+    zoo_base = d2zoo.package_dir() / "model_zoo" / "configs" / "Base-RCNN-FPN.yaml"
     (tmp_path / "mine.yaml").write_text(f"_BASE_: {zoo_base}\nMODEL:\n  MASK_ON: True\n  RESNETS:\n    NORM: BN\n")
     monkeypatch.chdir(tmp_path)
     assert Detectron2MaskRCNN.resolve_model("mine.yaml", None) == (str(tmp_path / "mine.yaml"), None)
     with pytest.warns(UserWarning, match="FrozenBN, which diverges when trained from scratch"):
         assert Detectron2MaskRCNN.resolve_model(ZOO_MASK_RCNN, None) == (ZOO_MASK_RCNN, None)  # found per node
     assert Detectron2MaskRCNN.resolve_model("", None) == (Detectron2MaskRCNN.default_model, None)
-    assert Detectron2MaskRCNN.default_model_cpu == d2cfg.SMALL_MODEL
+    assert Detectron2MaskRCNN.default_model_cpu == d2zoo.SMALL_MODEL
     assert Detectron2MaskRCNN.seed_key in Detectron2MaskRCNN.param_names()
 
 
 def test_model_zoo_configs_ship_inside_the_package():
-    assert (d2cfg.package_dir() / "model_zoo" / "configs" / ZOO_MASK_RCNN).is_file()
+    assert (d2zoo.package_dir() / "model_zoo" / "configs" / ZOO_MASK_RCNN).is_file()
 
 
 def test_unknown_model_config_says_where_it_looked(tmp_path):
@@ -377,7 +381,7 @@ def test_download_offline_is_a_quick_config_error(empty_cache, monkeypatch):
     def offline(url):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(d2cfg, "_open_url", offline)
+    monkeypatch.setattr(d2weights, "_open_url", offline)
     for weights in (ZOO_MASK_RCNN, "detectron2://ImageNetPretrained/MSRA/R-50.pkl"):
         with pytest.raises(ConfigError, match="offline") as info:
             Detectron2MaskRCNN.check_model(ZOO_MASK_RCNN, weights)
@@ -388,13 +392,13 @@ def test_unreachable_host_fails_fast(empty_cache):
     start = time.perf_counter()
     with pytest.raises(ConfigError, match="offline|HTTP"):
         Detectron2MaskRCNN.check_model("", "https://segtune-offline.invalid/model_final.pkl")
-    assert time.perf_counter() - start < 3 * d2cfg.PROBE_TIMEOUT_S
+    assert time.perf_counter() - start < 3 * d2weights.PROBE_TIMEOUT_S
 
 
 def test_cached_download_needs_no_network(empty_cache, monkeypatch, trained):
     url = "https://dl.fbaipublicfiles.com/detectron2/some/model_final.pth"
-    cached = d2cfg.cached_path(url)
+    cached = d2weights.cached_path(url)
     cached.parent.mkdir(parents=True)
     cached.write_bytes((trained.checkpoints / "epoch1" / CHECKPOINT_FILE).read_bytes())
-    monkeypatch.setattr(d2cfg, "_open_url", lambda url: pytest.fail("no request for a cached file"))
-    assert d2cfg.resolve_weights("detectron2://some/model_final.pth") == str(cached)
+    monkeypatch.setattr(d2weights, "_open_url", lambda url: pytest.fail("no request for a cached file"))
+    assert d2weights.resolve_weights("detectron2://some/model_final.pth") == str(cached)

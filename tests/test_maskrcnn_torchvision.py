@@ -13,16 +13,17 @@ import torch
 from cocodata.evaluator import CocoEvaluator
 from cocodata.prepare import prepare_dataset
 from cocodata.synthetic import make_demo_dataset
-from trainers import torchvision_models as tvm
-from trainers.base import ConfigError, TrainingDiverged, TrialContext
-from trainers.maskrcnn_params import (
+from core.errors import ConfigError
+from trainers.base import TrainingDiverged, TrialContext
+from trainers.maskrcnn.params import (
     PARAM_NAMES,
     defaults,
     lr_multiplier,
     steps_in_iterations,
     validate_params,
 )
-from trainers.maskrcnn_torchvision import TorchvisionMaskRCNN
+from trainers.maskrcnn.torchvision import models as tvm
+from trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
 from trainers.registry import get_adapter
 
 SMALL = "maskrcnn_resnet18_fpn"
@@ -63,14 +64,16 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("maskrcnn-data")
     # objects_per_image from 0: a third of the train images have no annotation (negatives must train)
     data = make_demo_dataset(root / "demo", n_train=12, n_val=4, image_size=96, seed=1, objects_per_image=(0, 3))
-    prepared = prepare_dataset(data, cache_dir=root / "cache", need_yolo=False, log=lambda _: None)
+    prepared = prepare_dataset(data, cache_dir=root / "cache", log=lambda _: None)
     train = json.loads(Path(prepared.train_json).read_text())
     assert len({a["image_id"] for a in train["annotations"]}) < len(train["images"])
     return prepared
 
 
-def _context(dataset, tmp_path: Path, max_epochs: int = 3, **kw) -> TrialContext:
-    return TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=max_epochs, device="cpu", model=SMALL, **kw)
+def _context(dataset, tmp_path: Path, max_epochs: int = 3, iters_per_epoch: int | None = None) -> TrialContext:
+    options = {"iters_per_epoch": iters_per_epoch} if iters_per_epoch else {}
+    return TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=max_epochs, device="cpu", model=SMALL,
+                        options=options)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +309,7 @@ def test_targets_skip_crowd_and_read_rle(tmp_path):
     from pycocotools import mask as mask_utils
 
     from cocodata.results import ImageRecord
-    from trainers.coco_detection_data import load_instances
+    from trainers.maskrcnn.torchvision.data import load_instances
 
     record = ImageRecord(1, tmp_path / "x.png", width=20, height=10)
     square = np.zeros((10, 20), np.uint8, order="F")

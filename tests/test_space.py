@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search_spaces.space import SPACES_DIR, SpaceError, default_space_path, load_space, parse_space, thaw
+from core.errors import SpaceError
+from search_spaces.space import SPACES_DIR, default_space_path, load_space, parse_space, thaw
 
 
 def test_each_kind_becomes_its_optuna_distribution():

@@ -12,19 +12,19 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cocodata.prepared import PreparedDataset
 from cocodata.results import ImageRecord, list_images
+from core.errors import ConfigError
+from core.record import PreparedDataset, RunSettings
+
+if TYPE_CHECKING:
+    from cocodata.prepare import DataLayout
 
 # epoch (1-based, epochs completed so far) and the framework's own numbers (losses, lr, native mAP)
 EpochEnd = Callable[[int, dict[str, float]], None]
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem: one line that names the problem and the fix."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,11 +47,20 @@ class TrialContext:
     model: str = ""  # model YAML / config name / architecture; "" = the adapter's default
     weights: str | None = None  # weights file or model-zoo name to start from; None = from scratch
     max_detections: int = 100  # per image, at least the evaluator's maxDets
-    iters_per_epoch: int | None = None  # frameworks that count iterations: one "epoch" for ASHA
+    options: Mapping[str, Any] = field(default_factory=dict)  # the adapter's own command-line options
 
     @property
     def use_cuda(self) -> bool:
         return self.device.startswith("cuda")
+
+    @classmethod
+    def for_experiment(cls, settings: RunSettings, output_dir: Path, device: str) -> "TrialContext":
+        """The context of a trial (or of an export) of the experiment `settings` describes."""
+        return cls(
+            dataset=settings.dataset, output_dir=output_dir, max_epochs=settings.max_epochs, device=device,
+            workers=settings.workers, model=settings.model, weights=settings.weights,
+            max_detections=settings.max_detections, options=dict(settings.options),
+        )
 
 
 class TrainerAdapter(ABC):
@@ -65,6 +74,9 @@ class TrainerAdapter(ABC):
     default_epochs_cpu: ClassVar[int] = 30  # --max-epochs default without a GPU (100 with GPUs)
     packages: ClassVar[tuple[str, ...]] = ()  # the framework's PyPI names, for versions in model cards
     seed_key: ClassVar[str] = "seed"  # the params key that seeds training (recorded in every config)
+    # Adapter-specific command-line options it understands (names of `runners/cli.py` options,
+    # e.g. "iters_per_epoch"); the runner refuses the others for this adapter.
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         self.check_params(params)
@@ -102,6 +114,12 @@ class TrainerAdapter(ABC):
     def native_metric_names(cls) -> frozenset[str]:
         """The framework's own metrics this adapter reports; empty = any name under native_prefix."""
         return frozenset()
+
+    @classmethod
+    def data_layouts(cls) -> tuple["DataLayout", ...]:
+        """Forms of the data this adapter trains on besides the COCO JSONs (e.g. its framework's own
+        folder layout); the runner prepares them once, before any trial, into the dataset cache."""
+        return ()
 
     @classmethod
     def display_name(cls) -> str:

@@ -4,26 +4,31 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from trainers.base import ConfigError, TrainerAdapter
+from core.errors import ConfigError
+from trainers.base import TrainerAdapter
 
-# (framework, backend) -> "module:Class"
+# (framework, backend) -> "module:Class". A backend is named after its library; `--backend auto`
+# takes a framework's first backend whose library is importable, so list the preferred one first.
 _ADAPTERS: dict[tuple[str, str], str] = {
-    ("yolo", ""): "trainers.yolo:YoloAdapter",
-    ("maskrcnn", "torchvision"): "trainers.maskrcnn_torchvision:TorchvisionMaskRCNN",
-    ("maskrcnn", "detectron2"): "trainers.maskrcnn_detectron2:Detectron2MaskRCNN",
+    ("yolo", ""): "trainers.yolo.adapter:YoloAdapter",
+    ("maskrcnn", "detectron2"): "trainers.maskrcnn.detectron2.adapter:Detectron2MaskRCNN",
+    ("maskrcnn", "torchvision"): "trainers.maskrcnn.torchvision.adapter:TorchvisionMaskRCNN",
 }
+# Readers of datasets in a framework's own format (`--data FILE`), tried in order.
+_DATASET_READERS: tuple[str, ...] = ("trainers.yolo.dataset_yaml:read_native",)
 FRAMEWORKS: tuple[str, ...] = tuple(dict.fromkeys(fw for fw, _ in _ADAPTERS))
 BACKENDS: dict[str, tuple[str, ...]] = {
     fw: tuple(b for f, b in _ADAPTERS if f == fw and b) for fw in FRAMEWORKS
 }
 
 
-def detectron2_available() -> bool:
-    return importlib.util.find_spec("detectron2") is not None
+def backend_available(backend: str) -> bool:
+    """Whether a backend's library is installed (found without importing it)."""
+    return importlib.util.find_spec(backend) is not None
 
 
 def resolve_backend(framework: str, backend: str | None) -> str:
-    """The concrete backend for a framework; "auto" picks Detectron2 when importable."""
+    """The concrete backend for a framework; "auto": the first one whose library is installed."""
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework {framework!r}; choose one of: {', '.join(FRAMEWORKS)}")
     choices = BACKENDS[framework]
@@ -32,7 +37,7 @@ def resolve_backend(framework: str, backend: str | None) -> str:
             raise ConfigError(f"--backend does not apply to {framework}; leave it out")
         return ""
     if backend in (None, "", "auto"):
-        return "detectron2" if "detectron2" in choices and detectron2_available() else choices[0]
+        return next((b for b in choices if backend_available(b)), choices[-1])
     if backend not in choices:
         raise ConfigError(
             f"unknown backend {backend!r} for {framework}; choose one of: auto, {', '.join(choices)}"
@@ -51,3 +56,12 @@ def get_adapter(framework: str, backend: str | None = None) -> type[TrainerAdapt
             f"({exc.name or exc}); install it or pick another --backend"
         ) from exc
     return getattr(module, class_name)
+
+
+def dataset_readers() -> list:
+    """The `cocodata.prepare.NativeReader`s of every framework, for `--data FILE`."""
+    readers = []
+    for entry in _DATASET_READERS:
+        module_name, function = entry.split(":")
+        readers.append(getattr(importlib.import_module(module_name), function))
+    return readers

@@ -1,7 +1,9 @@
-"""Ultralytics dataset YAMLs: read one (and turn its labels into COCO ground truth), or write one.
+"""Ultralytics dataset YAMLs as input: `--data my_data.yaml`, and writing one.
 
 A YOLO dataset is trained on as it is, through a rewritten YAML with absolute paths; its labels
-are converted to COCO JSON only so that every framework is scored by the same COCO evaluator.
+are converted to COCO JSON only so that every framework is scored by the same COCO evaluator (and
+Mask R-CNN can train on it too). `read_native` is the reader the registry hands to
+`cocodata.prepare.prepare_dataset`.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from cocodata.coco import EXIF_FIX, DataError, Findings, ImageInfo, exif_warning
+from cocodata import masks
+from cocodata.findings import Findings
+from cocodata.images import EXIF_FIX, ImageInfo, exif_warning, scan_images
+from cocodata.prepare import NativeSource
+from core.errors import DataError
 
-# Ultralytics' IMG_FORMATS (ultralytics.data.utils), copied so reading a YAML needs no ultralytics.
-IMG_FORMATS = {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
-               "webp"}
+LAYOUT = "ultralytics"  # the name of this framework's data layout (see trainers.yolo.layout)
 COORD_TOLERANCE = 0.01  # Ultralytics accepts points up to 1.01 (and clips); so do we
 
 
@@ -94,6 +98,8 @@ def _root(spec: Mapping[str, Any], yaml_path: Path) -> Path:
 
 def _list_images(entry: str | list[str], root: Path, where: str, split: str) -> list[Path]:
     found: list[str] = []
+    from ultralytics.data.utils import IMG_FORMATS
+
     for item in entry if isinstance(entry, list) else [entry]:
         path = root / str(item)
         if path.is_dir():
@@ -116,9 +122,10 @@ def _list_images(entry: str | list[str], root: Path, where: str, split: str) -> 
 
 
 def label_path(image: Path) -> Path:
-    """Ultralytics' rule (img2label_paths): the last /images/ becomes /labels/, the suffix .txt."""
-    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    return Path(sb.join(os.fspath(image).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
+    """Ultralytics' own rule: the last /images/ becomes /labels/, the suffix .txt."""
+    from ultralytics.data.utils import img2label_paths
+
+    return Path(img2label_paths([os.fspath(image)])[0])
 
 
 def read_labels(images: Sequence[Path]) -> list[bytes | None]:
@@ -148,8 +155,6 @@ def yolo_split_to_coco(
 
     Polygons are denormalised with each image's size as Ultralytics sees it (EXIF rotation applied).
     """
-    from pycocotools import mask as mask_utils
-
     where = f"{source.yaml_path.name} ({split})"
     paths = source.images[split]
     images_dir = images_root(paths)
@@ -176,12 +181,12 @@ def yolo_split_to_coco(
             class_index, polygon = parsed
             points = np.clip(polygon.reshape(-1, 2), 0.0, 1.0) * np.array([width, height])
             flat = [round(float(v), 3) for v in points.reshape(-1)]
-            rle = mask_utils.merge(mask_utils.frPyObjects([flat], height, width))
+            rle = masks.to_rle([flat], height, width)
             found += 1
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": class_index,
-                "segmentation": [flat], "area": float(mask_utils.area(rle)),
-                "bbox": [round(float(v), 3) for v in mask_utils.toBbox(rle)],  # the mask's box, as COCO's
+                "segmentation": [flat], "area": masks.area(rle),
+                "bbox": [round(v, 3) for v in masks.box_of(rle)],  # the mask's box, as COCO's
                 "iscrowd": 0,
             })
         if not found:
@@ -240,3 +245,37 @@ def write_data_yaml(
 def write_image_list(path: Path, images: Sequence[Path]) -> None:
     """A .txt list of absolute image paths: independent of the cwd (Ray changes it in every trial)."""
     path.write_text("".join(f"{p}\n" for p in images))
+
+
+def read_native(path: Path) -> NativeSource | None:
+    """An Ultralytics dataset YAML as a NativeSource for `prepare_dataset`; None for other files."""
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return None
+    source = read_yolo_yaml(path)
+    train_paths, val_paths = source.images["train"], source.images["val"]
+    infos = scan_images(train_paths + val_paths)
+    labels = read_labels(train_paths + val_paths)
+    parts: list[bytes] = [source.raw, "\n".join(source.names).encode()]
+    for image, info, label in zip(train_paths + val_paths, infos, labels):
+        parts += [str(image).encode(), info.digest or b"missing", b"none" if label is None else label]
+    n = len(train_paths)
+
+    def to_coco(findings: Findings) -> tuple[dict[str, Any], dict[str, Any]]:
+        train_coco, _ = yolo_split_to_coco(source, "train", infos[:n], labels[:n], findings)
+        val_coco, _ = yolo_split_to_coco(source, "val", infos[n:], labels[n:], findings)
+        return train_coco, val_coco
+
+    def write_layout(build_dir: Path, final_dir: Path) -> Path:
+        # Absolute image lists: Ultralytics reads relative entries against the cwd, which Ray changes.
+        write_image_list(build_dir / "train.txt", train_paths)
+        write_image_list(build_dir / "val.txt", val_paths)
+        splits = {"train": str(final_dir / "train.txt"), "val": str(final_dir / "val.txt")}
+        write_data_yaml(build_dir / "data.yaml", source.root, splits, source.names)
+        return final_dir / "data.yaml"
+
+    name = path.parent.name if path.stem in ("data", "dataset") else path.stem
+    return NativeSource(
+        name=name, label=path.name, layout=LAYOUT, hash_parts=parts, hash_params={"train_count": n},
+        train_images=images_root(train_paths), val_images=images_root(val_paths),
+        category_names=source.names, to_coco=to_coco, write_layout=write_layout,
+    )

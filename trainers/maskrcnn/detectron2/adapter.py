@@ -4,7 +4,7 @@ Detectron2 owns the training loop (`DefaultTrainer.train`); an epoch hook (an `a
 firing every `iters_per_epoch` iterations) hands control to the trial's callback, which asks for
 COCO predictions (`predict_val`) and a resumable checkpoint (`save_checkpoint`).
 
-Hyperparameters: the shared Mask R-CNN vocabulary (`trainers.maskrcnn_params`, Detectron2 key
+Hyperparameters: the shared Mask R-CNN vocabulary (`trainers.maskrcnn.params`, Detectron2 key
 names, SOLVER.STEPS as fractions of the budget) plus any other key of Detectron2's config, e.g.
 MODEL.RPN.POST_NMS_TOPK_TRAIN. Keys a search does not set keep the model config's values.
 
@@ -30,8 +30,11 @@ import detectron2  # noqa: F401  (not installed -> ImportError -> the registry's
 import yaml
 
 from cocodata.results import instances_to_coco
-from trainers import detectron2_config as d2cfg
 from trainers.base import EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.maskrcnn.detectron2 import params as d2params
+from trainers.maskrcnn.detectron2 import weights as d2weights
+from trainers.maskrcnn.detectron2 import zoo
+from trainers.maskrcnn.detectron2.config import build_cfg
 
 CHECKPOINT_FILE = "model_checkpoint.pth"
 CONFIG_FILE = "config.yaml"
@@ -53,10 +56,11 @@ class Detectron2MaskRCNN(TrainerAdapter):
     backend = "detectron2"
     native_prefix = "detectron2/"
     default_model = "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"  # R50-FPN with GroupNorm: trains from scratch
-    default_model_cpu = d2cfg.SMALL_MODEL
+    default_model_cpu = zoo.SMALL_MODEL
     packages = ("detectron2", "torchvision")
     default_epochs_cpu = 12  # an epoch costs ~6x a YOLO demo epoch on CPU; AP rises within a few
     seed_key = "SEED"
+    options = frozenset({"iters_per_epoch"})  # an "epoch" is a number of iterations (--iters-per-epoch)
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         super().__init__(params, context)
@@ -66,21 +70,21 @@ class Detectron2MaskRCNN(TrainerAdapter):
     # ---- checks in the driver ----------------------------------------------------------------
     @classmethod
     def param_names(cls) -> frozenset[str]:
-        return d2cfg.param_names()
+        return d2params.param_names()
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
-        d2cfg.normalise_params(params)
+        d2params.normalise_params(params)
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:
         """Config found and loadable, weights present (downloaded now if needed) and loadable."""
-        cfg = d2cfg.load_model_config(d2cfg.resolve_model(model))
-        d2cfg.resolve_weights(weights)
+        cfg = zoo.load_model_config(zoo.resolve_model(model))
+        d2weights.resolve_weights(weights)
         if not weights and cfg.MODEL.RESNETS.NORM == "FrozenBN" and "build_resnet" in cfg.MODEL.BACKBONE.NAME:
             warnings.warn(
-                f"{d2cfg.WHO}: {model} uses FrozenBN, which diverges when trained from scratch; pass "
-                f"--weights or use a config with trainable norm such as {d2cfg.SMALL_MODEL} or "
+                f"{d2params.WHO}: {model} uses FrozenBN, which diverges when trained from scratch; pass "
+                f"--weights or use a config with trainable norm such as {zoo.SMALL_MODEL} or "
                 "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml",
                 stacklevel=2,
             )
@@ -98,14 +102,14 @@ class Detectron2MaskRCNN(TrainerAdapter):
 
     # ---- one trial -----------------------------------------------------------------------------
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
-        from trainers import detectron2_hooks as hooks
+        from trainers.maskrcnn.detectron2 import hooks
         from detectron2.utils.env import seed_all_rng
 
         ctx = self.context
         data = ctx.dataset
         train_name = f"segtune_{data.name}_train_{uuid.uuid4().hex[:8]}"  # DatasetCatalog is per process
-        plan = d2cfg.build_cfg(self.params, ctx, train_dataset=train_name,
-                               weights=d2cfg.resolve_weights(ctx.weights, check=False))
+        plan = build_cfg(self.params, ctx, train_dataset=train_name,
+                               weights=d2weights.resolve_weights(ctx.weights, check=False))
         cfg = self._cfg = plan.cfg
         out = Path(cfg.OUTPUT_DIR)
         out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
                 raise
 
     def predict_val(self) -> list[dict[str, Any]]:
-        from trainers.detectron2_hooks import BatchPredictor
+        from trainers.maskrcnn.detectron2.hooks import BatchPredictor
 
         if self._trainer is None:
             raise RuntimeError("predict_val() needs a model: call it from the on_epoch_end callback of train()")
@@ -152,7 +156,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
         return predictions
 
     def save_checkpoint(self, directory: Path) -> None:
-        from trainers.detectron2_hooks import save_resumable
+        from trainers.maskrcnn.detectron2.hooks import save_resumable
 
         if self._trainer is None:
             raise RuntimeError("save_checkpoint() needs a running train()")
@@ -169,8 +173,8 @@ class Detectron2MaskRCNN(TrainerAdapter):
     def native_config(cls, params: Mapping[str, Any], context: TrialContext) -> dict[str, Any]:
         """The trial's full Detectron2 config (cfg.dump()). SOLVER.OPTIMIZER, segtune's own key, is
         kept only for AdamW: plain Detectron2 builds SGD and refuses keys it does not know."""
-        weights = d2cfg.resolve_weights(context.weights, download=False, check=False)  # no network
-        plan = d2cfg.build_cfg(params, context, train_dataset=f"{context.dataset.name}_train", weights=weights)
+        weights = d2weights.resolve_weights(context.weights, download=False, check=False)  # no network
+        plan = build_cfg(params, context, train_dataset=f"{context.dataset.name}_train", weights=weights)
         config = yaml.safe_load(plan.cfg.dump())
         if config["SOLVER"].get("OPTIMIZER") == "SGD":
             del config["SOLVER"]["OPTIMIZER"]

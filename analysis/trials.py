@@ -1,4 +1,4 @@
-"""Read a finished, running or copied experiment: one module shared by rank, report and export.
+"""Read the trials of a finished, running or copied experiment: shared by the summary, rank, report and export.
 
 The trial list, statuses, configs and searched keys come from Ray's own reader
 (`ray.tune.ExperimentAnalysis`: no `ray.init`, and it re-bases paths onto wherever the directory now
@@ -18,20 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.ranking import rank_trials
 from cocodata.evaluator import METRIC_KEYS
-from runners.cli import default_mode
-from runners.trial import DIVERGED_KEY, FAILURE_KEY, SETTINGS_FILE, RunSettings
-from search_spaces.space import thaw
+from core.errors import ExperimentError, UserError
+from core.record import DIVERGED_KEY, FAILURE_KEY, SETTINGS_FILE, RunSettings, default_mode
 
-TABLE_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")  # the terminal table's metric columns
 # Ray's statuses of trials without results -> ours (the others are decided from their result rows).
 _RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
-# Worst-first order of trials that have no value for the ranking metric.
-_NO_VALUE_ORDER = ("running", "pending", "paused", "diverged", "failed")
-
-
-class ExperimentError(ValueError):
-    """A user-facing problem with the experiment directory or the options: one line naming the fix."""
 
 
 @dataclass
@@ -300,12 +293,12 @@ def _checkpoint(trial_dir: Path, history: list[dict], best: dict | None) -> Path
 
 def _split_params(settings: RunSettings, trials: list[TrialSummary],
                   ray_trials: list[dict] | None) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
-    """Searched keys from Ray (what the searcher suggested), else from the space file, else the keys whose
-    values differ between trials; distributions only from the space file (for the importance study)."""
+    """Searched keys from Ray (what the searcher suggested), else from the recorded space, else the keys
+    whose values differ between trials; distributions from the recorded space (for the importance study)."""
     keys = sorted({k for t in trials for k in t.params})
     searched: set[str] = {k for t in ray_trials or [] for k in t.get("searched") or []}
     distributions: dict[str, Any] = {}
-    space = _load_space(settings.space)
+    space = recorded_space(settings)
     if space is not None:
         distributions = {k: d for k, d in space.searched.items() if _all_contained(d, k, trials)}
         if not searched:
@@ -316,15 +309,19 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
     return sorted(searched), fixed, {k: d for k, d in distributions.items() if k in searched}
 
 
-def _load_space(source: str):
-    """The experiment's search space, when its file is still there and still a space file."""
+def recorded_space(settings: RunSettings):
+    """The experiment's search space as recorded in segtune.json; for records that only name a file
+    (written before the space was stored inline), that file if it is still there and still a space."""
+    from search_spaces.space import SearchSpace, load_space
+
+    if "searched" in settings.space:
+        return SearchSpace.from_dict(settings.space)
+    source = settings.space.get("source", "")
     if not source or not Path(source).is_file():
         return None
-    from search_spaces.space import SpaceError, load_space
-
     try:
         return load_space(Path(source))
-    except SpaceError:  # e.g. a --config file written by export_best.py (extra top-level keys)
+    except UserError:  # e.g. a --config file (extra top-level keys)
         return None
 
 
@@ -343,55 +340,6 @@ def _all_contained(distribution: Any, key: str, trials: list[TrialSummary]) -> b
     return True
 
 
-# ---- ranking -----------------------------------------------------------------------------------
-def rank_trials(trials: list[TrialSummary], mode: str) -> list[TrialSummary]:
-    """Best value first (ties: healthy trials, then more epochs, then id); trials without a value last.
-    Sets `rank`, in place."""
-    sign = -1.0 if mode == "max" else 1.0
-
-    def key(t: TrialSummary) -> tuple:
-        if t.best_value is None:
-            return (1, _NO_VALUE_ORDER.index(t.status) if t.status in _NO_VALUE_ORDER else 0, 0, 0, t.trial_id)
-        return (0, sign * t.best_value, t.status in ("failed", "diverged"), -t.epochs, t.trial_id)
-
-    trials.sort(key=key)
-    for i, trial in enumerate(trials, 1):
-        trial.rank = i
-    return trials
-
-
-def merge_ranked(experiments: list[Experiment]) -> list[TrialSummary]:
-    """All trials of several experiments in one ranking (their metric and mode must agree)."""
-    trials = []
-    for exp in experiments:
-        for t in exp.trials:
-            t.experiment = exp.name
-            trials.append(t)
-    return rank_trials(trials, experiments[0].mode) if experiments else []
-
-
-def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
-               with_experiment: bool = False) -> list[dict[str, Any]]:
-    """Every column of the ranking (CSV); the terminal and Markdown tables show a subset."""
-    rows = []
-    for t in trials:
-        row: dict[str, Any] = {"rank": t.rank}
-        if with_experiment:
-            row["experiment"] = t.experiment
-        row.update({
-            "trial": t.trial_id, "status": t.status, "detail": t.detail, "epochs": t.epochs,
-            "best_epoch": t.best_epoch, f"{metric}@best": t.best_value,
-        })
-        row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS})
-        row.update({f"{k}@last": t.last_metrics.get(k) for k in METRIC_KEYS})
-        row.update({f"config/{k}": thaw(t.params.get(k)) for k in searched})
-        row.update({f"config/{k}": thaw(v) for k, v in sorted(t.params.items()) if k not in searched})
-        row.update({"wall_time_s": t.wall_time_s, "checkpoint": str(t.checkpoint or ""), "reason": t.reason,
-                    "path": str(t.path)})
-        rows.append(row)
-    return rows
-
-
 # ---- small helpers -----------------------------------------------------------------------------
 def _epoch(row: dict[str, Any]) -> int:
     return int(row.get("epoch") or row.get("training_iteration") or 0)
@@ -399,18 +347,3 @@ def _epoch(row: dict[str, Any]) -> int:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def format_value(value: Any, key: str = "") -> str:
-    """Short text for tables: AP in percent with one decimal, -1 ('no GT of that size') as '-'."""
-    if value is None or value == "":
-        return ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    if key.startswith(("segm/", "bbox/")) and "/AP" in key:
-        return "-" if value < 0 else f"{value:.1f}"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4g}"

@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 
 from cocodata.results import ImageRecord
-from trainers.maskrcnn_params import lr_multiplier
+from trainers.maskrcnn.params import lr_multiplier
 
 LOG_FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
@@ -63,7 +63,7 @@ class SegtuneTrainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        """WarmupMultiStepLR as the shared vocabulary defines it (`maskrcnn_params.lr_multiplier`).
+        """WarmupMultiStepLR as the shared vocabulary defines it (`trainers.maskrcnn.params.lr_multiplier`).
 
         Detectron2's own version differs in two corners a short search budget reaches: a step
         inside the warmup changes the warmup's target instead of multiplying it, and fvcore refuses
@@ -98,7 +98,7 @@ class SegtuneTrainer(DefaultTrainer):
 
 
 class SharedStepSchedule(ParamScheduler):
-    """`maskrcnn_params.lr_multiplier` as the fvcore ParamScheduler Detectron2's LRMultiplier calls."""
+    """`trainers.maskrcnn.params.lr_multiplier` as the fvcore ParamScheduler Detectron2's LRMultiplier calls."""
 
     def __init__(self, cfg) -> None:
         self._max_iter = cfg.SOLVER.MAX_ITER

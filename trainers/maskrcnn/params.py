@@ -31,7 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.base import ConfigError
+from cocodata.results import list_images
+from core.errors import ConfigError
+from trainers.base import TrialContext
 
 FPN_LEVELS = 5  # P2..P6: anchor sizes need one list per level
 
@@ -245,3 +247,13 @@ def lr_multiplier(iteration: int, *, warmup_iters: int, warmup_factor: float, st
         alpha = iteration / warmup_iters
         factor *= warmup_factor * (1.0 - alpha) + alpha
     return factor
+
+
+def iters_per_epoch(context: TrialContext, ims_per_batch: int) -> int:
+    """Iterations of one reported "epoch": the `--iters-per-epoch` option, else one pass over the
+    train set (ceil(train images / IMS_PER_BATCH)). Both backends and their native configs use this."""
+    if context.options.get("iters_per_epoch"):
+        return int(context.options["iters_per_epoch"])
+    dataset = context.dataset
+    n_train = dataset.num_train_images or len(list_images(dataset.train_json, dataset.train_images))
+    return max(1, math.ceil(n_train / ims_per_batch))

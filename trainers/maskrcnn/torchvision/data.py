@@ -7,17 +7,17 @@ and a run resumed at iteration i sees exactly the batches an uninterrupted run w
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cocodata import masks
 from cocodata.results import ImageRecord, list_images
 
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decode once and keep in memory when the decoded split is smaller
@@ -42,26 +42,6 @@ def decode_image(record: ImageRecord) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
-def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray | None:
-    """(H, W) uint8 of a polygon list or RLE; None when the polygons are degenerate."""
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if len(p) >= 6]
-        if not polygons:
-            return None
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    elif isinstance(segmentation, dict):
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    else:
-        return None
-    return mask_utils.decode(rle)
-
-
 @dataclass
 class Instances:
     boxes: torch.Tensor  # (N, 4) float32 xyxy
@@ -70,31 +50,30 @@ class Instances:
 
 
 def load_instances(annotations: Sequence[dict], record: ImageRecord, label_of: dict[int, int]) -> Instances:
-    """Training targets of one image: crowd, unknown-category, empty and degenerate ones skipped."""
-    boxes, labels, masks = [], [], []
+    """Training targets of one image: crowd, unknown-category, empty and degenerate ones skipped.
+
+    Masks and boxes are read by `cocodata.masks`, as the evaluator reads them; a box is the
+    annotation's own (clipped to the image) or, without one, the mask's.
+    """
+    boxes, labels, instance_masks = [], [], []
     for ann in annotations:
         if ann.get("iscrowd", 0) or ann.get("category_id") not in label_of or "segmentation" not in ann:
             continue
-        mask = annotation_mask(ann["segmentation"], record.height, record.width)
-        if mask is None or not mask.any():
+        rle = masks.to_rle(ann["segmentation"], record.height, record.width)
+        if masks.area(rle) == 0:
             continue
-        if ann.get("bbox") is not None:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        else:
-            ys, xs = np.nonzero(mask)
-            x, y, w, h = xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()
-        x1, y1 = min(max(x, 0.0), record.width), min(max(y, 0.0), record.height)
-        x2, y2 = min(max(x + w, 0.0), record.width), min(max(y + h, 0.0), record.height)
+        box = ann["bbox"] if ann.get("bbox") is not None else masks.box_of(rle)
+        x1, y1, x2, y2 = masks.xywh_to_xyxy(masks.clip_box(box, record.width, record.height))
         if x2 - x1 < 1 or y2 - y1 < 1:
             continue
         boxes.append([x1, y1, x2, y2])
         labels.append(label_of[ann["category_id"]])
-        masks.append(mask)
+        instance_masks.append(mask_utils.decode(rle))
     if not boxes:
         return Instances(torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64),
                          torch.zeros((0, record.height, record.width), dtype=torch.uint8))
     return Instances(torch.tensor(boxes, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64),
-                     torch.from_numpy(np.stack(masks)))
+                     torch.from_numpy(np.stack(instance_masks)))
 
 
 class CocoInstances(Dataset):
@@ -198,8 +177,3 @@ def train_loader(dataset: CocoInstances, *, batch_size: int, seed: int, start_it
     # Its own generator: creating the loader must not draw from the global RNG (resume = no resume).
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(seed))
-
-
-def iters_per_pass(n_images: int, batch_size: int) -> int:
-    """Iterations of one pass over the train set."""
-    return max(1, math.ceil(n_images / batch_size))

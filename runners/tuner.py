@@ -1,16 +1,15 @@
-"""Ray Tune wiring: cluster, resources, searcher, scheduler, Tuner — and the final summary."""
+"""Ray Tune wiring: cluster, resources, searcher, scheduler and the Tuner (new or restored)."""
 from __future__ import annotations
 
-import collections
 import math
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from runners.trial import DIVERGED_KEY, FAILURE_KEY, RunSettings, run_trial
+from core.errors import ConfigError
+from core.record import DIVERGED_KEY, RunSettings
+from runners.trial import run_trial
 from search_spaces.space import SearchSpace
-from trainers.base import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def init_ray(address: str | None) -> None:
                  log_to_driver=False, logging_level="WARNING")
     except ConnectionError as exc:
         raise ConfigError(
-            f"cannot connect to the Ray cluster at {address}: {_last_line(str(exc))}; check --address "
+            f"cannot connect to the Ray cluster at {address}: {last_line(str(exc))}; check --address "
             f"(a token-protected cluster also needs RAY_AUTH_MODE=token and its ~/.ray/auth_token here)"
         ) from None
 
@@ -159,51 +158,6 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings):
                               resume_unfinished=True, resume_errored=False, restart_errored=False)
 
 
-def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int, str]:
-    """The closing text and the exit status (1 when every trial failed)."""
-    lines: list[str] = []
-    failures: list[str] = []
-    for result in results:
-        metrics = result.metrics or {}
-        if result.error is not None:
-            failures.append(_last_line(str(result.error)))
-        elif metrics.get(DIVERGED_KEY):
-            failures.append(str(metrics.get(FAILURE_KEY, "diverged")))
-    total = len(results)
-    if total == 0 or len(failures) == total:
-        common = collections.Counter(_reason_kind(f) for f in failures).most_common(1)
-        reason = common[0][0] if common else "no trial ran"
-        return 1, f"every trial failed ({total} of {total}); most common reason: {reason}"
-    best = results.get_best_result(metric=settings.metric, mode=settings.mode, scope="all")
-    best_epoch = _best_row(best, settings.metric, settings.mode)
-    checkpoint = best.get_best_checkpoint(settings.metric, settings.mode) if best.best_checkpoints else None
-    lines.append(f"{total} trials, {len(failures)} failed or diverged")
-    lines.append(f"best trial: {Path(best.path).name}")
-    lines.append(f"  {settings.metric} = {best_epoch.get(settings.metric, float('nan')):.3f} "
-                 f"at epoch {best_epoch.get('training_iteration', '?')}")
-    metric_line = ", ".join(f"{k}={best_epoch[k]:.2f}" for k in ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
-                            if k in best_epoch)
-    lines.append(f"  {metric_line}")
-    lines.append(f"  config: {best.config}")
-    lines.append(f"  checkpoint: {checkpoint.path if checkpoint else '(none)'}")
-    lines.append(f"watch curves:  tensorboard --logdir {experiment_dir}")
-    lines.append(f"rank trials:   python analysis/rank.py {experiment_dir}")
-    lines.append(f"export best:   python analysis/export_best.py {experiment_dir} --out {experiment_dir}/best")
-    return 0, "\n".join(lines)
-
-
-def _best_row(result, metric: str, mode: str) -> dict[str, Any]:
-    frame = result.metrics_dataframe
-    if frame is None or metric not in frame or frame[metric].isna().all():
-        return dict(result.metrics or {})
-    index = frame[metric].idxmax() if mode == "max" else frame[metric].idxmin()
-    return frame.loc[index].to_dict()
-
-
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "unknown error"
-
-
-def _reason_kind(reason: str) -> str:
-    return reason.split(" at ")[0][:200]

@@ -1,20 +1,19 @@
 """Mask R-CNN on torchvision: the adapter, with its own small training loop.
 
-Hyperparameters are Detectron2's config keys (`trainers.maskrcnn_params`), mapped onto torchvision:
+Hyperparameters are Detectron2's config keys (`trainers.maskrcnn.params`), mapped onto torchvision:
 BASE_LR/MOMENTUM/WEIGHT_DECAY/OPTIMIZER -> torch.optim.SGD | AdamW (no weight decay on norm
 layers); WARMUP_*/STEPS/GAMMA -> a per-iteration LambdaLR (linear warmup, then multi-step);
 IMS_PER_BATCH -> batch size; BATCH_SIZE_PER_IMAGE -> box_batch_size_per_image; FREEZE_AT ->
 trainable_backbone_layers = 5 - FREEZE_AT (pretrained weights only); ANCHOR_GENERATOR.SIZES ->
 AnchorGenerator with aspect ratios (0.5, 1, 2); INPUT.* -> the transform's train/test sizes.
 
-An "epoch" is `context.iters_per_epoch` iterations, or one pass over the train set
-(ceil(n_images / IMS_PER_BATCH)) when that is None. STEPS are fractions of max_epochs x that.
+An "epoch" is `params.iters_per_epoch` iterations (the --iters-per-epoch option, or one pass over
+the train set). STEPS are fractions of max_epochs x that.
 """
 from __future__ import annotations
 
 import math
 import os
-import random
 import time
 import warnings
 from collections import defaultdict
@@ -22,70 +21,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from cocodata.results import instances_to_coco, list_images
-from trainers import torchvision_models as tvm
-from trainers.base import ConfigError, EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
-from trainers.coco_detection_data import CocoInstances, iters_per_pass, train_loader
-from trainers.maskrcnn_params import PARAM_NAMES, lr_multiplier, steps_in_iterations, validate_params
+from cocodata.results import instances_to_coco
+from core.errors import ConfigError
+from trainers.base import EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.maskrcnn.params import PARAM_NAMES, iters_per_epoch, steps_in_iterations, validate_params
+from trainers.maskrcnn.torchvision import models as tvm
+from trainers.maskrcnn.torchvision import rng, solver
+from trainers.maskrcnn.torchvision.data import CocoInstances, train_loader
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "segtune-maskrcnn-torchvision/1"
 EVAL_BATCH = {"cuda": 4, "cpu": 2}  # images per inference call: 100 full-resolution float masks each
 MASK_THRESHOLD = 0.5
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 NATIVE_METRICS = frozenset(f"maskrcnn/{k}" for k in ("loss", *LOSS_KEYS, "lr", "iter_time", "data_time"))
-
-
-def _iters_per_epoch(params: Mapping[str, Any], context: TrialContext, n_train: int) -> int:
-    if context.iters_per_epoch:
-        return int(context.iters_per_epoch)
-    return iters_per_pass(n_train, params["SOLVER.IMS_PER_BATCH"])
-
-
-def _optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Detectron2's groups: weight decay everywhere but on normalisation layers."""
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            (no_decay if isinstance(module, NORM_TYPES) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
-def _capture_rng(cuda: bool) -> dict[str, Any]:
-    keys, pos, has_gauss, gauss = np.random.get_state()[1:]
-    version, state, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": [version, list(state), gauss_next],
-    }
-
-
-def _restore_rng(rng: Mapping[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    n = rng["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    version, state, gauss_next = rng["python"]
-    random.setstate((version, tuple(state), gauss_next))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # all CUDA devices too
 
 
 class TorchvisionMaskRCNN(TrainerAdapter):
@@ -97,6 +49,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     packages = ("torchvision",)
     default_epochs_cpu = 12  # an epoch costs ~6x a YOLO demo epoch on CPU; AP rises within a few
     seed_key = "SEED"
+    options = frozenset({"iters_per_epoch"})  # an "epoch" is a number of iterations (--iters-per-epoch)
     models = tuple(tvm.MODELS)
 
     # ---- checks before any trial ------------------------------------------------------------
@@ -132,7 +85,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         self.num_classes = len(self.category_ids) + 1  # + background; class i+1 <-> category_ids[i]
         self.train_data = CocoInstances(dataset.train_json, dataset.train_images, self.category_ids)
         self._val_data: CocoInstances | None = None
-        self.iters_per_epoch = _iters_per_epoch(self.params, context, len(self.train_data))
+        self.iters_per_epoch = iters_per_epoch(context, self.params["SOLVER.IMS_PER_BATCH"])
         self.total_iters = self.iters_per_epoch * context.max_epochs
         self.steps = steps_in_iterations(self.params["SOLVER.STEPS"], self.total_iters)
         self.model: nn.Module | None = None
@@ -144,24 +97,14 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     def _build(self, load_weights: bool) -> None:
         if self.model is not None:
             return
-        seed_everything(self.params["SEED"])
+        rng.seed_everything(self.params["SEED"])
         model, self.build_info = tvm.build_model(
             self.model_name, num_classes=self.num_classes, params=self.params, weights=self.context.weights,
             max_detections=self.context.max_detections, load_weights=load_weights,
         )
         self.model = model.to(self.device)
-        p = self.params
-        groups = _optimizer_groups(self.model, p["SOLVER.WEIGHT_DECAY"])
-        if p["SOLVER.OPTIMIZER"] == "AdamW":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=p["SOLVER.BASE_LR"])
-        else:
-            self.optimizer = torch.optim.SGD(groups, lr=p["SOLVER.BASE_LR"], momentum=p["SOLVER.MOMENTUM"])
-        warmup, factor = p["SOLVER.WARMUP_ITERS"], p["SOLVER.WARMUP_FACTOR"]
-        gamma, steps = p["SOLVER.GAMMA"], self.steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda it: lr_multiplier(it, warmup_iters=warmup, warmup_factor=factor, steps=steps, gamma=gamma),
-        )
+        self.optimizer = solver.build_optimizer(self.model, self.params)
+        self.scheduler = solver.build_scheduler(self.optimizer, self.params, self.steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
@@ -209,7 +152,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
                 self.scaler.scale(loss).backward()
                 if clip:
                     self.scaler.unscale_(self.optimizer)
-                    self._clip_gradients()
+                    solver.clip_gradients(self.optimizer, self.params)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.scheduler.step()
@@ -224,21 +167,10 @@ class TorchvisionMaskRCNN(TrainerAdapter):
                            "maskrcnn/data_time": data_time / ipe})
             # The callback evaluates and checkpoints; whatever randomness it uses, the run goes on
             # from the state a checkpoint holds, so an uninterrupted and a resumed run agree.
-            self._rng_at_epoch_end = _capture_rng(self.context.use_cuda)
+            self._rng_at_epoch_end = rng.capture(self.context.use_cuda)
             on_epoch_end(self.epoch, native)
-            _restore_rng(self._rng_at_epoch_end)
+            rng.restore(self._rng_at_epoch_end)
             self.model.train()
-
-    def _clip_gradients(self) -> None:
-        """Detectron2's per-parameter clipping (CLIP_TYPE value | norm)."""
-        p = self.params
-        grads = [q for g in self.optimizer.param_groups for q in g["params"] if q.grad is not None]
-        value = p["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"]
-        if p["SOLVER.CLIP_GRADIENTS.CLIP_TYPE"] == "value":
-            torch.nn.utils.clip_grad_value_(grads, value)
-        else:
-            for param in grads:
-                torch.nn.utils.clip_grad_norm_(param, value, p["SOLVER.CLIP_GRADIENTS.NORM_TYPE"])
 
     # ---- evaluation -----------------------------------------------------------------------------
     def predict_val(self) -> list[dict[str, Any]]:
@@ -286,7 +218,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": self._rng_at_epoch_end or _capture_rng(self.context.use_cuda),
+            "rng": self._rng_at_epoch_end or rng.capture(self.context.use_cuda),
         }
         tmp = directory / (CHECKPOINT_FILE + ".tmp")
         torch.save(state, tmp)
@@ -319,7 +251,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
         self._rng_at_epoch_end = state["rng"]
-        _restore_rng(state["rng"])
+        rng.restore(state["rng"])
 
     @classmethod
     def weights_in_checkpoint(cls, directory: Path) -> Path:
@@ -330,8 +262,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         p = validate_params(params, who=cls.display_name())
         model = context.model or cls.default_model
         ds = context.dataset
-        n_train = ds.num_train_images or len(list_images(ds.train_json, ds.train_images))
-        ipe = _iters_per_epoch(p, context, n_train)
+        ipe = iters_per_epoch(context, p["SOLVER.IMS_PER_BATCH"])
         total = ipe * context.max_epochs
         source = tvm.resolve_weights(model, context.weights)
         optimizer: dict[str, Any] = {"name": p["SOLVER.OPTIMIZER"], "lr": p["SOLVER.BASE_LR"],

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cocodata.results import instances_to_coco
-from trainers.base import ConfigError, EpochEnd, ExportFailed, TrainerAdapter, TrainingDiverged, TrialContext
+from core.errors import ConfigError
+from trainers.base import EpochEnd, ExportFailed, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.yolo.dataset_yaml import LAYOUT
 
 # Arguments the trial sets itself; a search space may not touch them.
 _CONTROLLED = frozenset({
@@ -62,6 +64,12 @@ class YoloAdapter(TrainerAdapter):
     @classmethod
     def native_metric_names(cls) -> frozenset[str]:
         return frozenset(cls.native_prefix + name for name in _NATIVE_METRICS)
+
+    @classmethod
+    def data_layouts(cls):
+        from trainers.yolo.layout import ULTRALYTICS_LAYOUT
+
+        return (ULTRALYTICS_LAYOUT,)
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
@@ -133,7 +141,7 @@ class YoloAdapter(TrainerAdapter):
             "seed": 0,
             "deterministic": True,
             **self.params,
-            "data": str(ctx.dataset.yolo_yaml),
+            "data": str(ctx.dataset.layout(LAYOUT)),
             "epochs": ctx.max_epochs,
             "device": "0" if ctx.use_cuda else "cpu",
             "workers": ctx.workers,
@@ -262,7 +270,6 @@ class YoloAdapter(TrainerAdapter):
             args.pop(key, None)
         args["model"] = context.model or cls.default_model
         return args
-
 
     @classmethod
     def inference_files(cls, weights: Path, out: Path, params: Mapping[str, Any], onnx: bool) -> list[Path]:

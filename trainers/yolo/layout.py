@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from cocodata.coco import ann_to_rle, mask_to_polygons
-from cocodata.yolo_yaml import write_data_yaml
+from cocodata import masks
+from cocodata.prepare import DataLayout
+from trainers.yolo.dataset_yaml import LAYOUT, write_data_yaml
 
 
 def write_yolo_layout(
@@ -80,13 +81,7 @@ def label_line(ann: Mapping[str, Any], class_index: int, width: int, height: int
     Several polygons of one instance are joined into one with Ultralytics' own merge_multi_segment,
     as its COCO converter does.
     """
-    segmentation = ann["segmentation"]
-    if isinstance(segmentation, dict):  # RLE of a non-crowd instance: trace it
-        from pycocotools import mask as mask_utils
-
-        polygons = mask_to_polygons(mask_utils.decode(ann_to_rle(segmentation, height, width)))
-    else:
-        polygons = [p for p in segmentation if len(p) >= 6]
+    polygons = masks.polygons_of(ann["segmentation"], height, width)  # an RLE instance is traced
     if not polygons:
         return ""
     if len(polygons) > 1:
@@ -97,3 +92,6 @@ def label_line(ann: Mapping[str, Any], class_index: int, width: int, height: int
         points = np.asarray(polygons[0], dtype=np.float64).reshape(-1, 2)
     points = np.clip(points / np.array([width, height], dtype=np.float64), 0.0, 1.0)
     return f"{class_index} " + " ".join(f"{v:.6f}" for v in points.reshape(-1))
+
+
+ULTRALYTICS_LAYOUT = DataLayout(LAYOUT, write_yolo_layout)

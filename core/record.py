@@ -1,0 +1,144 @@
+"""The experiment record: what the runner writes and the analysis scripts read.
+
+`<experiment>/segtune.json` holds one `RunSettings`: the framework, the prepared dataset, the
+search space itself (not a path to a file that may change or move), the budget and the resources.
+Result rows use the keys below besides the metrics. Written by `runners/`, read by `runners/`
+(resume) and `analysis/`; this module imports nothing else of segtune.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SETTINGS_FILE = "segtune.json"
+DIVERGED_KEY = "segtune/diverged"  # 1 in the placeholder row of a trial whose loss became NaN/Inf
+FAILURE_KEY = "segtune/failure"  # why that trial ended ("diverged: ...")
+
+
+def default_mode(metric: str) -> str:
+    """min for losses and times, max for everything else (AP)."""
+    return "min" if "loss" in metric.lower() or metric.lower().endswith("time") else "max"
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """Absolute paths of a validated dataset in COCO form, plus the layouts adapters asked for.
+
+    `category_ids[i]` is the original COCO category id of class index i: frameworks train on
+    contiguous class indices, predictions are mapped back before evaluation. `layouts` maps a
+    layout name (declared by an adapter, e.g. its framework's own folder layout) to its entry file.
+    """
+
+    name: str
+    content_hash: str
+    train_json: Path
+    train_images: Path
+    val_json: Path
+    val_images: Path
+    category_ids: tuple[int, ...]
+    category_names: tuple[str, ...]
+    layouts: dict[str, Path] = field(default_factory=dict)
+    num_train_images: int = 0
+    num_val_images: int = 0
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    # Most annotated objects in one image (train or val): the evaluator's maxDets and the model's
+    # detection limit must be at least this, or dense images are scored against truncated output.
+    max_objects_per_image: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def layout(self, name: str) -> Path:
+        """The entry file of layout `name`; the runner prepared every layout its adapter declared."""
+        try:
+            return self.layouts[name]
+        except KeyError:
+            raise KeyError(f"the prepared dataset {self.name} has no {name!r} layout "
+                           f"(it has {sorted(self.layouts) or 'none'})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+            elif isinstance(value, tuple):
+                data[key] = list(value)
+        data["layouts"] = {k: str(v) for k, v in self.layouts.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreparedDataset":
+        values = dict(data)
+        legacy_yaml = values.pop("yolo_yaml", None)  # records written before layouts existed
+        layouts = dict(values.get("layouts") or {})
+        if legacy_yaml and "ultralytics" not in layouts:
+            layouts["ultralytics"] = legacy_yaml
+        values["layouts"] = {k: Path(v) for k, v in layouts.items()}
+        for key in ("train_json", "train_images", "val_json", "val_images"):
+            values[key] = Path(values[key])
+        for key in ("category_ids", "category_names", "warnings"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "PreparedDataset":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every trial of an experiment shares; saved as `<experiment>/segtune.json`."""
+
+    framework: str
+    backend: str
+    dataset: PreparedDataset
+    metric: str
+    mode: str
+    max_epochs: int
+    model: str
+    weights: str | None
+    gpus_per_trial: float
+    cpus_per_trial: float
+    workers: int
+    max_detections: int
+    seed: int = 0
+    # The search space as written by `search_spaces.space.SearchSpace.to_dict` (its source file,
+    # the searched keys' Optuna distributions as JSON, the fixed values).
+    space: dict[str, Any] = field(default_factory=dict)
+    experiment_dir: str = ""  # where trials write their framework output (shared storage on a cluster)
+    # Adapter-specific command-line options the adapter declared (e.g. iterations per epoch).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dataset"] = self.dataset.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
+        values = dict(data)
+        # Records written before the space was stored inline, or before adapter options existed.
+        if isinstance(values.get("space"), str):
+            values["space"] = {"source": values["space"]} if values["space"] else {}
+        legacy_iters = values.pop("iters_per_epoch", None)
+        if legacy_iters:
+            values["options"] = {**(values.get("options") or {}), "iters_per_epoch": legacy_iters}
+        return cls(**{**values, "dataset": PreparedDataset.from_dict(values["dataset"])})
+
+    def save(self, experiment_dir: Path) -> None:
+        # Written atomically: a killed driver never leaves a half-written settings file.
+        target = Path(experiment_dir) / SETTINGS_FILE
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, experiment_dir: Path) -> "RunSettings":
+        return cls.from_dict(json.loads((Path(experiment_dir) / SETTINGS_FILE).read_text()))

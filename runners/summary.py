@@ -1,0 +1,57 @@
+"""The closing summary of a search: counts, the best trial and the commands to look further.
+
+The best trial is chosen by `analysis.trials.best_trial` on the experiment as the analysis scripts
+read it, so the summary, `rank.py`, `report.py` and `export_best.py` always name the same trial.
+"""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
+from runners.tuner import last_line
+
+SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
+
+
+def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int, str]:
+    """The closing text and the exit status (1 when every trial failed). `results` is Ray's ResultGrid."""
+    from analysis.ranking import best_trial
+    from analysis.trials import load_experiment
+
+    failures: list[str] = []
+    for result in results:
+        metrics = result.metrics or {}
+        if result.error is not None:
+            failures.append(last_line(str(result.error)))
+        elif metrics.get(DIVERGED_KEY):
+            failures.append(str(metrics.get(FAILURE_KEY, "diverged")))
+    total = len(results)
+    if total == 0 or len(failures) == total:
+        common = collections.Counter(_reason_kind(f) for f in failures).most_common(1)
+        reason = common[0][0] if common else "no trial ran"
+        return 1, f"every trial failed ({total} of {total}); most common reason: {reason}"
+    experiment = load_experiment(experiment_dir)
+    best = best_trial(experiment.trials)
+    lines = [f"{total} trials, {len(failures)} failed or diverged"]
+    if best is None:
+        lines.append("no trial reported a value of " + settings.metric)
+    else:
+        metrics = ", ".join(f"{k}={best.best_metrics[k]:.2f}" for k in SUMMARY_METRICS if k in best.best_metrics)
+        lines += [
+            f"best trial: trial_{best.trial_id}",
+            f"  {settings.metric} = {best.best_value:.3f} at epoch {best.best_epoch}",
+            f"  {metrics}",
+            f"  config: {best.params}",
+            f"  checkpoint: {best.checkpoint or '(none)'}",
+        ]
+    lines += [
+        f"watch curves:  tensorboard --logdir {experiment_dir}",
+        f"rank trials:   python analysis/rank.py {experiment_dir}",
+        f"export best:   python analysis/export_best.py {experiment_dir} --out {experiment_dir}/best",
+    ]
+    return 0, "\n".join(lines)
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" at ")[0][:200]
