@@ -9,7 +9,7 @@ import collections
 from pathlib import Path
 
 from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
-from runners.tuner import last_line
+from runners.cluster import last_line
 
 SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 

@@ -72,7 +72,8 @@ def _run(args) -> int:
     dataset = _prepare_data(args, adapter)
 
     from cocodata.evaluator import CocoEvaluator
-    from runners.tuner import build_tuner, plan_resources
+    from runners.cluster import plan_resources
+    from runners.tuner import build_tuner
 
     _start_ray(args.address)
     has_gpu = _cluster_has_gpu()
@@ -135,7 +136,7 @@ def _resume(args, experiment_dir: Path) -> int:
 
 
 def _start_ray(address: str | None) -> None:
-    from runners.tuner import init_ray
+    from runners.cluster import init_ray
 
     # A local cluster's workers import this checkout even when it was not pip-installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))

@@ -1,109 +1,13 @@
-"""Ray Tune wiring: cluster, resources, searcher, scheduler and the Tuner (new or restored)."""
+"""The Ray Tune `Tuner` of an experiment, new or restored: the trainable, its resources, the
+searcher and scheduler (`runners/search.py`), storage, checkpoints and failure handling."""
 from __future__ import annotations
 
-import math
-import socket
-from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ConfigError
-from core.record import DIVERGED_KEY, RunSettings
+from core.record import RunSettings
+from runners.search import make_searcher
 from runners.trial import run_trial
 from search_spaces.space import SearchSpace
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus_per_trial: float
-    gpus_per_trial: float
-    workers: int
-    max_concurrent: int
-    cluster_gpus: float
-    cluster_cpus: float
-
-
-def init_ray(address: str | None) -> None:
-    import ray
-
-    if address and address != "auto":
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
-        try:  # Ray itself retries for a long time before it gives up on a dead address
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
-                f"'ray start --head' or fix --address"
-            ) from None
-    try:
-        # Trial output (framework progress bars) goes to each trial's files, not to this terminal.
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
-                 log_to_driver=False, logging_level="WARNING")
-    except ConnectionError as exc:
-        raise ConfigError(
-            f"cannot connect to the Ray cluster at {address}: {last_line(str(exc))}; check --address "
-            f"(a token-protected cluster also needs RAY_AUTH_MODE=token and its ~/.ray/auth_token here)"
-        ) from None
-
-
-def plan_resources(gpus_per_trial: float | None, cpus_per_trial: float | None, workers: int | None,
-                   num_samples: int) -> Resources:
-    """Trials per GPU (or CPU) slot; fail now rather than leave trials PENDING forever."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    node_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)
-    total = ray.cluster_resources()
-    cluster_gpus, cluster_cpus = total.get("GPU", 0), total.get("CPU", 1)
-
-    gpt = gpus_per_trial if gpus_per_trial is not None else (1.0 if cluster_gpus > 0 else 0.0)
-    if gpt > node_gpus:
-        raise ConfigError(
-            f"--gpus-per-trial {gpt:g} is more than any node has ({node_gpus:g} GPUs); "
-            f"lower it (fractions like 0.5 share a GPU)"
-        )
-    if gpt > 0:
-        slots = sum(math.floor(n["Resources"].get("GPU", 0) / gpt + 1e-9) for n in nodes)
-        cpt = cpus_per_trial or max(1.0, math.floor(cluster_cpus / max(1, slots)))
-    else:
-        cpt = cpus_per_trial or 1.0
-    if cpt > node_cpus:
-        raise ConfigError(f"--cpus-per-trial {cpt:g} is more than any node has ({node_cpus:g} CPUs); lower it")
-    cpu_slots = sum(math.floor(n["Resources"].get("CPU", 0) / cpt + 1e-9) for n in nodes)
-    slots = min(slots, cpu_slots) if gpt > 0 else cpu_slots
-    n_workers = workers if workers is not None else int(min(8, max(0, cpt - 1)))
-    return Resources(cpt, gpt, n_workers, max(1, min(num_samples, slots)), cluster_gpus, cluster_cpus)
-
-
-def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epochs: int):
-    """Optuna TPE over the searched keys, told about ASHA's early stops (see PruningAwareOptunaSearch)."""
-    if not space.searched:
-        return None
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    class PruningAwareOptunaSearch(OptunaSearch):
-        """Ray's OptunaSearch tells Optuna an ASHA-stopped trial COMPLETED with its truncated score,
-        so TPE takes a 3-epoch score as final. Tell it PRUNED instead: TPE then ranks the trial by
-        its intermediate values, as Optuna's own pruners do."""
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            stopped_early = (
-                result is not None and not error and trial_id in self._ot_trials
-                and trial_id not in self._completed_trials
-                and result.get("training_iteration", max_epochs) < max_epochs
-                and not result.get(DIVERGED_KEY)
-            )
-            if stopped_early:
-                self._ot_study.tell(self._ot_trials[trial_id], None, state=optuna.trial.TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-                return
-            super().on_trial_complete(trial_id, result, error)
-
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(space.searched))))
-    return PruningAwareOptunaSearch(space=dict(space.searched), metric=metric, mode=mode, sampler=sampler)
 
 
 def make_trainable(settings: RunSettings):
@@ -156,8 +60,3 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings):
 
     return tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
                               resume_unfinished=True, resume_errored=False, restart_errored=False)
-
-
-def last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "unknown error"
