@@ -166,6 +166,7 @@ def check_in_chromium(report: Path, tmp_path: Path) -> dict:
     assert image.size == (WIDTH, 3000)
     # a blank page has std 0 and one colour; text alone ~1 and < 100 colours; this report ~30 and thousands
     assert found["std"] > 15 and found["colours"] > 500 and found["colourful"] > 0.002, found
+    print(f"{report} in Chromium at {WIDTH} px: {found}")  # shown with pytest -s or -rA
     return found
 
 
