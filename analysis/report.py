@@ -1,41 +1,65 @@
 """One self-contained HTML report of an experiment: `python analysis/report.py EXP_DIR --out DIR`.
 
-The page (report.html, PNGs embedded as base64, no external assets) shows the ranked table,
-learning curves, hyperparameter importance (Optuna's evaluators on an in-memory study rebuilt from
-the trials), parallel coordinates and the best value found against the epochs spent. The PNGs are
-also written beside the page. Reads finished, running and copied experiments; writes only into --out.
+report.html is one file that works offline: plotly.js is inlined once, the interactive plots are
+Optuna's own plotly figures (learning curves, importance, parallel coordinates, slice, EDF) of a study
+rebuilt from the trials (analysis/study.py), and static PNGs of the same views (base64) replace them in
+print and PDF, or when scripts are off. The PNGs are also written beside the page. Tables fit the
+window: fixed columns in the ranking, the searched parameters in their own table, and a table wider
+than the page scrolls inside its box. Reads finished, running and copied experiments; writes only into --out.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import html
-import io
-import math
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")  # files only, never a display
-import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from analysis import report_plots as plots  # noqa: E402
 from analysis.rank import failure_notes  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
-from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
+from analysis.study import importance, scored_study, study_from_experiment, varied_params  # noqa: E402
+from analysis.trials import Experiment, load_experiment  # noqa: E402
 from core.errors import not_writable, run_cli  # noqa: E402
 
 PROG = "report.py"
-MIN_TRIALS_FOR_IMPORTANCE = 4  # with fewer, any importance estimate is noise
-_MAX_LEGEND = 12
+PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png")
+# In the order the header counts them: healthy first.
+_STATUS_WORDS = {"finished": "finished", "stopped": "stopped early by ASHA", "running": "running",
+                 "pending": "pending", "paused": "paused", "diverged": "diverged", "failed": "failed"}
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0 auto;
+  max-width:1240px;padding:0 24px 48px;line-height:1.45}
+h1{margin:.8em 0 .2em}h2{margin:1.6em 0 .4em;padding-top:.4em;border-top:1px solid #ddd}
+.sub{color:#555;margin:.2em 0}code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
+nav{margin:.8em 0;font-size:14px}nav a{margin-right:1em;color:#1f5fa8;text-decoration:none}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:1em 0}
+.card{border:1px solid #ddd;border-radius:8px;padding:8px 14px;background:#fafbfc;flex:1 1 180px;max-width:320px}
+.card b{display:block;font-size:12px;color:#666;font-weight:600;text-transform:uppercase;letter-spacing:.03em}
+.card span.big{font-size:20px;font-weight:600}
+.scroll{overflow-x:auto;width:fit-content;max-width:100%;border:1px solid #ddd;border-radius:6px;margin:.5em 0}
+table{border-collapse:collapse;font-size:13px}
+th,td{padding:4px 10px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+th{background:#f3f5f7;white-space:normal;vertical-align:bottom;min-width:3em}
+td.l,th.l{text-align:left}tr:hover td{background:#f6f9fe}
+.pin{position:sticky;left:0;background:#fff;border-right:1px solid #ddd}th.pin{background:#f3f5f7}
+.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;color:#fff}
+.s-finished{background:#2e7d32}.s-stopped{background:#1565c0}.s-diverged,.s-failed{background:#c62828}
+.s-running{background:#ef6c00}.s-pending,.s-paused{background:#757575}
+.plot{width:100%;margin:.5em 0}img{max-width:100%;display:block;margin:.5em auto}
+details{margin:.5em 0}summary{cursor:pointer;color:#1f5fa8}
+.note{color:#c62828;margin:.2em 0}.print-only{display:none}
+@media print{.screen-only,nav{display:none}.print-only{display:block}.scroll{overflow:visible;border:none}
+  body{max-width:none;padding:0}img{break-inside:avoid}.pin{position:static}
+  table{font-size:9px}th,td{white-space:normal;padding:2px 4px}}
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,283 +73,184 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---- plots -------------------------------------------------------------------------------------
-def _colours(trials: list[TrialSummary]) -> dict[str, Any]:
-    """Colour by final rank: rank 1 dark, last rank light (viridis)."""
-    n = max(1, len(trials) - 1)
-    return {t.trial_id: plt.cm.viridis(0.85 * (t.rank - 1) / n) for t in trials}
+# ---- pieces of the page ------------------------------------------------------------------------
+def _esc(value: object) -> str:
+    return html.escape(str(value))
 
 
-def plot_curves(exp: Experiment) -> Figure:
-    """The ranking metric (and segm/AP) per epoch for every trial; how each one ended is marked."""
-    keys = [exp.metric] + (["segm/AP"] if exp.metric != "segm/AP" else [])
-    fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.6), squeeze=False)
-    colours = _colours(exp.trials)
-    for ax, key in zip(axes[0], keys):
-        for t in exp.trials:
-            points = [(r.get("epoch") or r["training_iteration"], r[key]) for r in t.history
-                      if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-            if not points:
-                continue
-            xs, ys = zip(*points)
-            label = f"#{t.rank} {t.trial_id}" if len(exp.trials) <= _MAX_LEGEND else None
-            ax.plot(xs, ys, "-o", ms=3, lw=2.2 if t.rank == 1 else 1.3, color=colours[t.trial_id], label=label)
-            if t.status == "stopped":  # ASHA's cut: a bar where the trial ended
-                ax.plot(xs[-1], ys[-1], marker="|", ms=16, mew=2.5, color="black")
-            elif t.status in ("diverged", "failed"):
-                ax.plot(xs[-1], ys[-1], marker="X", ms=11, color="red")
-            elif t.status == "running":
-                ax.plot(xs[-1], ys[-1], marker=">", ms=9, color=colours[t.trial_id])
-        if not ax.lines:
-            ax.text(0.5, 0.5, "no epoch reported yet", ha="center", va="center", transform=ax.transAxes)
-        _auto_log_scale(ax)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key + (" (%)" if key.startswith(("segm/", "bbox/")) else ""))
-        ax.set_title(f"{key} per epoch" + (f" (ranked by it, {exp.mode})" if key == exp.metric else ""))
-        ax.set_xlim(0.5, max(exp.settings.max_epochs, 1) + 0.5)
-        ax.grid(alpha=0.3)
-    _marker_legend(axes[0][-1], exp)
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7, title="rank, trial", title_fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
+def _breakable(name: str) -> str:
+    """A column name that may wrap after '.' and '/': MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE would otherwise be
+    one word as wide as three columns."""
+    text = _esc(name)
+    for sep in "./":
+        text = text.replace(sep, sep + "<wbr>")
+    return text
 
 
-def _auto_log_scale(ax) -> None:
-    """A log axis when positive values span orders of magnitude (a loss that blew up for one epoch
-    would otherwise flatten every other curve into a line at zero)."""
-    ys = [y for line in ax.lines for y in line.get_ydata()]
-    ys += [y for coll in ax.collections for y in coll.get_offsets()[:, 1]]
-    if ys and min(ys) > 0 and max(ys) / min(ys) > 100:
-        ax.set_yscale("log")
+def _badge(status: str, text: str | None = None) -> str:
+    return f'<span class="badge s-{_esc(status)}">{_esc(text or status)}</span>'
 
 
-def _marker_legend(ax, exp: Experiment) -> None:
-    from matplotlib.lines import Line2D
+def _table(head: list[str], rows: list[list[str]], left: frozenset[int] | set[int] = frozenset(),
+           pin: int | None = None) -> str:
+    """An HTML table (cells already escaped) in a box that scrolls sideways when wider than the page;
+    column `pin` (the trial id) stays in view while scrolling."""
+    def cls(i: int) -> str:
+        names = (["l"] if i in left else []) + (["pin"] if i == pin else [])
+        return f' class="{" ".join(names)}"' if names else ""
 
-    handles = [Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early by ASHA"),
-               Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed"),
-               Line2D([], [], ls="", marker=">", ms=8, color="0.4", label="still running")]
-    ax.add_artist(ax.legend(handles=handles, fontsize=7, loc="lower right"))
-
-
-def plot_progress(exp: Experiment) -> Figure:
-    """Best value found so far against the epochs trained so far, all trials together (by wall clock)."""
-    epochs = []
-    for t in exp.trials:
-        for row in t.history:
-            value = row.get(exp.metric)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                epochs.append((row.get("timestamp") or 0, t.trial_id, row["training_iteration"], float(value)))
-    epochs.sort()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    if epochs:
-        pick = max if exp.mode == "max" else min
-        best, xs, ys = None, [], []
-        for i, (_, _, _, value) in enumerate(epochs, 1):
-            best = value if best is None else pick(best, value)
-            xs.append(i)
-            ys.append(best)
-        ax.scatter(range(1, len(epochs) + 1), [e[3] for e in epochs], s=10, color="0.6", label="each epoch")
-        ax.step(xs, ys, where="post", lw=2, color="tab:blue", label="best so far")
-        ax.legend(fontsize=8)
-        _auto_log_scale(ax)
-    else:
-        ax.text(0.5, 0.5, "no epoch reported yet", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("cumulative epochs trained (all trials)")
-    ax.set_ylabel(exp.metric)
-    ax.set_title(f"best {exp.metric} found ({exp.mode})")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    header = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-# ---- hyperparameter importance ------------------------------------------------------------------
-def build_study(exp: Experiment):
-    """An in-memory Optuna study with one COMPLETE trial per trial that has a value: its best value,
-    the value the ranking uses (an ASHA-stopped trial enters with what it reached before the cut)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scored = [t for t in exp.trials if t.best_value is not None and t.status != "failed"]
-    distributions = {k: d for k, d in _distributions(exp, scored).items() if not d.single()}
-    study = optuna.create_study(direction="maximize" if exp.mode == "max" else "minimize")
-    from search_spaces.space import freeze
-
-    study.add_trials([
-        optuna.trial.create_trial(
-            value=t.best_value, params={k: freeze(t.params[k]) for k in distributions},
-            distributions=distributions,
-            intermediate_values={int(r.get("epoch") or r["training_iteration"]): float(r[exp.metric])
-                                 for r in t.history if isinstance(r.get(exp.metric), (int, float))
-                                 and math.isfinite(r[exp.metric])},
-            user_attrs={"trial_id": t.trial_id, "status": t.status},
-        )
-        for t in scored
-    ])
-    return study, distributions
+def ranking_table(exp: Experiment) -> str:
+    head = ["rank", "trial", "status", "epochs", f"{_breakable(exp.metric)} (best)", "best epoch",
+            *map(_breakable, TABLE_METRICS), "wall time (s)"]
+    rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _badge(t.status, t.short_status), str(t.epochs),
+             _esc(format_value(t.best_value, exp.metric)), _esc(t.best_epoch or ""),
+             *(_esc(format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS),
+             "" if t.wall_time_s is None else f"{t.wall_time_s:.0f}"] for t in exp.trials]
+    return _table(head, rows, left={1, 2}, pin=1)
 
 
-def _distributions(exp: Experiment, trials: list[TrialSummary]) -> dict[str, Any]:
-    """The search space's distributions; for keys it does not cover, ones fitted to the values seen."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    from search_spaces.space import freeze
-
-    result = {}
-    for key in exp.searched:
-        values = [freeze(t.params[key]) for t in trials if key in t.params]
-        if len(values) < len(trials) or not values:
-            continue  # a key some trials lack cannot enter one study
-        if key in exp.distributions:
-            result[key] = exp.distributions[key]
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            result[key] = IntDistribution(min(values), max(values))
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            low, high = float(min(values)), float(max(values))
-            result[key] = FloatDistribution(low, high, log=low > 0 and high / low >= 100)
-        else:
-            result[key] = CategoricalDistribution(sorted(set(values), key=str))
-    return result
+def params_table(exp: Experiment) -> str:
+    head = ["rank", "trial", f"{_esc(exp.metric)}<br>(best)", *map(_breakable, exp.searched)]
+    rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _esc(format_value(t.best_value, exp.metric)),
+             *(_esc(format_value(t.params.get(k))) for k in exp.searched)] for t in exp.trials]
+    return _table(head, rows, left={1}, pin=1)
 
 
-def importance(exp: Experiment) -> tuple[dict[str, float] | None, str, Any]:
-    """(importances, explanation, study). fANOVA when scikit-learn is installed, else PED-ANOVA, which
-    Optuna implements without extra packages."""
-    if not exp.searched:
-        return None, "no searched hyperparameters (a --config run): nothing to rank by importance", None
-    study, distributions = build_study(exp)
-    n = len(study.trials)
-    if n < MIN_TRIALS_FOR_IMPORTANCE:
-        return None, (f"not enough trials for importance: {n} with a value, at least "
-                      f"{MIN_TRIALS_FOR_IMPORTANCE} needed"), study
-    if not distributions:
-        return None, "every searched hyperparameter has one value in these trials: nothing to compare", study
-    if len({t.value for t in study.trials}) == 1:
-        return None, f"every trial has the same {exp.metric} ({study.trials[0].value:g}): nothing to attribute", study
-    import optuna
-    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
-
-    try:
-        import sklearn  # noqa: F401
-
-        evaluator, name = optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA (scikit-learn random forest)"
-    except ImportError:
-        # PED-ANOVA compares the top quantile of trials with all of them; keep >= 2 trials in the top.
-        quantile = min(0.5, max(0.1, 2.0 / n))
-        evaluator = PedAnovaImportanceEvaluator(target_quantile=quantile)
-        name = (f"PED-ANOVA (Optuna's PedAnovaImportanceEvaluator, target quantile {quantile:.2f}; "
-                f"scikit-learn is not installed, so fANOVA is unavailable)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = get_param_importances(study, evaluator=evaluator)
-    except Exception as exc:  # e.g. all values equal: nothing to attribute
-        return None, f"importance could not be computed ({type(exc).__name__}: {exc})", study
-    return values, (f"{name}, over {n} trials, each with its best {exp.metric}; ASHA-stopped trials "
-                    f"enter with the value they reached before being stopped"), study
+def _png(fig: Figure, path: Path, alt: str) -> str:
+    """Write the PNG beside the page and return it as an <img> (base64: the page stays one file)."""
+    data = plots.png_bytes(fig)
+    path.write_bytes(data)
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
 
 
-def plot_importance(values: dict[str, float]) -> Figure:
-    items = sorted(values.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(items) + 1.4))
-    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
-    ax.set_xlabel("relative importance")
-    ax.set_title("hyperparameter importance")
-    fig.tight_layout()
-    return fig
+def _view(name: str, figures: list, static: str) -> str:
+    """Interactive figures on screen, the static image in print (and without scripts)."""
+    divs = "".join(f'<div class="plot">{plots.figure_html(fig, f"plot-{name}-{i}")}</div>'
+                   for i, fig in enumerate(figures))
+    return f'<div class="screen-only">{divs}</div><div class="print-only">{static}</div>'
 
 
-def plot_parallel(study) -> Figure | None:
-    import optuna
-
-    if study is None or len(study.trials) < 2 or not study.trials[0].params:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental" warning
-        ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
-    fig = ax.figure
-    fig.set_size_inches(max(7.0, 0.9 * len(study.trials[0].params) + 2), 4.8)
-    fig.tight_layout()
-    return fig
+def _section(anchor: str, title: str, body: str) -> tuple[str, str, str]:
+    return anchor, title, f'<section id="{anchor}"><h2>{_esc(title)}</h2>{body}</section>'
 
 
-# ---- the page ----------------------------------------------------------------------------------
-def _save(fig: Figure, path: Path) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    path.write_bytes(buffer.getvalue())
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _image(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
-
-
-def _table(exp: Experiment) -> str:
-    head = ["rank", "trial", "status", "epochs", f"{exp.metric} (best)", "best epoch", *TABLE_METRICS,
-            *exp.searched, "wall time (s)"]
-    rows = []
-    for t in exp.trials:
-        cells = [t.rank, t.trial_id, t.short_status, t.epochs, format_value(t.best_value, exp.metric),
-                 t.best_epoch or "", *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
-                 *(format_value(t.params.get(k)) for k in exp.searched),
-                 "" if t.wall_time_s is None else f"{t.wall_time_s:.0f}"]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-            + "".join(rows) + "</table>")
-
-
-PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "progress.png")
-
-
-def build_report(exp: Experiment, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    for name in PNG_NAMES:  # a plot this run cannot draw must not leave an earlier run's behind
-        (out / name).unlink(missing_ok=True)
-    s = exp.settings
-    sections = [f"<h2>Ranking</h2><p>By the best <code>{html.escape(exp.metric)}</code> ({exp.mode}) of each "
-                f"trial; COCO AP in percent at that epoch ('-': no ground truth of that size).</p>{_table(exp)}"]
-    notes = failure_notes(exp.trials)
-    if notes:
-        sections.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    sections.append("<h2>Learning curves</h2><p>Colour: final rank (dark = best). A black bar marks where "
-                    "ASHA stopped a trial; a red cross, a trial that diverged or failed.</p>"
-                    + _image(_save(plot_curves(exp), out / "curves.png"), "learning curves"))
-    values, explanation, study = importance(exp)
-    section = f"<h2>Hyperparameter importance</h2><p>{html.escape(explanation)}</p>"
-    if values:
-        section += _image(_save(plot_importance(values), out / "importance.png"), "importance")
-        section += "<table><tr><th>parameter</th><th>importance</th></tr>" + "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{v:.3f}</td></tr>" for k, v in values.items()) + "</table>"
-    sections.append(section)
-    parallel = plot_parallel(study)
-    sections.append("<h2>Parallel coordinates</h2>" + (
-        "<p>One line per trial (its best value), coloured by the objective.</p>"
-        + _image(_save(parallel, out / "parallel.png"), "parallel coordinates") if parallel is not None
-        else "<p>Not enough trials with searched parameters to draw (needs 2).</p>"))
-    sections.append("<h2>Search progress</h2><p>Best value found against the epochs spent by all trials "
-                    "together, in the order they were trained.</p>"
-                    + _image(_save(plot_progress(exp), out / "progress.png"), "search progress"))
-    counts = {}
-    for t in exp.trials:
+def header(exp: Experiment) -> str:
+    s, trials = exp.settings, exp.trials
+    counts: dict[str, int] = {}
+    for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
+    best = next((t for t in trials if t.best_value is not None), None)
+    best_text = (f'<span class="big"><code>{_esc(best.trial_id)}</code></span><br>{_esc(exp.metric)} '
+                 f'{_esc(format_value(best.best_value, exp.metric))} at epoch {best.best_epoch}'
+                 if best else '<span class="big">none yet</span>')
+    epochs, budget = sum(t.epochs for t in trials), len(trials) * max(s.max_epochs, 1)
+    cards = [
+        ("metric", f'<span class="big">{_esc(exp.metric)}</span><br>'
+                   f'{"higher" if exp.mode == "max" else "lower"} is better ({exp.mode})'),
+        ("best trial", best_text),
+        ("trials", f'<span class="big">{len(trials)}</span><br>'
+                   + " ".join(_badge(k, f"{counts[k]} {word}") for k, word in _STATUS_WORDS.items() if k in counts)),
+        ("epochs trained", f'<span class="big">{epochs}</span> of {budget} possible<br>' + (
+            "search still running" if any(t.status in ("running", "pending", "paused") for t in trials)
+            else f"{100 * (1 - epochs / budget):.0f} % saved by early stopping")),
+    ]
     summary = (f"{s.framework}{f' ({s.backend})' if s.backend else ''}, model {s.model}"
                f"{f', weights {s.weights}' if s.weights else ', from scratch'}; data {s.dataset.name} "
                f"(content hash {s.dataset.content_hash[:16]}), {s.dataset.num_train_images} train / "
-               f"{s.dataset.num_val_images} val images; up to {s.max_epochs} epochs; seed {s.seed}; "
-               f"{len(exp.trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+               f"{s.dataset.num_val_images} val images; up to {s.max_epochs} epochs per trial; seed {s.seed}")
+    return (f"<header><h1>segtune report: {_esc(exp.name)}</h1><p class=\"sub\">{_esc(summary)}</p>"
+            f'<p class="sub"><code>{_esc(exp.path)}</code></p><div class="cards">'
+            + "".join(f'<div class="card"><b>{title}</b>{body}</div>' for title, body in cards) + "</div></header>")
+
+
+def _tables(exp: Experiment) -> list[tuple[str, str, str]]:
+    ranking = (f"<p>By the best <code>{_esc(exp.metric)}</code> ({exp.mode}) of each trial; COCO AP in percent at "
+               f"that epoch ('-': no ground truth of that size).</p>{ranking_table(exp)}"
+               + "".join(f'<p class="note">{_esc(n)}</p>' for n in failure_notes(exp.trials)))
+    params = (f"<p>What the search chose for each trial, in ranking order.</p>{params_table(exp)}" if exp.searched
+              else "<p>No searched hyperparameters (a --config run).</p>")
+    if exp.fixed:
+        fixed = ", ".join(f"{_esc(k)} = {_esc(format_value(v))}" for k, v in sorted(exp.fixed.items()))
+        params += f"<details><summary>Fixed in every trial ({len(exp.fixed)} settings)</summary><p>{fixed}</p></details>"
+    return [_section("ranking", "Ranking", ranking), _section("params", "Hyperparameters", params)]
+
+
+def _curves(exp: Experiment, study: optuna.Study, out: Path) -> tuple[str, str, str]:
+    also = "segm/AP too, " if exp.metric != "segm/AP" else ""
+    text = (f"<p><code>{_esc(exp.metric)}</code> after every epoch. Hover a line for its trial; click legend entries "
+            "to hide or show trials, double-click one to see it alone. Dashed red: failed or diverged. Printed, "
+            f"the page shows {also}a black bar where ASHA stopped a trial and a red cross where one failed.</p>")
+    figure = plots.curves_figure(study, exp.metric)
+    return _section("curves", "Learning curves", text + _view(
+        "curves", [figure] if figure else [], _png(plots.plot_curves(exp), out / "curves.png", "learning curves")))
+
+
+def _importance(exp: Experiment, scored: optuna.Study, out: Path) -> tuple[str, str, str]:
+    values, explanation = importance(scored, exp.metric)
+    body = f"<p>{_esc(explanation)}</p>"
+    if values:
+        body += _view("importance", [plots.importance_figure(scored, exp.metric)],
+                      _png(plots.plot_importance(values), out / "importance.png", "importance"))
+        body += _table(["parameter", "importance"], [[_esc(k), f"{v:.3f}"] for k, v in values.items()], left={0})
+    return _section("importance", "Hyperparameter importance", body)
+
+
+def _search_space(exp: Experiment, scored: optuna.Study, out: Path) -> list[tuple[str, str, str]]:
+    """Parallel coordinates and slice: both need two scored trials whose parameters differ."""
+    m = _esc(exp.metric)
+    if len(scored.trials) < 2 or not varied_params(scored):
+        why = ("<p>Not enough scored trials with searched parameters to draw (needs 2 finished or "
+               "ASHA-stopped trials whose parameters differ).</p>")
+        return [_section("parallel", "Parallel coordinates", why), _section("slice", "Slice", why)]
+    parallel = (f"<p>One line per trial through its parameters, coloured by its best <code>{m}</code>. Drag along "
+                "an axis to select a range.</p>" + _view(
+                    "parallel", [plots.parallel_figure(scored, exp.metric)],
+                    _png(plots.plot_parallel(scored, exp.metric), out / "parallel.png", "parallel coordinates")))
+    slices = f"<p>Each trial's best <code>{m}</code> against each parameter.</p>" + _view(
+        "slice", plots.slice_figures(scored, exp.metric), _png(plots.plot_slice(scored, exp.metric),
+                                                               out / "slice.png", "slice"))
+    return [_section("parallel", "Parallel coordinates", parallel), _section("slice", "Slice", slices)]
+
+
+def _results(exp: Experiment, scored: optuna.Study, out: Path) -> list[tuple[str, str, str]]:
+    """The distribution of the trials' results, and the best one against the epochs spent."""
+    m = _esc(exp.metric)
+    edf = (f"<p>The fraction of trials whose best <code>{m}</code> is at most a given value.</p>" + _view(
+        "edf", [plots.edf_figure(scored, exp.metric)], _png(plots.plot_edf(scored, exp.metric), out / "edf.png", "EDF"))
+        if scored.trials else "<p>No finished or ASHA-stopped trial yet.</p>")
+    progress = ("<p>Best value found against the epochs spent by all trials together, in the order they were "
+                "trained.</p>" + _png(plots.plot_progress(exp), out / "progress.png", "search progress"))
+    return [_section("edf", "Distribution of results (EDF)", edf), _section("progress", "Search progress", progress)]
+
+
+def sections(exp: Experiment, study: optuna.Study, out: Path) -> list[tuple[str, str, str]]:
+    """(anchor, title, html) of every section; each plot's PNG is written into `out` on the way. The learning
+    curves read the whole study, the other plots its scored trials (analysis/study.py: scored_study)."""
+    scored = scored_study(study)
+    return [*_tables(exp), _curves(exp, study, out), _importance(exp, scored, out),
+            *_search_space(exp, scored, out), *_results(exp, scored, out)]
+
+
+def build_report(exp: Experiment, out: Path, study: optuna.Study | None = None) -> Path:
+    """Write report.html (and the PNGs) into `out`. `study`: an Optuna study of this search to plot instead
+    of the one rebuilt from the trials."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in PNG_NAMES:  # a plot this run cannot draw must not leave an earlier run's behind
+        (out / name).unlink(missing_ok=True)
+    parts = sections(exp, study if study is not None else study_from_experiment(exp), out)
+    nav = "".join(f'<a href="#{anchor}">{_esc(title)}</a>' for anchor, title, _ in parts)
     page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>segtune report: {html.escape(exp.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:12px;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:2px 6px;
-text-align:right}}th{{background:#f0f0f0}}img{{max-width:100%;display:block;margin:0.5em 0}}</style></head>
-<body><h1>segtune report: {html.escape(exp.name)}</h1><p>{html.escape(summary)}</p>
-<p><code>{html.escape(str(exp.path))}</code></p>
-{''.join(sections)}
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>segtune report: {_esc(exp.name)}</title><style>{CSS}</style>
+<noscript><style>.screen-only{{display:none}}.print-only{{display:block}}</style></noscript>
+<script>{plots.plotly_js()}</script></head>
+<body>{header(exp)}<nav>{nav}</nav>
+{''.join(body for _, _, body in parts)}
 </body></html>
 """
     target = out / "report.html"

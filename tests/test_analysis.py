@@ -209,20 +209,25 @@ def test_failed_diverged_running_and_stopped_trials(modified_experiment, tmp_pat
 # ---- report --------------------------------------------------------------------------------------
 @e2e
 def test_report_is_one_self_contained_page(yolo_experiment, tmp_path):
-    from analysis.report import importance, plot_curves
+    from analysis.report_plots import plot_curves
+    from analysis.study import importance, scored_study, study_from_experiment
 
     proc = _run("analysis/report.py", yolo_experiment, "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') >= 3
-    assert "<link" not in page and "<script" not in page and 'src="http' not in page and "url(" not in page
-    for name in ("curves.png", "progress.png", "parallel.png"):
+    assert page.count('src="data:image/png;base64,') >= 5  # the print version of every plot
+    # plotly.js inlined once, then one small script per figure; nothing is fetched from anywhere
+    assert page.count("* plotly.js v") == 1 and page.count("<script>") == page.count("Plotly.newPlot(") + 1 >= 6
+    assert "<link" not in page and "<script src" not in page and 'src="http' not in page
+    own = page.replace(page.split("<script>", 1)[1].split("</script>", 1)[0], "")  # the page without plotly.js
+    assert "url(" not in own and "http" not in own.replace("http://www.w3.org", "")
+    for name in ("curves.png", "progress.png", "parallel.png", "slice.png", "edf.png"):
         assert (tmp_path / name).stat().st_size > 5000, name
     exp = load_experiment(yolo_experiment)
     figure = plot_curves(exp)
     curves = [line for line in figure.axes[0].lines if line.get_label().startswith("#")]
     assert len(curves) == len(exp.trials)  # one learning curve per trial
-    values, explanation, _ = importance(exp)
+    values, explanation = importance(scored_study(study_from_experiment(exp)), exp.metric)
     assert ("PED-ANOVA" in explanation or "fANOVA" in explanation) if values else explanation
     assert html.escape(explanation) in page
 
