@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cocodata.evaluator import CocoEvaluator
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from cocodata.evaluator import CocoEvaluator  # noqa: E402
 
 PROG = "evaluate.py"
 
@@ -42,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
-            "COCO mask (segm) and box (bbox) AP of a results file, computed by pycocotools the "
-            "way every segtune trial is scored. Values are percent (0-100); -1 = no ground "
-            "truth of that size."
+            "COCO mask (segm) and box (bbox) AP of a results file, computed the way every "
+            "segtune trial is scored (COCOeval's rules in C++, the same figures as pycocotools). "
+            "Values are percent (0-100); -1 = no ground truth of that size."
         ),
         epilog=(
             "PRED_JSON is a COCO results list: [{image_id, category_id, score, segmentation "
