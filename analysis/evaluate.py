@@ -17,6 +17,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from cocodata.coco_engine import paused_gc  # noqa: E402
 from cocodata.evaluator import CocoEvaluator  # noqa: E402
 
 PROG = "evaluate.py"
@@ -67,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A one-shot run that builds ~10 dicts per instance and frees them by reference counting:
+    # the cyclic collector's repeated walks over them are pure overhead (~0.1 s on a dense set).
+    with paused_gc():
+        report = _evaluate(args)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
     gt = _load_json(args.gt_json, "ground-truth file", "pass a COCO instances JSON as GT_JSON")
     preds = _load_json(args.pred_json, "predictions file", "pass a COCO results JSON as PRED_JSON")
     if not isinstance(gt, dict):
@@ -84,15 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluator.evaluate(preds)
     except (ValueError, KeyError, TypeError) as exc:
         _fail(f"predictions file {args.pred_json} does not fit {args.gt_json}: {exc}")
-    report = {
+    return {
         **metrics,
         "max_dets": evaluator.max_dets,
         "num_images": len(evaluator.image_ids),
         "num_predictions": len(preds),
     }
-    print(json.dumps(report, indent=2))
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,7 +38,7 @@ from faster_coco_eval.core import mask as fast_mask
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCOeval's; the cut below relies on the lowest
 AREA_LABELS = ("all", "small", "medium", "large")  # the order of COCOeval's area ranges
-BIN_ITEMS = 32  # instances per pseudo-image: small enough for cheap matching, few enough images
+BIN_ITEMS = 64  # instances per pseudo-image: 16-128 measured within 5% on the dense bench
 _MATCHABLE = IOU_THRESHOLDS[0] - 1e-6  # below this a pair can never be matched (with margin)
 
 
@@ -274,7 +274,7 @@ class _Evaluation:
         dt_pos = np.asarray(dt_ids) - 1
         gt_pos = self.gt_position[np.asarray(gt_ids) - 1]
         ious = self.ious[int(self.dt_group[dt_pos[0]])]
-        return ious[np.ix_(dt_pos - self.dt_start[dt_pos], gt_pos - self.gt_start[gt_pos])]
+        return ious[dt_pos - self.dt_start[dt_pos]][:, gt_pos - self.gt_start[gt_pos]]
 
 
 def _index(images: list[dict], categories: list[dict], annotations: list[dict]) -> COCO:
