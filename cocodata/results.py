@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from cocodata.masks import encode_masks
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,7 @@ def instances_to_coco(
             f"class indices {classes.min()}..{classes.max()} out of range for "
             f"{len(category_ids)} categories"
         )
-    # pycocotools wants (H, W, N) uint8 in Fortran order; one encode call for the whole image.
-    binary = np.asfortranarray((masks_np != 0).transpose(1, 2, 0), dtype=np.uint8)
-    rles = mask_utils.encode(binary)
+    rles = encode_masks(masks_np)
     results = []
     for box, score, cls, rle in zip(boxes, scores_np, classes, rles):
         x1, y1, x2, y2 = (float(v) for v in box)

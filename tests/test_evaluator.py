@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
+from cocodata import coco_engine
+from cocodata.evaluator import METRIC_KEYS, METRIC_NAMES, CocoEvaluator
+from cocodata.masks import encode_masks
 from cocodata.results import ImageRecord, instances_to_coco, list_images
 
 # pycocotools' own decode() trips a numpy 2 deprecation on every call; not ours to fix.
@@ -116,7 +119,7 @@ def perturbed(gt: dict, seed: int = 1) -> list[dict]:
     for image in gt["images"]:
         for _ in range(int(rng.integers(1, 4))):  # false positives, some in the empty category
             h, w = image["height"], image["width"]
-            size = rng.uniform(8, 100)
+            size = rng.uniform(8, min(100, h - 1, w - 1))
             x, y = rng.uniform(0, w - size), rng.uniform(0, h - size)
             mask = np.zeros((h, w), dtype=np.uint8, order="F")
             mask[int(y):int(y + size), int(x):int(x + size)] = 1
@@ -126,9 +129,9 @@ def perturbed(gt: dict, seed: int = 1) -> list[dict]:
     return preds
 
 
-def pycocotools_reference(gt: dict, preds: list[dict]) -> dict[str, float]:
-    """summarize() stats x100 with default params; each task gets only its own geometry (as
-    detectron2 does, so mask AP's size ranges use mask areas). -1 stays -1."""
+def pycocotools_reference(gt: dict, preds: list[dict], max_dets: int = 100) -> dict[str, float]:
+    """summarize() stats x100 at maxDets [1, 10, max_dets]; each task gets only its own geometry
+    (as detectron2 does, so mask AP's size ranges use mask areas). -1 stays -1."""
     out = {}
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -138,12 +141,25 @@ def pycocotools_reference(gt: dict, preds: list[dict]) -> dict[str, float]:
             drop = "bbox" if task == "segm" else "segmentation"
             anns = [{k: v for k, v in copy.deepcopy(p).items() if k != drop} for p in preds]
             coco_eval = COCOeval(coco_gt, coco_gt.loadRes(anns), task)
+            coco_eval.params.maxDets = [1, 10, max_dets]
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
-            for name, stat in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), coco_eval.stats[:6]):
-                out[f"{task}/{name}"] = -1.0 if stat == -1 else float(stat) * 100
+            stats = [float(v) for v in coco_eval.stats[:6]]
+            if max_dets != 100:  # summarize() reads AP (only AP) at maxDets=100, whatever is set
+                p = coco_eval.eval["precision"][:, :, :, 0, -1]
+                stats[0] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+            for name, stat in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), stats):
+                out[f"{task}/{name}"] = -1.0 if stat == -1 else stat * 100
     return out
+
+
+def renumbered(gt: dict) -> dict:
+    """The GT with annotation ids 1..N: what plain pycocotools needs to be a valid reference."""
+    gt = copy.deepcopy(gt)
+    for number, ann in enumerate(gt["annotations"], start=1):
+        ann["id"] = number
+    return gt
 
 
 def load_shared(split: str) -> dict:
@@ -173,14 +189,21 @@ def test_equals_pycocotools_on_perturbed_synthetic(seed: int) -> None:
     assert ours["segm/APs"] != -1 and ours["segm/APl"] != -1
 
 
-def test_equals_pycocotools_on_shared_val() -> None:
-    gt = load_shared("val")
-    # Reference on a GT whose annotation ids start at 1, which is what the evaluator fixes.
-    renumbered = copy.deepcopy(gt)
-    for number, ann in enumerate(renumbered["annotations"], start=1):
-        ann["id"] = number
+@pytest.mark.parametrize("split", SPLITS)
+def test_equals_pycocotools_on_shared(split: str) -> None:
+    gt = load_shared(split)
     preds = perturbed(gt, 5)
-    assert_close(CocoEvaluator(gt).evaluate(preds), pycocotools_reference(renumbered, preds))
+    # Reference on a GT whose annotation ids start at 1, which is what the evaluator fixes.
+    assert_close(CocoEvaluator(gt).evaluate(preds), pycocotools_reference(renumbered(gt), preds))
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_equals_pycocotools_on_demo_set(small_coco: Path, split: str) -> None:
+    gt = json.loads((small_coco / f"annotations/instances_{split}.json").read_text())
+    preds = perturbed(gt, 7)
+    ours = CocoEvaluator(gt).evaluate(preds)
+    assert_close(ours, pycocotools_reference(renumbered(gt), preds))
+    assert 0 < ours["segm/AP"] < 100
 
 
 def test_does_not_modify_predictions_or_gt() -> None:
@@ -191,6 +214,94 @@ def test_does_not_modify_predictions_or_gt() -> None:
     first = evaluator.evaluate(preds)
     assert preds == preds_before and gt == gt_before
     assert evaluator.evaluate(preds) == first  # repeatable on the same evaluator
+
+
+# ---------------------------------------------------------------- dense scenes (130-230 objects)
+
+def dense_gt(seed: int = 0) -> dict:
+    """3 images with 130, 170 and 230 overlapping objects in 3 categories (60/30/10%), all sizes,
+    areas exactly on the small/medium and medium/large borders, and a crowd region per image."""
+    rng = np.random.default_rng(seed)
+    height, width = 400, 480
+    images, annotations = [], []
+
+    def add(image_id: int, category: int, rle: dict, crowd: int, segmentation: object) -> None:
+        annotations.append({
+            "id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+            "segmentation": segmentation, "iscrowd": crowd,
+            "area": float(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist()})
+
+    for image_id, count in zip((1, 2, 3), (130, 170, 230)):
+        images.append({"id": image_id, "file_name": f"d{image_id}.png",
+                       "height": height, "width": width})
+        for k in range(count):
+            category = int(rng.choice([1, 2, 5], p=[0.6, 0.3, 0.1]))
+            if k < 4:  # 32x32 and 96x96 squares: areas 1024 and 9216 sit on both ranges
+                size = 32.0 if k % 2 else 96.0
+                x, y = rng.integers(0, width - size), rng.integers(0, height - size)
+                poly = _rect(float(x), float(y), size, size)
+            else:
+                size = float(rng.choice([rng.uniform(4, 30), rng.uniform(30, 90),
+                                         rng.uniform(90, 160)], p=[0.45, 0.45, 0.1]))
+                poly = _octagon(rng.uniform(0, width), rng.uniform(0, height), size / 2)
+                poly = np.clip(poly, 0, [width - 1, height - 1] * 8).tolist()
+            rle = mask_utils.merge(mask_utils.frPyObjects([poly], height, width))
+            add(image_id, category, rle, 0, [poly])
+        crowd = np.zeros((height, width), dtype=np.uint8, order="F")
+        y, x = rng.integers(0, height - 80), rng.integers(0, width - 120)
+        crowd[y:y + 80, x:x + 120] = 1
+        rle = mask_utils.encode(crowd)
+        add(image_id, 1, rle, 1, _json_rle(rle))
+    categories = [{"id": c, "name": f"c{c}"} for c in (1, 2, 5)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+@pytest.fixture(scope="module")
+def dense() -> tuple[dict, list[dict]]:
+    gt = dense_gt()
+    return gt, perturbed(gt, 11)
+
+
+def _dense_check(gt: dict, preds: list[dict]) -> dict[str, float]:
+    evaluator = CocoEvaluator(gt)
+    assert evaluator.max_dets == 231  # the largest image's 230 objects and its crowd region
+    ours = evaluator.evaluate(preds)
+    assert_close(ours, pycocotools_reference(gt, preds, evaluator.max_dets))
+    return ours
+
+
+def test_equals_pycocotools_on_dense_scenes(dense: tuple[dict, list[dict]]) -> None:
+    ours = _dense_check(*dense)
+    for task in ("segm", "bbox"):
+        assert all(0 < ours[f"{task}/{name}"] < 100 for name in METRIC_NAMES), ours
+
+
+def test_dense_scenes_cut_into_single_components(dense: tuple[dict, list[dict]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every IoU >= 0.5 component its own pseudo-image: the cut must not change one figure."""
+    monkeypatch.setattr(coco_engine, "BIN_ITEMS", 1)
+    _dense_check(*dense)
+
+
+def test_dense_scenes_with_tied_scores(dense: tuple[dict, list[dict]]) -> None:
+    """Equal scores within an image are ordered by position in pycocotools' accumulation."""
+    gt, preds = dense
+    tied = [{**p, "score": round(p["score"], 1)} for p in preds]
+    _dense_check(gt, tied)
+    _dense_check(gt, [{**p, "score": 0.5} for p in gt_derived(gt)])
+
+
+def test_dense_scenes_beyond_max_dets(dense: tuple[dict, list[dict]]) -> None:
+    """More detections of one image and category than maxDets: only the best count."""
+    gt, preds = dense
+    # Exact copies of the GT, scored below most predictions: they only count if kept. Distinct
+    # scores, so that the image is cut (equal scores would keep it whole).
+    copies = [p for p in gt_derived(gt) if p["image_id"] == 3 and p["category_id"] == 1] * 2
+    scores = np.linspace(0.001, 0.3, len(copies))
+    crowded = preds + [{**p, "score": float(s)} for p, s in zip(copies, scores)]
+    per_group = Counter((p["image_id"], p["category_id"]) for p in crowded)
+    assert per_group[3, 1] > 231
+    _dense_check(gt, crowded)
 
 
 # ---------------------------------------------------------------- perfect predictions -> 100
@@ -342,6 +453,29 @@ def test_instances_to_coco_round_trip(kind: str) -> None:
         assert isinstance(result["segmentation"]["counts"], str)
         assert result["segmentation"]["size"] == [height, width]
         np.testing.assert_array_equal(mask_utils.decode(result["segmentation"]), masks[i])
+
+
+def test_encode_masks_equals_pycocotools_encode() -> None:
+    """Same bytes as pycocotools' encode, including masks on every border, full columns (runs
+    that continue into the next column), full and empty masks, 0/255 uint8 and noise."""
+    rng = np.random.default_rng(4)
+    stacks = [np.ones((2, 7, 5), dtype=bool), np.zeros((3, 6, 9), dtype=np.uint8),
+              np.zeros((0, 4, 4), dtype=bool)]
+    column_run = np.zeros((1, 6, 4), dtype=bool)
+    column_run[0, 3:, 1] = column_run[0, :, 2] = column_run[0, :2, 3] = True
+    stacks.append(column_run)
+    for _ in range(40):
+        n, height, width = (int(v) for v in rng.integers(1, 25, size=3))
+        stacks.append(rng.random((n, height, width)) < rng.random())
+        blobs = np.zeros((n, height, width), dtype=np.uint8)
+        for mask in blobs:
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            mask[y:y + rng.integers(1, height + 1), x:x + rng.integers(1, width + 1)] = 255
+        stacks.append(blobs)
+    for masks in stacks:
+        expected = mask_utils.encode(np.asfortranarray((masks != 0).transpose(1, 2, 0),
+                                                       dtype=np.uint8))
+        assert encode_masks(masks) == list(expected)
 
 
 def test_instances_to_coco_empty_and_invalid() -> None:
