@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
@@ -26,15 +28,14 @@ PROG = "evaluate.py"
 
 def _load_json(path: Path, what: str, fix: str) -> Any:
     try:
-        with open(path) as f:
-            return json.load(f)
+        return orjson.loads(Path(path).read_bytes())  # 2-3x json's speed on large result files
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist; {fix}")
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory; pass the JSON file inside it")
     except PermissionError:
         raise UserError(f"{what} {path} is not readable; check its permissions")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except orjson.JSONDecodeError as exc:  # a ValueError, also for bytes that are not UTF-8
         raise UserError(f"{what} {path} is not valid JSON ({exc}); {fix}")
 
 

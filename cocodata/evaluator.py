@@ -36,17 +36,6 @@ def _to_rle(segm: Any, height: int, width: int, where: str) -> dict:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def _normalise_gt(dataset: dict) -> dict:
-    """The normalised GT with every segmentation as RLE, converted once here rather than on every
-    evaluate(), which COCOeval would otherwise do."""
-    data = normalise(dataset)
-    sizes = {img["id"]: (img["height"], img["width"]) for img in data["images"]}
-    for ann in data["annotations"]:
-        ann["segmentation"] = _to_rle(ann["segmentation"], *sizes[ann["image_id"]],
-                                      f"ground-truth annotation {ann['id']}")
-    return data
-
-
 class CocoEvaluator:
     """COCO mask and box AP of predictions against one ground-truth file, loaded once.
 
@@ -63,7 +52,8 @@ class CocoEvaluator:
             with open(gt) as f:
                 dataset = json.load(f)
         with coco_engine.paused_gc():
-            self.dataset = _normalise_gt(dataset)
+            # Segmentations converted to RLE once here rather than on every evaluate().
+            self.dataset = normalise(dataset, as_rle=True)
             self._gt = coco_engine.GroundTruth(self.dataset)
         self.image_ids: frozenset[int] = frozenset(img["id"] for img in self.dataset["images"])
         self.category_ids: frozenset[int] = frozenset(

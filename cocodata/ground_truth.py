@@ -21,8 +21,10 @@ from typing import Any
 from cocodata import masks
 
 
-def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None) -> dict[str, Any]:
-    """A normalised copy of a COCO instances dict, restricted to `image_ids` when given.
+def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None, *,
+              as_rle: bool = False) -> dict[str, Any]:
+    """A normalised copy of a COCO instances dict, restricted to `image_ids` when given; with
+    `as_rle`, every segmentation converted to compressed RLE (once: area and box come from it).
 
     Raises ValueError naming the entry when the dict is not usable instance-segmentation ground
     truth (the prepared dataset was validated before; `analysis/evaluate.py` input was not).
@@ -47,7 +49,7 @@ def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None) -
             continue  # an image left out of this split
         if "segmentation" not in source:
             raise ValueError(f"{where} has no segmentation: instance-segmentation GT needs masks")
-        annotations.append(_normalise_annotation(dict(source), *sizes[source["image_id"]], where))
+        annotations.append(_normalise_annotation(dict(source), *sizes[source["image_id"]], where, as_rle))
     renumber_annotation_ids(annotations)
     return {
         "info": data.get("info") or {},
@@ -58,13 +60,16 @@ def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None) -
     }
 
 
-def _normalise_annotation(ann: dict[str, Any], height: int, width: int, where: str) -> dict[str, Any]:
+def _normalise_annotation(ann: dict[str, Any], height: int, width: int, where: str,
+                          as_rle: bool) -> dict[str, Any]:
     ann["iscrowd"] = int(ann.get("iscrowd") or 0)
-    if ann.get("area") is None or ann.get("bbox") is None:
+    if as_rle or ann.get("area") is None or ann.get("bbox") is None:
         try:
             rle = masks.to_rle(ann["segmentation"], height, width)
         except masks.MaskError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        if as_rle:
+            ann["segmentation"] = rle
         if ann.get("area") is None:
             ann["area"] = masks.area(rle)
         if ann.get("bbox") is None:

@@ -28,6 +28,8 @@ class MaskError(ValueError):
 
 def clean_polygons(polygons: Sequence[Any]) -> list[list[float]]:
     """The usable polygons of a COCO polygon list (see the module docstring for the rules)."""
+    if all(isinstance(p, list) and len(p) >= MIN_POLYGON_NUMBERS and not len(p) % 2 for p in polygons):
+        return polygons  # the common case, without copies (GT normalisation runs over every object)
     cleaned = []
     for polygon in polygons:
         if not isinstance(polygon, (list, tuple)):
@@ -82,7 +84,10 @@ def box_of(rle: dict[str, Any]) -> list[float]:
 
 def clip_box(bbox: Sequence[float], width: int, height: int) -> list[float]:
     """An [x, y, w, h] box clipped to the image; integer boxes stay integers."""
-    x, y, w, h = (float(v) for v in bbox)
+    x, y, w, h = bbox
+    if x >= 0 and y >= 0 and x + w <= width and y + h <= height:
+        return list(bbox)  # inside already: no float arithmetic that could change its digits
+    x, y, w, h = float(x), float(y), float(w), float(h)
     x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
     x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
     clipped = [x0, y0, x1 - x0, y1 - y0]
