@@ -47,6 +47,10 @@ class PreparedDataset:
     # Most annotated objects in one image (train or val): the evaluator's maxDets and the model's
     # detection limit must be at least this, or dense images are scored against truncated output.
     max_objects_per_image: int = 0
+    # Where the images were read from, when train_images/val_images are the entry's own folder of
+    # links (images with an EXIF orientation, written as annotated: cocodata/orientation.py).
+    train_images_source: Path | None = None
+    val_images_source: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +84,8 @@ class PreparedDataset:
         values["layouts"] = {k: Path(v) for k, v in layouts.items()}
         for key in ("train_json", "train_images", "val_json", "val_images"):
             values[key] = Path(values[key])
+        for key in ("train_images_source", "val_images_source"):
+            values[key] = Path(values[key]) if values.get(key) else None
         for key in ("category_ids", "category_names", "warnings"):
             values[key] = tuple(values.get(key) or ())
         return cls(**values)

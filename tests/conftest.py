@@ -23,6 +23,15 @@ def edit_annotations(dataset: Path, split: str, change: Callable[[dict], object]
     path.write_text(json.dumps(coco))
 
 
+def keys_without_ground_truth(gt_json: Path) -> set[str]:
+    """The size metrics ("segm/APl", ...) that must be -1: no non-crowd object of that size in the
+    file (COCO's ranges, on the annotations' areas, bounds included)."""
+    ranges = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}
+    areas = [a["area"] for a in json.loads(Path(gt_json).read_text())["annotations"] if not a.get("iscrowd")]
+    return {f"{task}/{name}" for task in ("segm", "bbox") for name, (low, high) in ranges.items()
+            if not any(low <= area <= high for area in areas)}
+
+
 def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python runners/tune.py ARGS` as a user runs it, from the repository root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -142,10 +142,22 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
     for trial in load_experiment(yolo_experiment).trials:
         history = [row[settings["metric"]] for row in trial.history]
         assert flipped[trial.trial_id] == pytest.approx(max(history) if other == "max" else min(history))
-    # another metric, its direction guessed from the name; the Markdown table is written too
-    assert _run("analysis/rank.py", yolo_experiment, "--metric", "segm/AP", "--out", tmp_path / "c").returncode == 0
-    ap = [float(r["segm/AP@best"]) for r in _csv(tmp_path / "c" / "ranking.csv")]
-    assert ap == sorted(ap, reverse=True)
+    # another metric, its direction guessed from the name; the Markdown table is written too. The
+    # search's APs are all 0 this early: a copy gets distinct ones, so that a wrong order shows.
+    copy = tmp_path / "distinct-ap"
+    shutil.copytree(yolo_experiment, copy, ignore=shutil.ignore_patterns("*.pt"))
+    trials = sorted(p for p in copy.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+    bases = {t.name.removeprefix("trial_"): 10.0 * ((len(trials) - i) % len(trials)) for i, t in enumerate(trials)}
+    for trial in trials:
+        history = read_results(trial)
+        for row in history:  # rising per epoch; trials interleaved against their names' order
+            row["segm/AP"] = bases[trial.name.removeprefix("trial_")] + row["training_iteration"]
+        (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in history))
+    assert len(set(bases.values())) == len(trials) >= 3
+    assert _run("analysis/rank.py", copy, "--metric", "segm/AP", "--out", tmp_path / "c").returncode == 0
+    ranked = [(r["trial"], float(r["segm/AP@best"])) for r in _csv(tmp_path / "c" / "ranking.csv")]
+    epochs = {t.trial_id: t.epochs for t in load_experiment(copy).trials}
+    assert ranked == sorted(((t, bases[t] + epochs[t]) for t in bases), key=lambda x: -x[1])
     markdown = (tmp_path / "c" / "ranking.md").read_text()
     assert markdown.count("\n| ") == len(rows) + 1 and "segm/AP" in markdown
     _one_error_line(_run("analysis/rank.py", yolo_experiment, "--metric", "segm/nope", "--out", tmp_path / "d"),
