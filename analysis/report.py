@@ -30,6 +30,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.rank import failure_notes  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
+from analysis.report_pareto import PNG_NAME as PARETO_PNG  # noqa: E402
+from analysis.report_pareto import pareto_section  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
 from core.errors import not_writable, run_cli  # noqa: E402
 
@@ -279,7 +281,7 @@ def _table(exp: Experiment) -> str:
             + "".join(rows) + "</table>")
 
 
-PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "progress.png")
+PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "progress.png", PARETO_PNG)
 
 
 def build_report(exp: Experiment, out: Path) -> Path:
@@ -292,6 +294,7 @@ def build_report(exp: Experiment, out: Path) -> Path:
     notes = failure_notes(exp.trials)
     if notes:
         sections.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    sections.append(pareto_section(exp.trials, exp.metric, exp.mode, out))
     sections.append("<h2>Learning curves</h2><p>Colour: final rank (dark = best). A black bar marks where "
                     "ASHA stopped a trial; a red cross, a trial that diverged or failed.</p>"
                     + _image(_save(plot_curves(exp), out / "curves.png"), "learning curves"))
