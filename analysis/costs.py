@@ -24,7 +24,7 @@ COSTS: tuple[tuple[str, str, int], ...] = (
     ("cost/train_mem_mb", "peak training memory (MB)", 0),
     ("cost/infer_mem_mb", "peak inference memory (MB)", 1),
     ("cost/epoch_time_s", "training time per epoch (s, median)", 1),
-    ("cost/train_time_s", "training time up to this epoch (s)", 0),
+    ("cost/train_time_s", "training time up to the best epoch (s)", 1),
     ("cost/latency_epoch", "epoch whose weights were timed", 0),
 )
 COST_KEYS = tuple(key for key, _, _ in COSTS) + ("cost/device",)

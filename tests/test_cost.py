@@ -86,6 +86,13 @@ def test_latency_is_measured_at_doubling_epochs_and_carried_across_a_resume(tmp_
     assert row["cost/train_time_s"] > rows[3]["cost/train_time_s"]
 
 
+def test_costs_are_minimised_and_fps_maximised_by_default():
+    from core.record import default_mode
+
+    assert [default_mode(k) for k in ("cost/latency_ms", "cost/train_mem_mb", "cost/fps", "segm/AP")] == [
+        "min", "min", "max", "max"]
+
+
 def test_timing_image_is_the_median_by_pixels():
     images = [ImageRecord(i, Path(""), w, h) for i, (w, h) in enumerate([(10, 10), (30, 30), (20, 20)])]
     assert timing_image(images).image_id == 2
