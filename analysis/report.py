@@ -25,12 +25,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import report_plots as plots  # noqa: E402
 from analysis.rank import failure_notes  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
+from analysis.report_pareto import PNG_NAME as PARETO_PNG  # noqa: E402
+from analysis.report_pareto import pareto_section  # noqa: E402
 from analysis.study import importance, scored_study, study_from_experiment, varied_params  # noqa: E402
 from analysis.trials import Experiment, load_experiment  # noqa: E402
 from core.errors import not_writable, run_cli  # noqa: E402
 
 PROG = "report.py"
-PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png")
+PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
 # In the order the header counts them: healthy first.
 _STATUS_WORDS = {"finished": "finished", "stopped": "stopped early by ASHA", "running": "running",
                  "pending": "pending", "paused": "paused", "diverged": "diverged", "failed": "failed"}
@@ -232,8 +234,9 @@ def sections(exp: Experiment, study: optuna.Study, out: Path) -> list[tuple[str,
     """(anchor, title, html) of every section; each plot's PNG is written into `out` on the way. The learning
     curves read the whole study, the other plots its scored trials (analysis/study.py: scored_study)."""
     scored = scored_study(study)
+    pareto = _section("pareto", "Accuracy against latency", pareto_section(exp.trials, exp.metric, exp.mode, out))
     return [*_tables(exp), _curves(exp, study, out), _importance(exp, scored, out),
-            *_search_space(exp, scored, out), *_results(exp, scored, out)]
+            *_search_space(exp, scored, out), *_results(exp, scored, out), pareto]
 
 
 def build_report(exp: Experiment, out: Path, study: optuna.Study | None = None) -> Path:

@@ -41,6 +41,7 @@ class TrialSummary:
     best_value: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)  # segm/* and bbox/* at the best epoch
     last_metrics: dict[str, float] = field(default_factory=dict)  # ... and at the last epoch
+    costs: dict[str, Any] = field(default_factory=dict)  # cost/* (runners/cost.py) in the best epoch's row
     wall_time_s: float | None = None
     checkpoint: Path | None = None  # best epoch's checkpoint if kept, else the latest
     experiment: str = ""
@@ -217,6 +218,7 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
         best = history[-1] if history else None
     if best is not None:
         summary.best_metrics = {k: float(best[k]) for k in METRIC_KEYS if _is_number(best.get(k))}
+        summary.costs = {k: v for k, v in best.items() if k.startswith("cost/") and (_is_number(v) or isinstance(v, str))}
     if history:
         summary.last_metrics = {k: float(history[-1][k]) for k in METRIC_KEYS if _is_number(history[-1].get(k))}
         summary.wall_time_s = float(history[-1].get("time_total_s") or 0.0) or None

@@ -19,7 +19,9 @@ FAILURE_KEY = "segtune/failure"  # why that trial ended ("diverged: ...")
 
 
 def default_mode(metric: str) -> str:
-    """min for losses and times, max for everything else (AP)."""
+    """min for losses, times and costs (cost/*, but FPS), max for everything else (AP)."""
+    if metric.startswith("cost/"):
+        return "max" if metric == "cost/fps" else "min"
     return "min" if "loss" in metric.lower() or metric.lower().endswith("time") else "max"
 
 

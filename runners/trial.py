@@ -16,6 +16,7 @@ from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
 from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
+from runners.cost import TrialCost
 from search_spaces.space import thaw
 from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
@@ -52,9 +53,11 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     node_id = _node_id()
     started = time.perf_counter()
     last_epoch = 0
+    cost = TrialCost(adapter, context.device)
 
     def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
         nonlocal last_epoch
+        cost.epoch_trained()
         _inject_fault(epoch, trial_dir, Path(settings.experiment_dir or trial_dir.parent))
         eval_start = time.perf_counter()
         predictions = adapter.predict_val()
@@ -70,16 +73,20 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
             "segtune/node_id": node_id,
             DIVERGED_KEY: 0,
         }
+        result.update(cost.metrics(epoch))
         if settings.metric not in result:
             result[settings.metric] = worst_value(settings.mode)
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             adapter.save_checkpoint(Path(tmp))
+            cost.save(Path(tmp))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         last_epoch = epoch
+        cost.training_resumes()
 
     try:
         with _restored_checkpoint() as resume_from:
+            cost.restore(resume_from)
             adapter.train(on_epoch_end, resume_from)
     except TrainingDiverged as exc:
         # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case

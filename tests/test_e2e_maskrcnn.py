@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cocodata.evaluator import METRIC_KEYS
-from conftest import keys_without_ground_truth, run_tune
+from conftest import check_cost_rows, keys_without_ground_truth, run_tune
 
 pytestmark = pytest.mark.e2e
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
@@ -40,6 +40,20 @@ def _rows(trial: Path) -> list[dict]:
     return [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
 
 
+def _parameters(backend: str, trial: Path) -> int | None:
+    """The trained model's parameter count (torchvision: the architecture its checkpoint records, rebuilt)."""
+    if backend != "torchvision":
+        return None
+    import torch
+
+    from trainers.maskrcnn.torchvision.models import build_model
+
+    state = torch.load(sorted(trial.glob("checkpoint_*"))[-1] / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model, _ = build_model(state["model_name"], num_classes=state["num_classes"], params=state["params"],
+                           weights=None, max_detections=100, load_weights=False)
+    return sum(p.numel() for p in model.parameters())
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_search_with_a_diverging_trial_completes(tmp_path, tiny_demo_data, backend):
     space = tmp_path / "space.yaml"
@@ -60,6 +74,8 @@ def test_search_with_a_diverging_trial_completes(tmp_path, tiny_demo_data, backe
         rows = _rows(trial)
         params = json.loads((trial / "params.json").read_text())
         (diverged if rows[-1]["segtune/diverged"] else healthy).append((params["SOLVER.BASE_LR"], rows))
+        if not rows[-1]["segtune/diverged"]:
+            check_cost_rows(rows, parameters=_parameters(backend, trial))
     assert diverged and healthy, "expected both diverging and healthy trials"
     for lr, rows in diverged:  # the closing row: the reason, and the worst score instead of NaN
         assert lr == 5000.0 and rows[-1]["segtune/failure"].startswith("diverged:")
