@@ -4,8 +4,8 @@
 from the trial events and shows it: on a terminal, a block redrawn in place (epoch bar, ETA, one row
 per running trial) under one permanent line per ended trial; in a log (CI, a file), plain lines — a
 trial started, a trial ended and why, a progress line every minute. What a trial writes (results,
-framework files, the traceback of a failure) stays in its folder. Output modes: quiet (failures only), default, verbose (Ray's own output too,
-plus a line per epoch).
+framework files, the traceback of a failure) stays in its folder. Output modes: quiet (failures
+only), default, verbose (Ray's own output too, plus a line per epoch).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from core.record import DIVERGED_KEY
 from runners.cluster import last_line
 from runners.progress_view import (
     IMPORTANCE_EVERY, SearchView, TrialView, clock, end_line, end_reason, epoch_line, important_params, live_block,
@@ -156,8 +157,10 @@ class SearchProgress(Callback):
         if done - self._importance_at >= IMPORTANCE_EVERY:
             self._importance_at = done
             ranked = important_params(self._view, self.options["searched"])
-            if ranked:
+            if ranked and ranked != self._view.shown:
                 self._view.shown, self._view.shown_by_importance = ranked, True
+                self._printer.note(f"[{clock(self._elapsed()):>5}] parameters shown from now on, the most important "
+                                   f"so far (Optuna PED-ANOVA over {done} ended trials): {' '.join(ranked)}")
 
     def _adopt_restored(self, trials: list) -> None:
         """A resumed search: trials that ended before count in the budget and the leader."""
@@ -168,7 +171,7 @@ class SearchProgress(Callback):
             params = {key: trial.config[key] for key in self.options["searched"] if key in trial.config}
             adopted = self._view.start(trial.trial_id, params, epoch=_epochs(trial.last_result))
             best = (trial.metric_analysis.get(metric) or {}).get(mode)
-            if best is not None and not trial.last_result.get("segtune/diverged"):
+            if best is not None and not trial.last_result.get(DIVERGED_KEY):
                 adopted.best = adopted.latest = float(best)
             failed = trial.status == "ERROR"
             reason = end_reason(error="(before the resume)" if failed else None, last_result=trial.last_result,
@@ -210,6 +213,10 @@ class _Printer:
 
     def failure(self, line: str) -> None:
         self._write(line + "\n")
+
+    def note(self, line: str) -> None:
+        if self.output != "quiet":
+            self.failure(line)
 
     def started(self, view: SearchView, trial: TrialView, elapsed: float) -> None:
         if self.output != "quiet":

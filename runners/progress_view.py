@@ -129,7 +129,12 @@ def important_params(view: SearchView, distributions: dict[str, Any]) -> list[st
     scored = [t for t in view.ended if t.best is not None and set(distributions) <= set(t.params)]
     if len(scored) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
-    study = optuna.create_study(direction="maximize" if view.mode == "max" else "minimize")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line on the terminal
+    try:
+        study = optuna.create_study(direction="maximize" if view.mode == "max" else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for trial in scored:
         try:
             study.add_trial(optuna.trial.create_trial(

@@ -101,7 +101,8 @@ def test_terminal_output_is_compact(yolo_experiment):
     trials = [t.name for t in _trials(yolo_experiment)]
     lines = stdout.splitlines()
     starts = [line for line in lines if re.match(r"\[\s*[\d:]+\] trial_\w+ started ", line)]
-    ends = [line for line in lines if re.match(r"\[\s*[\d:]+\] trial_\w+ (finished|stopped early) \d+/\d+  best ", line)]
+    ends = [line for line in lines
+            if re.match(r"\[\s*[\d:]+\] trial_\w+ (finished|stopped early) \d+/\d+  best ", line)]
     progress = [line for line in lines if re.match(r"\[\s*[\d:]+\] \d+/<=\d+ epochs ", line)]
     assert sorted(line.split()[2] for line in starts) == trials
     assert sorted(line.split()[2] for line in ends) == trials  # one end line per trial, with its reason

@@ -87,7 +87,7 @@ def test_plain_lines_fit_and_say_what_happened(view):
     lines += [end_line(view, t, WIDTH) for t in view.ended]
     assert all(len(line) <= WIDTH for line in lines), [len(line) for line in lines]
     start, epoch, progress, finished, stopped, failed, diverged = lines
-    assert start.startswith("[ 1:01] trial_aaaa0005 started") and "optimizer=SGD lr0=0.0062 lrf=0.0611 momentum=0.852" in start
+    assert start == "[ 1:01] trial_aaaa0005 started  optimizer=SGD lr0=0.0062 lrf=0.0611 momentum=0.852"
     assert "epoch 12/30" in epoch and "segm/AP 10.20" in epoch and "best 12.10@11 (bbox 9.90)" in epoch
     assert "61/<=165 epochs (37%), ETA <=" in progress and "4/8 ended (1 failed), 2 running" in progress
     assert progress.endswith("best segm/AP 20.30@29: trial_aaaa0001")
@@ -170,3 +170,35 @@ def test_callback_plain_output_and_pickling(tmp_path, monkeypatch):
     assert lines[4].endswith("trial_bad00002 failed in epoch 2: RuntimeError: boom")
     assert "3/<=3 epochs (100%) · 2/2 ended (1 failed), 0 running · best segm/AP 6.00@3: trial_ok000001" in lines[5]
     assert len(lines) == 6 and all(len(line) <= WIDTH for line in lines[1:])  # the first names a path: never cut
+
+
+def test_callback_ranks_parameters_once_enough_trials_ended(tmp_path, monkeypatch):
+    from runners.progress import SearchProgress
+
+    class Trial:
+        def __init__(self, trial_id, config):
+            self.trial_id, self.config, self.last_result, self.error_file = trial_id, config, {}, None
+
+    distributions = {"box": optuna.distributions.FloatDistribution(4.0, 10.0),
+                     "cls": optuna.distributions.FloatDistribution(0.3, 1.5),
+                     "dfl": optuna.distributions.FloatDistribution(0.5, 3.0),
+                     "mosaic": optuna.distributions.FloatDistribution(0.0, 1.0),
+                     "lr0": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True)}
+    progress = SearchProgress(metric="segm/AP", mode="max", max_epochs=1, searched=distributions,
+                              experiment_dir=str(tmp_path))
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    progress.setup(total_num_samples=MIN_TRIALS_FOR_IMPORTANCE + 1)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for i in range(MIN_TRIALS_FOR_IMPORTANCE + 1):
+        trial = Trial(f"t{i:07d}", study.ask(distributions).params)
+        progress.on_trial_start(0, [], trial)
+        trial.last_result = _result(1, segm=1000 * trial.config["lr0"], bbox=0.0)  # only lr0 matters
+        progress.on_trial_result(0, [], trial, trial.last_result)
+        progress.on_trial_complete(0, [], trial)
+    lines = out.getvalue().splitlines()
+    note = next(i for i, line in enumerate(lines) if "parameters shown from now on" in line)
+    assert f"PED-ANOVA over {MIN_TRIALS_FOR_IMPORTANCE} ended trials): lr0 " in lines[note]
+    assert " box=" in lines[note - 1] and " lr0=" not in lines[note - 1]  # before: the space's first four keys
+    last_start = [line for line in lines if " started " in line][-1]
+    assert last_start.split("started")[-1].split()[0].startswith("lr0=")  # after: the most important first
