@@ -95,7 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory that holds experiments (shared storage on a cluster)")
     output.add_argument("--resume", action="store_true",
                         help="continue the experiment --name in --storage where it stopped")
+    terminal = output.add_mutually_exclusive_group()
+    terminal.add_argument("--quiet", action="store_true",
+                          help="print only the essentials, failed trials and the closing summary")
+    terminal.add_argument("--verbose", action="store_true",
+                          help="print a line per epoch and Ray Tune's own tables too (default: one live view; "
+                               "plain lines when the output is not a terminal)")
     return parser
+
+
+def output_mode(args: argparse.Namespace) -> str:
+    """quiet, default or verbose: what the terminal shows while the search runs."""
+    return "quiet" if args.quiet else "verbose" if args.verbose else "default"
 
 
 def validate_args(args: argparse.Namespace) -> None:

@@ -19,7 +19,7 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
 
 from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
 from core.record import SETTINGS_FILE, RunSettings, default_mode  # noqa: E402
-from runners.cli import adapter_options, build_parser, validate_args  # noqa: E402
+from runners.cli import adapter_options, build_parser, output_mode, validate_args  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
@@ -75,7 +75,7 @@ def _run(args) -> int:
     from runners.cluster import plan_resources
     from runners.tuner import build_tuner
 
-    _start_ray(args.address)
+    _start_ray(args.address, output_mode(args))
     has_gpu = _cluster_has_gpu()
     num_samples = args.num_samples or (16 if has_gpu else 8)
     max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
@@ -95,7 +95,8 @@ def _run(args) -> int:
         workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
         seed=args.seed, space=space.to_dict(), experiment_dir=str(experiment_dir), options=options,
     )
-    print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
+    if not args.quiet:
+        print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
     print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
@@ -103,7 +104,7 @@ def _run(args) -> int:
     tuner = build_tuner(
         settings, space, name=name, storage=storage, num_samples=num_samples, grace_period=grace,
         reduction_factor=args.reduction_factor, max_concurrent=resources.max_concurrent,
-        time_budget=args.time_budget, max_failures=args.max_failures,
+        time_budget=args.time_budget, max_failures=args.max_failures, output=output_mode(args),
     )
     experiment_dir.mkdir(parents=True, exist_ok=True)  # the Tuner may have made it; it was new above
     settings.save(experiment_dir)
@@ -130,13 +131,16 @@ def _resume(args, experiment_dir: Path) -> int:
     settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
     if settings.framework != args.framework:
         raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
-    _start_ray(args.address)
+    _start_ray(args.address, output_mode(args))
     print(f"segtune: resuming {experiment_dir}")
-    return _finish(restore_tuner(experiment_dir, settings).fit(), settings, experiment_dir)
+    return _finish(restore_tuner(experiment_dir, settings, output_mode(args)).fit(), settings, experiment_dir)
 
 
-def _start_ray(address: str | None) -> None:
+def _start_ray(address: str | None, output: str) -> None:
     from runners.cluster import init_ray
+    from runners.progress import quiet_libraries
+
+    quiet_libraries(output)  # before Ray starts: some of its notices come from ray.init
 
     # A local cluster's workers import this checkout even when it was not pip-installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -175,8 +179,9 @@ def _prepare_data(args, adapter: type[TrainerAdapter]):
         seed=args.seed, cache_dir=_writable_dir(args.cache_dir, "--cache-dir"),
         layouts=adapter.data_layouts(), readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
     )
-    print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
-          f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
+    if not args.quiet:
+        print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
+              f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
     return dataset
 
 

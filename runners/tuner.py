@@ -19,9 +19,11 @@ def make_trainable(settings: RunSettings):
 
 def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage: Path, num_samples: int,
                 grace_period: int, reduction_factor: float, max_concurrent: int,
-                time_budget: float | None, max_failures: int):
+                time_budget: float | None, max_failures: int, output: str = "default"):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+
+    from runners.progress import ray_verbosity
 
     searcher = make_searcher(space, settings.metric, settings.mode, settings.seed, settings.max_epochs)
     scheduler = ASHAScheduler(  # metric/mode come from TuneConfig (Ray refuses them twice)
@@ -39,7 +41,8 @@ def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=1,
+            name=name, storage_path=str(storage), verbose=ray_verbosity(output),
+            callbacks=[_progress_view(settings, output, time_budget)],  # instead of Ray's tables
             log_to_file=True,  # each trial's framework output goes to its own stdout/stderr files
             # The latest checkpoint is always kept besides the best: resume and export need no more.
             checkpoint_config=tune.CheckpointConfig(
@@ -55,8 +58,24 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def restore_tuner(experiment_dir: Path, settings: RunSettings):
+def _progress_view(settings: RunSettings, output: str, time_budget: float | None):
+    from runners.progress import SearchProgress
+
+    return SearchProgress(metric=settings.metric, mode=settings.mode, max_epochs=settings.max_epochs,
+                          searched=SearchSpace.from_dict(settings.space).searched,
+                          experiment_dir=settings.experiment_dir, output=output, time_budget=time_budget)
+
+
+def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "default"):
     from ray import tune
 
-    return tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
-                              resume_unfinished=True, resume_errored=False, restart_errored=False)
+    from runners.progress import SearchProgress, ray_verbosity
+
+    tuner = tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
+                               resume_unfinished=True, resume_errored=False, restart_errored=False)
+    # Ray restores the first run's RunConfig, callbacks included: show this run's view in this run's mode.
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.verbose = ray_verbosity(output)
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)]
+    run_config.callbacks.append(_progress_view(settings, output, None))
+    return tuner

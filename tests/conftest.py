@@ -98,6 +98,7 @@ def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     (storage / "yolo-e2e.stdout.txt").write_text(proc.stdout)
+    (storage / "yolo-e2e.stderr.txt").write_text(proc.stderr)
     return storage / "yolo-e2e"
 
 
