@@ -34,6 +34,14 @@ def trial_dir_name(trial_id: str) -> str:
     return f"trial_{trial_id}"
 
 
+def absolute_study_url(url: str) -> str:
+    """A relative SQLite path made absolute: the URL is recorded, and a resume may run elsewhere."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """A reader (a running analysis, a killed driver's successor) never sees half a file."""
     path = Path(path)

@@ -50,7 +50,8 @@ def check_resume_options(args: argparse.Namespace, settings: RunSettings, legacy
     for name, (recorded_of, why) in _KEPT.items():
         if name in given and getattr(args, name) != recorded_of(settings):
             raise ConfigError(f"{_flag(name)} {getattr(args, name)} differs from this experiment's "
-                              f"{recorded_of(settings)} and cannot change on --resume ({why}); leave it out, {_START_NEW}")
+                              f"{recorded_of(settings)} and cannot change on --resume ({why}); leave it out, "
+                              f"{_START_NEW}")
     if legacy:
         for name in ("num_samples", "time_budget"):
             if name in given:
@@ -62,8 +63,8 @@ def check_resume_options(args: argparse.Namespace, settings: RunSettings, legacy
         if not settings.space.get("searched"):
             raise ConfigError("--num-samples: this experiment trains one fixed configuration (--config); leave it out")
         if args.num_samples < settings.num_samples:
-            raise ConfigError(f"--num-samples {args.num_samples} is fewer than this experiment's {settings.num_samples}; "
-                              f"a search can grow, not shrink: leave it out or give more")
+            raise ConfigError(f"--num-samples {args.num_samples} is fewer than this experiment's "
+                              f"{settings.num_samples}; a search can grow, not shrink: leave it out or give more")
         changes["num_samples"] = args.num_samples
     if "time_budget" in given:
         changes["time_budget"] = args.time_budget

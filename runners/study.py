@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,14 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 
 
 def dashboard_command(url: str) -> str:
-    return f"optuna-dashboard {url}"
+    """The command that shows the study live (a password in the URL is not printed)."""
+    import sqlalchemy
+
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: it was refused before a search could start
+        shown = url
+    return f"optuna-dashboard {shown}"
 
 
 @dataclass
@@ -192,11 +199,6 @@ def read_study_trials(url: str, name: str) -> list[FrozenTrial]:
     if not study_exists(storage, name):
         return []
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-
-
-def segtune_trials(trials: Iterable[FrozenTrial]) -> dict[str, FrozenTrial]:
-    """segtune trial id -> study trial, for the trials this experiment ran (not warm-start ones)."""
-    return {t.user_attrs["segtune_trial_id"]: t for t in trials if "segtune_trial_id" in t.user_attrs}
 
 
 def _finite(value: Any) -> bool:

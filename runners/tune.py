@@ -18,7 +18,7 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
     sys.path.insert(0, str(_REPO_ROOT))
 
 from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
-from core.record import SETTINGS_FILE, RunSettings, default_mode  # noqa: E402
+from core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode  # noqa: E402
 from runners.resume import check_resume_options  # noqa: E402
 from runners.cli import adapter_options, build_parser, given_options, validate_args  # noqa: E402
 from search_spaces.space import (  # noqa: E402
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     validate_args(args)
+    if args.study_storage:
+        args.study_storage = absolute_study_url(args.study_storage)
     config = load_yaml(args.config, "config") if args.config is not None else None
     if isinstance(config, dict):
         _apply_config_defaults(args, config)

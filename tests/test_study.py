@@ -32,7 +32,8 @@ def _settings(framework: str = "yolo", metric: str = "segm/AP", mode: str = "max
     return RunSettings(**values)
 
 
-def _experiment(path: Path, trials: list[dict], settings: RunSettings | None = None, direction: str = "maximize") -> Path:
+def _experiment(path: Path, trials: list[dict], settings: RunSettings | None = None,
+                direction: str = "maximize") -> Path:
     """An experiment directory with a segtune.json and a study of `trials` (params, distributions,
     value, state, intermediate_values) in its default storage."""
     path.mkdir(parents=True)
@@ -40,7 +41,8 @@ def _experiment(path: Path, trials: list[dict], settings: RunSettings | None = N
     settings.save(path)
     study = optuna.create_study(storage=settings.study_url(path), study_name=path.name, direction=direction)
     for i, trial in enumerate(trials):
-        study.add_trial(optuna.trial.create_trial(user_attrs={"segtune_trial_id": f"old{i}", "trial_dir": "x"}, **trial))
+        attrs = {"segtune_trial_id": f"old{i}", "trial_dir": "x"}
+        study.add_trial(optuna.trial.create_trial(user_attrs=attrs, **trial))
     return path
 
 
@@ -58,7 +60,8 @@ def test_tpe_follows_the_warm_start_data(tmp_path):
     assert len(warm.trials) == 24 and warm.points == [{"x": 1.0}, {"x": 22 / 23}, {"x": 21 / 23}]
 
     def top_share(trials) -> float:
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=10))
+        sampler = optuna.samplers.TPESampler(seed=1, n_startup_trials=10)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
         for trial in trials:
             study.add_trial(trial)
         proposals = []
@@ -85,7 +88,8 @@ def test_warm_start_keeps_what_the_new_space_can_hold(tmp_path):
         {"params": {"x": 0.9, "kind": "b", "gone": 0.4}, "distributions": dists, "state": TrialState.FAIL},
     ])
     new_kind = CategoricalDistribution(["c", "b"])  # "b" is now choice 1: stored as index 1, not 0
-    space = SearchSpace(source="test", framework="yolo", searched={"x": FloatDistribution(0.0, 1.0), "kind": new_kind}, fixed={})
+    searched = {"x": FloatDistribution(0.0, 1.0), "kind": new_kind}
+    space = SearchSpace(source="test", framework="yolo", searched=searched, fixed={})
     warm = load_warm_start(find_sources([tmp_path / "old"], tmp_path, "yolo", "segm/AP", "max"), space, "max", 3)
 
     complete, pruned = warm.trials
@@ -126,6 +130,15 @@ def test_a_framework_mismatch_is_refused_before_anything_is_written(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "is a yolo experiment" in proc.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_study_storage_that_cannot_be_opened_is_one_line(tmp_path):
+    from runners.study import open_storage
+
+    for url in ("not-a-url", f"sqlite:///{tmp_path}/missing/dir/x.db", "postgresql://user@localhost:1/db"):
+        with pytest.raises(ConfigError, match="cannot be opened") as error:
+            open_storage(url)
+        assert "\n" not in str(error.value) and "--study-storage" in str(error.value)
 
 
 # ---- the study searcher --------------------------------------------------------------------------

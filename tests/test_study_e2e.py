@@ -46,7 +46,8 @@ def check_study_matches_trials(experiment: Path) -> dict[str, optuna.trial.Froze
     for trial_id, trial in ran.items():
         trial_dir = experiment / f"trial_{trial_id}"
         results = trial_dir / "result.json"  # none when the time budget ended the trial before its first epoch
-        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.exists() else []
+        lines = results.read_text().splitlines() if results.exists() else []
+        rows = [json.loads(line) for line in lines if line.strip()]
         by_epoch: dict[int, set[float]] = {}
         for row in rows:  # a resumed trial may repeat an epoch: either value may be the study's
             if not row.get("segtune/diverged"):
@@ -149,10 +150,12 @@ def test_resume_refuses_a_changed_option_in_one_line(grown, option):
 def warm(grown, tiny_demo_data) -> dict:
     source = grown["experiment"]
     storage = source.parent
+    (storage / "studies").mkdir()
     proc = _tune("--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(storage / "space.yaml"),
                  "--num-samples", "2", "--max-epochs", "2", "--metric", "yolo/val/seg_loss", "--cpus-per-trial", "1",
                  "--storage", str(storage), "--name", "warm", "--cache-dir", str(storage / "cache"),
-                 "--warm-start", str(source), "--time-budget", "0.01")
+                 "--warm-start", str(source), "--time-budget", "0.01",
+                 "--study-storage", f"sqlite:///{storage / 'studies' / 'all.db'}")  # any RDB URL; SQLite here
     return {"source": source, "experiment": storage / "warm", "proc": proc}
 
 
@@ -163,6 +166,8 @@ def test_warm_start_and_a_time_budget_spent_before_any_epoch(warm):
     assert proc.stderr.strip().splitlines()[-1].startswith("the time budget (0.01 s) ran out before any trial reported")
     assert "warm start: 3 trials from small; the best 1 configuration run first" in proc.stdout
 
+    assert not (experiment / "optuna.db").exists()
+    assert f"optuna-dashboard sqlite:///{experiment.parent / 'studies' / 'all.db'}" in proc.stdout
     study = _study(experiment)
     from_source = [t for t in study.trials if t.user_attrs.get("warm_start_from") == "small"]
     old = _study(source)
