@@ -58,7 +58,8 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
         if with_experiment:
             row["experiment"] = t.experiment
         row.update({
-            "trial": t.trial_id, "status": t.status, "detail": t.detail, "epochs": t.epochs,
+            "trial": t.trial_id, "status": t.status, "end_reason": t.end_reason, "optuna_trial": t.optuna_trial,
+            "detail": t.detail, "epochs": t.epochs,
             "best_epoch": t.best_epoch, f"{metric}@best": t.best_value,
         })
         row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS})

@@ -22,8 +22,13 @@ from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
 
 # Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
-# exit; SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
+# exit, stop (training ends before that epoch, as a framework's own early stopping ends it);
+# SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
 FAULT_ENV = "SEGTUNE_INJECT_FAULT"
+
+
+class _InjectedEarlyStop(Exception):
+    """The `stop` fault: the framework's training loop ends early, without an error."""
 
 
 def trial_device(gpus_per_trial: float) -> str:
@@ -88,6 +93,8 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         with _restored_checkpoint() as resume_from:
             cost.restore(resume_from)
             adapter.train(on_epoch_end, resume_from)
+    except _InjectedEarlyStop:
+        return
     except TrainingDiverged as exc:
         # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case
         # score (Optuna refuses NaN, and TPE should learn that this region is bad).
@@ -115,6 +122,8 @@ def _inject_fault(epoch: int, trial_dir: Path, experiment_dir: Path) -> None:
             marker.open("x").close()  # atomic: exactly one trial (or attempt) gets the fault
         except FileExistsError:
             return
+    if kind == "stop":
+        raise _InjectedEarlyStop()
     if kind == "exit":
         os._exit(3)  # the trial's process dies without a word, as after a segfault or OOM kill
     if kind == "oom":

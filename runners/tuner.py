@@ -1,13 +1,55 @@
-"""The Ray Tune `Tuner` of an experiment, new or restored: the trainable, its resources, the
-searcher and scheduler (`runners/search.py`), storage, checkpoints and failure handling."""
+"""The Ray Tune `Tuner` of an experiment, new or resumed: the trainable, its resources, the
+searcher (`runners/search.py`) on the experiment's study (`runners/study.py`), the scheduler and
+the end reasons (`runners/endings.py`), storage, checkpoints and failure handling.
+
+A resumed experiment gets a Tuner built like a new one from its record (segtune.json, with the
+options a resume may change), told to resume through Ray's ResumeConfig. `Tuner.restore` would
+rebuild everything from the pickled Tuner instead, so a grown --num-samples or a new --time-budget
+could not reach it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.record import RunSettings
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+
+from core.record import RunSettings, trial_dir_name
+from runners.endings import EndLog, EndReasonCallback, RecordingASHA, TimeBudget
 from runners.search import make_searcher
+from runners.study import StudyPlace
 from runners.trial import run_trial
 from search_spaces.space import SearchSpace
+
+
+class GrowableSearch(SearchGenerator):
+    """Ray's search generator (with its concurrency limit), repaired for resuming:
+
+    - Ray restores the number of samples of the first run; a resumed run may ask for more.
+    - When the time budget runs out, Ray ends every trial without telling the searcher
+      (TuneController._stop_experiment_if_needed): Optuna would keep them RUNNING, and the
+      concurrency limiter would count them as live forever, so a grown search never started
+      another trial. `set_finished` (what Ray calls right then) tells the searchers first."""
+
+    def __init__(self, searcher: Searcher, num_samples: int, max_concurrent: int):
+        self._limiter = ConcurrencyLimiter(searcher, max_concurrent=max(1, max_concurrent))
+        super().__init__(self._limiter)
+        self._num_samples = num_samples
+        self._last_results: dict[str, dict] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._last_results[trial_id] = result
+        super().on_trial_result(trial_id, result)
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._total_samples = max(self._total_samples, self._num_samples)
+        if self._counter < self._total_samples:
+            self._finished = False  # a finished (or time-budget-ended) search that was grown
+
+    def set_finished(self) -> None:
+        for trial_id in list(self._limiter.live_trials):
+            self.on_trial_complete(trial_id, result=self._last_results.get(trial_id))
+        super().set_finished()
 
 
 def make_trainable(settings: RunSettings):
@@ -17,56 +59,75 @@ def make_trainable(settings: RunSettings):
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
 
 
-def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage: Path, num_samples: int,
-                grace_period: int, reduction_factor: float, max_concurrent: int,
-                time_budget: float | None, max_failures: int, output: str = "default"):
+def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None) -> StudyPlace:
+    """The experiment's study; `warm_start` (runners/warm_start.py) seeds a new one."""
+    return StudyPlace(
+        url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
+        experiment_dir=experiment_dir, framework=settings.framework,
+        warm_trials=warm_start.trials if warm_start else (), first_points=warm_start.points if warm_start else [],
+    )
+
+
+def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path, *, warm_start=None,
+                resume: bool = False, output: str = "default"):
+    """The Tuner of `settings` (budget, schedule and study included); `resume` continues the
+    experiment already in `experiment_dir`; `output` is the terminal mode (runners/progress.py)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from runners.progress import ray_verbosity
 
-    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed, settings.max_epochs)
-    scheduler = ASHAScheduler(  # metric/mode come from TuneConfig (Ray refuses them twice)
-        time_attr="training_iteration", max_t=settings.max_epochs,
-        grace_period=grace_period, reduction_factor=reduction_factor,
+    budget = TimeBudget(settings.time_budget)
+    end_log = EndLog(experiment_dir, settings.max_epochs, budget)
+    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed,
+                             study=study_place(settings, experiment_dir, warm_start), end_log=end_log)
+    scheduler = RecordingASHA(  # metric/mode come from TuneConfig (Ray refuses them twice)
+        end_log, time_attr="training_iteration", max_t=settings.max_epochs,
+        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
     )
     return tune.Tuner(
         make_trainable(settings),
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, metric=settings.metric, mode=settings.mode,
-            num_samples=num_samples if searcher else 1,
-            # Ray admits one pending trial for a custom searcher unless told otherwise: GPUs would idle.
-            max_concurrent_trials=max_concurrent, time_budget_s=time_budget, reuse_actors=False,
+            # Ray admits one pending trial for a custom searcher unless it is concurrency-limited.
+            search_alg=GrowableSearch(searcher, settings.num_samples, settings.max_concurrent) if searcher else None,
+            scheduler=scheduler, metric=settings.metric, mode=settings.mode,
+            num_samples=settings.num_samples if searcher else 1,
+            max_concurrent_trials=None if searcher else settings.max_concurrent, reuse_actors=False,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=ray_verbosity(output),
-            callbacks=[_progress_view(settings, output, time_budget)],  # instead of Ray's tables
+            name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=ray_verbosity(output),
             log_to_file=True,  # each trial's framework output goes to its own stdout/stderr files
+            # Our own view instead of Ray's tables (runners/progress.py).
+            stop=budget, callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
             # The latest checkpoint is always kept besides the best: resume and export need no more.
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=settings.metric,
                 checkpoint_score_order=settings.mode,
             ),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         ),
+        # What Tuner.restore itself hands to Ray: finished and errored trials stay as they are,
+        # unfinished ones continue from their last checkpoint.
+        _tuner_kwargs={"resume_config": tune.ResumeConfig()} if resume else None,
     )
 
 
 def _trial_name(trial) -> str:
-    return f"trial_{trial.trial_id}"
+    return trial_dir_name(trial.trial_id)
 
 
-def _progress_view(settings: RunSettings, output: str, time_budget: float | None):
+def _progress_view(settings: RunSettings, output: str):
     from runners.progress import SearchProgress
 
     return SearchProgress(metric=settings.metric, mode=settings.mode, max_epochs=settings.max_epochs,
                           searched=SearchSpace.from_dict(settings.space).searched,
-                          experiment_dir=settings.experiment_dir, output=output, time_budget=time_budget)
+                          experiment_dir=settings.experiment_dir, output=output,
+                          time_budget=settings.time_budget)
 
 
 def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "default"):
+    """An experiment recorded before segtune kept its budget in segtune.json: Ray's own restore."""
     from ray import tune
 
     from runners.progress import SearchProgress, ray_verbosity
@@ -77,5 +138,5 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "de
     run_config = tuner._local_tuner.get_run_config()
     run_config.verbose = ray_verbosity(output)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)]
-    run_config.callbacks.append(_progress_view(settings, output, None))
+    run_config.callbacks.append(_progress_view(settings, output))
     return tuner

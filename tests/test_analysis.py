@@ -57,7 +57,7 @@ def moved_experiment(yolo_experiment, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def modified_experiment(yolo_experiment, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A copy (without weights) whose four trials are made failed, diverged, running and ASHA-stopped."""
+    """A copy (without weights) whose four trials are made failed, diverged, running and stopped by the time budget."""
     target = tmp_path_factory.mktemp("modified") / "modified-exp"
     shutil.copytree(yolo_experiment, target, ignore=shutil.ignore_patterns("*.pt"))
     trials = sorted(p for p in target.iterdir() if p.is_dir() and p.name.startswith("trial_"))[:4]
@@ -81,6 +81,9 @@ def modified_experiment(yolo_experiment, tmp_path_factory) -> tuple[Path, dict[s
     (target / roles["diverged"] / "result.json").write_text(json.dumps(first) + "\n" + json.dumps(diverged_row) + "\n")
     rewrite(roles["running"], 1, {"done": False}, tail='{"segm/AP": 0.0, "training_it')  # half-written line
     rewrite(roles["stopped"], 1, {"done": True})
+    for trial in roles.values():  # the driver's records of how the real trials ended no longer hold
+        (target / trial / "end_reason.json").unlink(missing_ok=True)
+    (target / roles["stopped"] / "end_reason.json").write_text(json.dumps({"reason": "time_budget", "epochs": 1}))
 
     state_file = next(target.glob("experiment_state-*.json"))
     state = json.loads(state_file.read_text())
@@ -174,9 +177,10 @@ def test_statuses_of_the_real_search(yolo_experiment, tmp_path):
         if trial.epochs == max_epochs:
             assert trial.status == "finished", trial.detail
         else:  # ASHA's cut: a rung of grace period 1 and reduction factor 2
-            assert trial.status == "stopped" and trial.short_status == f"stopped early at epoch {trial.epochs}"
-            assert f"stopped early at epoch {trial.epochs}" in proc.stdout
+            assert trial.status == "stopped" and trial.short_status == f"stopped by ASHA at epoch {trial.epochs}"
+            assert f"stopped by ASHA at epoch {trial.epochs}" in proc.stdout
             assert trial.detail == f"stopped early by ASHA at epoch {trial.epochs} of {max_epochs}"
+            assert trial.end_reason == "asha"
         assert trial.checkpoint is not None and trial.checkpoint.parent == trial.path
         assert trial.best_epoch is not None and set(trial.best_metrics) == set(trial.last_metrics)
     assert len(exp.searched) >= 2 and "seed" in exp.fixed and exp.reader == "ray"
@@ -210,10 +214,11 @@ def test_failed_diverged_running_and_stopped_trials(modified_experiment, tmp_pat
     assert failed.status == "failed" and failed.reason == "RuntimeError: CUDA out of memory (test)"
     assert diverged.status == "diverged" and "loss is not finite" in diverged.reason and diverged.epochs == 1
     assert running.status == "running" and running.epochs == 1  # the half-written line is skipped
-    assert stopped.status == "stopped" and stopped.short_status == "stopped early at epoch 1"
+    assert stopped.status == "stopped" and stopped.short_status == "stopped by time budget at epoch 1"
+    assert stopped.detail == f"stopped by the time budget at epoch 1 of {exp.settings.max_epochs}"
     proc = _run("analysis/rank.py", path, "--out", tmp_path / "rank")
     assert proc.returncode == 0, proc.stderr
-    assert "CUDA out of memory" in proc.stdout and "stopped early at epoch 1" in proc.stdout
+    assert "CUDA out of memory" in proc.stdout and "stopped by time budget at epoch 1" in proc.stdout
     assert _run("analysis/report.py", path, "--out", tmp_path / "report").returncode == 0
     assert "diverged" in (tmp_path / "report" / "report.html").read_text()
 
