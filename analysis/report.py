@@ -34,7 +34,7 @@ from core.errors import not_writable, run_cli  # noqa: E402
 PROG = "report.py"
 PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
 # In the order the header counts them: healthy first.
-_STATUS_WORDS = {"finished": "finished", "stopped": "stopped early by ASHA", "running": "running",
+_STATUS_WORDS = {"finished": "finished", "stopped": "stopped early", "running": "running",
                  "pending": "pending", "paused": "paused", "diverged": "diverged", "failed": "failed"}
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0 auto;
@@ -186,7 +186,7 @@ def _curves(exp: Experiment, study: optuna.Study, out: Path) -> tuple[str, str, 
     also = "segm/AP too, " if exp.metric != "segm/AP" else ""
     text = (f"<p><code>{_esc(exp.metric)}</code> after every epoch. Hover a line for its trial; click legend entries "
             "to hide or show trials, double-click one to see it alone. Dashed red: failed or diverged. Printed, "
-            f"the page shows {also}a black bar where ASHA stopped a trial and a red cross where one failed.</p>")
+            f"the page shows {also}a black bar where a trial was stopped early (ASHA, the time budget or the framework: the ranking says which) and a red cross where one failed.</p>")
     figure = plots.curves_figure(study, exp.metric)
     return _section("curves", "Learning curves", text + _view(
         "curves", [figure] if figure else [], _png(plots.plot_curves(exp), out / "curves.png", "learning curves")))
