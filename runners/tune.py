@@ -74,7 +74,8 @@ def _run(args) -> int:
     dataset = _prepare_data(args)
 
     from cocodata.evaluator import CocoEvaluator
-    from runners.experiment import build_tuner, plan_resources
+    from runners.experiment import build_tuner
+    from runners.resources import plan_resources
 
     _start_ray(args.address)
     has_gpu = _cluster_has_gpu()
@@ -102,6 +103,8 @@ def _run(args) -> int:
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
+    if resources.warning:
+        print(f"segtune: warning: {resources.warning}")
     tuner = build_tuner(
         settings, space, name=name, storage=storage, num_samples=num_samples, grace_period=grace,
         reduction_factor=args.reduction_factor, max_concurrent=resources.max_concurrent,
