@@ -90,7 +90,11 @@ def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage
             search_alg=searcher, scheduler=scheduler, metric=settings.metric, mode=settings.mode,
             num_samples=num_samples if searcher else 1,
             # Ray admits one pending trial for a custom searcher unless told otherwise: GPUs would idle.
-            max_concurrent_trials=max_concurrent, time_budget_s=time_budget, reuse_actors=False,
+            max_concurrent_trials=max_concurrent, time_budget_s=time_budget,
+            # The next trial runs in the process of one that ended: a fresh process per trial imports
+            # Ray Tune, torch and the framework again (and makes a CUDA context), seconds in which its
+            # GPU idles (docs/BENCHMARKS.md, "GPU packing"). Adapters keep no state between trials.
+            reuse_actors=True,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
