@@ -18,11 +18,18 @@ def test_cpu_only_head_does_not_inflate_cpus_per_trial():
     plan_ = _plan([HEAD, {"CPU": 16, "GPU": 4}, {"CPU": 16, "GPU": 4}])
     assert plan_.gpus_per_trial == 1
     assert plan_.cpus_per_trial == 4
-    assert plan_.node_slots == (0, 4, 4)
+    assert plan_.node_slots == (0, 4, 4) and plan_.slots == 8
     assert plan_.max_concurrent == 8
     assert plan_.idle_gpu_slots == 0 and plan_.warning == ""
     assert (plan_.cluster_gpus, plan_.cluster_cpus) == (8, 40)
     assert plan_.workers == 3
+
+
+def test_a_large_cpu_only_head_never_sets_cpus_per_trial():
+    # From cluster totals: 72 CPUs / 4 GPUs = 18 CPUs per trial, which no GPU node has: all PENDING.
+    plan_ = _plan([{"CPU": 64, "GPU": 0}, {"CPU": 8, "GPU": 4}])
+    assert plan_.cpus_per_trial == 2
+    assert plan_.node_slots == (0, 4)
 
 
 def test_uneven_gpu_nodes_take_the_cpus_the_tightest_node_can_give():
