@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from analysis.confirmed import confirmation_html, confirmed_configs  # noqa: E402
 from analysis.rank import failure_notes  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
@@ -144,12 +145,13 @@ def plot_progress(exp: Experiment) -> Figure:
 
 # ---- hyperparameter importance ------------------------------------------------------------------
 def build_study(exp: Experiment):
-    """An in-memory Optuna study with one COMPLETE trial per trial that has a value: its best value,
-    the value the ranking uses (an ASHA-stopped trial enters with what it reached before the cut)."""
+    """An in-memory Optuna study with one COMPLETE trial per search trial that has a value: its score,
+    the value the ranking uses (an ASHA-stopped trial enters with what it reached before the cut).
+    Confirmation trials re-measure a search trial's point with other seeds: they are left out."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scored = [t for t in exp.trials if t.best_value is not None and t.status != "failed"]
+    scored = [t for t in exp.trials if t.best_value is not None and t.status != "failed" and not t.confirm_of]
     distributions = {k: d for k, d in _distributions(exp, scored).items() if not d.single()}
     study = optuna.create_study(direction="maximize" if exp.mode == "max" else "minimize")
     from search_spaces.space import freeze
@@ -266,7 +268,7 @@ def _image(b64: str, alt: str) -> str:
 
 
 def _table(exp: Experiment) -> str:
-    head = ["rank", "trial", "status", "epochs", f"{exp.metric} (best)", "best epoch", *TABLE_METRICS,
+    head = ["rank", "trial", "status", "epochs", f"{exp.metric} score", "best epoch", *TABLE_METRICS,
             *exp.searched, "wall time (s)"]
     rows = []
     for t in exp.trials:
@@ -287,8 +289,11 @@ def build_report(exp: Experiment, out: Path) -> Path:
     for name in PNG_NAMES:  # a plot this run cannot draw must not leave an earlier run's behind
         (out / name).unlink(missing_ok=True)
     s = exp.settings
-    sections = [f"<h2>Ranking</h2><p>By the best <code>{html.escape(exp.metric)}</code> ({exp.mode}) of each "
-                f"trial; COCO AP in percent at that epoch ('-': no ground truth of that size).</p>{_table(exp)}"]
+    sections = [f"<h2>Ranking</h2><p>By each trial's score: its best ({exp.mode}) mean of "
+                f"<code>{html.escape(exp.metric)}</code> over 3 consecutive epochs, confirmed configurations first; "
+                f"COCO AP in percent at the epoch ending that window ('-': no ground truth of that size).</p>"
+                f"{_table(exp)}"]
+    sections.append(confirmation_html(confirmed_configs(exp.trials, exp.mode), exp.metric))
     notes = failure_notes(exp.trials)
     if notes:
         sections.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")

@@ -16,6 +16,17 @@ from typing import Any
 SETTINGS_FILE = "segtune.json"
 DIVERGED_KEY = "segtune/diverged"  # 1 in the placeholder row of a trial whose loss became NaN/Inf
 FAILURE_KEY = "segtune/failure"  # why that trial ended ("diverged: ...")
+# Config keys of a confirmation trial (runners/confirm.py): the search trial whose configuration it
+# trains again, and which of its new seeds it is (1..S). Never handed to an adapter.
+CONFIRM_OF_KEY = "segtune_confirm_of"
+CONFIRM_SEED_KEY = "segtune_confirm_seed"
+MARK_KEYS = (CONFIRM_OF_KEY, CONFIRM_SEED_KEY)
+
+
+def split_marks(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's config as (hyperparameters, segtune's marks)."""
+    return ({k: v for k, v in config.items() if k not in MARK_KEYS},
+            {k: v for k, v in config.items() if k in MARK_KEYS})
 
 
 def default_mode(metric: str) -> str:
@@ -115,6 +126,10 @@ class RunSettings:
     experiment_dir: str = ""  # where trials write their framework output (shared storage on a cluster)
     # Adapter-specific command-line options the adapter declared (e.g. iterations per epoch).
     options: dict[str, Any] = field(default_factory=dict)
+    # Confirmation (runners/confirm.py): the top `confirm_top` configurations of the search are
+    # trained again with `confirm_seeds` new seeds each; 0: none.
+    confirm_top: int = 0
+    confirm_seeds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

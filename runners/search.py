@@ -1,12 +1,52 @@
 """How the search proposes and judges trials: Optuna's TPE through Ray's OptunaSearch."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 from core.record import DIVERGED_KEY
 from search_spaces.space import SearchSpace
 
 
-def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epochs: int):
-    """Optuna TPE over the searched keys, told about ASHA's early stops (see PruningAwareOptunaSearch)."""
+@dataclass(frozen=True)
+class SamplerPlan:
+    """TPE's settings, decided from the budget."""
+
+    n_startup_trials: int  # finished trials (start points included) before TPE takes over from random
+    num_samples: int
+    start_points: int = 0  # trials proposed by segtune, not sampled (the framework's defaults, --start-from)
+    # One joint density over all keys: a good learning rate depends on the optimizer and the batch.
+    multivariate: bool = True
+    constant_liar: bool = True  # running trials count as bad ones: concurrent trials spread out
+
+    def describe(self) -> str:
+        start = f"{self.start_points} start point{'s' * (self.start_points != 1)} first, " if self.start_points else ""
+        return (f"TPE: {start}random proposals until {self.n_startup_trials} of {self.num_samples} trials have "
+                f"finished, then TPE ({'multivariate' if self.multivariate else 'independent'}"
+                f"{', constant liar' if self.constant_liar else ''})")
+
+
+def plan_sampler(num_samples: int, start_points: int = 0) -> SamplerPlan:
+    """A quarter of the budget (at least 2, never all of it; start points count) explores before TPE
+    models the results. Optuna's fixed default of 10 made every search of up to 10 trials random."""
+    startup = min(max(2, math.ceil(num_samples / 4)), max(1, num_samples - 1))
+    return SamplerPlan(n_startup_trials=startup, num_samples=num_samples, start_points=start_points)
+
+
+def make_sampler(plan: SamplerPlan, seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=plan.n_startup_trials,
+        multivariate=plan.multivariate, constant_liar=plan.constant_liar,
+    )
+
+
+def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epochs: int,
+                  plan: SamplerPlan | None = None, start_points: list[dict[str, Any]] = ()):
+    """Optuna TPE over the searched keys, told about ASHA's early stops (see PruningAwareOptunaSearch).
+    `start_points` (possibly partial: Optuna samples the missing keys) are the first trials."""
     if not space.searched:
         return None
     import optuna
@@ -30,5 +70,9 @@ def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epo
                 return
             super().on_trial_complete(trial_id, result, error)
 
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(space.searched))))
-    return PruningAwareOptunaSearch(space=dict(space.searched), metric=metric, mode=mode, sampler=sampler)
+    plan = plan or plan_sampler(8)
+    searcher = PruningAwareOptunaSearch(space=dict(space.searched), metric=metric, mode=mode,
+                                        sampler=make_sampler(plan, seed))
+    for point in start_points:  # Ray's own points_to_evaluate refuses partial points
+        searcher._ot_study.enqueue_trial(point, skip_if_exists=True)
+    return searcher

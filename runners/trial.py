@@ -6,6 +6,7 @@ model into COCO metrics (one evaluator for every framework), a checkpoint, and o
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import tempfile
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
-from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
+from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
+from core.score import SCORE_KEY, WINDOW_KEY, RunningScore
 from search_spaces.space import thaw
 from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
@@ -23,6 +25,8 @@ from trainers.registry import get_adapter
 # Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
 # exit; SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
 FAULT_ENV = "SEGTUNE_INJECT_FAULT"
+# The metric values behind the running score, kept in every checkpoint so a resumed trial goes on scoring.
+SCORE_STATE_FILE = "segtune-score.json"
 
 
 def trial_device(gpus_per_trial: float) -> str:
@@ -38,20 +42,23 @@ def worst_value(mode: str) -> float:
 
 
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
-    """The Ray Tune trainable. `config` holds the hyperparameters only (sampled and fixed)."""
+    """The Ray Tune trainable. `config` holds the hyperparameters (sampled and fixed) and, for a
+    confirmation trial, segtune's marks (`core.record.split_marks`), which the adapter never sees."""
     import torch
     from ray import tune
 
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
     context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))
+    params, _ = split_marks(config)
     adapter = get_adapter(settings.framework, settings.backend)(
-        {key: thaw(value) for key, value in config.items()}, context
+        {key: thaw(value) for key, value in params.items()}, context
     )
     evaluator = CocoEvaluator(settings.dataset.val_json)
     node_id = _node_id()
     started = time.perf_counter()
     last_epoch = 0
+    score = RunningScore(settings.mode)
 
     def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
         nonlocal last_epoch
@@ -72,14 +79,18 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         }
         if settings.metric not in result:
             result[settings.metric] = worst_value(settings.mode)
+        result.update(score.add(result[settings.metric]))
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             adapter.save_checkpoint(Path(tmp))
+            (Path(tmp) / SCORE_STATE_FILE).write_text(json.dumps(score.values))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         last_epoch = epoch
 
     try:
         with _restored_checkpoint() as resume_from:
+            if resume_from is not None and (resume_from / SCORE_STATE_FILE).is_file():
+                score.values = json.loads((resume_from / SCORE_STATE_FILE).read_text())
             adapter.train(on_epoch_end, resume_from)
     except TrainingDiverged as exc:
         # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case
@@ -87,6 +98,8 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         failure = {key: 0.0 for key in METRIC_KEYS}
         failure.update({
             settings.metric: worst_value(settings.mode),
+            SCORE_KEY: worst_value(settings.mode),
+            WINDOW_KEY: worst_value(settings.mode),
             "epoch": last_epoch + 1,
             DIVERGED_KEY: 1,
             FAILURE_KEY: f"diverged: {exc}"[:500],

@@ -19,7 +19,10 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
 
 from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
 from core.record import SETTINGS_FILE, RunSettings, default_mode  # noqa: E402
+from core.score import SCORE_KEY, SCORE_WINDOW  # noqa: E402
 from runners.cli import adapter_options, build_parser, validate_args  # noqa: E402
+from runners.search import plan_sampler  # noqa: E402
+from runners.start_points import read_params_file, start_points  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
@@ -65,6 +68,8 @@ def _run(args) -> int:
 
     # What the user wrote is checked before anything starts: a typo costs seconds, not a Ray start.
     user_space = _load_space(args, adapter, False, config) if (args.space or args.config) else None
+    if args.start_from is not None:
+        read_params_file(args.start_from, args.framework)
     if args.model or args.weights:
         adapter.resolve_model(args.model, args.weights)
     if args.address is None and args.gpus_per_trial:
@@ -73,6 +78,7 @@ def _run(args) -> int:
 
     from cocodata.evaluator import CocoEvaluator
     from runners.cluster import plan_resources
+    from runners.confirm import ConfirmPlan, default_confirm_top
     from runners.tuner import build_tuner
 
     _start_ray(args.address)
@@ -85,6 +91,11 @@ def _run(args) -> int:
     space = user_space or _load_space(args, adapter, not has_gpu, None)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
+    first = start_points(space, adapter.default_params(space.searched), args.start_from, args.framework,
+                         adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
+    sampler_plan = plan_sampler(num_samples, len(first))
+    confirm_top = args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)
+    confirm = ConfirmPlan(confirm_top if space.searched else 0, args.confirm_seeds, adapter.seed_key, args.seed)
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
@@ -94,16 +105,23 @@ def _run(args) -> int:
         gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
         workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
         seed=args.seed, space=space.to_dict(), experiment_dir=str(experiment_dir), options=options,
+        confirm_top=confirm.top_k, confirm_seeds=confirm.seeds if confirm.top_k else 0,
     )
     print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
     print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
+    if space.searched:
+        print(f"segtune: a trial's score ({SCORE_KEY}): its best ({mode}) mean of {settings.metric} over "
+              f"{SCORE_WINDOW} consecutive epochs")
+        print(f"segtune: {sampler_plan.describe()}; first trials: {', '.join(label for label, _ in first) or 'none'}")
+        print(f"segtune: {confirm.describe()}")
     tuner = build_tuner(
         settings, space, name=name, storage=storage, num_samples=num_samples, grace_period=grace,
         reduction_factor=args.reduction_factor, max_concurrent=resources.max_concurrent,
         time_budget=args.time_budget, max_failures=args.max_failures,
+        sampler_plan=sampler_plan, start_points=[point for _, point in first], confirm=confirm,
     )
     experiment_dir.mkdir(parents=True, exist_ok=True)  # the Tuner may have made it; it was new above
     settings.save(experiment_dir)

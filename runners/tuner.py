@@ -3,9 +3,11 @@ searcher and scheduler (`runners/search.py`), storage, checkpoints and failure h
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from core.record import RunSettings
-from runners.search import make_searcher
+from core.score import SCORE_KEY, WINDOW_KEY
+from runners.search import SamplerPlan, make_searcher
 from runners.trial import run_trial
 from search_spaces.space import SearchSpace
 
@@ -19,12 +21,21 @@ def make_trainable(settings: RunSettings):
 
 def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage: Path, num_samples: int,
                 grace_period: int, reduction_factor: float, max_concurrent: int,
-                time_budget: float | None, max_failures: int):
+                time_budget: float | None, max_failures: int, sampler_plan: SamplerPlan | None = None,
+                start_points: list[dict[str, Any]] = (), confirm=None):
+    """Ray Tune's metric is the trial's score (`core.score`), the smoothed `settings.metric`: ASHA's
+    rungs, Optuna and the ranking all judge a trial by it. `confirm` (a `runners.confirm.ConfirmPlan`)
+    adds its confirmation trials after the `num_samples` search trials."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed, settings.max_epochs)
-    scheduler = ASHAScheduler(  # metric/mode come from TuneConfig (Ray refuses them twice)
+    from runners.confirm import ConfirmationAwareASHA, ConfirmingSearcher
+
+    searcher = make_searcher(space, SCORE_KEY, settings.mode, settings.seed, settings.max_epochs,
+                             sampler_plan, start_points)
+    if searcher is not None and confirm is not None and confirm.trials:
+        searcher = ConfirmingSearcher(searcher, num_samples, confirm)
+        num_samples += confirm.trials
+    scheduler = ConfirmationAwareASHA(  # metric/mode come from TuneConfig (Ray refuses them twice)
         time_attr="training_iteration", max_t=settings.max_epochs,
         grace_period=grace_period, reduction_factor=reduction_factor,
     )
@@ -32,7 +43,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage
         make_trainable(settings),
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, metric=settings.metric, mode=settings.mode,
+            search_alg=searcher, scheduler=scheduler, metric=SCORE_KEY, mode=settings.mode,
             num_samples=num_samples if searcher else 1,
             # Ray admits one pending trial for a custom searcher unless told otherwise: GPUs would idle.
             max_concurrent_trials=max_concurrent, time_budget_s=time_budget, reuse_actors=False,
@@ -42,8 +53,10 @@ def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage
             name=name, storage_path=str(storage), verbose=1,
             log_to_file=True,  # each trial's framework output goes to its own stdout/stderr files
             # The latest checkpoint is always kept besides the best: resume and export need no more.
+            # The best is the epoch ending the best window (the score itself never decreases, and of
+            # equal scores Ray keeps the later checkpoint).
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=settings.metric,
+                num_to_keep=1, checkpoint_score_attribute=WINDOW_KEY,
                 checkpoint_score_order=settings.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=max_failures),
