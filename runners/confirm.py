@@ -180,11 +180,14 @@ class ConfirmingSearcher(Searcher):
 
 
 class ConfirmationAwareASHA(ASHAScheduler):
-    """ASHA that never stops a confirmation trial and keeps its results out of the rungs."""
+    """ASHA that never stops a confirmation trial early and keeps its results out of the rungs. At
+    max_t it ends it as ASHA ends every trial there (a trainable that ran on past its last report
+    would find its framework's own end-of-training files gone: they went into Ray's checkpoints)."""
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if CONFIRM_OF_KEY in (trial.config or {}):
-            return TrialScheduler.CONTINUE
+            done = result.get(self._time_attr, 0) >= self._max_t
+            return TrialScheduler.STOP if done else TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:

@@ -183,7 +183,9 @@ def test_asha_never_stops_a_confirmation_trial():
         scheduler.on_trial_add(None, trial)
     for i, trial in enumerate(search):
         scheduler.on_trial_result(None, trial, {"training_iteration": 1, SCORE_KEY: 10.0 + i})
-    assert scheduler.on_trial_result(None, confirm, {"training_iteration": 1, SCORE_KEY: 0.0}) == TrialScheduler.CONTINUE
+    early, last = {"training_iteration": 1, SCORE_KEY: 0.0}, {"training_iteration": 9, SCORE_KEY: 0.0}
+    assert scheduler.on_trial_result(None, confirm, early) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, confirm, last) == TrialScheduler.STOP  # at max_t, as ASHA does
     low = SimpleNamespace(trial_id="s9", config={"lr0": 0.01})
     scheduler.on_trial_add(None, low)
     assert scheduler.on_trial_result(None, low, {"training_iteration": 1, SCORE_KEY: 0.0}) == TrialScheduler.STOP
