@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="epochs of a trial that is never stopped; ASHA's max_t (default 100 with GPUs; "
                              "on CPU the adapter's own default)")
     search.add_argument("--grace-period", type=int, default=None,
-                        help="epochs every trial gets before ASHA may stop it (default max-epochs/10, at least 1)")
+                        help="epochs every trial gets before ASHA may stop it (default max-epochs/10 with GPUs, "
+                             "max-epochs/3 on CPU; at least 1)")
     search.add_argument("--reduction-factor", type=float, default=3,
                         help="ASHA keeps the best 1/reduction-factor of trials at each rung")
     search.add_argument("--metric", default="segm/AP",
@@ -127,7 +128,8 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.confirm_top is not None and args.confirm_top < 0:
         raise ConfigError(f"--confirm-top must be >= 0 (0: no confirmation), got {args.confirm_top}")
     if args.confirm_seeds < 1:
-        raise ConfigError(f"--confirm-seeds must be >= 1 (--confirm-top 0 skips confirmation), got {args.confirm_seeds}")
+        raise ConfigError(f"--confirm-seeds must be >= 1 (--confirm-top 0 skips confirmation), "
+                          f"got {args.confirm_seeds}")
     if args.config is not None and args.start_from is not None:
         raise ConfigError("--config trains one fixed configuration; --start-from is for searches, leave one out")
     if args.reduction_factor <= 1:
