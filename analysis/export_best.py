@@ -31,12 +31,14 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from analysis.confirmed import confirmed_configs, describe  # noqa: E402
 from analysis.costs import model_card_costs, pareto_trials, pick_within_latency, trial_latency  # noqa: E402
 from analysis.pareto import LATENCY  # noqa: E402
 from analysis.ranking import best_trial, format_value  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
 from cocodata.evaluator import METRIC_KEYS  # noqa: E402
 from core.errors import ConfigError, ExperimentError, not_writable, run_cli  # noqa: E402
+from core.score import SCORE_WINDOW  # noqa: E402
 from search_spaces.space import thaw  # noqa: E402
 from trainers.base import ExportFailed, TrialContext  # noqa: E402
 from trainers.registry import get_adapter  # noqa: E402
@@ -191,8 +193,8 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
 
 {s.framework}{f' ({s.backend})' if s.backend else ''}, model `{s.model}`, started from {f'`{s.weights}`' if s.weights else 'scratch'}.
 
-- rank {trial.rank} of {len(exp.trials)} trials by `{exp.metric}` ({exp.mode}): {format_value(trial.best_value)} at epoch {trial.best_epoch}
-- {trial.detail}; {trial.epochs} epochs trained
+- rank {trial.rank} of {len(exp.trials)} trials by the score of `{exp.metric}` ({exp.mode}; the best mean over {SCORE_WINDOW} consecutive epochs): {format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}
+{confirmation_note(exp, trial)}- {trial.detail}; {trial.epochs} epochs trained
 - the weights are from epoch {_checkpoint_epoch(trial)}{'' if _checkpoint_epoch(trial) == trial.best_epoch else ' (the best epoch was not kept)'}.
 - source: checkpoint `{trial.checkpoint.name}` of `{trial.path}`
 
@@ -274,6 +276,17 @@ def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True, w
     return files
 
 
+def confirmation_note(exp: Experiment, trial: TrialSummary) -> str:
+    """A model-card line for a confirmation trial: which configuration, its mean over the new seeds."""
+    if not trial.confirm_of:
+        return ""
+    group = next((g for g in confirmed_configs(exp.trials, exp.mode) if g.original_id == trial.confirm_of), None)
+    seeds = ", ".join(f"trial_{t.trial_id} {t.best_value:.2f}" for t in group.counted) if group else ""
+    return (f"- confirmation trial: seed #{trial.confirm_seed} of the configuration of search trial "
+            f"trial_{trial.confirm_of}, trained again with new seeds; confirmed score {describe(group)} "
+            f"({seeds}). These weights are this seed's: the best of them.\n") if group else ""
+
+
 def _checkpoint_epoch(trial: TrialSummary) -> int | None:
     for row in trial.history:
         if row.get("checkpoint_dir_name") == trial.checkpoint.name:
@@ -308,8 +321,9 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise not_writable(out, exc) from None
     latency = f", {trial_latency(trial):.2f} ms per image" if trial_latency(trial) is not None else ""
-    print(f"exported trial {trial.trial_id} (rank {trial.rank}, {exp.metric} {format_value(trial.best_value)} at "
-          f"epoch {trial.best_epoch}{latency}) to {out}:")
+    seed = f", seed #{trial.confirm_seed} of trial_{trial.confirm_of}'s confirmed configuration" if trial.confirm_of else ""
+    print(f"exported trial {trial.trial_id} (rank {trial.rank}{seed}, {exp.metric} score "
+          f"{format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}{latency}) to {out}:")
     for f in files:
         print(f"  {f.relative_to(out) if f.is_relative_to(out) else f}")
     return 0

@@ -19,11 +19,13 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from analysis.confirmed import confirmed_configs, describe, lead_vs_spread  # noqa: E402
 from analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, find_experiments, load_experiment  # noqa: E402
 from core.errors import ExperimentError, not_writable, run_cli  # noqa: E402
 from core.record import RunSettings  # noqa: E402
+from core.score import SCORE_WINDOW  # noqa: E402
 from trainers.registry import FRAMEWORKS  # noqa: E402
 
 PROG = "rank.py"
@@ -82,8 +84,9 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
         ("trial", lambda t: t.trial_id),
         ("status", lambda t: t.short_status),
         ("epochs", lambda t: str(t.epochs)),
-        (metric if metric not in TABLE_METRICS else f"best {metric}", lambda t: "" if t.best_value is None
+        (f"{metric} score", lambda t: "" if t.best_value is None
          else f"{format_value(t.best_value, metric)} @{t.best_epoch}"),
+        ("confirms", lambda t: f"{t.confirm_of} #{t.confirm_seed}" if t.confirm_of else ""),
     ]
     columns += [(k, lambda t, k=k: format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS]
     if has_costs(trials):  # what the model costs, and whether a trial is on the accuracy-latency front
@@ -109,14 +112,15 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
 def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
                    front: set[Path] | None = None) -> str:
     costs = [key for key, _, _ in COSTS] if has_costs(trials) else []
-    header = ["rank"] + (["experiment"] if several else []) + ["trial", "status", "epochs", f"{metric} (best)",
-                                                               "best epoch", *TABLE_METRICS, *costs,
+    header = ["rank"] + (["experiment"] if several else []) + ["trial", "status", "epochs", f"{metric} score",
+                                                               "best epoch", "confirms", *TABLE_METRICS, *costs,
                                                                *(["pareto"] if costs else []), *params]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         row = [str(t.rank)] + ([t.experiment] if several else []) + [
             f"`{t.trial_id}`", t.short_status, str(t.epochs), format_value(t.best_value, metric),
-            str(t.best_epoch or ""), *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
+            str(t.best_epoch or ""), f"`{t.confirm_of}` #{t.confirm_seed}" if t.confirm_of else "",
+            *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
             *(format_cost(t.costs.get(k), k) for k in costs), *(["yes" if front and t.path in front else ""]
                                                                  if costs else []),
             *(format_value(t.params.get(k)) for k in params),
@@ -140,15 +144,34 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
         writer.writerows(rows)
     title = experiments[0].name if not several else f"{len(experiments)} experiments"
     notes = failure_notes(trials)
+    confirmed = confirmed_lines(trials, experiments[0].mode, metric)
     md_path.write_text(
-        f"# Ranking: {title}\n\nRanked by `{metric}` ({experiments[0].mode}), its best epoch per trial; "
-        f"AP in percent at that epoch ('-': no ground truth of that size).\n\n"
+        f"# Ranking: {title}\n\nRanked by each trial's score: its best ({experiments[0].mode}) mean of `{metric}` "
+        f"over {SCORE_WINDOW} consecutive epochs; the best epoch ends that window, and the AP columns (percent, "
+        f"'-': no ground truth of that size) are at that epoch. Confirmed configurations come first, by the mean "
+        f"of their new seeds.\n\n"
+        + ("## Confirmed configurations\n\n" + "\n".join(f"- {line}" for line in confirmed) + "\n\n"
+           if confirmed else "")
         + markdown_table(trials, metric, params, several, front) + "\n"
         + (f"\nCosts (cost/*) as recorded in each trial's best epoch; pareto: on the front of `{metric}` "
            f"against `cost/latency_ms`.\n" if front is not None else "")
         + ("\n" + "\n".join(f"- {line}" for line in notes) + "\n" if notes else "")
     )
     return csv_path, md_path
+
+
+def confirmed_lines(trials: list[TrialSummary], mode: str, metric: str) -> list[str]:
+    """One line per confirmed configuration (mean +- sd of its new seeds), then the lead against the spread."""
+    groups = confirmed_configs(trials, mode)
+    lines = []
+    for i, group in enumerate(groups, 1):
+        original = group.original.best_value if group.original and group.original.best_value is not None else None
+        lines.append(f"{i}. trial_{group.original_id}: {metric} score {describe(group)}"
+                     + (f"; best seed trial_{group.best.trial_id}" if group.best else "")
+                     + (f" (its search score {format_value(original, metric)} was selected for being high: "
+                        f"not in the mean)" if original is not None else ""))
+    verdict = lead_vs_spread(groups, metric)
+    return lines + ([verdict] if verdict else [])
 
 
 def failure_notes(trials: list[TrialSummary]) -> list[str]:
@@ -184,6 +207,11 @@ def _rank(args: argparse.Namespace) -> int:
     print(terminal_table(shown, exp.metric, searched_keys(experiments), several, front=front))
     for line in failure_notes(trials):
         print(f"  {line}")
+    confirmed = confirmed_lines(trials, exp.mode, exp.metric)
+    if confirmed:
+        print("confirmed configurations (mean +- sd of the new seeds' scores):")
+        for line in confirmed:
+            print(f"  {line}")
     print(f"wrote {csv_path} and {md_path}")
     return 0
 

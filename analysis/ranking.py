@@ -1,7 +1,11 @@
 """Ranking the trials of one or several experiments: one order, one best trial, one table.
 
-Every consumer (the closing summary, `rank.py`, `report.py`, `export_best.py`) takes the best trial
-from `best_trial` on trials ranked by `rank_trials`, so they all name the same one.
+Trials are ranked by their score (`core/score.py`). Confirmed configurations (`analysis/confirmed.py`)
+come first, by the mean of their new seeds: each one's confirmation trials (best seed first), then
+its original search trial. Every consumer (the closing summary, `rank.py`, `report.py`,
+`export_best.py`) takes the best trial from `best_trial` on trials ranked by `rank_trials`, so they
+all name the same one: the best seed of the best confirmed configuration, or without confirmation
+the trial with the best score.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.confirmed import confirmed_configs
 from analysis.costs import COST_KEYS, has_costs
 from cocodata.evaluator import METRIC_KEYS
 from search_spaces.space import thaw
@@ -22,8 +27,8 @@ _NO_VALUE_ORDER = ("running", "pending", "paused", "diverged", "failed")
 
 
 def rank_trials(trials: list[TrialSummary], mode: str) -> list[TrialSummary]:
-    """Best value first (ties: healthy trials, then more epochs, then id); trials without a value last.
-    Sets `rank`, in place."""
+    """Confirmed configurations first (by mean); then the best score first (ties: healthy trials, then
+    more epochs, then id); trials without a value last. Sorts and sets `rank`, in place."""
     sign = -1.0 if mode == "max" else 1.0
 
     def key(t: TrialSummary) -> tuple:
@@ -31,7 +36,9 @@ def rank_trials(trials: list[TrialSummary], mode: str) -> list[TrialSummary]:
             return (1, _NO_VALUE_ORDER.index(t.status) if t.status in _NO_VALUE_ORDER else 0, 0, 0, t.trial_id)
         return (0, sign * t.best_value, t.status in ("failed", "diverged"), -t.epochs, t.trial_id)
 
-    trials.sort(key=key)
+    confirmed = [t for group in confirmed_configs(trials, mode) if group.mean is not None for t in group.members]
+    placed = {id(t) for t in confirmed}
+    trials[:] = confirmed + sorted((t for t in trials if id(t) not in placed), key=key)
     for i, trial in enumerate(trials, 1):
         trial.rank = i
     return trials
@@ -49,9 +56,12 @@ def merge_ranked(experiments: list[Experiment]) -> list[TrialSummary]:
 
 def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
                with_experiment: bool = False, front: set[Path] | None = None) -> list[dict[str, Any]]:
-    """Every column of the ranking (CSV); the terminal and Markdown tables show a subset. `front`:
+    """Every column of the ranking (CSV); the terminal and Markdown tables show a subset. `score` is the
+    ranking value; `{metric} mean`, `{metric} sd` and `seeds` describe a confirmed configuration (on its
+    original's and its confirmation trials' rows): the mean and sd of the new seeds' scores. `front`:
     the trials (directories) on the accuracy-latency Pareto front, marked in a `pareto` column."""
     costs = COST_KEYS if has_costs(trials) else ()
+    groups = {g.original_id: g for g in confirmed_configs(trials, "max")}  # the order does not matter here
     rows = []
     for t in trials:
         row: dict[str, Any] = {"rank": t.rank}
@@ -60,9 +70,13 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
         row.update({
             "trial": t.trial_id, "status": t.status, "end_reason": t.end_reason, "optuna_trial": t.optuna_trial,
             "detail": t.detail, "epochs": t.epochs,
-            "best_epoch": t.best_epoch, f"{metric}@best": t.best_value,
+            "score": t.best_value, "best_epoch": t.best_epoch, f"{metric}@best": value_at_best(t, metric),
+            "confirm_of": t.confirm_of or "", "confirm_seed": t.confirm_seed or "",
         })
-        row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS})
+        group = groups.get(t.confirm_of or t.trial_id)
+        row.update({f"{metric} mean": group.mean if group else None, f"{metric} sd": group.sd if group else None,
+                    "seeds": group.seeds if group else None})
+        row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS if k != metric})
         row.update({f"{k}@last": t.last_metrics.get(k) for k in METRIC_KEYS})
         row.update({k: t.costs.get(k) for k in costs})
         if front is not None:
@@ -73,6 +87,15 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
                     "path": str(t.path)})
         rows.append(row)
     return rows
+
+
+def value_at_best(trial: TrialSummary, metric: str) -> float | None:
+    """The metric at the trial's best epoch (the last epoch of its best window)."""
+    for row in trial.history:
+        if int(row.get("epoch") or row.get("training_iteration") or 0) == trial.best_epoch:
+            value = row.get(metric)
+            return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return None
 
 
 def best_trial(trials: list[TrialSummary]) -> TrialSummary | None:

@@ -23,6 +23,7 @@ import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import report_plots as plots  # noqa: E402
+from analysis.confirmed import confirmation_html, confirmed_configs  # noqa: E402
 from analysis.rank import failure_notes  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
 from analysis.report_pareto import PNG_NAME as PARETO_PNG  # noqa: E402
@@ -30,6 +31,7 @@ from analysis.report_pareto import pareto_section  # noqa: E402
 from analysis.study import importance, scored_study, study_from_experiment, varied_params  # noqa: E402
 from analysis.trials import Experiment, load_experiment  # noqa: E402
 from core.errors import not_writable, run_cli  # noqa: E402
+from core.score import SCORE_WINDOW  # noqa: E402
 
 PROG = "report.py"
 PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
@@ -107,7 +109,7 @@ def _table(head: list[str], rows: list[list[str]], left: frozenset[int] | set[in
 
 
 def ranking_table(exp: Experiment) -> str:
-    head = ["rank", "trial", "status", "epochs", f"{_breakable(exp.metric)} (best)", "best epoch",
+    head = ["rank", "trial", "status", "epochs", f"{_breakable(exp.metric)} score", "best epoch",
             *map(_breakable, TABLE_METRICS), "wall time (s)"]
     rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _badge(t.status, t.short_status), str(t.epochs),
              _esc(format_value(t.best_value, exp.metric)), _esc(t.best_epoch or ""),
@@ -117,7 +119,7 @@ def ranking_table(exp: Experiment) -> str:
 
 
 def params_table(exp: Experiment) -> str:
-    head = ["rank", "trial", f"{_esc(exp.metric)}<br>(best)", *map(_breakable, exp.searched)]
+    head = ["rank", "trial", f"{_esc(exp.metric)}<br>score", *map(_breakable, exp.searched)]
     rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _esc(format_value(t.best_value, exp.metric)),
              *(_esc(format_value(t.params.get(k))) for k in exp.searched)] for t in exp.trials]
     return _table(head, rows, left={1}, pin=1)
@@ -148,7 +150,7 @@ def header(exp: Experiment) -> str:
         counts[t.status] = counts.get(t.status, 0) + 1
     best = next((t for t in trials if t.best_value is not None), None)
     best_text = (f'<span class="big"><code>{_esc(best.trial_id)}</code></span><br>{_esc(exp.metric)} '
-                 f'{_esc(format_value(best.best_value, exp.metric))} at epoch {best.best_epoch}'
+                 f'score {_esc(format_value(best.best_value, exp.metric))}, window ending at epoch {best.best_epoch}'
                  if best else '<span class="big">none yet</span>')
     epochs, budget = sum(t.epochs for t in trials), len(trials) * max(s.max_epochs, 1)
     cards = [
@@ -171,8 +173,10 @@ def header(exp: Experiment) -> str:
 
 
 def _tables(exp: Experiment) -> list[tuple[str, str, str]]:
-    ranking = (f"<p>By the best <code>{_esc(exp.metric)}</code> ({exp.mode}) of each trial; COCO AP in percent at "
-               f"that epoch ('-': no ground truth of that size).</p>{ranking_table(exp)}"
+    ranking = (f"<p>By each trial's score: its best ({exp.mode}) mean of <code>{_esc(exp.metric)}</code> over "
+               f"{SCORE_WINDOW} consecutive epochs, confirmed configurations first; COCO AP in percent at the epoch "
+               f"ending that window ('-': no ground truth of that size).</p>{ranking_table(exp)}"
+               + confirmation_html(confirmed_configs(exp.trials, exp.mode), exp.metric)
                + "".join(f'<p class="note">{_esc(n)}</p>' for n in failure_notes(exp.trials)))
     params = (f"<p>What the search chose for each trial, in ranking order.</p>{params_table(exp)}" if exp.searched
               else "<p>No searched hyperparameters (a --config run).</p>")

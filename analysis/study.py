@@ -31,8 +31,9 @@ def study_from_experiment(exp: Experiment) -> optuna.Study:
     """One Optuna trial per trial, in the order they started: its searched params, its per-epoch values
     of the metric as intermediate values, and its state. A finished or ASHA-stopped trial's value is its
     best epoch's, the value the ranking uses; failed and diverged trials are FAIL (Optuna gives those no
-    value), running ones RUNNING. user_attrs keep our trial id, status and rank for labels."""
-    trials = sorted((t for t in exp.trials if t.status in STATES), key=_start_order)
+    value), running ones RUNNING. user_attrs keep our trial id, status and rank for labels. Confirmation
+    trials re-measure a search trial's point with other seeds: they are left out, as the study has them."""
+    trials = sorted((t for t in exp.trials if t.status in STATES and not t.confirm_of), key=_start_order)
     distributions = {k: d for k, d in _distributions(exp, trials).items() if not d.single()}
     study = optuna.create_study(direction="maximize" if exp.mode == "max" else "minimize")
     for t in trials:

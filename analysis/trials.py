@@ -22,9 +22,10 @@ from analysis.ranking import rank_trials
 from cocodata.evaluator import METRIC_KEYS
 from core.errors import ExperimentError, UserError
 from core.record import (
-    DIVERGED_KEY, END_ASHA, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, OPTUNA_TRIAL_FILE,
-    SETTINGS_FILE, RunSettings, default_mode,
+    CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET,
+    FAILURE_KEY, OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode, split_marks,
 )
+from core.score import best_window
 
 # Ray's statuses of trials without results -> ours (the others are decided from their result rows).
 _RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
@@ -48,6 +49,8 @@ class TrialSummary:
     params: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per completed epoch
     epochs: int = 0
+    # The trial's score (core/score.py: its best mean of the metric over SCORE_WINDOW consecutive
+    # epochs) and the epoch ending that window, whose checkpoint is the trial's best.
     best_epoch: int | None = None
     best_value: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)  # segm/* and bbox/* at the best epoch
@@ -57,6 +60,8 @@ class TrialSummary:
     checkpoint: Path | None = None  # best epoch's checkpoint if kept, else the latest
     experiment: str = ""
     rank: int | None = None
+    confirm_of: str | None = None  # a confirmation trial: the search trial whose configuration it retrains
+    confirm_seed: int | None = None  # ... and which of its new seeds it is (1..S)
 
     @property
     def short_status(self) -> str:
@@ -215,21 +220,23 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     diverged = [r for r in rows if r.get(DIVERGED_KEY)]
     history = [r for r in rows if not r.get(DIVERGED_KEY)]  # the diverged row is a placeholder score
     config = info.get("config") or _read_params(trial_dir) or (rows[-1].get("config", {}) if rows else {})
+    config, marks = split_marks(config)
     # runners/experiment.py names trial dirs trial_<id>; Ray's own names (<trainable>_<id>_...) hold more
     trial_id = trial_dir.name.removeprefix("trial_") if trial_dir.name.startswith("trial_") else (
         (rows[-1].get("trial_id") if rows else None) or trial_dir.name)
     summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
-                           history=history, epochs=_epoch(history[-1]) if history else 0)
+                           history=history, epochs=_epoch(history[-1]) if history else 0,
+                           confirm_of=marks.get(CONFIRM_OF_KEY), confirm_seed=marks.get(CONFIRM_SEED_KEY))
     summary.end_reason = str(_read_json(trial_dir / END_REASON_FILE).get("reason", ""))
     number = _read_json(trial_dir / OPTUNA_TRIAL_FILE).get("number")
     summary.optuna_trial = number if isinstance(number, int) else None
     _set_status(summary, info, diverged, rows, settings.max_epochs)
 
     scored = [r for r in history if _is_number(r.get(metric))]
-    if scored:
-        pick = max if mode == "max" else min
-        best = pick(scored, key=lambda r: float(r[metric]))
-        summary.best_epoch, summary.best_value = _epoch(best), float(best[metric])
+    if scored:  # the score as the trial reported it (core/score.py), recomputed for any --metric
+        index, summary.best_value = best_window([float(r[metric]) for r in scored], mode)
+        best = scored[index]
+        summary.best_epoch = _epoch(best)
     else:
         best = history[-1] if history else None
     if best is not None:
@@ -320,7 +327,9 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
     """Searched keys from Ray (what the searcher suggested), else from the recorded space, else the keys
     whose values differ between trials; distributions from the recorded space (for the importance study)."""
     keys = sorted({k for t in trials for k in t.params})
-    searched: set[str] = {k for t in ray_trials or [] for k in t.get("searched") or []}
+    # What the searcher suggested; a confirmation trial's suggestion (a new seed, marks) is no search.
+    searched: set[str] = {k for t in ray_trials or [] if CONFIRM_OF_KEY not in (t.get("config") or {})
+                          for k in t.get("searched") or []}
     distributions: dict[str, Any] = {}
     space = recorded_space(settings)
     if space is not None:
@@ -329,7 +338,8 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
             searched = set(space.searched) & set(keys)
     if not searched and not ray_trials and space is None:
         searched = {k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1}
-    fixed = {k: next(t.params[k] for t in trials if k in t.params) for k in keys if k not in searched}
+    searches_first = sorted(trials, key=lambda t: t.confirm_of is not None)  # confirmations change the seed
+    fixed = {k: next(t.params[k] for t in searches_first if k in t.params) for k in keys if k not in searched}
     return sorted(searched), fixed, {k: d for k, d in distributions.items() if k in searched}
 
 

@@ -50,6 +50,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# Config keys of a confirmation trial (runners/confirm.py): the search trial whose configuration it
+# trains again, and which of its new seeds it is (1..S). Never handed to an adapter.
+CONFIRM_OF_KEY = "segtune_confirm_of"
+CONFIRM_SEED_KEY = "segtune_confirm_seed"
+MARK_KEYS = (CONFIRM_OF_KEY, CONFIRM_SEED_KEY)
+
+
+def split_marks(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's config as (hyperparameters, segtune's marks)."""
+    return ({k: v for k, v in config.items() if k not in MARK_KEYS},
+            {k: v for k, v in config.items() if k in MARK_KEYS})
+
+
 def default_mode(metric: str) -> str:
     """min for losses, times and costs (cost/*, but FPS), max for everything else (AP)."""
     if metric.startswith("cost/"):
@@ -172,6 +185,10 @@ class RunSettings:
     def study_url(self, experiment_dir: Path) -> str:
         """The study's storage URL; the default one follows the experiment directory when it moves."""
         return self.study_storage or f"sqlite:///{Path(experiment_dir).resolve() / STUDY_FILE}"
+    # Confirmation (runners/confirm.py): the top `confirm_top` configurations of the search are
+    # trained again with `confirm_seeds` new seeds each; 0: none.
+    confirm_top: int = 0
+    confirm_seeds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -62,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="epochs of a trial that is never stopped; ASHA's max_t (default 100 with GPUs; "
                              "on CPU the adapter's own default)")
     search.add_argument("--grace-period", type=int, default=None,
-                        help="epochs every trial gets before ASHA may stop it (default max-epochs/10, at least 1)")
+                        help="epochs every trial gets before ASHA may stop it (default max-epochs/10 with GPUs, "
+                             "max-epochs/3 on CPU; at least 1)")
     search.add_argument("--reduction-factor", type=float, default=3,
                         help="ASHA keeps the best 1/reduction-factor of trials at each rung")
     search.add_argument("--metric", default="segm/AP",
-                        help="metric to optimise: segm/AP, segm/AP50, bbox/AP, ... or a framework-native one")
+                        help="metric to optimise: segm/AP, segm/AP50, bbox/AP, ... or a framework-native one; a trial "
+                             "is scored by its best mean of it over 3 consecutive epochs (segtune/score)")
     search.add_argument("--mode", choices=("max", "min"), default=None,
                         help="maximise or minimise --metric (default: min for losses, else max)")
     search.add_argument("--seed", type=int, default=0,
@@ -82,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--warm-start", type=Path, nargs="+", default=None, metavar="EXPERIMENT",
                         help="earlier experiments (<storage>/<name>, or a name in --storage) whose trials seed "
                              "this search's study; their best configurations run first")
+    search.add_argument("--start-from", type=Path, default=None,
+                        help="a known-good configuration (export_best.py's config.yaml or a params YAML): after the "
+                             "framework's defaults, the search's first trials; its searched keys are used")
+    search.add_argument("--confirm-top", type=int, default=None,
+                        help="after the search, train the best K configurations again with new seeds, as trials of "
+                             "the same experiment, and rank them by their mean (default 2 on CPU, 3 with GPUs, at "
+                             "most num-samples/4; 0: off)")
+    search.add_argument("--confirm-seeds", type=int, default=2,
+                        help="new seeds per confirmed configuration (the spread between them is the noise)")
     search.add_argument("--iters-per-epoch", type=int, default=None,
                         help="iterations between evaluations, for adapters that train by iteration; "
                              "default: one pass over the train set")
@@ -143,6 +154,13 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--grace-period ({args.grace_period}) is longer than --max-epochs ({args.max_epochs}); lower it"
         )
+    if args.confirm_top is not None and args.confirm_top < 0:
+        raise ConfigError(f"--confirm-top must be >= 0 (0: no confirmation), got {args.confirm_top}")
+    if args.confirm_seeds < 1:
+        raise ConfigError(f"--confirm-seeds must be >= 1 (--confirm-top 0 skips confirmation), "
+                          f"got {args.confirm_seeds}")
+    if args.config is not None and args.start_from is not None:
+        raise ConfigError("--config trains one fixed configuration; --start-from is for searches, leave one out")
     if args.reduction_factor <= 1:
         raise ConfigError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
     if args.time_budget is not None and args.time_budget <= 0:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.stopper import TimeoutStopper
 
 from core.record import (
     DIVERGED_KEY, END_ASHA, END_DIVERGED, END_FAILED, END_FINISHED, END_FRAMEWORK, END_REASON_FILE,
     END_TIME_BUDGET, FAILURE_KEY, trial_dir_name, write_json_atomic,
 )
+from runners.confirm import ConfirmationAwareASHA
 
 # The one budget of this driver process (see TimeBudget.__setstate__).
 _ACTIVE_BUDGET: list["TimeBudget"] = []
@@ -119,9 +120,9 @@ def _recorded_reason(path: Path) -> str:
         return ""
 
 
-class RecordingASHA(ASHAScheduler):
-    """ASHA that notes which trials it stopped before their last epoch (at max_t it says STOP too:
-    that is a finished trial, not a cut one)."""
+class RecordingASHA(ConfirmationAwareASHA):
+    """ASHA (that never cuts a confirmation trial) noting which trials it stopped before their last
+    epoch (at max_t it says STOP too: that is a finished trial, not a cut one)."""
 
     def __init__(self, end_log: EndLog, **kwargs: Any):
         super().__init__(**kwargs)

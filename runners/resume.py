@@ -32,10 +32,12 @@ _KEPT: dict[str, tuple[Callable[[RunSettings], Any], str]] = {
     "workers": (lambda s: s.workers, "running trials use the recorded data loaders"),
     "iters_per_epoch": (lambda s: s.options.get("iters_per_epoch"), "an epoch must mean the same in every trial"),
     "study_storage": (lambda s: s.study_storage or None, "the study lives in the recorded storage"),
+    "confirm_top": (lambda s: s.confirm_top, "the confirmation trials are planned when the search starts"),
+    "confirm_seeds": (lambda s: s.confirm_seeds, "the confirmation trials are planned when the search starts"),
 }
 # Options that name what the search is made of: a resumed search keeps what it recorded.
 _FIXED = ("data", "train_json", "train_images", "val_json", "val_images", "val_fraction", "space", "config",
-          "model", "weights", "backend", "warm_start")
+          "model", "weights", "backend", "warm_start", "start_from")
 
 
 def check_resume_options(args: argparse.Namespace, settings: RunSettings, legacy: bool = False) -> RunSettings:

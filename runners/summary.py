@@ -1,7 +1,8 @@
 """The closing summary of a search: counts, the best trial and the commands to look further.
 
-The best trial is chosen by `analysis.trials.best_trial` on the experiment as the analysis scripts
-read it, so the summary, `rank.py`, `report.py` and `export_best.py` always name the same trial.
+The best trial is chosen by `analysis.ranking.best_trial` on the experiment as the analysis scripts
+read it, so the summary, `rank.py`, `report.py` and `export_best.py` always name the same trial: the
+best seed of the best confirmed configuration, or, without confirmation, the trial with the best score.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from core.record import (
     DIVERGED_KEY, END_ASHA, END_DIVERGED, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, FAILURE_KEY,
     RunSettings,
 )
+from core.score import SCORE_WINDOW
 from runners.cluster import last_line
 
 SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
@@ -20,6 +22,7 @@ SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int, str]:
     """The closing text and the exit status (1 when every trial failed, or the time budget ran out
     before any trial reported). `results` is Ray's ResultGrid."""
+    from analysis.confirmed import confirmed_configs, describe, lead_vs_spread
     from analysis.ranking import best_trial
     from analysis.trials import load_experiment
 
@@ -40,15 +43,26 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         return 1, f"every trial failed ({total} of {total}); most common reason: {reason}"
     experiment = load_experiment(experiment_dir)
     best = best_trial(experiment.trials)
-    lines = [f"{total} trials: {_count_endings(experiment.trials)}"]
+    confirming = [t for t in experiment.trials if t.confirm_of]
+    search = [t for t in experiment.trials if not t.confirm_of]
+    lines = [f"{len(search)} search trials: {_count_endings(search)}"]
+    if confirming:
+        lines.append(f"{len(confirming)} confirmation trials: {_count_endings(confirming)}")
+    groups = [g for g in confirmed_configs(experiment.trials, settings.mode) if g.mean is not None]
+    if groups:
+        lines.append(f"best configuration: trial_{groups[0].original_id}, confirmed with new seeds: score "
+                     f"{describe(groups[0])} (its search score is not counted: it was selected for being high)")
+        lines.append(f"  {lead_vs_spread(groups, settings.metric)}")
     if best is None:
         lines.append("no trial reported a value of " + settings.metric)
     else:
+        first = max(1, best.best_epoch - SCORE_WINDOW + 1) if best.best_epoch else None
         metrics = ", ".join(f"{k}={best.best_metrics[k]:.2f}" for k in SUMMARY_METRICS if k in best.best_metrics)
+        seed = f" (seed #{best.confirm_seed} of trial_{best.confirm_of}'s configuration)" if best.confirm_of else ""
         lines += [
-            f"best trial: trial_{best.trial_id}",
-            f"  {settings.metric} = {best.best_value:.3f} at epoch {best.best_epoch}",
-            f"  {metrics}",
+            f"best trial: trial_{best.trial_id}{seed}",
+            f"  score {best.best_value:.3f}: mean {settings.metric} of epochs {first}-{best.best_epoch}",
+            f"  at epoch {best.best_epoch}: {metrics}",
             f"  config: {best.params}",
             f"  checkpoint: {best.checkpoint or '(none)'}",
         ]

@@ -6,6 +6,7 @@ model into COCO metrics (one evaluator for every framework), a checkpoint, and o
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import tempfile
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
-from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
+from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
+from core.score import SCORE_KEY, WINDOW_KEY, RunningScore
 from runners.cost import TrialCost
 from search_spaces.space import thaw
 from trainers.base import TrainingDiverged, TrialContext
@@ -25,6 +27,8 @@ from trainers.registry import get_adapter
 # exit, stop (training ends before that epoch, as a framework's own early stopping ends it);
 # SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
 FAULT_ENV = "SEGTUNE_INJECT_FAULT"
+# The metric values behind the running score, kept in every checkpoint so a resumed trial goes on scoring.
+SCORE_STATE_FILE = "segtune-score.json"
 
 
 class _InjectedEarlyStop(Exception):
@@ -44,7 +48,8 @@ def worst_value(mode: str) -> float:
 
 
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
-    """The Ray Tune trainable. `config` holds the hyperparameters only (sampled and fixed)."""
+    """The Ray Tune trainable. `config` holds the hyperparameters (sampled and fixed) and, for a
+    confirmation trial, segtune's marks (`core.record.split_marks`), which the adapter never sees."""
     import gc
 
     import torch
@@ -56,14 +61,16 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
     context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))
+    params, _ = split_marks(config)
     adapter = get_adapter(settings.framework, settings.backend)(
-        {key: thaw(value) for key, value in config.items()}, context
+        {key: thaw(value) for key, value in params.items()}, context
     )
     evaluator = CocoEvaluator(settings.dataset.val_json)
     node_id = _node_id()
     started = time.perf_counter()
     last_epoch = 0
     cost = TrialCost(adapter, context.device)
+    score = RunningScore(settings.mode)
 
     def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
         nonlocal last_epoch
@@ -86,10 +93,12 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         result.update(cost.metrics(epoch))
         if settings.metric not in result:
             result[settings.metric] = worst_value(settings.mode)
+        result.update(score.add(result[settings.metric]))
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             adapter.save_checkpoint(Path(tmp))
             cost.save(Path(tmp))
+            (Path(tmp) / SCORE_STATE_FILE).write_text(json.dumps(score.values))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         last_epoch = epoch
         cost.training_resumes()
@@ -97,6 +106,8 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     try:
         with _restored_checkpoint() as resume_from:
             cost.restore(resume_from)
+            if resume_from is not None and (resume_from / SCORE_STATE_FILE).is_file():
+                score.values = json.loads((resume_from / SCORE_STATE_FILE).read_text())
             adapter.train(on_epoch_end, resume_from)
     except _InjectedEarlyStop:
         return
@@ -106,6 +117,8 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         failure = {key: 0.0 for key in METRIC_KEYS}
         failure.update({
             settings.metric: worst_value(settings.mode),
+            SCORE_KEY: worst_value(settings.mode),
+            WINDOW_KEY: worst_value(settings.mode),
             "epoch": last_epoch + 1,
             DIVERGED_KEY: 1,
             FAILURE_KEY: f"diverged: {exc}"[:500],

@@ -19,8 +19,11 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
 
 from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
 from core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode  # noqa: E402
+from core.score import SCORE_KEY, SCORE_WINDOW  # noqa: E402
 from runners.cli import adapter_options, build_parser, given_options, output_mode, validate_args  # noqa: E402
 from runners.resume import check_resume_options  # noqa: E402
+from runners.search import plan_sampler  # noqa: E402
+from runners.start_points import read_params_file, start_points  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
@@ -70,6 +73,8 @@ def _run(args) -> int:
 
     # What the user wrote is checked before anything starts: a typo costs seconds, not a Ray start.
     user_space = _load_space(args, adapter, False, config) if (args.space or args.config) else None
+    if args.start_from is not None:
+        read_params_file(args.start_from, args.framework)
     if args.model or args.weights:
         adapter.resolve_model(args.model, args.weights)
     if args.address is None and args.gpus_per_trial:
@@ -77,6 +82,7 @@ def _run(args) -> int:
     dataset = _prepare_data(args, adapter)
 
     from cocodata.evaluator import CocoEvaluator
+    from runners.confirm import ConfirmPlan, default_confirm_top
     from runners.resources import plan_resources
     from runners.tuner import build_tuner
 
@@ -84,12 +90,18 @@ def _run(args) -> int:
     has_gpu = _cluster_has_gpu()
     num_samples = args.num_samples or (16 if has_gpu else 8)
     max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
-    grace = args.grace_period or max(1, max_epochs // 10)
+    # On a CPU budget (tiny data, few optimizer steps) AP is 0 in every trial for the first epochs:
+    # ASHA's rungs there compared noise and stopped most trials at AP 0 (docs/BENCHMARKS.md).
+    grace = args.grace_period or max(1, max_epochs // (10 if has_gpu else 3))
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
     space = user_space or _load_space(args, adapter, not has_gpu, None)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
+    first = start_points(space, adapter.default_params(space.searched), args.start_from, args.framework,
+                         adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
+    confirm_top = args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)
+    confirm = ConfirmPlan(confirm_top if space.searched else 0, args.confirm_seeds, adapter.seed_key, args.seed)
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
@@ -102,6 +114,7 @@ def _run(args) -> int:
         num_samples=num_samples, grace_period=grace, reduction_factor=args.reduction_factor,
         max_concurrent=resources.max_concurrent, max_failures=args.max_failures, time_budget=args.time_budget,
         study_storage=args.study_storage or "", study_name=name, warm_start=[str(s.path) for s in warm_sources],
+        confirm_top=confirm.top_k, confirm_seeds=confirm.seeds if confirm.top_k else 0,
     )
     warm_start = None
     if warm_sources and space.searched:
@@ -119,8 +132,16 @@ def _run(args) -> int:
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
     if resources.warning:
         print(f"segtune: warning: {resources.warning}")
+    if space.searched:
+        sampler_plan = plan_sampler(num_samples, len(first) + len(warm_start.points if warm_start else []))
+        print(f"segtune: a trial's score ({SCORE_KEY}): its best ({mode}) mean of {settings.metric} over "
+              f"{SCORE_WINDOW} consecutive epochs")
+        print(f"segtune: {sampler_plan.describe()}; first trials: "
+              f"{', '.join([label for label, _ in first] + (['warm start'] if warm_start else [])) or 'none'}")
+        print(f"segtune: {confirm.describe()}")
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
-    tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start, output=output_mode(args))
+    tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start,
+                        first_points=[point for _, point in first], output=output_mode(args))
     settings.save(experiment_dir)
     _print_study(settings, experiment_dir, space)
     return _finish(tuner.fit(), settings, experiment_dir)

@@ -10,12 +10,15 @@ could not reach it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 from core.record import RunSettings, trial_dir_name
+from core.score import SCORE_KEY, WINDOW_KEY
+from runners.confirm import ConfirmingSearcher
 from runners.endings import EndLog, EndReasonCallback, RecordingASHA, TimeBudget
-from runners.search import make_searcher
+from runners.search import make_searcher, plan_sampler
 from runners.study import StudyPlace
 from runners.trial import run_trial
 from search_spaces.space import SearchSpace
@@ -35,6 +38,18 @@ class GrowableSearch(SearchGenerator):
         super().__init__(self._limiter)
         self._num_samples = num_samples
         self._last_results: dict[str, dict] = {}
+        # Confirmation trials are planned when the search trials end, and a grown search confirms
+        # its new best too: their number comes from the confirming searcher, not from a fixed total.
+        self._confirming = searcher if isinstance(searcher, ConfirmingSearcher) else None
+
+    @property
+    def total_samples(self) -> int:
+        if self._confirming is None:
+            return self._total_samples
+        return max(self._total_samples, self._confirming.planned_trials())
+
+    def is_finished(self) -> bool:
+        return self._counter >= self.total_samples or self._finished
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._last_results[trial_id] = result
@@ -59,27 +74,51 @@ def make_trainable(settings: RunSettings):
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
 
 
-def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None) -> StudyPlace:
-    """The experiment's study; `warm_start` (runners/warm_start.py) seeds a new one."""
+def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
+                first_points: list[dict[str, Any]] = ()) -> StudyPlace:
+    """The experiment's study; a new one tries `first_points` (the framework's defaults, --start-from)
+    and then the best points of `warm_start` (runners/warm_start.py), whose trials it also learns from."""
+    points = list(first_points)
+    for point in (warm_start.points if warm_start else []):
+        if point not in points:
+            points.append(point)
     return StudyPlace(
         url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
         experiment_dir=experiment_dir, framework=settings.framework,
-        warm_trials=warm_start.trials if warm_start else (), first_points=warm_start.points if warm_start else [],
+        warm_trials=warm_start.trials if warm_start else (), first_points=points,
     )
 
 
+def confirm_plan(settings: RunSettings):
+    """The confirmation trials recorded in `settings` (runners/confirm.py)."""
+    from runners.confirm import ConfirmPlan
+    from trainers.registry import get_adapter
+
+    seed_key = get_adapter(settings.framework, settings.backend).seed_key
+    return ConfirmPlan(settings.confirm_top, settings.confirm_seeds if settings.confirm_top else 0,
+                       seed_key, settings.seed)
+
+
 def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path, *, warm_start=None,
-                resume: bool = False, output: str = "default"):
-    """The Tuner of `settings` (budget, schedule and study included); `resume` continues the
-    experiment already in `experiment_dir`; `output` is the terminal mode (runners/progress.py)."""
+                first_points: list[dict[str, Any]] = (), resume: bool = False, output: str = "default"):
+    """The Tuner of `settings` (budget, schedule, study and confirmation included); `resume`
+    continues the experiment already in `experiment_dir`; `output` is the terminal mode
+    (runners/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
+    `settings.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it."""
     from ray import tune
 
     from runners.progress import ray_verbosity
 
     budget = TimeBudget(settings.time_budget)
     end_log = EndLog(experiment_dir, settings.max_epochs, budget)
-    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed,
-                             study=study_place(settings, experiment_dir, warm_start), end_log=end_log)
+    place = study_place(settings, experiment_dir, warm_start, first_points)
+    searcher = make_searcher(space, SCORE_KEY, settings.mode, settings.seed, study=place, end_log=end_log,
+                             plan=plan_sampler(settings.num_samples, len(place.first_points)))
+    total = settings.num_samples
+    confirm = confirm_plan(settings)
+    if searcher is not None and confirm.trials:
+        searcher = ConfirmingSearcher(searcher, settings.num_samples, confirm)
+        total += confirm.trials
     scheduler = RecordingASHA(  # metric/mode come from TuneConfig (Ray refuses them twice)
         end_log, time_attr="training_iteration", max_t=settings.max_epochs,
         grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
@@ -89,9 +128,9 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(
             # Ray admits one pending trial for a custom searcher unless it is concurrency-limited.
-            search_alg=GrowableSearch(searcher, settings.num_samples, settings.max_concurrent) if searcher else None,
-            scheduler=scheduler, metric=settings.metric, mode=settings.mode,
-            num_samples=settings.num_samples if searcher else 1,
+            search_alg=GrowableSearch(searcher, total, settings.max_concurrent) if searcher else None,
+            scheduler=scheduler, metric=SCORE_KEY, mode=settings.mode,
+            num_samples=total if searcher else 1,
             max_concurrent_trials=None if searcher else settings.max_concurrent, reuse_actors=False,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
@@ -101,8 +140,10 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
             # Our own view instead of Ray's tables (runners/progress.py).
             stop=budget, callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
             # The latest checkpoint is always kept besides the best: resume and export need no more.
+            # The best is the epoch ending the best window (the score itself never decreases, and of
+            # equal scores Ray keeps the later checkpoint).
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=settings.metric,
+                num_to_keep=1, checkpoint_score_attribute=WINDOW_KEY,
                 checkpoint_score_order=settings.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),

@@ -20,6 +20,7 @@ import pytest
 
 from analysis.ranking import rank_trials
 from analysis.trials import TrialSummary, load_experiment, read_results
+from core.score import SCORE_KEY, best_window
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 e2e = pytest.mark.e2e
@@ -134,17 +135,18 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
     proc = _run("analysis/rank.py", yolo_experiment, "--out", tmp_path / "a")
     assert proc.returncode == 0, proc.stderr
     rows = _csv(tmp_path / "a" / "ranking.csv")
-    values = [float(r[f"{settings['metric']}@best"]) for r in rows if r[f"{settings['metric']}@best"]]
+    values = [float(r["score"]) for r in rows if r["score"]]
     assert values == sorted(values, reverse=settings["mode"] == "max") and len(values) == len(rows)
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
-    # the other direction: each trial's best epoch is its other extreme, ranked the other way round
+    # the other direction: each trial's score is its best window the other way round, ranked so
     other = "max" if settings["mode"] == "min" else "min"
     assert _run("analysis/rank.py", yolo_experiment, "--out", tmp_path / "b", "--mode", other).returncode == 0
-    flipped = {r["trial"]: float(r[f"{settings['metric']}@best"]) for r in _csv(tmp_path / "b" / "ranking.csv")}
+    flipped = {r["trial"]: float(r["score"]) for r in _csv(tmp_path / "b" / "ranking.csv")}
     assert list(flipped.values()) == sorted(flipped.values(), reverse=other == "max")
     for trial in load_experiment(yolo_experiment).trials:
         history = [row[settings["metric"]] for row in trial.history]
-        assert flipped[trial.trial_id] == pytest.approx(max(history) if other == "max" else min(history))
+        assert flipped[trial.trial_id] == pytest.approx(best_window(history, other)[1])
+        assert trial.best_value == pytest.approx(trial.history[-1][SCORE_KEY])  # as the trial reported it
     # another metric, its direction guessed from the name; the Markdown table is written too. The
     # search's APs are all 0 this early: a copy gets distinct ones, so that a wrong order shows.
     copy = tmp_path / "distinct-ap"
@@ -158,9 +160,12 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
         (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in history))
     assert len(set(bases.values())) == len(trials) >= 3
     assert _run("analysis/rank.py", copy, "--metric", "segm/AP", "--out", tmp_path / "c").returncode == 0
-    ranked = [(r["trial"], float(r["segm/AP@best"])) for r in _csv(tmp_path / "c" / "ranking.csv")]
+    ranked = [(r["trial"], float(r["score"])) for r in _csv(tmp_path / "c" / "ranking.csv")]
     epochs = {t.trial_id: t.epochs for t in load_experiment(copy).trials}
-    assert ranked == sorted(((t, bases[t] + epochs[t]) for t in bases), key=lambda x: -x[1])
+    expected = {t: best_window([bases[t] + e for e in range(1, epochs[t] + 1)], "max")[1] for t in bases}
+    want = sorted(expected.items(), key=lambda x: -x[1])
+    assert [t for t, _ in ranked] == [t for t, _ in want]
+    assert [v for _, v in ranked] == pytest.approx([v for _, v in want])
     markdown = (tmp_path / "c" / "ranking.md").read_text()
     assert markdown.count("\n| ") == len(rows) + 1 and "segm/AP" in markdown
     _one_error_line(_run("analysis/rank.py", yolo_experiment, "--metric", "segm/nope", "--out", tmp_path / "d"),

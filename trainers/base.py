@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +116,12 @@ class TrainerAdapter(ABC):
                 f"{cls.display_name()} has no parameter {', '.join(map(repr, unknown))}; "
                 f"valid keys: {', '.join(sorted(cls.param_names()))}"
             )
+
+    @classmethod
+    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+        """The framework's own default values of those `keys` it has one for (the first trial of a
+        search starts from them); none by default."""
+        return {}
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:

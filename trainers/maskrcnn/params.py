@@ -27,7 +27,7 @@ import bisect
 import json
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,12 @@ PARAM_NAMES: frozenset[str] = frozenset(PARAMS)
 def defaults() -> dict[str, Any]:
     """Every key with its (Detectron2) default, as fresh objects."""
     return {name: json.loads(json.dumps(spec.default)) for name, spec in PARAMS.items()}
+
+
+def default_values(keys: Iterable[str]) -> dict[str, Any]:
+    """The defaults of those `keys` the vocabulary has (for a search's first trial)."""
+    values = defaults()
+    return {k: values[k] for k in keys if k in values}
 
 
 def validate_params(params: Mapping[str, Any], *, who: str = "maskrcnn") -> dict[str, Any]:

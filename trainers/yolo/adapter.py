@@ -10,7 +10,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,16 @@ class YoloAdapter(TrainerAdapter):
     @classmethod
     def param_names(cls) -> frozenset[str]:
         return frozenset(_ultralytics_defaults()) - _CONTROLLED
+
+    @classmethod
+    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+        defaults = _ultralytics_defaults()
+        values = {k: defaults[k] for k in keys if defaults.get(k) is not None}
+        if values.get("optimizer") == "auto":
+            # 'auto' is refused in a search (it ignores lr0 and momentum); Ultralytics' default lr0
+            # (0.01) and momentum (0.937) are those of SGD.
+            values["optimizer"] = "SGD"
+        return values
 
     @classmethod
     def native_metric_names(cls) -> frozenset[str]:

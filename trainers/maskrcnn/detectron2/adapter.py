@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from trainers.maskrcnn.detectron2 import params as d2params
 from trainers.maskrcnn.detectron2 import weights as d2weights
 from trainers.maskrcnn.detectron2 import zoo
 from trainers.maskrcnn.detectron2.config import build_cfg
+from trainers.maskrcnn.params import default_values
 
 CHECKPOINT_FILE = "model_checkpoint.pth"
 CONFIG_FILE = "config.yaml"
@@ -72,6 +73,10 @@ class Detectron2MaskRCNN(TrainerAdapter):
     @classmethod
     def param_names(cls) -> frozenset[str]:
         return d2params.param_names()
+
+    @classmethod
+    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+        return default_values(keys)  # the shared vocabulary's defaults are Detectron2's own
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:

@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from torch import nn
 from cocodata.results import ImageRecord, instances_to_coco
 from core.errors import ConfigError
 from trainers.base import EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
-from trainers.maskrcnn.params import PARAM_NAMES, iters_per_epoch, steps_in_iterations, validate_params
+from trainers.maskrcnn.params import (
+    PARAM_NAMES, default_values, iters_per_epoch, steps_in_iterations, validate_params,
+)
 from trainers.maskrcnn.torchvision import models as tvm
 from trainers.maskrcnn.torchvision import rng, solver
 from trainers.maskrcnn.torchvision.data import CocoInstances, decode_image, train_loader
@@ -57,6 +59,10 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     @classmethod
     def param_names(cls) -> frozenset[str]:
         return PARAM_NAMES
+
+    @classmethod
+    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+        return default_values(keys)
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
