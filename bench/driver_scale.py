@@ -2,9 +2,10 @@
 
     python bench/driver_scale.py [--trials 1000] [--max-epochs 9] [--concurrent 8] [--keep DIR]
 
-Runs a search of `--trials` trials through segtune's own Tuner (`runners/tuner.build_tuner`: the
-same Optuna TPE searcher over the YOLO CPU search space, ASHA, checkpoint every epoch, per-trial
-logging, experiment snapshots after every checkpoint as `runners/tune.py` sets them, segtune.json)
+Runs a search of `--trials` trials through segtune's own Tuner (`runners/tuner.build_tuner` with
+`make_trainable` swapped: the same Optuna TPE searcher on the experiment's study over the YOLO CPU
+search space, ASHA, end-reason and progress callbacks, checkpoint every epoch, per-trial logging,
+experiment snapshots after every checkpoint as `runners/tune.py` sets them, segtune.json)
 with a trivial trainable in place of a real trial: it reports what a real trial reports (the 12 COCO
 metrics, native metrics, a small checkpoint) with no training, so all the time measured is the
 driver's (Ray Tune, the searcher, the scheduler, logging, checkpoint bookkeeping). Then it times
@@ -79,12 +80,14 @@ def main() -> int:
 
 
 def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
+    from unittest import mock
+
     from ray import tune
 
     from cocodata.prepare import prepare_dataset
     from core.record import RunSettings
+    from runners import tuner as project_tuner
     from runners.cluster import init_ray
-    from runners.tuner import build_tuner
     from search_spaces.space import default_space_path, load_space
     from trainers.yolo.adapter import YoloAdapter
 
@@ -94,19 +97,23 @@ def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
     import ray
 
     cpus = ray.cluster_resources().get("CPU", 1)
+    experiment_dir = storage / "driver-scale"
     settings = RunSettings(
         framework="yolo", backend="", dataset=dataset, metric="segm/AP", mode="max", max_epochs=args.max_epochs,
         model=YoloAdapter.default_model, weights=None, gpus_per_trial=0, cpus_per_trial=cpus / args.concurrent,
-        workers=0, max_detections=100, seed=0, space=space.to_dict(),
-        experiment_dir=str(storage / "driver-scale"),
+        workers=0, max_detections=100, seed=0, space=space.to_dict(), experiment_dir=str(experiment_dir),
+        num_samples=args.trials, grace_period=1, reduction_factor=3, max_concurrent=args.concurrent,
     )
-    trainable = tune.with_resources(tune.with_parameters(trivial_trial, settings=settings),
-                                    {"cpu": settings.cpus_per_trial, "gpu": 0})
-    tuner = build_tuner(settings, space, name="driver-scale", storage=storage, num_samples=args.trials,
-                        grace_period=1, reduction_factor=3, max_concurrent=args.concurrent, time_budget=None,
-                        max_failures=0, trainable=trainable)
-    (storage / "driver-scale").mkdir(parents=True, exist_ok=True)
-    settings.save(storage / "driver-scale")
+
+    def trivial_trainable(settings: RunSettings):
+        return tune.with_resources(tune.with_parameters(trivial_trial, settings=settings),
+                                   {"cpu": settings.cpus_per_trial, "gpu": 0})
+
+    experiment_dir.mkdir(parents=True)
+    settings.save(experiment_dir)
+    # The project's Tuner, searcher, scheduler and callbacks, with the trivial trainable in place of run_trial.
+    with mock.patch.object(project_tuner, "make_trainable", trivial_trainable):
+        tuner = project_tuner.build_tuner(settings, space, experiment_dir, output="quiet")
     started, cpu_before = time.perf_counter(), _cpu_seconds()
     tuner.fit()
     return time.perf_counter() - started, _cpu_seconds() - cpu_before
