@@ -63,9 +63,9 @@ def main() -> int:
             print(f"{experiment} exists; pass another --keep folder", file=sys.stderr)
             return 2
         driver_wall, driver_cpu = run_search(args, storage, Path(tmp) / "cache")
+        per_wall, per_cpu = driver_wall / args.trials * 1000, driver_cpu / args.trials * 1000
         print(f"driver: {args.trials} trials in {driver_wall:.1f} s wall, {driver_cpu:.1f} s CPU: "
-              f"{driver_wall / args.trials * 1000:.0f} ms wall and {driver_cpu / args.trials * 1000:.0f} ms CPU per trial "
-              f"({args.concurrent} at a time)")
+              f"{per_wall:.0f} ms wall and {per_cpu:.0f} ms CPU per trial ({args.concurrent} at a time)")
         epochs = sum(1 for p in experiment.glob("trial_*/result.json") for _ in p.open())
         print(f"epochs reported: {epochs} ({epochs / args.trials:.2f} per trial after ASHA)")
         for script in ("rank.py", "report.py"):

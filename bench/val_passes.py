@@ -35,8 +35,9 @@ class TimedYolo(YoloAdapter):
     def _build_model(self, resume_checkpoint):
         model = super()._build_model(resume_checkpoint)
         self.val_seconds: list[float] = []
-        model.add_callback("on_val_start", lambda validator: self.val_seconds.append(-time.process_time()))
-        model.add_callback("on_val_end", lambda validator: self.val_seconds.append(self.val_seconds.pop() + time.process_time()))
+        seconds = self.val_seconds
+        model.add_callback("on_val_start", lambda validator: seconds.append(-time.process_time()))
+        model.add_callback("on_val_end", lambda validator: seconds.append(seconds.pop() + time.process_time()))
         return model
 
 

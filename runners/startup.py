@@ -89,7 +89,8 @@ def _follow_trial_streams() -> None:
     if not _trial_streams:
         return
     old_out, old_err = _trial_streams
-    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    named = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(x for x in named if isinstance(x, logging.Logger))]
     for handler in {h for logger in loggers for h in logger.handlers if type(h) is logging.StreamHandler}:
         if handler.stream is old_out:
             handler.setStream(sys.stdout)

@@ -176,7 +176,8 @@ def _gpu_identity(use_cuda: bool) -> dict[str, str]:
     import torch
 
     ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
-    return {"segtune/gpu_ids": ",".join(map(str, ids)), "segtune/gpu_uuid": str(torch.cuda.get_device_properties(0).uuid)}
+    return {"segtune/gpu_ids": ",".join(map(str, ids)),
+            "segtune/gpu_uuid": str(torch.cuda.get_device_properties(0).uuid)}
 
 
 @contextlib.contextmanager
