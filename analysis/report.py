@@ -209,7 +209,7 @@ def _importance(exp: Experiment, scored: optuna.Study, out: Path) -> tuple[str, 
 def _search_space(exp: Experiment, scored: optuna.Study, out: Path) -> list[tuple[str, str, str]]:
     """Parallel coordinates and slice: both need two scored trials whose parameters differ."""
     m = _esc(exp.metric)
-    if len(scored.trials) < 2 or not varied_params(scored):
+    if len(scored.get_trials(deepcopy=False)) < 2 or not varied_params(scored):
         why = ("<p>Not enough scored trials with searched parameters to draw (needs 2 finished or "
                "ASHA-stopped trials whose parameters differ).</p>")
         return [_section("parallel", "Parallel coordinates", why), _section("slice", "Slice", why)]
@@ -228,7 +228,7 @@ def _results(exp: Experiment, scored: optuna.Study, out: Path) -> list[tuple[str
     m = _esc(exp.metric)
     edf = (f"<p>The fraction of trials whose best <code>{m}</code> is at most a given value.</p>" + _view(
         "edf", [plots.edf_figure(scored, exp.metric)], _png(plots.plot_edf(scored, exp.metric), out / "edf.png", "EDF"))
-        if scored.trials else "<p>No finished or ASHA-stopped trial yet.</p>")
+        if scored.get_trials(deepcopy=False) else "<p>No finished or ASHA-stopped trial yet.</p>")
     progress = ("<p>Best value found against the epochs spent by all trials together, in the order they were "
                 "trained.</p>" + _png(plots.plot_progress(exp), out / "progress.png", "search progress"))
     return [_section("edf", "Distribution of results (EDF)", edf), _section("progress", "Search progress", progress)]

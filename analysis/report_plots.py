@@ -63,7 +63,7 @@ def curves_figure(study: optuna.Study, metric: str) -> go.Figure | None:
     and status; failed and diverged trials, which Optuna leaves out, are added as dashed red lines."""
     fig = _quiet(optuna.visualization.plot_intermediate_values, study)
     names = labels(study)
-    by_name = {f"Trial{t.number}": t for t in study.trials}
+    by_name = {f"Trial{t.number}": t for t in study.get_trials(deepcopy=False)}
     for trace in fig.data:
         trial = by_name.get(trace.name)
         if trial is not None:
@@ -93,7 +93,7 @@ def _spans_orders(ys: list[float]) -> bool:
 
 
 def importance_figure(scored: optuna.Study, metric: str) -> go.Figure:
-    evaluator, _ = evaluator_for(len(scored.trials))  # the evaluator analysis/study.importance used
+    evaluator, _ = evaluator_for(len(scored.get_trials(deepcopy=False)))  # the evaluator analysis/study.importance used
     fig = _quiet(optuna.visualization.plot_param_importances, scored, evaluator=evaluator,
                  params=varied_params(scored), target_name=metric)
     fig.update_layout(height=max(260, 40 * len(varied_params(scored)) + 140))
@@ -235,13 +235,13 @@ def plot_slice(scored: optuna.Study, metric: str) -> Figure:
     params = varied_params(scored)
     rows = math.ceil(len(params) / SLICE_PER_ROW)
     fig, axes = plt.subplots(rows, SLICE_PER_ROW, figsize=(11, 3.2 * rows), squeeze=False, sharey=True)
-    values = [t.value for t in scored.trials]
+    values = [t.value for t in scored.get_trials(deepcopy=False)]
     for ax, key in zip(axes.flat, params):
-        xs = [t.params.get(key) for t in scored.trials]
+        xs = [t.params.get(key) for t in scored.get_trials(deepcopy=False)]
         if not all(isinstance(x, (int, float)) for x in xs):
             xs = [str(x) for x in xs]  # categorical: matplotlib places strings as categories
         ax.scatter(xs, values, c=range(len(values)), cmap="Blues", edgecolors="0.3", s=30)
-        if getattr(scored.trials[0].distributions.get(key), "log", False):
+        if getattr(scored.get_trials(deepcopy=False)[0].distributions.get(key), "log", False):
             ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)

@@ -121,7 +121,7 @@ def _as_complete(t: FrozenTrial, value: float) -> FrozenTrial:
 def varied_params(study: optuna.Study) -> list[str]:
     """Parameters that take more than one value among the study's trials: the only ones worth plotting."""
     seen: dict[str, set[str]] = {}
-    for t in study.trials:
+    for t in study.get_trials(deepcopy=False):
         for key, value in t.params.items():
             seen.setdefault(key, set()).add(repr(value))
     return sorted(k for k, v in seen.items() if len(v) > 1)
@@ -143,8 +143,8 @@ def evaluator_for(n_trials: int) -> tuple[BaseImportanceEvaluator, str]:
 
 def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | None, str]:
     """(importances, explanation) over a `scored_study`; None with the reason when there is nothing to say."""
-    n = len(scored.trials)
-    if not any(t.params for t in scored.trials):
+    n = len(scored.get_trials(deepcopy=False))
+    if not any(t.params for t in scored.get_trials(deepcopy=False)):
         return None, "no searched hyperparameters (a --config run): nothing to rank by importance"
     if n < MIN_TRIALS_FOR_IMPORTANCE:
         return None, (f"not enough trials for importance: {n} with a value, at least "
@@ -152,8 +152,9 @@ def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | No
     params = varied_params(scored)
     if not params:
         return None, "every searched hyperparameter has one value in these trials: nothing to compare"
-    if len({t.value for t in scored.trials}) == 1:
-        return None, f"every trial has the same {metric} ({scored.trials[0].value:g}): nothing to attribute"
+    scores = [t.value for t in scored.get_trials(deepcopy=False)]
+    if len(set(scores)) == 1:
+        return None, f"every trial has the same {metric} ({scores[0]:g}): nothing to attribute"
     evaluator, name = evaluator_for(n)
     try:
         with warnings.catch_warnings():
@@ -168,7 +169,7 @@ def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | No
 def labels(study: optuna.Study) -> dict[int, str]:
     """Trial number -> '#rank id (status)' for a rebuilt study; Optuna's own 'Trial<n>' for any other."""
     result: dict[int, str] = {}
-    for t in study.trials:
+    for t in study.get_trials(deepcopy=False):
         attrs: dict[str, Any] = t.user_attrs
         result[t.number] = (f"#{attrs['rank']} {attrs['trial_id']} ({attrs['status']})" if "trial_id" in attrs
                             else f"Trial{t.number}")

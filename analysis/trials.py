@@ -1,8 +1,8 @@
 """Read the trials of a finished, running or copied experiment: shared by the summary, rank, report and export.
 
-The trial list, statuses, configs and searched keys come from Ray's own reader
-(`ray.tune.ExperimentAnalysis`: no `ray.init`, and it re-bases paths onto wherever the directory now
-is, so a copied experiment reads like the original). Per-epoch metrics are read from each trial's
+The trial list, statuses, configs and searched keys come from Ray's experiment snapshot
+(experiment_state-*.json, read as JSON: no Ray import, no `ray.init`; trial directories are found by
+name, so a copied experiment reads like the original). Per-epoch metrics are read from each trial's
 `result.json` here rather than through Ray, because Ray drops a trial's whole history when the last
 line is half-written (a running trial) and we want every complete line. When Ray's snapshot is missing
 or unreadable (a search that just started, a partial copy) the trial directories alone are read.
@@ -11,7 +11,6 @@ Nothing is ever written into the experiment directory.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -168,31 +167,32 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
 
 
 def _ray_trials(path: Path) -> list[dict[str, Any]] | None:
-    """Trial facts from Ray's experiment snapshot, or None when it is missing or unreadable."""
-    if not any(path.glob("experiment_state-*.json")):
+    """Trial facts from Ray's newest experiment snapshot, or None when it is missing or unreadable.
+
+    The snapshot (experiment_state-<date>.json) is read as plain JSON: Ray's own reader
+    (`ExperimentAnalysis`) costs seconds of imports and reads every trial's progress.csv again (the
+    rows come from result.json here), and would unpickle the snapshot's embedded objects, which we
+    never need. Trial directories are found by their names, so a copied experiment reads the same.
+    """
+    snapshots = sorted(path.glob("experiment_state-*.json"))  # the name holds the date: newest last
+    if not snapshots:
         return None
     try:
-        from ray.tune import ExperimentAnalysis
-
-        # Ray logs a warning per trial whose result.json it cannot parse; we read those files ourselves.
-        logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
-        previous = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            analysis = ExperimentAnalysis(str(path))
-        finally:
-            logger.setLevel(previous)
-    except Exception:  # a snapshot being rewritten, a different Ray version, ...: read the files instead
+        trial_data = json.loads(snapshots[-1].read_text())["trial_data"]
+        trials = []
+        for trial_json, metadata_json in trial_data:
+            trial, metadata = json.loads(trial_json), json.loads(metadata_json)
+            config = trial.get("config") or {}
+            trials.append({
+                "path": str(path / trial["relative_logdir"]),
+                "status": trial["status"],
+                # a value Ray could only pickle (never one of ours) -> read params.json instead
+                "config": None if "CLOUDPICKLE_FALLBACK" in json.dumps(config) else dict(config),
+                "searched": list((trial.get("evaluated_params") or {}).keys()),
+                "error_file": metadata.get("error_filename"),
+            })
+    except (OSError, ValueError, KeyError, TypeError):  # being rewritten, another Ray version, ...: read the files
         return None
-    trials = []
-    for trial in analysis.trials:
-        trials.append({
-            "path": trial.path,  # storage path, re-based by Ray onto this directory
-            "status": trial.status,
-            "config": dict(trial.config or {}),
-            "searched": list((trial.evaluated_params or {}).keys()),
-            "error_file": trial.run_metadata.error_filename,
-        })
     return trials
 
 

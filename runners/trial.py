@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
+from cocodata.evaluator import METRIC_KEYS
 from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
 from core.score import SCORE_KEY, WINDOW_KEY, RunningScore
 from runners.cost import TrialCost
+from runners.startup import StartupLog, shared_evaluator
 from search_spaces.space import thaw
 from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
@@ -50,14 +51,13 @@ def worst_value(mode: str) -> float:
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     """The Ray Tune trainable. `config` holds the hyperparameters (sampled and fixed) and, for a
     confirmation trial, segtune's marks (`core.record.split_marks`), which the adapter never sees."""
-    import gc
-
+    # In a reused process (reuse_actors) this first frees what the last trial left in reference
+    # cycles (its model, optimizer, data loaders), before this trial allocates its own.
+    startup = StartupLog.begin()
     import torch
     from ray import tune
 
-    # A reused process (reuse_actors) may still hold the last trial's model and optimizer in
-    # reference cycles until the cyclic GC runs; free them before this trial allocates its own.
-    gc.collect()
+    startup.imports_done()
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
     context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))
@@ -65,8 +65,11 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     adapter = get_adapter(settings.framework, settings.backend)(
         {key: thaw(value) for key, value in params.items()}, context
     )
-    evaluator = CocoEvaluator(settings.dataset.val_json)
+    startup.mark("adapter_built")
+    evaluator = shared_evaluator(settings.dataset.val_json, settings.dataset.content_hash)
+    startup.mark("evaluator_ready")
     node_id = _node_id()
+    placement = {"segtune/device": context.device, **_gpu_identity(context.use_cuda)}
     started = time.perf_counter()
     last_epoch = 0
     cost = TrialCost(adapter, context.device)
@@ -76,6 +79,8 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         nonlocal last_epoch
         cost.epoch_trained()
         _inject_fault(epoch, trial_dir, Path(settings.experiment_dir or trial_dir.parent))
+        if last_epoch == 0:
+            startup.mark("first_epoch_trained")
         eval_start = time.perf_counter()
         predictions = adapter.predict_val()
         metrics = evaluator.evaluate(predictions)
@@ -88,12 +93,16 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
             "segtune/num_predictions": len(predictions),
             "segtune/trial_time_s": time.perf_counter() - started,
             "segtune/node_id": node_id,
+            **placement,
+            "segtune/amp": int(adapter.amp_enabled),
             DIVERGED_KEY: 0,
         }
         result.update(cost.metrics(epoch))
         if settings.metric not in result:
             result[settings.metric] = worst_value(settings.mode)
         result.update(score.add(result[settings.metric]))
+        if last_epoch == 0:  # before the report: a trial stopped at its first rung ends inside it
+            startup.write(trial_dir, adapter.milestones, eval_time)
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             adapter.save_checkpoint(Path(tmp))
@@ -169,6 +178,19 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
+
+
+def _gpu_identity(use_cuda: bool) -> dict[str, str]:
+    """Which GPU the trial trains on: Ray's ids of the node's GPUs it was given (e.g. "3"; several
+    trials share one with fractional --gpus-per-trial) and the UUID of the device it uses."""
+    if not use_cuda:
+        return {"segtune/gpu_ids": "", "segtune/gpu_uuid": ""}
+    import ray
+    import torch
+
+    ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    return {"segtune/gpu_ids": ",".join(map(str, ids)),
+            "segtune/gpu_uuid": str(torch.cuda.get_device_properties(0).uuid)}
 
 
 @contextlib.contextmanager

@@ -33,6 +33,9 @@ from trainers.registry import dataset_readers, get_adapter, resolve_backend  # n
 PROG = "tune.py"
 # A forced experiment snapshot after every checkpoint is what makes a killed search resumable.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# A reused trial process first waits for the stopped trial's framework to wind down (its data
+# loaders, its logs); Ray's default of 2 s gives up on a busy machine and starts a new process.
+os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ could not reach it.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from runners.search import make_searcher, plan_sampler
 from runners.study import StudyPlace
 from runners.trial import run_trial
 from search_spaces.space import SearchSpace
+from trainers.registry import get_adapter
 
 
 class GrowableSearch(SearchGenerator):
@@ -74,6 +76,12 @@ def make_trainable(settings: RunSettings):
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
 
 
+def reuse_processes(settings: RunSettings) -> bool:
+    """Ray's `reuse_actors`: a finished trial's process runs the next trial (no process start,
+    imports or caches paid again) where the framework leaves no per-process state behind."""
+    return get_adapter(settings.framework, settings.backend).reuse_process
+
+
 def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
                 first_points: list[dict[str, Any]] = ()) -> StudyPlace:
     """The experiment's study; a new one tries `first_points` (the framework's defaults, --start-from)
@@ -92,7 +100,6 @@ def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
 def confirm_plan(settings: RunSettings):
     """The confirmation trials recorded in `settings` (runners/confirm.py)."""
     from runners.confirm import ConfirmPlan
-    from trainers.registry import get_adapter
 
     seed_key = get_adapter(settings.framework, settings.backend).seed_key
     return ConfirmPlan(settings.confirm_top, settings.confirm_seeds if settings.confirm_top else 0,
@@ -109,6 +116,8 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
 
     from runners.progress import ray_verbosity
 
+    if resume:
+        _report_set_aside(experiment_dir)
     budget = TimeBudget(settings.time_budget)
     end_log = EndLog(experiment_dir, settings.max_epochs, budget)
     place = study_place(settings, experiment_dir, warm_start, first_points)
@@ -131,7 +140,8 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
             search_alg=GrowableSearch(searcher, total, settings.max_concurrent) if searcher else None,
             scheduler=scheduler, metric=SCORE_KEY, mode=settings.mode,
             num_samples=total if searcher else 1,
-            max_concurrent_trials=None if searcher else settings.max_concurrent, reuse_actors=False,
+            max_concurrent_trials=None if searcher else settings.max_concurrent,
+            reuse_actors=reuse_processes(settings),
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
@@ -173,6 +183,7 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "de
 
     from runners.progress import SearchProgress, ray_verbosity
 
+    _report_set_aside(experiment_dir)
     tuner = tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
                                resume_unfinished=True, resume_errored=False, restart_errored=False)
     # Ray restores the first run's RunConfig, callbacks included: show this run's view in this run's mode.
@@ -181,3 +192,33 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "de
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)]
     run_config.callbacks.append(_progress_view(settings, output))
     return tuner
+
+
+UNRECORDED_DIR = ".unrecorded"
+
+
+def set_aside_unrecorded_trials(experiment_dir: Path) -> list[Path]:
+    """Move trial folders that Ray's newest snapshot does not know into `<experiment>/.unrecorded/`.
+
+    A trial starts (in a reused process: at once) before the next snapshot names it; a driver killed
+    in between leaves its folder behind. Ray cannot resume such a trial (the searcher proposes a new
+    one in its place), and analysis would show it as running forever. Nothing is deleted."""
+    snapshots = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
+    if not snapshots:
+        return []
+    known = {json.loads(trial)["relative_logdir"] for trial, _ in json.loads(snapshots[-1].read_text())["trial_data"]}
+    moved = []
+    for trial_dir in sorted(Path(experiment_dir).glob("trial_*")):
+        if trial_dir.is_dir() and trial_dir.name not in known:
+            target = Path(experiment_dir) / UNRECORDED_DIR / trial_dir.name
+            target.parent.mkdir(exist_ok=True)
+            trial_dir.rename(target)
+            moved.append(target)
+    return moved
+
+
+def _report_set_aside(experiment_dir: Path) -> None:
+    moved = set_aside_unrecorded_trials(experiment_dir)
+    if moved:
+        print(f"segtune: {len(moved)} trial(s) started but never recorded by the stopped driver moved to "
+              f"{Path(experiment_dir) / UNRECORDED_DIR} (the search proposes new ones in their place)")

@@ -121,3 +121,19 @@ def test_terminal_output_is_compact(yolo_experiment):
     assert len(others) <= 20, stdout  # the header and the closing summary
     assert all(len(line) <= 120 for line in starts + ends + progress)
     assert stderr.count("\n") <= 2, stderr  # Ray's own warnings, if any (e.g. a slow experiment sync)
+
+
+def test_trial_processes_are_reused_and_startup_recorded(yolo_experiment):
+    """YOLO allows reused trial processes: the search runs one trial at a time, so later trials run in
+    the process of an earlier one; each trial records where its start-up time went and its device."""
+    startups = {t.name: json.loads((t / "startup.json").read_text()) for t in _trials(yolo_experiment)}
+    fresh_pids = {s["pid"] for s in startups.values() if s["trials_before_in_process"] == 0}
+    reused = [s for s in startups.values() if s["trials_before_in_process"] > 0]
+    assert reused and all(s["pid"] in fresh_pids for s in reused)
+    for name, s in startups.items():
+        marks = [s["process_start"], s["trial_start"], s["imports_done"], s["adapter_built"],
+                 s["evaluator_ready"], s["first_epoch_trained"]]
+        assert marks == sorted(marks), (name, s)
+        assert set(s["adapter"]) >= {"framework_imported", "model_built", "data_ready", "first_batch"}
+        for row in _results(yolo_experiment / name):
+            assert row["segtune/device"] == "cpu" and row["segtune/amp"] == 0 and row["segtune/gpu_uuid"] == ""

@@ -11,6 +11,7 @@ Lifecycle of one trial (driven by `runners/trial.py`):
 from __future__ import annotations
 
 import functools
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -67,6 +68,9 @@ class TrialContext:
     weights: str | None = None  # weights file or model-zoo name to start from; None = from scratch
     max_detections: int = 100  # per image, at least the evaluator's maxDets
     options: Mapping[str, Any] = field(default_factory=dict)  # the adapter's own command-line options
+    # The search metric. A framework that validates on its own (a second pass over the val set
+    # besides the trial's COCO evaluation) need do so only when this is one of its own numbers.
+    metric: str = ""
 
     @property
     def use_cuda(self) -> bool:
@@ -78,7 +82,7 @@ class TrialContext:
         return cls(
             dataset=settings.dataset, output_dir=output_dir, max_epochs=settings.max_epochs, device=device,
             workers=settings.workers, model=settings.model, weights=settings.weights,
-            max_detections=settings.max_detections, options=dict(settings.options),
+            max_detections=settings.max_detections, options=dict(settings.options), metric=settings.metric,
         )
 
 
@@ -97,10 +101,15 @@ class TrainerAdapter(ABC):
     # e.g. "iters_per_epoch"); the runner refuses the others for this adapter.
     options: ClassVar[frozenset[str]] = frozenset()
 
+    # Whether one process may run several trials one after another (Ray's `reuse_actors`): the
+    # framework leaves no global state (registries, loggers, handlers) that a next trial trips on.
+    reuse_process: ClassVar[bool] = False
+
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         self.check_params(params)
         self.params = dict(params)
         self.context = context
+        self.milestones: dict[str, float] = {}  # start-up steps -> time.time() (see record_milestone)
 
     # ---- what the driver checks before any trial starts -------------------------------------
     @classmethod
@@ -158,6 +167,17 @@ class TrainerAdapter(ABC):
         `resume_from` is a directory written by `save_checkpoint`: continue after its epoch.
         Raise TrainingDiverged when the loss is no longer finite.
         """
+
+    def record_milestone(self, name: str) -> None:
+        """Note when a start-up step first finished (e.g. "framework_imported", "model_built",
+        "data_ready", "first_batch"); the trial's start-up breakdown (`runners/startup.py`) shows them."""
+        self.milestones.setdefault(name, time.time())
+
+    @property
+    def amp_enabled(self) -> bool:
+        """Whether training runs in mixed precision, as the framework finally decided (recorded per
+        trial, e.g. to check that GPU trials use AMP)."""
+        return False
 
     @functools.cached_property
     def val_images(self) -> list[ImageRecord]:

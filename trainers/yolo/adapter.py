@@ -1,7 +1,9 @@
 """Ultralytics YOLO11-seg behind the adapter interface.
 
 Ultralytics owns the training loop (`model.train`); this adapter hooks `on_fit_epoch_end`, where
-Ultralytics has just validated and written `last.pt`, and hands control to the trial's callback.
+Ultralytics has just written `last.pt`, and hands control to the trial's callback. Ultralytics'
+own validation runs only when the search metric is one of its validation numbers (e.g.
+`yolo/val/seg_loss`); otherwise the trial's COCO evaluation is the one pass over the val set.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ _NATIVE_METRICS = frozenset(
     + [f"{m}({t})" for m in ("precision", "recall", "mAP50", "mAP50-95") for t in ("B", "M")]
     + ["lr/pg0", "lr/pg1", "lr/pg2", "epoch_time"]
 )
+# The native metrics that only Ultralytics' own validation produces.
+_VALIDATION_METRICS = frozenset(name for name in _NATIVE_METRICS if name.startswith("val/") or "(" in name)
 
 
 def _ultralytics_defaults() -> dict[str, Any]:
@@ -49,6 +53,9 @@ class YoloAdapter(TrainerAdapter):
     native_prefix = "yolo/"
     default_model = "yolo11n-seg.yaml"
     packages = ("ultralytics",)
+    # Ultralytics restores its global torch settings and closes its TensorBoard writer after every
+    # run, even a stopped one (tests/test_yolo_adapter.py runs trials back to back in one process).
+    reuse_process = True
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         # Before Ultralytics is first imported (it checks the network once, at import): a trial
@@ -161,21 +168,34 @@ class YoloAdapter(TrainerAdapter):
             "save_dir": str(ctx.output_dir / "ultralytics"),
             "exist_ok": True,
             "plots": False,  # plots download a font and cost time every epoch
-            "val": True,
+            "val": True,  # every epoch; CocoOnlyValTrainer makes it a no-op when the metric is COCO's
             "verbose": False,
         }
         # AMP only on CUDA: off CUDA it is useless, and its check downloads a model.
         args["amp"] = bool(self.params.get("amp", True)) and ctx.use_cuda
         return args
 
+    @property
+    def framework_validates(self) -> bool:
+        """Whether Ultralytics validates each epoch: only when the search metric comes from it."""
+        metric = self.context.metric
+        return metric.startswith(self.native_prefix) and metric.removeprefix(self.native_prefix) in _VALIDATION_METRICS
+
+    @property
+    def amp_enabled(self) -> bool:
+        return bool(self._trainer is not None and self._trainer.amp)
+
     def _build_model(self, resume_checkpoint: Path | None):
         from ultralytics import YOLO
 
+        self.record_milestone("framework_imported")
         if resume_checkpoint is not None:
-            return YOLO(str(resume_checkpoint), task="segment")
-        model = YOLO(self.context.model or self.default_model, task="segment")
-        if self.context.weights:
-            model.load(self.context.weights)
+            model = YOLO(str(resume_checkpoint), task="segment")
+        else:
+            model = YOLO(self.context.model or self.default_model, task="segment")
+            if self.context.weights:
+                model.load(self.context.weights)
+        self.record_milestone("model_built")
         return model
 
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
@@ -188,16 +208,33 @@ class YoloAdapter(TrainerAdapter):
         model.add_callback("on_pretrain_routine_start", _drop_raytune_callback)
         _add_tensorboard_callbacks(model)
         model.add_callback("on_pretrain_routine_start", self._remember_trainer)
+        # Data loaders built (and images cached), model on its device, optimizer ready:
+        model.add_callback("on_pretrain_routine_end", lambda trainer: self.record_milestone("data_ready"))
+        model.add_callback("on_train_batch_end", lambda trainer: self.record_milestone("first_batch"))
         model.add_callback("on_fit_epoch_end", lambda trainer: self._epoch_end(trainer, on_epoch_end))
         args = self._train_args()
         if resume_checkpoint is not None:
             args["resume"] = str(resume_checkpoint)
+        trainer = None
+        if not self.framework_validates:
+            from trainers.yolo.single_pass import CocoOnlyValTrainer
+
+            trainer = CocoOnlyValTrainer
         try:
-            model.train(**args)
+            model.train(trainer=trainer, **args)
         except RuntimeError as exc:
             if "NaN" in str(exc) or "Inf" in str(exc):  # Ultralytics' NaN recovery gave up
                 raise TrainingDiverged(f"ultralytics: {exc}") from exc
             raise
+        except FileNotFoundError:
+            # After its last epoch Ultralytics reloads last.pt, which save_checkpoint moved into the
+            # trial's checkpoint (a trial the scheduler stops at its last report never gets here).
+            if not self._trained_every_epoch():
+                raise
+
+    def _trained_every_epoch(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.epoch + 1 >= trainer.epochs and not Path(trainer.last).exists()
 
     def _stage_resume(self, resume_from: Path) -> Path | None:
         """Copy the checkpoint where Ultralytics writes its own, so resume continues in place."""

@@ -63,11 +63,16 @@ class Detectron2MaskRCNN(TrainerAdapter):
     default_epochs_cpu = 12  # an epoch costs ~6x a YOLO demo epoch on CPU; AP rises within a few
     seed_key = "SEED"
     options = frozenset({"iters_per_epoch"})  # an "epoch" is a number of iterations (--iters-per-epoch)
+    reuse_process = False  # DatasetCatalog and setup_logger keep per-process state (DESIGN-NOTES)
 
     def __init__(self, params: Mapping[str, Any], context: TrialContext) -> None:
         super().__init__(params, context)
         self._trainer = None  # the live SegtuneTrainer while train() runs
         self._cfg = None
+
+    @property
+    def amp_enabled(self) -> bool:
+        return bool(self._cfg is not None and self._cfg.SOLVER.AMP.ENABLED and self.context.use_cuda)
 
     # ---- checks in the driver ----------------------------------------------------------------
     @classmethod

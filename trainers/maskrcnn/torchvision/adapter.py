@@ -54,6 +54,8 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     seed_key = "SEED"
     options = frozenset({"iters_per_epoch"})  # an "epoch" is a number of iterations (--iters-per-epoch)
     models = tuple(tvm.MODELS)
+    # Global torch state (determinism flags) is restored after train(); RNGs are seeded per trial.
+    reuse_process = True
 
     # ---- checks before any trial ------------------------------------------------------------
     @classmethod
@@ -113,6 +115,11 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         self.optimizer = solver.build_optimizer(self.model, self.params)
         self.scheduler = solver.build_scheduler(self.optimizer, self.params, self.steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.record_milestone("model_built")
+
+    @property
+    def amp_enabled(self) -> bool:
+        return self.amp
 
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
         self._build(load_weights=resume_from is None)
@@ -164,6 +171,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
                 self.scaler.update()
                 self.scheduler.step()
                 self.iteration += 1
+                self.record_milestone("first_batch")  # trained on, as Ultralytics' on_train_batch_end
                 sums["loss"] += value
                 for key, part in loss_dict.items():
                     sums[key] += float(part.detach())
