@@ -5,8 +5,10 @@ from core.record import DIVERGED_KEY
 from search_spaces.space import SearchSpace
 
 
-def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epochs: int):
-    """Optuna TPE over the searched keys, told about ASHA's early stops (see PruningAwareOptunaSearch)."""
+def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epochs: int, *,
+                  sampler_name: str = "tpe"):
+    """Optuna TPE over the searched keys, told about ASHA's early stops (see PruningAwareOptunaSearch).
+    `sampler_name="random"`: Optuna's RandomSampler instead, the baseline TPE is measured against."""
     if not space.searched:
         return None
     import optuna
@@ -31,4 +33,6 @@ def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epo
             super().on_trial_complete(trial_id, result, error)
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(space.searched))))
+    if sampler_name == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     return PruningAwareOptunaSearch(space=dict(space.searched), metric=metric, mode=mode, sampler=sampler)

@@ -77,11 +77,16 @@ def _run(args) -> int:
 
     _start_ray(args.address)
     has_gpu = _cluster_has_gpu()
-    num_samples = args.num_samples or (16 if has_gpu else 8)
     max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
     grace = args.grace_period or max(1, max_epochs // 10)
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
+    num_samples = args.num_samples or (16 if has_gpu else 8)
+    if args.budget_epochs and not args.num_samples:
+        from runners.budget import trials_for_budget
+
+        num_samples = trials_for_budget(args.budget_epochs, max_epochs, grace, args.reduction_factor,
+                                        early_stopping=args.scheduler == "asha")
     space = user_space or _load_space(args, adapter, not has_gpu, None)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
@@ -100,10 +105,16 @@ def _run(args) -> int:
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
+    if space.searched:
+        stopping = f"ASHA (grace {grace}, reduction factor {args.reduction_factor:g})" if args.scheduler == "asha" \
+            else "no early stopping"
+        budget = f"; ends after {args.budget_epochs} epochs in all" if args.budget_epochs else ""
+        print(f"segtune: proposals: {'TPE' if args.sampler == 'tpe' else 'random'}; {stopping}{budget}")
     tuner = build_tuner(
         settings, space, name=name, storage=storage, num_samples=num_samples, grace_period=grace,
         reduction_factor=args.reduction_factor, max_concurrent=resources.max_concurrent,
         time_budget=args.time_budget, max_failures=args.max_failures,
+        sampler=args.sampler, early_stopping=args.scheduler == "asha", budget_epochs=args.budget_epochs,
     )
     experiment_dir.mkdir(parents=True, exist_ok=True)  # the Tuner may have made it; it was new above
     settings.save(experiment_dir)

@@ -19,15 +19,26 @@ def make_trainable(settings: RunSettings):
 
 def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage: Path, num_samples: int,
                 grace_period: int, reduction_factor: float, max_concurrent: int,
-                time_budget: float | None, max_failures: int):
+                time_budget: float | None, max_failures: int, sampler: str = "tpe", early_stopping: bool = True,
+                budget_epochs: int | None = None):
+    """`sampler` "tpe" or "random"; without `early_stopping` every trial trains all its epochs (FIFO);
+    `budget_epochs`: the search ends once its trials have trained that many epochs (runners/budget.py)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed, settings.max_epochs)
+    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed, settings.max_epochs,
+                             sampler_name=sampler)
     scheduler = ASHAScheduler(  # metric/mode come from TuneConfig (Ray refuses them twice)
         time_attr="training_iteration", max_t=settings.max_epochs,
         grace_period=grace_period, reduction_factor=reduction_factor,
     )
+    if not early_stopping:
+        scheduler = FIFOScheduler()
+    stop = None
+    if budget_epochs:
+        from runners.budget import BUDGET_STATE_FILE, EpochBudget
+
+        stop = EpochBudget(budget_epochs, Path(settings.experiment_dir) / BUDGET_STATE_FILE)
     return tune.Tuner(
         make_trainable(settings),
         param_space=dict(space.fixed),
@@ -39,7 +50,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace, *, name: str, storage
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=1,
+            name=name, storage_path=str(storage), verbose=1, stop=stop,
             log_to_file=True,  # each trial's framework output goes to its own stdout/stderr files
             # The latest checkpoint is always kept besides the best: resume and export need no more.
             checkpoint_config=tune.CheckpointConfig(

@@ -1,0 +1,129 @@
+"""The epoch budget of a search (runners/budget.py) and the --sampler / --scheduler / --budget-epochs options."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.record import PreparedDataset, RunSettings
+from runners.budget import BUDGET_STATE_FILE, EpochBudget, expected_trial_epochs, trials_for_budget
+from runners.tune import main
+from search_spaces.space import parse_space
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------
+def test_expected_trial_epochs():
+    assert expected_trial_epochs(30, 3, 3, early_stopping=False) == 30
+    # rungs 3, 9, 27, then 30: 3 + 6/3 + 18/9 + 3/27
+    assert expected_trial_epochs(30, 3, 3, early_stopping=True) == pytest.approx(3 + 2 + 2 + 3 / 27)
+    assert expected_trial_epochs(8, 8, 3, early_stopping=True) == 8  # grace = max: nobody is stopped
+
+
+def test_trials_for_budget():
+    assert trials_for_budget(150, 30, 3, 3, early_stopping=False) == 5
+    assert trials_for_budget(100, 30, 3, 3, early_stopping=False) == 4  # the last one is cut by the budget
+    assert trials_for_budget(150, 30, 3, 3, early_stopping=True) == 32  # 150 / 7.11 = 21.1, half again
+    assert trials_for_budget(1, 30, 3, 3, early_stopping=True) == 1
+
+
+# ---- the stopper, fed as Ray feeds it -------------------------------------------------------------
+def test_budget_counts_each_trials_latest_epoch(tmp_path):
+    budget = EpochBudget(5, tmp_path / BUDGET_STATE_FILE)
+    assert not budget("a", {"training_iteration": 1})
+    assert not budget("b", {"training_iteration": 1})
+    assert not budget("a", {"training_iteration": 2})
+    assert not budget("a", {"training_iteration": 2})  # a retried epoch is not counted twice
+    assert budget.spent == 3 and not budget.stop_all()
+    assert not budget("b", {"training_iteration": 2})
+    assert budget("a", {"training_iteration": 3})  # the 5th epoch: this trial stops ...
+    assert budget.stop_all()  # ... and so does the search
+    assert budget("b", {"training_iteration": 3})  # a result that was already on its way
+
+
+def test_resumed_budget_goes_on_from_its_file(tmp_path):
+    state = tmp_path / BUDGET_STATE_FILE
+    first = EpochBudget(4, state)
+    first("a", {"training_iteration": 1})
+    first("b", {"training_iteration": 2})
+    resumed = EpochBudget(4, state)  # what Ray unpickles on --resume: no counts of its own
+    assert resumed.spent == 3 and not resumed.stop_all()
+    assert resumed("c", {"training_iteration": 1})
+
+
+def test_budget_must_be_positive():
+    with pytest.raises(ValueError):
+        EpochBudget(0)
+
+
+def test_budget_ends_a_real_ray_search(tmp_path):
+    """Two trials at a time report epochs; the search ends within one report of the budget and the
+    third trial, pending, never trains past it."""
+    import ray
+    from ray import tune
+
+    def trainable(config):
+        for _ in range(5):
+            tune.report({"score": 1.0})
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        grid = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=2, metric="score", mode="max"),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="budget", verbose=0,
+                                      stop=EpochBudget(6, tmp_path / BUDGET_STATE_FILE)),
+        ).fit()
+    finally:
+        ray.shutdown()
+    reported = sum(int(r.metrics.get("training_iteration") or 0) for r in grid if r.metrics)
+    print(f"epochs reported under a budget of 6: {reported}")
+    assert 6 <= reported <= 7  # the report reaching the budget, plus at most one already on its way
+    assert reported < 15  # without the budget: 3 trials x 5
+
+
+# ---- the options ---------------------------------------------------------------------------------
+def _settings(tmp_path: Path) -> RunSettings:
+    dataset = PreparedDataset("d", "h", tmp_path, tmp_path, tmp_path, tmp_path, (1,), ("a",))
+    return RunSettings("yolo", "", dataset, "segm/AP", "max", 6, "yolo11n-seg.yaml", None, 0.0, 1.0, 0, 100,
+                       experiment_dir=str(tmp_path / "exp"))
+
+
+@pytest.mark.parametrize("sampler, early_stopping, budget", [("tpe", True, None), ("random", False, 12)])
+def test_build_tuner_wires_sampler_scheduler_and_budget(tmp_path, sampler, early_stopping, budget):
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from runners.tuner import build_tuner
+
+    space = parse_space({"lr0": {"type": "float", "low": 1e-3, "high": 1e-2}, "imgsz": 64}, framework="yolo")
+    tuner = build_tuner(_settings(tmp_path), space, name="exp", storage=tmp_path, num_samples=4, grace_period=1,
+                        reduction_factor=3, max_concurrent=2, time_budget=None, max_failures=0,
+                        sampler=sampler, early_stopping=early_stopping, budget_epochs=budget)
+    tune_config = tuner._local_tuner._tune_config  # Ray has no public getter: the Tuner as built
+    run_config = tuner._local_tuner.get_run_config()
+    expected_sampler = optuna.samplers.TPESampler if sampler == "tpe" else optuna.samplers.RandomSampler
+    assert type(tune_config.search_alg._sampler) is expected_sampler
+    assert type(tune_config.scheduler) is (ASHAScheduler if early_stopping else FIFOScheduler)
+    if budget is None:
+        assert run_config.stop is None
+    else:
+        assert isinstance(run_config.stop, EpochBudget) and run_config.stop.budget == budget
+        assert run_config.stop.state_file == tmp_path / "exp" / BUDGET_STATE_FILE
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--scheduler", "none", "--grace-period", "2"], ["--grace-period", "--scheduler none"]),
+    (["--budget-epochs", "0"], ["--budget-epochs", "positive"]),
+    (["--sampler", "grid"], ["--sampler", "grid"]),
+])
+def test_bad_search_options_are_one_line(capsys, tmp_path, options, words):
+    try:
+        status = main(["--framework", "yolo", "--storage", str(tmp_path / "runs"), "--name", "exp", *options])
+    except SystemExit as exc:  # argparse's own refusals (an unknown choice)
+        status = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and "error" in err[0], err
+    for word in words:
+        assert word in err[0], (word, err[0])
+    assert not (tmp_path / "runs").exists()
