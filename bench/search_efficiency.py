@@ -153,8 +153,9 @@ class Bench:
                        "--seed", str(seed), "--storage", str(cell), "--name", "search",
                        *self._common(profile), *METHODS[method][1], *self.no_confirm]
             self._run(command, cell / "search.log")
+            search_s = time.time() - started
             search = {"records": segtune_records(cell / "search"), "winner": segtune_winner(cell / "search"),
-                      "search_s": time.time() - started}
+                      "search_s": search_s}
         else:
             command = [sys.executable, "bench/ultralytics_tuners.py", "--method", method.split("-")[1],
                        "--out", str(cell / "search"), "--epochs", str(profile.max_epochs),
