@@ -6,8 +6,13 @@ DIR receives:
   native_config.yaml  the same run in the framework's own terms (from the adapter's native_config)
   weights/            the weights file of the trial's best kept checkpoint (adapter.weights_in_checkpoint)
   best.pt, best.onnx  what the adapter's inference_files makes (YOLO: a stripped copy and its ONNX export)
-  MODEL_CARD.md       metrics at the best epoch, data, seed, versions, the command to retrain
+  MODEL_CARD.md       metrics at the best epoch, costs (latency, memory, parameters, training time),
+                      data, seed, versions, the command to retrain
 DIR must be new or empty (--force writes into a non-empty one; files of other names are left alone).
+
+--max-latency-ms X exports the best trial whose recorded cost/latency_ms is at most X; --pareto
+exports every trial on the Pareto front of the ranking metric against cost/latency_ms, each into
+DIR/trial_<id>/ with its own model card.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from analysis.costs import model_card_costs, pareto_trials, pick_within_latency, trial_latency  # noqa: E402
+from analysis.pareto import LATENCY  # noqa: E402
 from analysis.ranking import best_trial, format_value  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
 from cocodata.evaluator import METRIC_KEYS  # noqa: E402
@@ -45,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("experiment", type=Path, help="experiment directory (<storage>/<name>)")
     parser.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
-    parser.add_argument("--trial", default=None, help="export this trial id instead of the best one")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--trial", default=None, help="export this trial id instead of the best one")
+    choice.add_argument("--max-latency-ms", type=float, default=None, metavar="X",
+                        help="export the best trial whose measured latency (cost/latency_ms) is at most X")
+    choice.add_argument("--pareto", action="store_true",
+                        help="export every trial on the Pareto front of the metric against cost/latency_ms, "
+                             "each into OUT/trial_<id>/")
     parser.add_argument("--metric", default=None, help="choose the best trial by this metric (default: the search's)")
     parser.add_argument("--mode", choices=("max", "min"), default=None, help="max or min (default: the search's)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (YOLO)")
@@ -189,6 +202,10 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
 |---|---|
 {metric_rows}
 
+## Cost
+
+{model_card_costs(trial)}
+
 ## Data
 
 - dataset: `{d.name}`, content hash `{d.content_hash}`
@@ -225,10 +242,10 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
     return path
 
 
-def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True) -> list[Path]:
+def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True, why: str = "") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     s = exp.settings
-    notes: list[str] = []
+    notes: list[str] = [why] if why else []
     try:
         adapter_cls = get_adapter(s.framework, s.backend or None)
     except ConfigError as exc:  # the framework is not installed here: still export what needs no adapter
@@ -275,19 +292,50 @@ def _export(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, args.metric, args.mode)
     if out == exp.path or exp.path in out.parents and out.parent != exp.path:
         raise ExperimentError(f"--out {out} is inside a trial of the experiment; choose a directory outside it")
-    trial = pick_trial(exp, args.trial)
+    if args.pareto:
+        return _export_front(exp, out, onnx=not args.no_onnx)
+    why = ""
+    if args.max_latency_ms is not None:
+        trial = pick_within_latency(exp, args.max_latency_ms)
+        why = f"chosen as the best trial with {LATENCY} <= {args.max_latency_ms:g} (export_best.py --max-latency-ms)"
+    else:
+        trial = pick_trial(exp, args.trial)
     try:
-        files = export(exp, trial, out, onnx=not args.no_onnx)
+        files = export(exp, trial, out, onnx=not args.no_onnx, why=why)
     except ExportFailed as exc:
         print(f"{PROG}: {exc}; everything else is in {out}", file=sys.stderr)
         return 1
     except OSError as exc:
         raise not_writable(out, exc) from None
+    latency = f", {trial_latency(trial):.2f} ms per image" if trial_latency(trial) is not None else ""
     print(f"exported trial {trial.trial_id} (rank {trial.rank}, {exp.metric} {format_value(trial.best_value)} at "
-          f"epoch {trial.best_epoch}) to {out}:")
+          f"epoch {trial.best_epoch}{latency}) to {out}:")
     for f in files:
         print(f"  {f.relative_to(out) if f.is_relative_to(out) else f}")
     return 0
+
+
+def _export_front(exp: Experiment, out: Path, onnx: bool) -> int:
+    """Each trial on the accuracy-latency front into out/trial_<id>/, fastest first."""
+    front = sorted(pareto_trials(exp), key=lambda t: trial_latency(t) or 0.0)
+    if not front:
+        raise ExperimentError(f"no trial of {exp.name} with a checkpoint is on the Pareto front; nothing to export")
+    why = f"on the Pareto front of {exp.metric} ({exp.mode}) against {LATENCY} (export_best.py --pareto)"
+    failed = 0
+    print(f"{len(front)} trials on the Pareto front of {exp.metric} ({exp.mode}) against {LATENCY} (min), "
+          f"exported to {out}:")
+    for trial in front:
+        target = out / f"trial_{trial.trial_id}"
+        try:
+            export(exp, trial, target, onnx=onnx, why=why)
+        except ExportFailed as exc:
+            failed += 1
+            print(f"{PROG}: trial {trial.trial_id}: {exc}; everything else is in {target}", file=sys.stderr)
+        except OSError as exc:
+            raise not_writable(target, exc) from None
+        print(f"  {target.name}/  rank {trial.rank}, {exp.metric} {format_value(trial.best_value, exp.metric)}, "
+              f"{trial_latency(trial):.2f} ms per image")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

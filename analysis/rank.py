@@ -19,6 +19,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, find_experiments, load_experiment  # noqa: E402
 from core.errors import ExperimentError, not_writable, run_cli  # noqa: E402
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only experiments of this framework (when EXP_DIR holds several)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where ranking.csv and ranking.md go (default: EXP_DIR/analysis/)")
+    parser.add_argument("--pareto", action="store_true",
+                        help="show only the trials on the Pareto front of the metric against cost/latency_ms "
+                             "(the files keep every trial, marked in their pareto column)")
     return parser
 
 
@@ -68,7 +72,7 @@ def searched_keys(experiments: list[Experiment]) -> list[str]:
 
 
 def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
-                   width: int | None = None) -> str:
+                   width: int | None = None, front: set[Path] | None = None) -> str:
     """Fixed columns first (the metric as 'best value @epoch'), then as many searched parameters as fit."""
     width = width or max(130, shutil.get_terminal_size((130, 24)).columns)
     columns: list[tuple[str, Any]] = [("rank", lambda t: str(t.rank))]
@@ -82,6 +86,9 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
          else f"{format_value(t.best_value, metric)} @{t.best_epoch}"),
     ]
     columns += [(k, lambda t, k=k: format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS]
+    if has_costs(trials):  # what the model costs, and whether a trial is on the accuracy-latency front
+        columns += [(name, lambda t, k=k: format_cost(t.costs.get(k), k)) for k, name in TERMINAL_COSTS]
+        columns.append(("pareto", lambda t: "yes" if front and t.path in front else ""))
     cells = [[name for name, _ in columns]] + [[get(t) for _, get in columns] for t in trials]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for key in params:  # add parameters while the line still fits
@@ -99,14 +106,19 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
     return "\n".join(lines)
 
 
-def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool) -> str:
+def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
+                   front: set[Path] | None = None) -> str:
+    costs = [key for key, _, _ in COSTS] if has_costs(trials) else []
     header = ["rank"] + (["experiment"] if several else []) + ["trial", "status", "epochs", f"{metric} (best)",
-                                                               "best epoch", *TABLE_METRICS, *params]
+                                                               "best epoch", *TABLE_METRICS, *costs,
+                                                               *(["pareto"] if costs else []), *params]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         row = [str(t.rank)] + ([t.experiment] if several else []) + [
             f"`{t.trial_id}`", t.short_status, str(t.epochs), format_value(t.best_value, metric),
             str(t.best_epoch or ""), *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
+            *(format_cost(t.costs.get(k), k) for k in costs), *(["yes" if front and t.path in front else ""]
+                                                                 if costs else []),
             *(format_value(t.params.get(k)) for k in params),
         ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
@@ -117,8 +129,9 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
     several = len(experiments) > 1
     metric = experiments[0].metric
     params = searched_keys(experiments)
+    front = pareto_paths(trials, metric, experiments[0].mode) if has_costs(trials) else None
     out.mkdir(parents=True, exist_ok=True)
-    rows = table_rows(trials, metric, params, with_experiment=several)
+    rows = table_rows(trials, metric, params, with_experiment=several, front=front)
     fieldnames = list(dict.fromkeys(k for row in rows for k in row)) or ["rank", "trial", "status"]
     csv_path, md_path = out / "ranking.csv", out / "ranking.md"
     with open(csv_path, "w", newline="") as f:
@@ -130,7 +143,9 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
     md_path.write_text(
         f"# Ranking: {title}\n\nRanked by `{metric}` ({experiments[0].mode}), its best epoch per trial; "
         f"AP in percent at that epoch ('-': no ground truth of that size).\n\n"
-        + markdown_table(trials, metric, params, several) + "\n"
+        + markdown_table(trials, metric, params, several, front) + "\n"
+        + (f"\nCosts (cost/*) as recorded in each trial's best epoch; pareto: on the front of `{metric}` "
+           f"against `cost/latency_ms`.\n" if front is not None else "")
         + ("\n" + "\n".join(f"- {line}" for line in notes) + "\n" if notes else "")
     )
     return csv_path, md_path
@@ -151,6 +166,9 @@ def _rank(args: argparse.Namespace) -> int:
     experiments, trials = load_all(args.experiment, args.framework, args.metric, args.mode)
     several = len(experiments) > 1
     exp = experiments[0]
+    if args.pareto and not has_costs(trials):
+        raise ExperimentError(f"no trial in {args.experiment} recorded cost/latency_ms (run before segtune measured "
+                              f"costs); drop --pareto")
     out = args.out or args.experiment.expanduser() / "analysis"
     try:
         csv_path, md_path = write_outputs(out, trials, experiments)
@@ -158,8 +176,12 @@ def _rank(args: argparse.Namespace) -> int:
         raise not_writable(out, exc) from None
     where = exp.path if not several else f"{len(experiments)} experiments in {args.experiment}"
     print(f"{where}: {len(trials)} trials, ranked by {exp.metric} ({exp.mode})")
-    shown = trials[: args.top] if args.top else trials
-    print(terminal_table(shown, exp.metric, searched_keys(experiments), several))
+    front = pareto_paths(trials, exp.metric, exp.mode)
+    shown = [t for t in trials if t.path in front] if args.pareto else trials
+    if args.pareto:
+        print(f"on the Pareto front of {exp.metric} ({exp.mode}) against cost/latency_ms (min): {len(shown)} trials")
+    shown = shown[: args.top] if args.top else shown
+    print(terminal_table(shown, exp.metric, searched_keys(experiments), several, front=front))
     for line in failure_notes(trials):
         print(f"  {line}")
     print(f"wrote {csv_path} and {md_path}")

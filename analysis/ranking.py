@@ -6,8 +6,10 @@ from `best_trial` on trials ranked by `rank_trials`, so they all name the same o
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.costs import COST_KEYS, has_costs
 from cocodata.evaluator import METRIC_KEYS
 from search_spaces.space import thaw
 
@@ -46,19 +48,25 @@ def merge_ranked(experiments: list[Experiment]) -> list[TrialSummary]:
 
 
 def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
-               with_experiment: bool = False) -> list[dict[str, Any]]:
-    """Every column of the ranking (CSV); the terminal and Markdown tables show a subset."""
+               with_experiment: bool = False, front: set[Path] | None = None) -> list[dict[str, Any]]:
+    """Every column of the ranking (CSV); the terminal and Markdown tables show a subset. `front`:
+    the trials (directories) on the accuracy-latency Pareto front, marked in a `pareto` column."""
+    costs = COST_KEYS if has_costs(trials) else ()
     rows = []
     for t in trials:
         row: dict[str, Any] = {"rank": t.rank}
         if with_experiment:
             row["experiment"] = t.experiment
         row.update({
-            "trial": t.trial_id, "status": t.status, "detail": t.detail, "epochs": t.epochs,
+            "trial": t.trial_id, "status": t.status, "end_reason": t.end_reason, "optuna_trial": t.optuna_trial,
+            "detail": t.detail, "epochs": t.epochs,
             "best_epoch": t.best_epoch, f"{metric}@best": t.best_value,
         })
         row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS})
         row.update({f"{k}@last": t.last_metrics.get(k) for k in METRIC_KEYS})
+        row.update({k: t.costs.get(k) for k in costs})
+        if front is not None:
+            row["pareto"] = "yes" if t.path in front else ""
         row.update({f"config/{k}": thaw(t.params.get(k)) for k in searched})
         row.update({f"config/{k}": thaw(v) for k, v in sorted(t.params.items()) if k not in searched})
         row.update({"wall_time_s": t.wall_time_s, "checkpoint": str(t.checkpoint or ""), "reason": t.reason,

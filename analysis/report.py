@@ -25,14 +25,16 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import report_plots as plots  # noqa: E402
 from analysis.rank import failure_notes  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
+from analysis.report_pareto import PNG_NAME as PARETO_PNG  # noqa: E402
+from analysis.report_pareto import pareto_section  # noqa: E402
 from analysis.study import importance, scored_study, study_from_experiment, varied_params  # noqa: E402
 from analysis.trials import Experiment, load_experiment  # noqa: E402
 from core.errors import not_writable, run_cli  # noqa: E402
 
 PROG = "report.py"
-PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png")
+PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
 # In the order the header counts them: healthy first.
-_STATUS_WORDS = {"finished": "finished", "stopped": "stopped early by ASHA", "running": "running",
+_STATUS_WORDS = {"finished": "finished", "stopped": "stopped early", "running": "running",
                  "pending": "pending", "paused": "paused", "diverged": "diverged", "failed": "failed"}
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0 auto;
@@ -184,7 +186,7 @@ def _curves(exp: Experiment, study: optuna.Study, out: Path) -> tuple[str, str, 
     also = "segm/AP too, " if exp.metric != "segm/AP" else ""
     text = (f"<p><code>{_esc(exp.metric)}</code> after every epoch. Hover a line for its trial; click legend entries "
             "to hide or show trials, double-click one to see it alone. Dashed red: failed or diverged. Printed, "
-            f"the page shows {also}a black bar where ASHA stopped a trial and a red cross where one failed.</p>")
+            f"the page shows {also}a black bar where a trial was stopped early (ASHA, the time budget or the framework: the ranking says which) and a red cross where one failed.</p>")
     figure = plots.curves_figure(study, exp.metric)
     return _section("curves", "Learning curves", text + _view(
         "curves", [figure] if figure else [], _png(plots.plot_curves(exp), out / "curves.png", "learning curves")))
@@ -232,8 +234,9 @@ def sections(exp: Experiment, study: optuna.Study, out: Path) -> list[tuple[str,
     """(anchor, title, html) of every section; each plot's PNG is written into `out` on the way. The learning
     curves read the whole study, the other plots its scored trials (analysis/study.py: scored_study)."""
     scored = scored_study(study)
+    pareto = _section("pareto", "Accuracy against latency", pareto_section(exp.trials, exp.metric, exp.mode, out))
     return [*_tables(exp), _curves(exp, study, out), _importance(exp, scored, out),
-            *_search_space(exp, scored, out), *_results(exp, scored, out)]
+            *_search_space(exp, scored, out), *_results(exp, scored, out), pareto]
 
 
 def build_report(exp: Experiment, out: Path, study: optuna.Study | None = None) -> Path:

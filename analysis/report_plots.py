@@ -152,7 +152,7 @@ def plot_curves(exp: Experiment) -> Figure:
             xs, ys = zip(*points)
             label = f"#{t.rank} {t.trial_id}" if len(exp.trials) <= _MAX_LEGEND else None
             ax.plot(xs, ys, "-o", ms=3, lw=2.2 if t.rank == 1 else 1.3, color=colours[t.trial_id], label=label)
-            if t.status == "stopped":  # ASHA's cut: a bar where the trial ended
+            if t.status == "stopped":  # cut short (ASHA, time budget, framework): a bar where it ended
                 ax.plot(xs[-1], ys[-1], marker="|", ms=16, mew=2.5, color="black")
             elif t.status in ("diverged", "failed"):
                 ax.plot(xs[-1], ys[-1], marker="X", ms=11, color="red")
@@ -168,7 +168,7 @@ def plot_curves(exp: Experiment) -> Figure:
         ax.set_title(f"{key} per epoch" + (f" (ranked by it, {exp.mode})" if key == exp.metric else ""))
         ax.set_xlim(0.5, max(exp.settings.max_epochs, 1) + 0.5)
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early by ASHA"),
+    handles = [Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early"),
                Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed"),
                Line2D([], [], ls="", marker=">", ms=8, color="0.4", label="still running")]
     axes[0][-1].add_artist(axes[0][-1].legend(handles=handles, fontsize=7, loc="lower right"))

@@ -21,10 +21,19 @@ from typing import Any
 from analysis.ranking import rank_trials
 from cocodata.evaluator import METRIC_KEYS
 from core.errors import ExperimentError, UserError
-from core.record import DIVERGED_KEY, FAILURE_KEY, SETTINGS_FILE, RunSettings, default_mode
+from core.record import (
+    DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY,
+    OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode,
+)
 
 # Ray's statuses of trials without results -> ours (the others are decided from their result rows).
 _RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
+# Why a "stopped" trial stopped (core.record END_*), as its status says it.
+_STOPPED_BY = {END_ASHA: "stopped early by ASHA", END_TIME_BUDGET: "stopped by the time budget",
+               END_EPOCH_BUDGET: "stopped by the epoch budget",
+               END_FRAMEWORK: "stopped early by the framework itself (its own early stopping)"}
+_STOPPED_SHORT = {END_ASHA: "ASHA", END_TIME_BUDGET: "time budget", END_EPOCH_BUDGET: "epoch budget",
+                  END_FRAMEWORK: "framework"}
 
 
 @dataclass
@@ -34,6 +43,10 @@ class TrialSummary:
     status: str  # finished | stopped | diverged | failed | running | pending | paused
     detail: str  # status in words, e.g. "stopped early by ASHA at epoch 2"
     reason: str = ""  # why a trial diverged or failed
+    # Why it ended, as the driver recorded it (core.record END_*; "" when not recorded: a running
+    # trial, or an experiment made before segtune recorded it), and its trial in the Optuna study.
+    end_reason: str = ""
+    optuna_trial: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per completed epoch
     epochs: int = 0
@@ -41,6 +54,7 @@ class TrialSummary:
     best_value: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)  # segm/* and bbox/* at the best epoch
     last_metrics: dict[str, float] = field(default_factory=dict)  # ... and at the last epoch
+    costs: dict[str, Any] = field(default_factory=dict)  # cost/* (runners/cost.py) in the best epoch's row
     wall_time_s: float | None = None
     checkpoint: Path | None = None  # best epoch's checkpoint if kept, else the latest
     experiment: str = ""
@@ -49,7 +63,9 @@ class TrialSummary:
     @property
     def short_status(self) -> str:
         if self.status == "stopped":
-            return f"stopped early at epoch {self.epochs}"
+            by = _STOPPED_SHORT.get(self.end_reason)
+            where = "before epoch 1" if self.epochs == 0 else f"at epoch {self.epochs}"
+            return f"stopped by {by} {where}" if by else f"stopped early {where}"
         if self.status == "diverged":
             return f"diverged at epoch {self.epochs + 1}"
         if self.status == "running":
@@ -206,6 +222,9 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
         (rows[-1].get("trial_id") if rows else None) or trial_dir.name)
     summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
                            history=history, epochs=_epoch(history[-1]) if history else 0)
+    summary.end_reason = str(_read_json(trial_dir / END_REASON_FILE).get("reason", ""))
+    number = _read_json(trial_dir / OPTUNA_TRIAL_FILE).get("number")
+    summary.optuna_trial = number if isinstance(number, int) else None
     _set_status(summary, info, diverged, rows, settings.max_epochs)
 
     scored = [r for r in history if _is_number(r.get(metric))]
@@ -217,6 +236,7 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
         best = history[-1] if history else None
     if best is not None:
         summary.best_metrics = {k: float(best[k]) for k in METRIC_KEYS if _is_number(best.get(k))}
+        summary.costs = {k: v for k, v in best.items() if k.startswith("cost/") and (_is_number(v) or isinstance(v, str))}
     if history:
         summary.last_metrics = {k: float(history[-1][k]) for k in METRIC_KEYS if _is_number(history[-1].get(k))}
         summary.wall_time_s = float(history[-1].get("time_total_s") or 0.0) or None
@@ -239,10 +259,12 @@ def _set_status(summary: TrialSummary, info: dict[str, Any], diverged: list[dict
         summary.detail = f"failed after {summary.epochs} epoch(s): {summary.reason}"
     elif summary.epochs >= max_epochs and (done or ray_status == "TERMINATED"):
         summary.status, summary.detail = "finished", f"finished all {max_epochs} epochs"
-    elif done or ray_status == "TERMINATED":
-        # Ray ends a trial early only when the scheduler says so (or a --time-budget ran out).
+    elif done or ray_status == "TERMINATED" or summary.end_reason in _STOPPED_BY:
+        # Short but ended: the driver recorded who stopped it (runners/endings.py).
         summary.status = "stopped"
-        summary.detail = f"stopped early by ASHA at epoch {summary.epochs} of {max_epochs}"
+        words = _STOPPED_BY.get(summary.end_reason, "stopped early")
+        where = "before its first epoch" if summary.epochs == 0 else f"at epoch {summary.epochs} of {max_epochs}"
+        summary.detail = f"{words} {where}" + ("" if summary.end_reason else " (reason not recorded)")
     elif rows:
         summary.status, summary.detail = "running", f"running, {summary.epochs} of {max_epochs} epochs so far"
     elif ray_status in _RAY_STATUS:
@@ -268,8 +290,12 @@ def _error_reason(trial_dir: Path, error_file: str | None) -> str:
 
 
 def _read_params(trial_dir: Path) -> dict[str, Any]:
+    return _read_json(trial_dir / "params.json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((trial_dir / "params.json").read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -21,7 +21,7 @@ from cocodata.findings import Findings
 from cocodata.layouts import DataLayout
 from core.record import PreparedDataset
 
-CONVERTER_VERSION = 2  # bump when conversion output changes: older cache entries are then ignored
+CONVERTER_VERSION = 3  # bump when conversion output changes: older cache entries are then ignored
 
 Log = Callable[[str], None]
 
@@ -45,7 +45,9 @@ def cached_entry(out: Path, layouts: Sequence[DataLayout], train_images: Path, v
     if any(layout.name not in prepared.layouts or not prepared.layouts[layout.name].is_file()
            for layout in layouts):
         return None  # rebuilt with the missing layout (the COCO side is the same)
-    if (prepared.train_images, prepared.val_images) != (train_images, val_images):
+    sources = (prepared.train_images_source or prepared.train_images,
+               prepared.val_images_source or prepared.val_images)
+    if sources != (train_images, val_images):
         return None  # the same bytes elsewhere on disk: links and paths in `out` point at the other copy
     return prepared
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cocodata.findings import Findings
-from cocodata.images import EXIF_FIX, ImageInfo, exif_warning
+from cocodata.images import ImageInfo
+from cocodata.orientation import annotated_view, describe
 
 ANNOTATION_KEYS = ("id", "image_id", "category_id")
 BBOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are rounding, not a finding
@@ -192,10 +193,12 @@ def _check_image_file(image: dict[str, Any], info: ImageInfo | None, at: _At) ->
                  "replace the file or delete the image and its annotations", name)
     elif (image["width"], image["height"]) not in (info.size, info.display_size):
         width, height = info.size or (0, 0)
-        at.error("size-mismatch", f"image {image_id} ({name}) is {width}x{height} but the JSON says "
+        turned = f" ({height}x{width} with its EXIF orientation {info.orientation} applied)" if info.rotated else ""
+        at.error("size-mismatch", f"image {image_id} ({name}) is {width}x{height}{turned} but the JSON says "
                  f"{image['width']}x{image['height']}", "fix width/height or re-export the annotations", name)
-    elif info.rotated:
-        at.warn("exif", exif_warning(name, info.orientation), EXIF_FIX, name)
+    elif (view := annotated_view(info, image["width"], image["height"])) is not None:
+        kind, what = describe(name, info, view)
+        at.warn(kind, what, "the cache holds that view without the tag, so every framework reads it", name)
 
 
 def _check_annotation(ann: dict[str, Any], size: tuple[int, int], at: _At) -> bool:

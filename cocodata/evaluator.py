@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cocodata import coco_engine, masks
-from cocodata.ground_truth import normalise
+from cocodata.ground_truth import detection_limit, normalise
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 METRIC_KEYS = tuple(f"{task}/{name}" for task in ("segm", "bbox") for name in METRIC_NAMES)
@@ -61,7 +61,7 @@ class CocoEvaluator:
         self._sizes = {img["id"]: (img["height"], img["width"]) for img in self.dataset["images"]}
         per_image = Counter(ann["image_id"] for ann in self.dataset["annotations"])
         # COCO's default of 100 detections per image would cap recall on dense scenes.
-        self.max_dets: int = max(100, max(per_image.values(), default=0))
+        self.max_dets: int = detection_limit(max(per_image.values(), default=0))
 
     def _check(self, pred: Any, index: int) -> None:
         where = f"prediction {index}"

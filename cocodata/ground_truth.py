@@ -20,6 +20,21 @@ from typing import Any
 
 from cocodata import masks
 
+COCO_MAX_DETS = 100  # COCO's own detections per image
+
+
+def detection_limit(max_objects_per_image: int) -> int:
+    """Detections per image a model outputs and the evaluator counts (its maxDets): COCO's 100, or
+    twice the objects of the densest image when that is more.
+
+    At the limit, every false positive scored above a true one pushes a true one out of the
+    ranked list. With twice the objects, recall on the densest image is capped only when more
+    false positives than there are objects outscore true ones, i.e. when precision over the
+    whole list is already below 50 %; a limit equal to the object count (no headroom) caps it at
+    the first such false positive, and a perfect model would need perfect ranking.
+    """
+    return max(COCO_MAX_DETS, 2 * int(max_objects_per_image))
+
 
 def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None, *,
               as_rle: bool = False) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+TRANSFORMING_ORIENTATIONS = {2, 3, 4, 5, 6, 7, 8}  # every orientation but 1 ("as stored") moves pixels
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class ImageInfo:
     @property
     def rotated(self) -> bool:
         return self.orientation in ROTATING_ORIENTATIONS
+
+    @property
+    def transformed(self) -> bool:
+        """Loaders that apply the tag see other pixels than those stored."""
+        return self.orientation in TRANSFORMING_ORIENTATIONS
 
     @property
     def display_size(self) -> tuple[int, int] | None:
@@ -63,10 +69,7 @@ def scan_images(paths: Sequence[Path], workers: int = 8) -> list[ImageInfo]:
         return list(pool.map(_read_image, paths))
 
 
-EXIF_FIX = ("bake the rotation in and drop the tag (PIL.ImageOps.exif_transpose) so that every framework "
-            "sees the same pixels")
-
-
 def exif_warning(name: str, orientation: int) -> str:
-    return (f"image {name} carries EXIF orientation {orientation} (rotated): loaders that apply it (OpenCV, "
-            "Ultralytics) and loaders that do not (PIL) see different pixels")
+    """For datasets in Ultralytics' own format, whose labels are relative to the upright view."""
+    return (f"image {name} carries EXIF orientation {orientation}: its labels are read against the upright "
+            "view, as Ultralytics reads them; check them in a viewer that applies the tag")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cocodata import cache
+from cocodata import cache, orientation
 from cocodata.coco import CocoFile, check_categories_match, check_coco, load_coco
 from cocodata.findings import Findings
 from cocodata.ground_truth import has_zero_based_ids, normalise
@@ -185,15 +185,29 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
     category_ids = tuple(sorted(c for c in categories if counts[c] > 0))
     names = tuple(categories[c] for c in category_ids)
     splits = {"train": (train_coco, train.images_dir), "val": (val_coco, val_dir)}
+    # Images with an EXIF orientation: each split that has some is read from a folder in the entry.
+    split_infos = {"train": infos[0], "val": infos[1] if val is not None else infos[0]}
+    oriented = {}
+    for split, (coco, images_dir) in splits.items():
+        if views := orientation.tagged_views(coco, split_infos[split]):
+            oriented[split] = (orientation.take_sources(coco, images_dir), views)
+    images_at = {split: out / orientation.FOLDER / split if split in oriented else splits[split][1]
+                 for split in splits}
 
     def build(tmp: Path) -> dict[str, Path]:
-        return {layout.name: layout.write(tmp, out, splits, category_ids, names) for layout in layouts}
+        read_from = dict(splits)
+        for split, (sources, views) in oriented.items():
+            folder = orientation.image_folder(tmp, split, splits[split][0], sources, views, cache_dir)
+            read_from[split] = (splits[split][0], folder)  # links resolve to files outside `tmp`
+        return {layout.name: layout.write(tmp, out, read_from, category_ids, names) for layout in layouts}
 
     result = PreparedDataset(
         name=source.name, content_hash=content_hash,
-        train_json=out / "train.json", train_images=train.images_dir,
-        val_json=out / "val.json", val_images=val_dir,
+        train_json=out / "train.json", train_images=images_at["train"],
+        val_json=out / "val.json", val_images=images_at["val"],
         category_ids=category_ids, category_names=names,
+        train_images_source=train.images_dir if "train" in oriented else None,
+        val_images_source=val_dir if "val" in oriented else None,
     )
     return cache.write_entry(out, result, train_coco, val_coco, findings, build, log)
 

@@ -16,10 +16,45 @@ from typing import Any
 SETTINGS_FILE = "segtune.json"
 DIVERGED_KEY = "segtune/diverged"  # 1 in the placeholder row of a trial whose loss became NaN/Inf
 FAILURE_KEY = "segtune/failure"  # why that trial ended ("diverged: ...")
+STUDY_FILE = "optuna.db"  # the experiment's Optuna study (SQLite) unless --study-storage names another
+# Written into each trial's directory by the driver: why the trial ended, and its Optuna trial number.
+END_REASON_FILE = "end_reason.json"
+OPTUNA_TRIAL_FILE = "optuna_trial.json"
+# Why a trial ended (`END_REASON_FILE`'s "reason").
+END_FINISHED = "finished"  # trained every epoch
+END_ASHA = "asha"  # stopped by ASHA at a rung
+END_TIME_BUDGET = "time_budget"  # stopped when --time-budget ran out (truncated, not judged)
+END_EPOCH_BUDGET = "epoch_budget"  # stopped when --budget-epochs ran out (truncated, not judged)
+END_FRAMEWORK = "framework"  # the framework's own early stop (e.g. Ultralytics' patience) ended training
+END_DIVERGED = "diverged"  # the loss became NaN/Inf
+END_FAILED = "failed"  # an exception or a dead process (after any retries)
+
+
+def trial_dir_name(trial_id: str) -> str:
+    """The directory of a trial inside its experiment."""
+    return f"trial_{trial_id}"
+
+
+def absolute_study_url(url: str) -> str:
+    """A relative SQLite path made absolute: the URL is recorded, and a resume may run elsewhere."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """A reader (a running analysis, a killed driver's successor) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def default_mode(metric: str) -> str:
-    """min for losses and times, max for everything else (AP)."""
+    """min for losses, times and costs (cost/*, but FPS), max for everything else (AP)."""
+    if metric.startswith("cost/"):
+        return "max" if metric == "cost/fps" else "min"
     return "min" if "loss" in metric.lower() or metric.lower().endswith("time") else "max"
 
 
@@ -47,6 +82,10 @@ class PreparedDataset:
     # Most annotated objects in one image (train or val): the evaluator's maxDets and the model's
     # detection limit must be at least this, or dense images are scored against truncated output.
     max_objects_per_image: int = 0
+    # Where the images were read from, when train_images/val_images are the entry's own folder of
+    # links (images with an EXIF orientation, written as annotated: cocodata/orientation.py).
+    train_images_source: Path | None = None
+    val_images_source: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +119,8 @@ class PreparedDataset:
         values["layouts"] = {k: Path(v) for k, v in layouts.items()}
         for key in ("train_json", "train_images", "val_json", "val_images"):
             values[key] = Path(values[key])
+        for key in ("train_images_source", "val_images_source"):
+            values[key] = Path(values[key]) if values.get(key) else None
         for key in ("category_ids", "category_names", "warnings"):
             values[key] = tuple(values.get(key) or ())
         return cls(**values)
@@ -115,6 +156,28 @@ class RunSettings:
     experiment_dir: str = ""  # where trials write their framework output (shared storage on a cluster)
     # Adapter-specific command-line options the adapter declared (e.g. iterations per epoch).
     options: dict[str, Any] = field(default_factory=dict)
+    # The search's budget and schedule, as the last run of the experiment used them (`--resume`
+    # may grow num_samples and give a new time_budget). num_samples 0: a record made before these
+    # were kept.
+    num_samples: int = 0
+    grace_period: int = 0
+    reduction_factor: float = 3.0
+    max_concurrent: int = 1
+    max_failures: int = 0
+    time_budget: float | None = None
+    # How configurations are proposed ("tpe" or "random"), whether ASHA stops trials ("asha" or
+    # "none"), and the search's epoch budget (None: none; runners/budget.py).
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    budget_epochs: int | None = None
+    # The Optuna study: an RDB URL ("" = SQLite `<experiment>/optuna.db`) and its name.
+    study_storage: str = ""
+    study_name: str = ""
+    warm_start: list[str] = field(default_factory=list)  # experiments whose trials seeded the study
+
+    def study_url(self, experiment_dir: Path) -> str:
+        """The study's storage URL; the default one follows the experiment directory when it moves."""
+        return self.study_storage or f"sqlite:///{Path(experiment_dir).resolve() / STUDY_FILE}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -134,10 +197,7 @@ class RunSettings:
 
     def save(self, experiment_dir: Path) -> None:
         # Written atomically: a killed driver never leaves a half-written settings file.
-        target = Path(experiment_dir) / SETTINGS_FILE
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, target)
+        write_json_atomic(Path(experiment_dir) / SETTINGS_FILE, self.to_dict())
 
     @classmethod
     def load(cls, experiment_dir: Path) -> "RunSettings":

@@ -4,19 +4,24 @@ tuner, can be compared at equal compute.
 
 Ray Tune calls the stopper with every result (one result = one epoch of one trial). The count is
 the sum over trials of each one's latest `training_iteration`, so a trial retried from a checkpoint
-is not counted twice. It is kept in a small JSON file in the experiment directory: a resumed search
-(whose stopper Ray unpickles as it was when the search began) goes on from the count it had.
+is not counted twice. It is kept in `<experiment>/segtune-budget.json`: a resumed search goes on
+from the count it had. On resume Ray puts the stopper it pickled into its snapshot in place of the
+one given to the resumed run (as for `runners/endings.py:TimeBudget`); a restored copy defers to
+the budget built for the current run of this process, which the end reasons (`EndLog`) consult.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from ray.tune import Stopper
 
+from core.record import write_json_atomic
+
 BUDGET_STATE_FILE = "segtune-budget.json"
+# The one epoch budget of this driver process (see EpochBudget.__setstate__).
+_ACTIVE_BUDGET: list["EpochBudget"] = []
 
 
 class EpochBudget(Stopper):
@@ -24,27 +29,44 @@ class EpochBudget(Stopper):
     running are ended, pending ones never start. Epochs trained but not yet reported when the budget
     is reached (a running trial's partial epoch) are not counted."""
 
-    def __init__(self, budget: int, state_file: Path | None = None) -> None:
+    def __init__(self, budget: int, experiment_dir: Path | None = None) -> None:
         if budget <= 0:
             raise ValueError(f"an epoch budget must be positive, got {budget}")
         self.budget = int(budget)
-        self.state_file = Path(state_file) if state_file is not None else None
+        self.state_file = Path(experiment_dir) / BUDGET_STATE_FILE if experiment_dir is not None else None
         self._epochs: dict[str, int] | None = None  # trial id -> its latest training_iteration
+        self._restored = False
+        _ACTIVE_BUDGET[:] = [self]
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._restored = True
+
+    def _current(self) -> "EpochBudget":
+        if self._restored and _ACTIVE_BUDGET and _ACTIVE_BUDGET[0] is not self:
+            return _ACTIVE_BUDGET[0]
+        return self
 
     @property
     def spent(self) -> int:
-        return sum(self._counts().values())
+        return sum(self._current()._counts().values())
+
+    @property
+    def ran_out(self) -> bool:
+        return self.spent >= self._current().budget
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        counts = self._counts()
+        current = self._current()
+        counts = current._counts()
         epoch = int(result.get("training_iteration") or 0)
         if epoch > counts.get(trial_id, 0):
             counts[trial_id] = epoch
-            self._save()
-        return self.stop_all()
+            if current.state_file is not None:
+                write_json_atomic(current.state_file, {"budget": current.budget, "epochs": counts})
+        return self.ran_out
 
     def stop_all(self) -> bool:
-        return self.spent >= self.budget
+        return self.ran_out
 
     def _counts(self) -> dict[str, int]:
         if self._epochs is None:
@@ -56,14 +78,6 @@ class EpochBudget(Stopper):
                 except (OSError, ValueError, TypeError, AttributeError):
                     self._epochs = {}  # unreadable: count again from the results still to come
         return self._epochs
-
-    def _save(self) -> None:
-        if self.state_file is None:
-            return
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"budget": self.budget, "epochs": self._epochs}))
-        os.replace(tmp, self.state_file)  # never a half-written file, even when killed
 
 
 def expected_trial_epochs(max_epochs: int, grace_period: int, reduction_factor: float, early_stopping: bool) -> float:

@@ -81,9 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0,
                         help="seed of the sampler, the data split and every trial's training")
     search.add_argument("--time-budget", type=float, default=None,
-                        help="stop the search after this many seconds (running trials are ended)")
+                        help="stop the search after this many seconds (running trials are ended); with --resume, "
+                             "the budget of the resumed run")
     search.add_argument("--max-failures", type=int, default=0,
                         help="retries of a trial that crashed (from its last checkpoint)")
+    search.add_argument("--study-storage", default=None, metavar="URL",
+                        help="RDB URL Optuna accepts for the study (e.g. postgresql://user:pw@host/db); "
+                             "default: SQLite <experiment>/optuna.db")
+    search.add_argument("--warm-start", type=Path, nargs="+", default=None, metavar="EXPERIMENT",
+                        help="earlier experiments (<storage>/<name>, or a name in --storage) whose trials seed "
+                             "this search's study; their best configurations run first")
     search.add_argument("--iters-per-epoch", type=int, default=None,
                         help="iterations between evaluations, for adapters that train by iteration; "
                              "default: one pass over the train set")
@@ -103,8 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--storage", type=Path, default=Path("runs"),
                         help="directory that holds experiments (shared storage on a cluster)")
     output.add_argument("--resume", action="store_true",
-                        help="continue the experiment --name in --storage where it stopped")
+                        help="continue the experiment --name in --storage where it stopped; a larger "
+                             "--num-samples grows it, --time-budget sets a new budget")
+    terminal = output.add_mutually_exclusive_group()
+    terminal.add_argument("--quiet", action="store_true",
+                          help="print only the essentials, failed trials and the closing summary")
+    terminal.add_argument("--verbose", action="store_true",
+                          help="print a line per epoch and Ray Tune's own tables too (default: one live view; "
+                               "plain lines when the output is not a terminal)")
     return parser
+
+
+def output_mode(args: argparse.Namespace) -> str:
+    """quiet, default or verbose: what the terminal shows while the search runs."""
+    return "quiet" if args.quiet else "verbose" if args.verbose else "default"
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The options written on the command line (argparse destinations), defaults left out: a
+    resumed search must tell `--seed 0` typed by the user from the default."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def validate_args(args: argparse.Namespace) -> None:

@@ -32,6 +32,10 @@ def init_ray(address: str | None) -> None:
                 f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
                 f"'ray start --head' or fix --address"
             ) from None
+    if not address:  # a local Ray of our own: its processes end with this driver, however it ends
+        from runners import reaper
+
+        reaper.start()
     try:
         # Trial output (framework progress bars) goes to each trial's files, not to this terminal.
         # Without --address a fresh local Ray: never silently join a cluster someone else started here.

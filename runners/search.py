@@ -1,38 +1,29 @@
-"""How the search proposes and judges trials: Optuna's TPE through Ray's OptunaSearch."""
+"""How the search proposes and judges trials: Optuna's TPE through Ray's OptunaSearch, on the
+experiment's persistent study (runners/study.py: StudySearch)."""
 from __future__ import annotations
 
-from core.record import DIVERGED_KEY
+from typing import TYPE_CHECKING
+
 from search_spaces.space import SearchSpace
 
+if TYPE_CHECKING:
+    from runners.endings import EndLog
+    from runners.study import StudyPlace, StudySearch
 
-def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, max_epochs: int, *,
-                  sampler_name: str = "tpe"):
-    """Optuna TPE over the searched keys, told about ASHA's early stops (see PruningAwareOptunaSearch).
+
+def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, *, study: StudyPlace,
+                  end_log: EndLog, sampler_name: str = "tpe") -> StudySearch | None:
+    """Optuna TPE over the searched keys, in `study`, told why each trial ended (`end_log`):
+    PRUNED for ASHA's and the budgets' cuts, so TPE ranks them by their intermediate values.
     `sampler_name="random"`: Optuna's RandomSampler instead, the baseline TPE is measured against."""
     if not space.searched:
         return None
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    class PruningAwareOptunaSearch(OptunaSearch):
-        """Ray's OptunaSearch tells Optuna an ASHA-stopped trial COMPLETED with its truncated score,
-        so TPE takes a 3-epoch score as final. Tell it PRUNED instead: TPE then ranks the trial by
-        its intermediate values, as Optuna's own pruners do."""
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            stopped_early = (
-                result is not None and not error and trial_id in self._ot_trials
-                and trial_id not in self._completed_trials
-                and result.get("training_iteration", max_epochs) < max_epochs
-                and not result.get(DIVERGED_KEY)
-            )
-            if stopped_early:
-                self._ot_study.tell(self._ot_trials[trial_id], None, state=optuna.trial.TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-                return
-            super().on_trial_complete(trial_id, result, error)
+    from runners.study import StudySearch
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(space.searched))))
     if sampler_name == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
-    return PruningAwareOptunaSearch(space=dict(space.searched), metric=metric, mode=mode, sampler=sampler)
+    return StudySearch(space=dict(space.searched), metric=metric, mode=mode, sampler=sampler,
+                       place=study, end_log=end_log)

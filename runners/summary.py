@@ -8,14 +8,18 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
+from core.record import (
+    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET,
+    FAILURE_KEY, RunSettings,
+)
 from runners.cluster import last_line
 
 SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 
 
 def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int, str]:
-    """The closing text and the exit status (1 when every trial failed). `results` is Ray's ResultGrid."""
+    """The closing text and the exit status (1 when every trial failed, or the time budget ran out
+    before any trial reported). `results` is Ray's ResultGrid."""
     from analysis.ranking import best_trial
     from analysis.trials import load_experiment
 
@@ -27,13 +31,16 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         elif metrics.get(DIVERGED_KEY):
             failures.append(str(metrics.get(FAILURE_KEY, "diverged")))
     total = len(results)
+    if settings.time_budget and not failures and not any((r.metrics or {}).get("training_iteration") for r in results):
+        return 1, (f"the time budget ({settings.time_budget:g} s) ran out before any trial reported an epoch; "
+                   f"continue with --resume --name {experiment_dir.name} --time-budget SECONDS (longer)")
     if total == 0 or len(failures) == total:
         common = collections.Counter(_reason_kind(f) for f in failures).most_common(1)
         reason = common[0][0] if common else "no trial ran"
         return 1, f"every trial failed ({total} of {total}); most common reason: {reason}"
     experiment = load_experiment(experiment_dir)
     best = best_trial(experiment.trials)
-    lines = [f"{total} trials, {len(failures)} failed or diverged"]
+    lines = [f"{total} trials: {_count_endings(experiment.trials)}"]
     if best is None:
         lines.append("no trial reported a value of " + settings.metric)
     else:
@@ -51,6 +58,15 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         f"export best:   python analysis/export_best.py {experiment_dir} --out {experiment_dir}/best",
     ]
     return 0, "\n".join(lines)
+
+
+def _count_endings(trials) -> str:
+    """e.g. "2 finished, 1 stopped by ASHA, 1 failed", from the end reasons the driver recorded."""
+    words = {END_FINISHED: "finished", END_ASHA: "stopped by ASHA", END_TIME_BUDGET: "stopped by the time budget",
+             END_EPOCH_BUDGET: "stopped by the epoch budget",
+             END_FRAMEWORK: "stopped by the framework's early stopping", END_DIVERGED: "diverged", END_FAILED: "failed"}
+    counts = collections.Counter(words.get(t.end_reason) or t.status for t in trials)
+    return ", ".join(f"{n} {what}" for what, n in counts.most_common())
 
 
 def _reason_kind(reason: str) -> str:

@@ -16,13 +16,19 @@ from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
 from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
+from runners.cost import TrialCost
 from search_spaces.space import thaw
 from trainers.base import TrainingDiverged, TrialContext
 from trainers.registry import get_adapter
 
 # Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
-# exit; SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
+# exit, stop (training ends before that epoch, as a framework's own early stopping ends it);
+# SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
 FAULT_ENV = "SEGTUNE_INJECT_FAULT"
+
+
+class _InjectedEarlyStop(Exception):
+    """The `stop` fault: the framework's training loop ends early, without an error."""
 
 
 def trial_device(gpus_per_trial: float) -> str:
@@ -52,9 +58,11 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     node_id = _node_id()
     started = time.perf_counter()
     last_epoch = 0
+    cost = TrialCost(adapter, context.device)
 
     def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
         nonlocal last_epoch
+        cost.epoch_trained()
         _inject_fault(epoch, trial_dir, Path(settings.experiment_dir or trial_dir.parent))
         eval_start = time.perf_counter()
         predictions = adapter.predict_val()
@@ -70,17 +78,23 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
             "segtune/node_id": node_id,
             DIVERGED_KEY: 0,
         }
+        result.update(cost.metrics(epoch))
         if settings.metric not in result:
             result[settings.metric] = worst_value(settings.mode)
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             adapter.save_checkpoint(Path(tmp))
+            cost.save(Path(tmp))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         last_epoch = epoch
+        cost.training_resumes()
 
     try:
         with _restored_checkpoint() as resume_from:
+            cost.restore(resume_from)
             adapter.train(on_epoch_end, resume_from)
+    except _InjectedEarlyStop:
+        return
     except TrainingDiverged as exc:
         # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case
         # score (Optuna refuses NaN, and TPE should learn that this region is bad).
@@ -108,6 +122,8 @@ def _inject_fault(epoch: int, trial_dir: Path, experiment_dir: Path) -> None:
             marker.open("x").close()  # atomic: exactly one trial (or attempt) gets the fault
         except FileExistsError:
             return
+    if kind == "stop":
+        raise _InjectedEarlyStop()
     if kind == "exit":
         os._exit(3)  # the trial's process dies without a word, as after a segfault or OOM kill
     if kind == "oom":

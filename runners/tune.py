@@ -18,8 +18,9 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
     sys.path.insert(0, str(_REPO_ROOT))
 
 from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
-from core.record import SETTINGS_FILE, RunSettings, default_mode  # noqa: E402
-from runners.cli import adapter_options, build_parser, validate_args  # noqa: E402
+from core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode  # noqa: E402
+from runners.cli import adapter_options, build_parser, given_options, output_mode, validate_args  # noqa: E402
+from runners.resume import check_resume_options  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
@@ -33,6 +34,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.given = given_options(sys.argv[1:] if argv is None else argv)
     try:
         return run_cli(PROG, lambda: _run(args))
     except KeyboardInterrupt:
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     validate_args(args)
+    if args.study_storage:
+        args.study_storage = absolute_study_url(args.study_storage)
     config = load_yaml(args.config, "config") if args.config is not None else None
     if isinstance(config, dict):
         _apply_config_defaults(args, config)
@@ -62,6 +66,7 @@ def _run(args) -> int:
     mode = args.mode or default_mode(args.metric)
     _check_metric(args.metric, adapter)
     options = adapter_options(args, adapter)
+    warm_sources = _check_study_options(args, name, mode, storage)
 
     # What the user wrote is checked before anything starts: a typo costs seconds, not a Ray start.
     user_space = _load_space(args, adapter, False, config) if (args.space or args.config) else None
@@ -75,7 +80,7 @@ def _run(args) -> int:
     from runners.cluster import plan_resources
     from runners.tuner import build_tuner
 
-    _start_ray(args.address)
+    _start_ray(args.address, output_mode(args))
     has_gpu = _cluster_has_gpu()
     max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
     grace = args.grace_period or max(1, max_epochs // 10)
@@ -99,8 +104,21 @@ def _run(args) -> int:
         gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
         workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
         seed=args.seed, space=space.to_dict(), experiment_dir=str(experiment_dir), options=options,
+        num_samples=num_samples, grace_period=grace, reduction_factor=args.reduction_factor,
+        max_concurrent=resources.max_concurrent, max_failures=args.max_failures, time_budget=args.time_budget,
+        study_storage=args.study_storage or "", study_name=name, warm_start=[str(s.path) for s in warm_sources],
+        sampler=args.sampler, scheduler=args.scheduler, budget_epochs=args.budget_epochs,
     )
-    print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
+    warm_start = None
+    if warm_sources and space.searched:
+        from runners.warm_start import load_warm_start
+
+        warm_start = load_warm_start(warm_sources, space, mode, num_points=max(1, min(3, num_samples // 4)))
+        print(f"segtune: {warm_start.note}")
+        if warm_start.warning:
+            print(f"segtune: warning: {warm_start.warning}")
+    if not args.quiet:
+        print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
     print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
@@ -110,14 +128,10 @@ def _run(args) -> int:
             else "no early stopping"
         budget = f"; ends after {args.budget_epochs} epochs in all" if args.budget_epochs else ""
         print(f"segtune: proposals: {'TPE' if args.sampler == 'tpe' else 'random'}; {stopping}{budget}")
-    tuner = build_tuner(
-        settings, space, name=name, storage=storage, num_samples=num_samples, grace_period=grace,
-        reduction_factor=args.reduction_factor, max_concurrent=resources.max_concurrent,
-        time_budget=args.time_budget, max_failures=args.max_failures,
-        sampler=args.sampler, early_stopping=args.scheduler == "asha", budget_epochs=args.budget_epochs,
-    )
-    experiment_dir.mkdir(parents=True, exist_ok=True)  # the Tuner may have made it; it was new above
+    experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
+    tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start, output=output_mode(args))
     settings.save(experiment_dir)
+    _print_study(settings, experiment_dir, space)
     return _finish(tuner.fit(), settings, experiment_dir)
 
 
@@ -141,13 +155,56 @@ def _resume(args, experiment_dir: Path) -> int:
     settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
     if settings.framework != args.framework:
         raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
-    _start_ray(args.address)
-    print(f"segtune: resuming {experiment_dir}")
-    return _finish(restore_tuner(experiment_dir, settings).fit(), settings, experiment_dir)
+    output = output_mode(args)
+    if not settings.num_samples:  # recorded before segtune kept the budget: Ray's own restore, as it was
+        check_resume_options(args, settings, legacy=True)
+        _start_ray(args.address, output)
+        print(f"segtune: resuming {experiment_dir}")
+        return _finish(restore_tuner(experiment_dir, settings, output).fit(), settings, experiment_dir)
+    settings = check_resume_options(args, settings)
+    from runners.tuner import build_tuner
+    from search_spaces.space import SearchSpace
+
+    _start_ray(args.address, output)
+    space = SearchSpace.from_dict(settings.space)
+    print(f"segtune: resuming {experiment_dir}: {settings.num_samples} trials in all"
+          + (f", time budget {settings.time_budget:g}s for this run" if settings.time_budget else ""))
+    tuner = build_tuner(settings, space, experiment_dir, resume=True, output=output)
+    settings.save(experiment_dir)
+    _print_study(settings, experiment_dir, space)
+    return _finish(tuner.fit(), settings, experiment_dir)
 
 
-def _start_ray(address: str | None) -> None:
+def _check_study_options(args, name: str, mode: str, storage: Path) -> list:
+    """--study-storage and --warm-start, checked before anything is written; the warm-start sources."""
+    if args.study_storage:
+        from runners.study import open_storage, study_exists
+
+        if study_exists(open_storage(args.study_storage), name):
+            raise ConfigError(f"--study-storage {args.study_storage} already holds a study named {name}; "
+                              f"choose another --name")
+    if not args.warm_start:
+        return []
+    if args.config is not None:
+        raise ConfigError("--warm-start seeds a search; --config trains one fixed configuration: leave one out")
+    from runners.warm_start import find_sources
+
+    return find_sources(args.warm_start, storage, args.framework, args.metric, mode)
+
+
+def _print_study(settings: RunSettings, experiment_dir: Path, space: SearchSpace) -> None:
+    if space.searched:
+        from runners.study import dashboard_command
+
+        print(f"segtune: Optuna study {settings.study_name or experiment_dir.name}; watch it live: "
+              f"{dashboard_command(settings.study_url(experiment_dir))}")
+
+
+def _start_ray(address: str | None, output: str) -> None:
     from runners.cluster import init_ray
+    from runners.progress import quiet_libraries
+
+    quiet_libraries(output)  # before Ray starts: some of its notices come from ray.init
 
     # A local cluster's workers import this checkout even when it was not pip-installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -186,8 +243,9 @@ def _prepare_data(args, adapter: type[TrainerAdapter]):
         seed=args.seed, cache_dir=_writable_dir(args.cache_dir, "--cache-dir"),
         layouts=adapter.data_layouts(), readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
     )
-    print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
-          f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
+    if not args.quiet:
+        print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
+              f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
     return dataset
 
 

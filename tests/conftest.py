@@ -23,6 +23,15 @@ def edit_annotations(dataset: Path, split: str, change: Callable[[dict], object]
     path.write_text(json.dumps(coco))
 
 
+def keys_without_ground_truth(gt_json: Path) -> set[str]:
+    """The size metrics ("segm/APl", ...) that must be -1: no non-crowd object of that size in the
+    file (COCO's ranges, on the annotations' areas, bounds included)."""
+    ranges = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}
+    areas = [a["area"] for a in json.loads(Path(gt_json).read_text())["annotations"] if not a.get("iscrowd")]
+    return {f"{task}/{name}" for task in ("segm", "bbox") for name, (low, high) in ranges.items()
+            if not any(low <= area <= high for area in areas)}
+
+
 def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python runners/tune.py ARGS` as a user runs it, from the repository root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -89,4 +98,22 @@ def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     (storage / "yolo-e2e.stdout.txt").write_text(proc.stdout)
+    (storage / "yolo-e2e.stderr.txt").write_text(proc.stderr)
     return storage / "yolo-e2e"
+
+
+def check_cost_rows(rows: list[dict], parameters: int | None = None) -> None:
+    """The cost/* metrics (runners/cost.py) in a healthy trial's result rows are present and sane;
+    `parameters`: the trained model's parameter count, when the caller knows it."""
+    train_times = []
+    for row in rows:
+        assert row["cost/latency_ms"] > 0 and row["cost/fps"] == pytest.approx(1000 / row["cost/latency_ms"])
+        assert row["cost/train_mem_mb"] > 0 and row["cost/infer_mem_mb"] > 0 and row["cost/params_m"] > 0
+        assert 0 < row["cost/epoch_time_s"] <= row["cost/train_time_s"]
+        timed = row["cost/latency_epoch"]
+        assert timed <= row["epoch"] and timed & (timed - 1) == 0, timed  # epochs 1, 2, 4, ...
+        assert row["cost/device"].startswith(("cpu", "cuda")) and row["segtune/cost_time_s"] > 0
+        if parameters is not None:
+            assert round(row["cost/params_m"] * 1e6) == parameters
+        train_times.append(row["cost/train_time_s"])
+    assert train_times == sorted(train_times)

@@ -57,7 +57,7 @@ def moved_experiment(yolo_experiment, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def modified_experiment(yolo_experiment, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A copy (without weights) whose four trials are made failed, diverged, running and ASHA-stopped."""
+    """A copy (without weights) whose four trials are made failed, diverged, running and stopped by the time budget."""
     target = tmp_path_factory.mktemp("modified") / "modified-exp"
     shutil.copytree(yolo_experiment, target, ignore=shutil.ignore_patterns("*.pt"))
     trials = sorted(p for p in target.iterdir() if p.is_dir() and p.name.startswith("trial_"))[:4]
@@ -81,6 +81,9 @@ def modified_experiment(yolo_experiment, tmp_path_factory) -> tuple[Path, dict[s
     (target / roles["diverged"] / "result.json").write_text(json.dumps(first) + "\n" + json.dumps(diverged_row) + "\n")
     rewrite(roles["running"], 1, {"done": False}, tail='{"segm/AP": 0.0, "training_it')  # half-written line
     rewrite(roles["stopped"], 1, {"done": True})
+    for trial in roles.values():  # the driver's records of how the real trials ended no longer hold
+        (target / trial / "end_reason.json").unlink(missing_ok=True)
+    (target / roles["stopped"] / "end_reason.json").write_text(json.dumps({"reason": "time_budget", "epochs": 1}))
 
     state_file = next(target.glob("experiment_state-*.json"))
     state = json.loads(state_file.read_text())
@@ -142,10 +145,22 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
     for trial in load_experiment(yolo_experiment).trials:
         history = [row[settings["metric"]] for row in trial.history]
         assert flipped[trial.trial_id] == pytest.approx(max(history) if other == "max" else min(history))
-    # another metric, its direction guessed from the name; the Markdown table is written too
-    assert _run("analysis/rank.py", yolo_experiment, "--metric", "segm/AP", "--out", tmp_path / "c").returncode == 0
-    ap = [float(r["segm/AP@best"]) for r in _csv(tmp_path / "c" / "ranking.csv")]
-    assert ap == sorted(ap, reverse=True)
+    # another metric, its direction guessed from the name; the Markdown table is written too. The
+    # search's APs are all 0 this early: a copy gets distinct ones, so that a wrong order shows.
+    copy = tmp_path / "distinct-ap"
+    shutil.copytree(yolo_experiment, copy, ignore=shutil.ignore_patterns("*.pt"))
+    trials = sorted(p for p in copy.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+    bases = {t.name.removeprefix("trial_"): 10.0 * ((len(trials) - i) % len(trials)) for i, t in enumerate(trials)}
+    for trial in trials:
+        history = read_results(trial)
+        for row in history:  # rising per epoch; trials interleaved against their names' order
+            row["segm/AP"] = bases[trial.name.removeprefix("trial_")] + row["training_iteration"]
+        (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in history))
+    assert len(set(bases.values())) == len(trials) >= 3
+    assert _run("analysis/rank.py", copy, "--metric", "segm/AP", "--out", tmp_path / "c").returncode == 0
+    ranked = [(r["trial"], float(r["segm/AP@best"])) for r in _csv(tmp_path / "c" / "ranking.csv")]
+    epochs = {t.trial_id: t.epochs for t in load_experiment(copy).trials}
+    assert ranked == sorted(((t, bases[t] + epochs[t]) for t in bases), key=lambda x: -x[1])
     markdown = (tmp_path / "c" / "ranking.md").read_text()
     assert markdown.count("\n| ") == len(rows) + 1 and "segm/AP" in markdown
     _one_error_line(_run("analysis/rank.py", yolo_experiment, "--metric", "segm/nope", "--out", tmp_path / "d"),
@@ -162,9 +177,10 @@ def test_statuses_of_the_real_search(yolo_experiment, tmp_path):
         if trial.epochs == max_epochs:
             assert trial.status == "finished", trial.detail
         else:  # ASHA's cut: a rung of grace period 1 and reduction factor 2
-            assert trial.status == "stopped" and trial.short_status == f"stopped early at epoch {trial.epochs}"
-            assert f"stopped early at epoch {trial.epochs}" in proc.stdout
+            assert trial.status == "stopped" and trial.short_status == f"stopped by ASHA at epoch {trial.epochs}"
+            assert f"stopped by ASHA at epoch {trial.epochs}" in proc.stdout
             assert trial.detail == f"stopped early by ASHA at epoch {trial.epochs} of {max_epochs}"
+            assert trial.end_reason == "asha"
         assert trial.checkpoint is not None and trial.checkpoint.parent == trial.path
         assert trial.best_epoch is not None and set(trial.best_metrics) == set(trial.last_metrics)
     assert len(exp.searched) >= 2 and "seed" in exp.fixed and exp.reader == "ray"
@@ -198,10 +214,11 @@ def test_failed_diverged_running_and_stopped_trials(modified_experiment, tmp_pat
     assert failed.status == "failed" and failed.reason == "RuntimeError: CUDA out of memory (test)"
     assert diverged.status == "diverged" and "loss is not finite" in diverged.reason and diverged.epochs == 1
     assert running.status == "running" and running.epochs == 1  # the half-written line is skipped
-    assert stopped.status == "stopped" and stopped.short_status == "stopped early at epoch 1"
+    assert stopped.status == "stopped" and stopped.short_status == "stopped by time budget at epoch 1"
+    assert stopped.detail == f"stopped by the time budget at epoch 1 of {exp.settings.max_epochs}"
     proc = _run("analysis/rank.py", path, "--out", tmp_path / "rank")
     assert proc.returncode == 0, proc.stderr
-    assert "CUDA out of memory" in proc.stdout and "stopped early at epoch 1" in proc.stdout
+    assert "CUDA out of memory" in proc.stdout and "stopped by time budget at epoch 1" in proc.stdout
     assert _run("analysis/report.py", path, "--out", tmp_path / "report").returncode == 0
     assert "diverged" in (tmp_path / "report" / "report.html").read_text()
 

@@ -1,6 +1,8 @@
 """The epoch budget of a search (runners/budget.py) and the --sampler / --scheduler / --budget-epochs options."""
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ def test_trials_for_budget():
 
 # ---- the stopper, fed as Ray feeds it -------------------------------------------------------------
 def test_budget_counts_each_trials_latest_epoch(tmp_path):
-    budget = EpochBudget(5, tmp_path / BUDGET_STATE_FILE)
+    budget = EpochBudget(5, tmp_path)
     assert not budget("a", {"training_iteration": 1})
     assert not budget("b", {"training_iteration": 1})
     assert not budget("a", {"training_iteration": 2})
@@ -38,16 +40,20 @@ def test_budget_counts_each_trials_latest_epoch(tmp_path):
     assert budget("a", {"training_iteration": 3})  # the 5th epoch: this trial stops ...
     assert budget.stop_all()  # ... and so does the search
     assert budget("b", {"training_iteration": 3})  # a result that was already on its way
+    assert budget.ran_out and (tmp_path / BUDGET_STATE_FILE).is_file()
 
 
 def test_resumed_budget_goes_on_from_its_file(tmp_path):
-    state = tmp_path / BUDGET_STATE_FILE
-    first = EpochBudget(4, state)
+    """On --resume Ray hands results to the stopper it pickled; the resumed run builds a new one
+    (which the end reasons ask): both see the same count, read back from the experiment."""
+    first = EpochBudget(4, tmp_path)
     first("a", {"training_iteration": 1})
     first("b", {"training_iteration": 2})
-    resumed = EpochBudget(4, state)  # what Ray unpickles on --resume: no counts of its own
+    pickled = pickle.loads(pickle.dumps(first))  # what Ray restores from its snapshot
+    resumed = EpochBudget(4, tmp_path)  # what the resumed run builds
     assert resumed.spent == 3 and not resumed.stop_all()
-    assert resumed("c", {"training_iteration": 1})
+    assert pickled("c", {"training_iteration": 1})  # counted by the resumed run's budget ...
+    assert resumed.ran_out and resumed.spent == 4  # ... which says so to the end reasons
 
 
 def test_budget_must_be_positive():
@@ -71,7 +77,7 @@ def test_budget_ends_a_real_ray_search(tmp_path):
             tune.with_resources(trainable, {"cpu": 1}),
             tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=2, metric="score", mode="max"),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="budget", verbose=0,
-                                      stop=EpochBudget(6, tmp_path / BUDGET_STATE_FILE)),
+                                      stop=EpochBudget(6, tmp_path)),
         ).fit()
     finally:
         ray.shutdown()
@@ -82,33 +88,40 @@ def test_budget_ends_a_real_ray_search(tmp_path):
 
 
 # ---- the options ---------------------------------------------------------------------------------
-def _settings(tmp_path: Path) -> RunSettings:
+def _settings(tmp_path: Path, **search) -> RunSettings:
     dataset = PreparedDataset("d", "h", tmp_path, tmp_path, tmp_path, tmp_path, (1,), ("a",))
+    space = parse_space({"lr0": {"type": "float", "low": 1e-3, "high": 1e-2}, "imgsz": 64}, framework="yolo")
     return RunSettings("yolo", "", dataset, "segm/AP", "max", 6, "yolo11n-seg.yaml", None, 0.0, 1.0, 0, 100,
-                       experiment_dir=str(tmp_path / "exp"))
+                       space=space.to_dict(), experiment_dir=str(tmp_path / "exp"), num_samples=4, grace_period=1,
+                       max_concurrent=2, **search)
 
 
-@pytest.mark.parametrize("sampler, early_stopping, budget", [("tpe", True, None), ("random", False, 12)])
-def test_build_tuner_wires_sampler_scheduler_and_budget(tmp_path, sampler, early_stopping, budget):
+@pytest.mark.parametrize("search", [{}, {"sampler": "random", "scheduler": "none", "budget_epochs": 12}])
+def test_build_tuner_wires_sampler_scheduler_and_budget(tmp_path, search):
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.stopper import CombinedStopper
 
     from runners.tuner import build_tuner
+    from search_spaces.space import SearchSpace
 
-    space = parse_space({"lr0": {"type": "float", "low": 1e-3, "high": 1e-2}, "imgsz": 64}, framework="yolo")
-    tuner = build_tuner(_settings(tmp_path), space, name="exp", storage=tmp_path, num_samples=4, grace_period=1,
-                        reduction_factor=3, max_concurrent=2, time_budget=None, max_failures=0,
-                        sampler=sampler, early_stopping=early_stopping, budget_epochs=budget)
+    settings = _settings(tmp_path, **search)
+    (tmp_path / "exp").mkdir()
+    tuner = build_tuner(settings, SearchSpace.from_dict(settings.space), tmp_path / "exp")
     tune_config = tuner._local_tuner._tune_config  # Ray has no public getter: the Tuner as built
     run_config = tuner._local_tuner.get_run_config()
-    expected_sampler = optuna.samplers.TPESampler if sampler == "tpe" else optuna.samplers.RandomSampler
-    assert type(tune_config.search_alg._sampler) is expected_sampler
-    assert type(tune_config.scheduler) is (ASHAScheduler if early_stopping else FIFOScheduler)
-    if budget is None:
-        assert run_config.stop is None
+    searcher = tune_config.search_alg.searcher.searcher  # GrowableSearch -> ConcurrencyLimiter -> ours
+    random = search.get("sampler") == "random"
+    assert type(searcher._sampler) is (optuna.samplers.RandomSampler if random else optuna.samplers.TPESampler)
+    assert isinstance(tune_config.scheduler, FIFOScheduler if random else ASHAScheduler)
+    assert isinstance(tune_config.scheduler, ASHAScheduler) is not random
+    if random:
+        assert isinstance(run_config.stop, CombinedStopper)
+        budgets = [s for s in run_config.stop._stoppers if isinstance(s, EpochBudget)]
+        assert len(budgets) == 1 and budgets[0].budget == 12
+        assert budgets[0].state_file == tmp_path / "exp" / BUDGET_STATE_FILE
     else:
-        assert isinstance(run_config.stop, EpochBudget) and run_config.stop.budget == budget
-        assert run_config.stop.state_file == tmp_path / "exp" / BUDGET_STATE_FILE
+        assert not isinstance(run_config.stop, (CombinedStopper, EpochBudget))
 
 
 @pytest.mark.parametrize("options, words", [
@@ -127,3 +140,30 @@ def test_bad_search_options_are_one_line(capsys, tmp_path, options, words):
     for word in words:
         assert word in err[0], (word, err[0])
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_cut_by_the_epoch_budget_says_so(tmp_path):
+    """Its end reason names the budget (and TPE is told PRUNED, as for ASHA's cuts: runners/study.py)."""
+    from runners.endings import EndLog, TimeBudget
+
+    budget = EpochBudget(3, tmp_path)
+    end_log = EndLog(tmp_path, max_epochs=2, budget=TimeBudget(None), epoch_budget=budget)
+    budget("a", {"training_iteration": 2})
+    assert end_log.decide("a", {"training_iteration": 2}) == "finished"
+    assert budget("b", {"training_iteration": 1})
+    assert end_log.decide("b", {"training_iteration": 1}) == "epoch_budget"
+    assert json.loads((tmp_path / "trial_b" / "end_reason.json").read_text()) == {
+        "reason": "epoch_budget", "epochs": 1, "max_epochs": 2, "budget_epochs": 3}
+
+
+@pytest.mark.parametrize("option, value", [("sampler", "random"), ("scheduler", "none"), ("budget-epochs", 50)])
+def test_resume_keeps_the_sampler_scheduler_and_budget(tmp_path, option, value):
+    from core.errors import ConfigError
+    from runners.cli import build_parser, given_options
+    from runners.resume import check_resume_options
+
+    argv = ["--framework", "yolo", "--name", "x", "--resume", f"--{option}", str(value)]
+    args = build_parser().parse_args(argv)
+    args.given = given_options(argv)
+    with pytest.raises(ConfigError, match=f"--{option} {value} differs from this experiment's"):
+        check_resume_options(args, _settings(tmp_path, budget_epochs=40))

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
-import secrets
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 import pytest
 
@@ -46,7 +49,29 @@ def two_node_cluster(monkeypatch):
         ray("start", f"--address={address}", *common)
         yield address
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+        _stop_cluster(address)
+
+
+def _stop_cluster(address: str) -> None:
+    """End this cluster's processes only. `ray stop` would end every Ray on the machine, the user's and
+    other test runs' included; every process of this cluster names its unique GCS address."""
+    def ours() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if address in " ".join(process.info["cmdline"] or ()):
+                found.append(process)
+        return found
+
+    for process in ours():
+        process.terminate()
+    _, alive = psutil.wait_procs(ours(), timeout=15)
+    for process in alive:
+        process.kill()
+    deadline = time.monotonic() + 15
+    while ours() and time.monotonic() < deadline:  # workers a raylet started may need a moment
+        for process in ours():
+            process.kill()
+        time.sleep(0.5)
 
 
 def test_search_spreads_over_both_nodes(tmp_path, tiny_demo_data, two_node_cluster):

@@ -15,6 +15,8 @@ from core.errors import DataError
 from core.record import PreparedDataset
 from conftest import SHARED_DATASET as SHARED
 from conftest import edit_annotations as edit
+from known_outputs import HEIGHT, WIDTH, write_quirky_coco
+from trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -197,6 +199,27 @@ def test_bad_arguments(dataset: Path, tmp_path: Path) -> None:
         prepare_dataset(dataset, train_json=dataset / "x.json", cache_dir=tmp_path)
     with pytest.raises(DataError, match="val_fraction"):
         prepare_dataset(dataset, val_fraction=1.5, cache_dir=tmp_path)
+
+
+def test_an_exports_quirks_are_warned_and_normalised(tmp_path: Path) -> None:
+    """The shared dataset's quirks (below), on data made here: runs in a clone without ../shared."""
+    data = write_quirky_coco(tmp_path / "boards")
+    prepared, _ = prepare(data, tmp_path, layouts=(ULTRALYTICS_LAYOUT,))
+    warnings = " | ".join(prepared.warnings)
+    assert "category 0 ('boards') has no annotations" in warnings
+    assert "annotation ids start at 0" in warnings
+    assert f"partly outside its {WIDTH}x{HEIGHT} image; it is clipped to the image" in warnings
+    assert prepared.category_ids == (1, 2, 3) and prepared.category_names == ("Arduino", "ESP8266", "Heltec")
+    val = json.loads(prepared.val_json.read_text())
+    assert min(im["id"] for im in val["images"]) == 0  # image ids are the originals
+    assert min(a["id"] for a in val["annotations"]) == 1  # annotation ids shifted for pycocotools
+    assert all(a["bbox"][0] + a["bbox"][2] <= WIDTH for a in val["annotations"])  # boxes clipped
+    original = {a["id"] + 1: a["category_id"] for a in json.loads(
+        (data / "annotations" / "instances_val.json").read_text())["annotations"]}
+    assert {a["id"]: a["category_id"] for a in val["annotations"]} == original  # category ids kept
+    labels = prepared.layout("ultralytics").parent / "labels" / "val" / "val_00.txt"
+    classes = sorted(int(line.split()[0]) for line in labels.read_text().splitlines())
+    assert classes == [0, 1, 2]  # class index = position in category_ids: 1 -> 0, 2 -> 1, 3 -> 2
 
 
 def test_shared_real_dataset_validates_with_its_quirks(tmp_path: Path) -> None:

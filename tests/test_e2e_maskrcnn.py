@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import pytest
 
 from cocodata.evaluator import METRIC_KEYS
-from conftest import run_tune
+from conftest import check_cost_rows, keys_without_ground_truth, run_tune
 
 pytestmark = pytest.mark.e2e
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
@@ -41,6 +40,20 @@ def _rows(trial: Path) -> list[dict]:
     return [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
 
 
+def _parameters(backend: str, trial: Path) -> int | None:
+    """The trained model's parameter count (torchvision: the architecture its checkpoint records, rebuilt)."""
+    if backend != "torchvision":
+        return None
+    import torch
+
+    from trainers.maskrcnn.torchvision.models import build_model
+
+    state = torch.load(sorted(trial.glob("checkpoint_*"))[-1] / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model, _ = build_model(state["model_name"], num_classes=state["num_classes"], params=state["params"],
+                           weights=None, max_detections=100, load_weights=False)
+    return sum(p.numel() for p in model.parameters())
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_search_with_a_diverging_trial_completes(tmp_path, tiny_demo_data, backend):
     space = tmp_path / "space.yaml"
@@ -56,17 +69,23 @@ def test_search_with_a_diverging_trial_completes(tmp_path, tiny_demo_data, backe
     assert len(trials) == 4
     diverged: list = []
     healthy: list = []
+    no_ground_truth = keys_without_ground_truth(tiny_demo_data / "annotations" / "instances_val.json")
     for trial in trials:
         rows = _rows(trial)
-        for row in rows:
-            assert all(math.isfinite(row[key]) for key in METRIC_KEYS)
         params = json.loads((trial / "params.json").read_text())
         (diverged if rows[-1]["segtune/diverged"] else healthy).append((params["SOLVER.BASE_LR"], rows))
+        if not rows[-1]["segtune/diverged"]:
+            check_cost_rows(rows, parameters=_parameters(backend, trial))
     assert diverged and healthy, "expected both diverging and healthy trials"
-    for lr, rows in diverged:
+    for lr, rows in diverged:  # the closing row: the reason, and the worst score instead of NaN
         assert lr == 5000.0 and rows[-1]["segtune/failure"].startswith("diverged:")
+        assert all(rows[-1][key] == 0.0 for key in METRIC_KEYS), rows[-1]
     for lr, rows in healthy:
-        assert lr == 0.01 and rows[-1]["segtune/num_predictions"] >= 0
+        assert lr == 0.01
+        for row in rows:  # an untrained Mask R-CNN still detects something above a 0.001 score
+            assert row["segtune/num_predictions"] > 0, row
+            for key in METRIC_KEYS:  # -1 exactly where the val split has no object of that size
+                assert row[key] == -1 if key in no_ground_truth else 0 <= row[key] <= 100, (key, row)
     for trial in trials:  # a healthy trial checkpointed every epoch; only best and latest are kept
         assert len(list(trial.glob("checkpoint_*"))) <= 2
     assert "best trial: trial_" in proc.stdout

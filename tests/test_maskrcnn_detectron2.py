@@ -402,3 +402,21 @@ def test_cached_download_needs_no_network(empty_cache, monkeypatch, trained):
     cached.write_bytes((trained.checkpoints / "epoch1" / CHECKPOINT_FILE).read_bytes())
     monkeypatch.setattr(d2weights, "_open_url", lambda url: pytest.fail("no request for a cached file"))
     assert d2weights.resolve_weights("detectron2://some/model_final.pth") == str(cached)
+
+
+def test_single_image_inference_is_timed_and_training_goes_on(dataset, tmp_path):
+    from runners.cost import TrialCost
+
+    adapter = Detectron2MaskRCNN(FAST, _context(dataset, tmp_path / "trial", max_epochs=1))
+    cost, rows, modes = TrialCost(adapter, "cpu"), [], []
+
+    def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
+        cost.epoch_trained()
+        rows.append(cost.metrics(epoch))
+        modes.append(adapter._trainer.model.training)
+
+    adapter.train(on_epoch_end)
+    (row,) = rows
+    assert modes == [True]  # back in training mode after the timed inferences
+    assert row["cost/latency_ms"] > 0 and row["cost/infer_mem_mb"] > 0 and row["cost/latency_epoch"] == 1
+    assert round(row["cost/params_m"] * 1e6) == sum(p.numel() for p in adapter._trainer.model.parameters())

@@ -1,4 +1,5 @@
-"""Kill the driver with SIGKILL at several points of a real search, resume, and lose nothing."""
+"""Kill the driver with SIGKILL at several points of a real search, resume, and lose nothing:
+not a trial, not an epoch, not a trial of the Optuna study (which must hold each trial once)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from conftest import REPO_ROOT, run_tune
+from test_study_e2e import check_study_matches_trials
 
 pytestmark = pytest.mark.e2e
 MAX_EPOCHS = 3
@@ -40,12 +43,14 @@ def _start(experiment: Path, data: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _kill_when(proc: subprocess.Popen, condition, timeout: float = 240) -> None:
+def _kill_when(proc: subprocess.Popen, condition, timeout: float = 240, before_kill=None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, "the search ended before the kill point"
         assert time.monotonic() < deadline, "kill point never reached"
         time.sleep(0.2)
+    if before_kill is not None:
+        before_kill()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(2)  # let the orphaned local Ray processes notice their driver is gone
@@ -84,7 +89,20 @@ def test_kill_and_resume(tmp_path, tiny_demo_data, kill_point):
         "checkpoint_recorded": lambda: any(t["checkpointed"] for t in _snapshot(experiment).values()),
         "trial_finished": lambda: any(t["status"] == "TERMINATED" for t in _snapshot(experiment).values()),
     }
-    _kill_when(_start(experiment, tiny_demo_data), conditions[kill_point])
+    seen_running: list = []
+
+    def read_study_while_it_runs() -> None:
+        """From this process, while the driver writes: the study opens, and a trial whose checkpoint
+        Ray has recorded has its first epoch in the study already (Ray hands a result to the searcher
+        before it writes the snapshot)."""
+        study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+        seen_running.extend(t for t in study.trials if t.intermediate_values)
+
+    _kill_when(_start(experiment, tiny_demo_data), conditions[kill_point], before_kill=read_study_while_it_runs)
+    if kill_point != "trials_started":
+        assert seen_running, "no intermediate value in the study while the search ran"
+    after_kill = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+    assert after_kill.trials  # a killed driver leaves a readable study
     snapshot = _snapshot(experiment)
     recorded = {name for name, t in snapshot.items() if t["checkpointed"]}
     finished = {name for name, t in snapshot.items() if t["status"] == "TERMINATED"}
@@ -106,3 +124,9 @@ def test_kill_and_resume(tmp_path, tiny_demo_data, kill_point):
         assert recorded, "the snapshot named no checkpoint at the kill point"
     final = json.loads(sorted(experiment.glob("experiment_state-*.json"))[-1].read_text())
     assert "ERROR" not in json.dumps(final)
+    # The resumed driver reconnected to the study: the trials from before the kill are in it once,
+    # with the epochs they ran then and after, none left RUNNING.
+    own = check_study_matches_trials(experiment)
+    before_numbers = {t.user_attrs["segtune_trial_id"]: t.number for t in after_kill.trials
+                      if "segtune_trial_id" in t.user_attrs}
+    assert {tid: own[tid].number for tid in before_numbers} == before_numbers

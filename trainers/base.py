@@ -5,13 +5,15 @@ Lifecycle of one trial (driven by `runners/trial.py`):
     adapter.train(on_epoch_end, resume_from)    # framework loop; after each epoch-sized unit it
         -> on_epoch_end(epoch, native_metrics)  #   calls back; the callback asks for
            adapter.predict_val()                #   COCO predictions on the val split and
-           adapter.save_checkpoint(dir)         #   a resumable checkpoint, then reports.
+           adapter.save_checkpoint(dir)         #   a resumable checkpoint, then reports;
+           adapter.single_image_inference(img) #   now and then the trial times one inference
 """
 from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +35,23 @@ class TrainingDiverged(RuntimeError):
 
 class ExportFailed(RuntimeError):
     """An optional export file (e.g. ONNX) could not be made; everything else was exported."""
+
+
+@dataclass(frozen=True)
+class TimedInference:
+    """One val image, ready to be run end to end again and again (what `runners/cost.py` times).
+
+    `run()` is the same for every framework: from the image decoded in memory (read from disk once,
+    before), through the framework's preprocessing (resize to the trial's test size, normalise), the
+    network at batch 1 and its postprocessing (NMS, masks pasted at the image's full resolution and
+    thresholded), to boxes, scores, classes and binary masks as numpy arrays in host memory; with
+    the settings of `predict_val` (score threshold, max detections, precision). It returns the
+    number of instances. COCO encoding (RLE) is evaluation, not inference: not included.
+    """
+
+    run: Callable[[], int]
+    network: Any  # the torch module `run` calls, as it runs it (its weights count as inference memory)
+    parameters: int  # parameters of the trained model (before inference-time changes such as Conv+BN fusing)
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,11 @@ class TrainerAdapter(ABC):
     def predict_val(self) -> list[dict[str, Any]]:
         """COCO results (image_id, category_id, bbox xywh, score, RLE segmentation at full
         resolution) of the current model on the val split, original category ids."""
+
+    @abstractmethod
+    def single_image_inference(self, image: ImageRecord) -> AbstractContextManager[TimedInference]:
+        """Inside the `with`, the current model predicts `image` alone (see TimedInference); training
+        can continue unchanged afterwards (modes, RNG and weights restored)."""
 
     @abstractmethod
     def save_checkpoint(self, directory: Path) -> None:

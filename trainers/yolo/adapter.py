@@ -5,17 +5,18 @@ Ultralytics has just validated and written `last.pt`, and hands control to the t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cocodata.results import instances_to_coco
+from cocodata.results import ImageRecord, instances_to_coco
 from core.errors import ConfigError
-from trainers.base import EpochEnd, ExportFailed, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.base import EpochEnd, ExportFailed, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
 from trainers.yolo.dataset_yaml import LAYOUT
 
 # Arguments the trial sets itself; a search space may not touch them.
@@ -217,18 +218,7 @@ class YoloAdapter(TrainerAdapter):
         trainer = self._trainer
         model = trainer.ema.ema if trainer.ema else trainer.model
         images = self.val_images
-        predictor = SegmentationPredictor(overrides={
-            "conf": 0.001,  # COCO AP counts low-confidence detections too
-            "iou": 0.7,
-            "imgsz": trainer.args.imgsz,
-            "max_det": self.context.max_detections,
-            "retina_masks": True,  # masks at the original resolution, as COCO evaluates them
-            "device": trainer.args.device,
-            "quantize": 16 if self.context.use_cuda else None,
-            "batch": 8,
-            "verbose": False,
-            "save": False,
-        })
+        predictor = SegmentationPredictor(overrides=self._predictor_settings(batch=8))
         predictor.setup_model(model, verbose=False)  # deep-copies: the training model is untouched
         predictions: list[dict[str, Any]] = []
         by_path = {str(r.path): r for r in images}
@@ -246,6 +236,48 @@ class YoloAdapter(TrainerAdapter):
                 self.context.dataset.category_ids,
             )
         return predictions
+
+    def _predictor_settings(self, batch: int) -> dict[str, Any]:
+        """How the trial predicts (evaluation and timed inference alike)."""
+        trainer = self._trainer
+        return {
+            "conf": 0.001,  # COCO AP counts low-confidence detections too
+            "iou": 0.7,
+            "imgsz": trainer.args.imgsz,
+            "max_det": self.context.max_detections,
+            "retina_masks": True,  # masks at the original resolution, as COCO evaluates them
+            "device": trainer.args.device,
+            "quantize": 16 if self.context.use_cuda else None,
+            "batch": batch,
+            "verbose": False,
+            "save": False,
+        }
+
+    @contextlib.contextmanager
+    def single_image_inference(self, image: ImageRecord) -> Iterator[TimedInference]:
+        from ultralytics.models.yolo.segment import SegmentationPredictor
+        from ultralytics.utils.patches import imread
+
+        trainer = self._trainer
+        model = trainer.ema.ema if trainer.ema else trainer.model
+        predictor = SegmentationPredictor(overrides=self._predictor_settings(batch=1))
+        predictor.setup_model(model, verbose=False)  # a fused copy, as Ultralytics predicts
+        pixels = imread(str(image.path))  # BGR, as Ultralytics reads an image file
+
+        def run() -> int:
+            result = predictor(source=pixels, stream=False)[0]
+            if result.masks is None:
+                return 0
+            boxes = result.boxes  # into host memory, as predict_val hands them on
+            outputs = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(),
+                       result.masks.data.cpu().numpy() > 0.5)
+            return len(outputs[0])
+
+        network = predictor.model
+        backend = getattr(network, "backend", None)  # Ultralytics 8.4 keeps the torch model in a plain object
+        if hasattr(getattr(backend, "model", None), "parameters"):
+            network = backend.model
+        yield TimedInference(run, network, sum(p.numel() for p in model.parameters()))
 
     def save_checkpoint(self, directory: Path) -> None:
         # Moved, not copied: Ray keeps this trial's best and latest checkpoints, and Ultralytics'

@@ -17,7 +17,7 @@ import numpy as np
 
 from cocodata import masks
 from cocodata.findings import Findings
-from cocodata.images import EXIF_FIX, ImageInfo, exif_warning, scan_images
+from cocodata.images import ImageInfo, exif_warning, scan_images
 from cocodata.prepare import NativeSource
 from core.errors import DataError
 
@@ -170,8 +170,8 @@ def yolo_split_to_coco(
         width, height = info.display_size
         image_id = index + 1
         images.append({"id": image_id, "file_name": rel, "width": width, "height": height})
-        if info.rotated:
-            findings.warn(where, "exif", exif_warning(rel, info.orientation), EXIF_FIX, name=rel)
+        if info.transformed:
+            findings.warn(where, "exif", exif_warning(rel, info.orientation), name=rel)
         found = 0
         for lineno, line in enumerate((label or b"").decode("utf-8", "replace").splitlines(), 1):
             at = f"{label_path(path).name} line {lineno}"

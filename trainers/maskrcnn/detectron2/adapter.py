@@ -20,17 +20,18 @@ Detectron2 is not on PyPI; the registry imports this module only when the backen
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import detectron2  # noqa: F401  (not installed -> ImportError -> the registry's ConfigError)
 import yaml
 
-from cocodata.results import instances_to_coco
-from trainers.base import EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from cocodata.results import ImageRecord, instances_to_coco
+from trainers.base import EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
 from trainers.maskrcnn.detectron2 import params as d2params
 from trainers.maskrcnn.detectron2 import weights as d2weights
 from trainers.maskrcnn.detectron2 import zoo
@@ -154,6 +155,32 @@ class Detectron2MaskRCNN(TrainerAdapter):
                 data.category_ids,
             )
         return predictions
+
+    @contextlib.contextmanager
+    def single_image_inference(self, image: ImageRecord) -> Iterator[TimedInference]:
+        from detectron2.data import detection_utils
+
+        from trainers.maskrcnn.detectron2.hooks import BatchPredictor
+
+        if self._trainer is None:
+            raise RuntimeError("single_image_inference() needs a model: call it from the on_epoch_end callback of train()")
+        predictor = BatchPredictor(self._cfg, self._trainer.model, batch_size=1)
+        pixels = detection_utils.read_image(str(image.path), format=predictor.input_format)
+
+        def run() -> int:
+            instances = predictor.predict(pixels, image)
+            masks = instances.pred_masks
+            outputs = (instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
+                       instances.pred_classes.numpy(), (masks >= 0.5 if masks.dtype.is_floating_point else masks).numpy())
+            return len(outputs[0])
+
+        model = self._trainer.model
+        was_training = model.training
+        model.eval()
+        try:
+            yield TimedInference(run, model, sum(p.numel() for p in model.parameters()))
+        finally:
+            model.train(was_training)
 
     def save_checkpoint(self, directory: Path) -> None:
         from trainers.maskrcnn.detectron2.hooks import save_resumable

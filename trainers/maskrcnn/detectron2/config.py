@@ -66,5 +66,10 @@ def build_cfg(params: Mapping[str, Any], context: TrialContext, *, train_dataset
         "OUTPUT_DIR": str(Path(context.output_dir).resolve() / "detectron2"),
         "SEED": vocab.get("SEED", 0),
     })
+    # Every detection is a refined proposal: fewer proposals than detections would cap dense images.
+    # (PRE_NMS_TOPK_TEST is per feature level, POST_NMS_TOPK_TEST per image.)
+    post = max(cfg.MODEL.RPN.POST_NMS_TOPK_TEST, context.max_detections)
+    merge(cfg, {"MODEL.RPN.POST_NMS_TOPK_TEST": post,
+                "MODEL.RPN.PRE_NMS_TOPK_TEST": max(cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, post)})
     cfg.freeze()
     return Plan(cfg, per_epoch)

@@ -217,12 +217,19 @@ class BatchPredictor:
         self.input_format = cfg.INPUT.FORMAT
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
 
-    def _input(self, record: ImageRecord) -> dict[str, Any]:
-        image = detection_utils.read_image(str(record.path), format=self.input_format)
+    def _input(self, record: ImageRecord, image: Any = None) -> dict[str, Any]:
+        if image is None:
+            image = detection_utils.read_image(str(record.path), format=self.input_format)
         image = self.aug.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
         # height/width: the size the outputs (boxes, pasted masks) are scaled to
         return {"image": tensor, "height": record.height, "width": record.width}
+
+    def predict(self, image: Any, record: ImageRecord) -> Any:
+        """Instances (on the CPU) of one image already read (`INPUT.FORMAT`, HWC uint8); the caller
+        has put the model in eval mode."""
+        with torch.no_grad():
+            return self.model([self._input(record, image)])[0]["instances"].to("cpu")
 
     def __call__(self, records: Sequence[ImageRecord]) -> Iterator[tuple[ImageRecord, Any]]:
         was_training = self.model.training

@@ -12,25 +12,26 @@ the train set). STEPS are fractions of max_epochs x that.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from cocodata.results import instances_to_coco
+from cocodata.results import ImageRecord, instances_to_coco
 from core.errors import ConfigError
-from trainers.base import EpochEnd, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.base import EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
 from trainers.maskrcnn.params import PARAM_NAMES, iters_per_epoch, steps_in_iterations, validate_params
 from trainers.maskrcnn.torchvision import models as tvm
 from trainers.maskrcnn.torchvision import rng, solver
-from trainers.maskrcnn.torchvision.data import CocoInstances, train_loader
+from trainers.maskrcnn.torchvision.data import CocoInstances, decode_image, train_loader
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "segtune-maskrcnn-torchvision/1"
@@ -198,6 +199,28 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         finally:
             self.model.train(was_training)
         return results
+
+    @contextlib.contextmanager
+    def single_image_inference(self, image: ImageRecord) -> Iterator[TimedInference]:
+        self._build(load_weights=True)
+        assert self.model is not None
+        model = self.model
+        pixels = decode_image(image)  # uint8 CHW, as predict_val reads it
+
+        def run() -> int:
+            with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self.amp):
+                out = model([pixels.to(self.device).float().div_(255)])[0]
+                masks = (out["masks"][:, 0] >= MASK_THRESHOLD).cpu().numpy()
+                outputs = (out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),
+                           out["labels"].cpu().numpy(), masks)
+            return len(outputs[0])
+
+        was_training = model.training
+        model.eval()
+        try:
+            yield TimedInference(run, model, sum(p.numel() for p in model.parameters()))
+        finally:
+            model.train(was_training)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, directory: Path) -> None:

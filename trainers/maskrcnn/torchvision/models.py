@@ -5,6 +5,7 @@ Models:
 * maskrcnn_resnet50_fpn_v2  torchvision's v2 (BatchNorm everywhere, 4conv1fc box head, 2-conv RPN head)
 * maskrcnn_resnet18_fpn     a small model for CPU tests and demos: ResNet-18 FPN with trainable
                             BatchNorm, 128-channel FPN and heads, 200/100 RPN proposals.
+Test-time proposals are raised to at least the detection limit in every model (dense scenes).
 
 Weights (`context.weights`): None = from scratch (backbone too); a local file (a state_dict, or a
 `checkpoint.pt` written by the adapter); or a torchvision weights name: a detection one
@@ -66,6 +67,7 @@ SMALL_MASK_CHANNELS = 64  # the mask head runs on every detection at test time: 
 SMALL_SAMPLING_RATIO = 0  # RoIAlign samples per bin: adaptive (Detectron2's default), 1 on small RoIs
 SMALL_RPN = {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
              "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100}
+TORCHVISION_RPN_TEST = 1000  # torchvision's own pre- and post-NMS test proposals (per level / per image)
 
 
 class TrainTestTransform(GeneralizedRCNNTransform):
@@ -246,6 +248,10 @@ def model_kwargs(model: str, params: Mapping[str, Any], *, num_classes: int, max
     }
     if spec.variant == "small":
         kwargs.update(SMALL_RPN)
+    # Every detection is a refined proposal: fewer proposals than detections would cap dense images.
+    post = max(kwargs.get("rpn_post_nms_top_n_test", TORCHVISION_RPN_TEST), int(max_detections))
+    kwargs["rpn_post_nms_top_n_test"] = post
+    kwargs["rpn_pre_nms_top_n_test"] = max(kwargs.get("rpn_pre_nms_top_n_test", TORCHVISION_RPN_TEST), post)
     return kwargs
 
 

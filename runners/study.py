@@ -1,0 +1,205 @@
+"""The experiment's Optuna study, kept in real storage: what TPE learns, readable by anyone.
+
+By default the study is an SQLite file in the experiment directory (`<experiment>/optuna.db`,
+study name = experiment name); `--study-storage URL` puts it in any RDB Optuna accepts. The
+driver is its only writer; `optuna.load_study` and `optuna-dashboard` read it during and after a
+search. `StudySearch` is Ray's OptunaSearch on that storage, with what Ray's version lacks:
+
+- each trial's per-epoch Tune metric goes in as intermediate values (Ray already reports them);
+  the end goes in by its reason (runners/endings.py): trials cut by ASHA or the time budget are
+  PRUNED (TPE ranks them by their intermediate values instead of taking a 2-epoch score as final),
+  diverged and failed trials FAIL, finished ones and those the framework stopped COMPLETE;
+- user attributes link both ways: the study trial names its segtune trial, directory and end
+  reason; `<experiment>/trial_<id>/optuna_trial.json` names the study trial;
+- Ray's searcher snapshot keeps only Ray's side (trial id -> study trial, the sampler's state):
+  a resumed run reconnects to the same study, never copies it, so every trial is in it once.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from core.errors import ConfigError
+from core.record import (
+    DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE,
+    trial_dir_name, write_json_atomic,
+)
+from runners.endings import EndLog
+
+ABANDONED = "abandoned"  # proposed just before a driver was killed, never known to Ray
+
+
+def open_storage(url: str, option: str = "--study-storage") -> optuna.storages.RDBStorage:
+    """An RDB storage; any problem with the URL, its driver or the database is one line."""
+    # Readers (a dashboard, load_study) briefly lock an SQLite file: wait instead of failing.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as exc:  # sqlalchemy ArgumentError/OperationalError, ImportError of a DB driver, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(
+            f"{option} {url!r} cannot be opened ({reason}); give an RDB URL Optuna accepts, e.g. "
+            f"sqlite:////absolute/path/optuna.db or postgresql://user:password@host/database"
+        ) from None
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return name in optuna.study.get_all_study_names(storage)
+
+
+def dashboard_command(url: str) -> str:
+    """The command that shows the study live (a password in the URL is not printed)."""
+    import sqlalchemy
+
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: it was refused before a search could start
+        shown = url
+    return f"optuna-dashboard {shown}"
+
+
+@dataclass
+class StudyPlace:
+    """Where the experiment's study lives and what a new one starts with."""
+
+    url: str
+    name: str
+    experiment_dir: Path
+    framework: str
+    warm_trials: Sequence[FrozenTrial] = ()  # earlier experiments' trials (runners/warm_start.py)
+    first_points: Sequence[dict[str, Any]] = field(default_factory=list)  # tried first, in order
+
+
+class StudySearch(OptunaSearch):
+    """Ray's OptunaSearch on the experiment's persistent study (see the module docstring)."""
+
+    def __init__(self, space: dict, metric: str, mode: str, sampler: optuna.samplers.BaseSampler, *,
+                 place: StudyPlace, end_log: EndLog):
+        storage = open_storage(place.url)
+        is_new = not study_exists(storage, place.name)
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler,
+                         study_name=place.name, storage=storage)
+        self._experiment_dir = str(place.experiment_dir)
+        self._restored: set[str] = set()  # trials of an earlier run of this experiment (after restore)
+        self._framework = place.framework
+        self._end_log = end_log
+        if is_new:
+            study = self._ot_study
+            for key, value in {"segtune_experiment": Path(place.experiment_dir).name, "framework": place.framework,
+                               "objective": metric, "mode": mode}.items():
+                study.set_user_attr(key, value)
+            for trial in place.warm_trials:
+                study.add_trial(trial)
+            for point in place.first_points:  # a resumed study has them already (or has run them)
+                study.enqueue_trial(point)
+
+    # ---- Ray's searcher interface ----------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        known = trial_id in self._ot_trials
+        config = super().suggest(trial_id)
+        if not known and trial_id in self._ot_trials:
+            ot_trial = self._ot_trials[trial_id]
+            for key, value in {"segtune_trial_id": trial_id, "trial_dir": str(self._trial_dir(trial_id)),
+                               "framework": self._framework}.items():
+                ot_trial.set_user_attr(key, value)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Trials the study does not follow (e.g. confirmation runs), ones it has closed already, and
+        # a diverged trial's placeholder row (not an epoch's score) are not intermediate values.
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials or result.get(DIVERGED_KEY):
+            return
+        self._link(trial_id)
+        if trial_id in self._restored:  # it repeats the epochs after its last checkpoint: the study has them
+            if result.get("training_iteration") in self._frozen(self._ot_trials[trial_id]).intermediate_values:
+                return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return
+        reason = self._end_log.decide(trial_id, result, error)
+        self._link(trial_id)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("end_reason", reason)
+        ot_trial.set_user_attr("epochs", int((result or {}).get("training_iteration") or 0))
+        value = (result or {}).get(self.metric)
+        step = (result or {}).get("training_iteration")
+        if _finite(value) and step and not result.get(DIVERGED_KEY) and not error:
+            # Ray does not pass the result on which a trial is stopped (ASHA's cut, max_t) to the
+            # searcher's on_trial_result: without this, the last epoch would be missing.
+            if int(step) not in self._frozen(ot_trial).intermediate_values:
+                ot_trial.report(float(value), int(step))
+        if reason in (END_FINISHED, END_FRAMEWORK) and _finite(value):
+            state, values = TrialState.COMPLETE, float(value)
+        elif reason in (END_ASHA, END_TIME_BUDGET, END_EPOCH_BUDGET) and self._frozen(ot_trial).intermediate_values:
+            # Truncated, not judged: PRUNED with its intermediate values is what TPE understands.
+            state, values = TrialState.PRUNED, None
+        else:
+            state, values = TrialState.FAIL, None
+        self._ot_study.tell(ot_trial, values, state=state)
+        self._completed_trials.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Ray's searcher snapshot: only what the storage does not hold."""
+        state = {
+            "study_trial_ids": {tid: trial._trial_id for tid, trial in self._ot_trials.items()},
+            "completed": set(self._completed_trials),
+            "sampler": self._ot_study.sampler,  # its random state: a resumed search goes on, not over
+        }
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(state, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Reconnect Ray's trials to their study trials in the storage this searcher opened."""
+        with open(checkpoint_path, "rb") as file:
+            state = pickle.load(file)
+        self._ot_study.sampler = state["sampler"]
+        self._completed_trials = set(state["completed"])
+        self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, study_id)
+                           for tid, study_id in state["study_trial_ids"].items()}
+        self._restored = set(self._ot_trials)
+        for tid, ot_trial in self._ot_trials.items():
+            # The study moved on after Ray's last snapshot (a trial ended just before a kill):
+            # the resumed trial repeats epochs the study has, and is not told twice.
+            if self._frozen(ot_trial).state.is_finished():
+                self._completed_trials.add(tid)
+        known = set(state["study_trial_ids"].values())
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in known:  # asked after Ray's last snapshot: Ray will never run it
+                optuna.trial.Trial(self._ot_study, frozen._trial_id).set_user_attr("end_reason", ABANDONED)
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+
+    def _trial_dir(self, trial_id: str) -> Path:
+        return Path(self._experiment_dir) / trial_dir_name(trial_id)
+
+    def _link(self, trial_id: str) -> None:
+        """`optuna_trial.json` in the trial's directory, once the trial has one (a trial proposed
+        just before a kill never runs, and must leave no directory behind)."""
+        path = self._trial_dir(trial_id) / OPTUNA_TRIAL_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {"study_name": self._study_name, "number": self._ot_trials[trial_id].number})
+
+    def _frozen(self, ot_trial: optuna.trial.Trial) -> FrozenTrial:
+        return self._ot_study._storage.get_trial(ot_trial._trial_id)  # one row, not the whole study
+
+
+def read_study_trials(url: str, name: str) -> list[FrozenTrial]:
+    """Every trial of a stored study (for analysis and warm starts); [] when there is no such study."""
+    storage = open_storage(url, "study storage")
+    if not study_exists(storage, name):
+        return []
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
