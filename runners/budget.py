@@ -25,9 +25,11 @@ _ACTIVE_BUDGET: list["EpochBudget"] = []
 
 
 class EpochBudget(Stopper):
-    """Stops the trial that reports the epoch reaching `budget`, and then every other trial: those
-    running are ended, pending ones never start. Epochs trained but not yet reported when the budget
-    is reached (a running trial's partial epoch) are not counted."""
+    """Ends the search once `budget` epochs were reported: running trials are ended, pending ones
+    never start. Epochs trained but not yet reported then (a running trial's partial epoch) are not
+    counted. No single trial is stopped by its own result (`__call__` is always False): the result
+    that reaches the budget still goes to the scheduler and the searcher, so the end reasons and the
+    study see every reported epoch (runners/tuner.py:GrowableSearch.set_finished)."""
 
     def __init__(self, budget: int, experiment_dir: Path | None = None) -> None:
         if budget <= 0:
@@ -63,7 +65,7 @@ class EpochBudget(Stopper):
             counts[trial_id] = epoch
             if current.state_file is not None:
                 write_json_atomic(current.state_file, {"budget": current.budget, "epochs": counts})
-        return self.ran_out
+        return False
 
     def stop_all(self) -> bool:
         return self.ran_out
