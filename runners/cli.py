@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     resources.add_argument("--gpus-per-trial", type=float, default=None,
                            help="GPUs per trial, fractions allowed (default 1 when GPUs exist, else 0)")
     resources.add_argument("--cpus-per-trial", type=float, default=None,
-                           help="CPUs per trial (default: CPUs / GPUs with GPUs, 1 on CPU)")
+                           help="CPUs per trial (default with GPUs: as many as every GPU slot of every node can get, "
+                                "so no GPU idles; 1 on CPU)")
     resources.add_argument("--workers", type=int, default=None,
                            help="data-loader workers per trial (default: cpus-per-trial - 1)")
     resources.add_argument("--address", default=None,

@@ -1,21 +1,9 @@
-"""Ray itself: start a local instance or join a cluster, and plan what each trial gets of it."""
+"""Ray itself: start a local instance (with its reaper) or join a cluster."""
 from __future__ import annotations
 
-import math
 import socket
-from dataclasses import dataclass
 
 from core.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus_per_trial: float
-    gpus_per_trial: float
-    workers: int
-    max_concurrent: int
-    cluster_gpus: float
-    cluster_cpus: float
 
 
 def init_ray(address: str | None) -> None:
@@ -46,36 +34,6 @@ def init_ray(address: str | None) -> None:
             f"cannot connect to the Ray cluster at {address}: {last_line(str(exc))}; check --address "
             f"(a token-protected cluster also needs RAY_AUTH_MODE=token and its ~/.ray/auth_token here)"
         ) from None
-
-
-def plan_resources(gpus_per_trial: float | None, cpus_per_trial: float | None, workers: int | None,
-                   num_samples: int) -> Resources:
-    """Trials per GPU (or CPU) slot; fail now rather than leave trials PENDING forever."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    node_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)
-    total = ray.cluster_resources()
-    cluster_gpus, cluster_cpus = total.get("GPU", 0), total.get("CPU", 1)
-
-    gpt = gpus_per_trial if gpus_per_trial is not None else (1.0 if cluster_gpus > 0 else 0.0)
-    if gpt > node_gpus:
-        raise ConfigError(
-            f"--gpus-per-trial {gpt:g} is more than any node has ({node_gpus:g} GPUs); "
-            f"lower it (fractions like 0.5 share a GPU)"
-        )
-    if gpt > 0:
-        slots = sum(math.floor(n["Resources"].get("GPU", 0) / gpt + 1e-9) for n in nodes)
-        cpt = cpus_per_trial or max(1.0, math.floor(cluster_cpus / max(1, slots)))
-    else:
-        cpt = cpus_per_trial or 1.0
-    if cpt > node_cpus:
-        raise ConfigError(f"--cpus-per-trial {cpt:g} is more than any node has ({node_cpus:g} CPUs); lower it")
-    cpu_slots = sum(math.floor(n["Resources"].get("CPU", 0) / cpt + 1e-9) for n in nodes)
-    slots = min(slots, cpu_slots) if gpt > 0 else cpu_slots
-    n_workers = workers if workers is not None else int(min(8, max(0, cpt - 1)))
-    return Resources(cpt, gpt, n_workers, max(1, min(num_samples, slots)), cluster_gpus, cluster_cpus)
 
 
 def last_line(text: str) -> str:

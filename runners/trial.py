@@ -45,9 +45,14 @@ def worst_value(mode: str) -> float:
 
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     """The Ray Tune trainable. `config` holds the hyperparameters only (sampled and fixed)."""
+    import gc
+
     import torch
     from ray import tune
 
+    # A reused process (reuse_actors) may still hold the last trial's model and optimizer in
+    # reference cycles until the cyclic GC runs; free them before this trial allocates its own.
+    gc.collect()
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
     context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))

@@ -77,7 +77,7 @@ def _run(args) -> int:
     dataset = _prepare_data(args, adapter)
 
     from cocodata.evaluator import CocoEvaluator
-    from runners.cluster import plan_resources
+    from runners.resources import plan_resources
     from runners.tuner import build_tuner
 
     _start_ray(args.address, output_mode(args))
@@ -123,6 +123,8 @@ def _run(args) -> int:
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
+    if resources.warning:
+        print(f"segtune: warning: {resources.warning}")
     if space.searched:
         stopping = f"ASHA (grace {grace}, reduction factor {args.reduction_factor:g})" if args.scheduler == "asha" \
             else "no early stopping"
