@@ -21,8 +21,8 @@ from analysis.ranking import rank_trials
 from cocodata.evaluator import METRIC_KEYS
 from core.errors import ExperimentError, UserError
 from core.record import (
-    CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET,
-    FAILURE_KEY, OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode, split_marks,
+    CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FRAMEWORK, END_REASON_FILE,
+    END_TIME_BUDGET, FAILURE_KEY, OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode, split_marks,
 )
 from core.score import best_window
 
@@ -30,8 +30,10 @@ from core.score import best_window
 _RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 # Why a "stopped" trial stopped (core.record END_*), as its status says it.
 _STOPPED_BY = {END_ASHA: "stopped early by ASHA", END_TIME_BUDGET: "stopped by the time budget",
+               END_EPOCH_BUDGET: "stopped by the epoch budget",
                END_FRAMEWORK: "stopped early by the framework itself (its own early stopping)"}
-_STOPPED_SHORT = {END_ASHA: "ASHA", END_TIME_BUDGET: "time budget", END_FRAMEWORK: "framework"}
+_STOPPED_SHORT = {END_ASHA: "ASHA", END_TIME_BUDGET: "time budget", END_EPOCH_BUDGET: "epoch budget",
+                  END_FRAMEWORK: "framework"}
 
 
 @dataclass

@@ -24,6 +24,7 @@ OPTUNA_TRIAL_FILE = "optuna_trial.json"
 END_FINISHED = "finished"  # trained every epoch
 END_ASHA = "asha"  # stopped by ASHA at a rung
 END_TIME_BUDGET = "time_budget"  # stopped when --time-budget ran out (truncated, not judged)
+END_EPOCH_BUDGET = "epoch_budget"  # stopped when --budget-epochs ran out (truncated, not judged)
 END_FRAMEWORK = "framework"  # the framework's own early stop (e.g. Ultralytics' patience) ended training
 END_DIVERGED = "diverged"  # the loss became NaN/Inf
 END_FAILED = "failed"  # an exception or a dead process (after any retries)
@@ -177,6 +178,11 @@ class RunSettings:
     max_concurrent: int = 1
     max_failures: int = 0
     time_budget: float | None = None
+    # How configurations are proposed ("tpe" or "random"), whether ASHA stops trials ("asha" or
+    # "none"), and the search's epoch budget (None: none; runners/budget.py).
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    budget_epochs: int | None = None
     # The Optuna study: an RDB URL ("" = SQLite `<experiment>/optuna.db`) and its name.
     study_storage: str = ""
     study_name: str = ""

@@ -11,6 +11,8 @@ from trainers.registry import BACKENDS, FRAMEWORKS
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Options only some adapters understand (they list them in `TrainerAdapter.options`).
 ADAPTER_OPTIONS = ("iters_per_epoch",)
+SAMPLERS = ("tpe", "random")
+SCHEDULERS = ("asha", "none")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "max-epochs/3 on CPU; at least 1)")
     search.add_argument("--reduction-factor", type=float, default=3,
                         help="ASHA keeps the best 1/reduction-factor of trials at each rung")
+    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                        help="how configurations are proposed: Optuna's TPE, or uniformly at random (a baseline)")
+    search.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
+                        help="asha: stop weak trials early; none: every trial trains all --max-epochs")
+    search.add_argument("--budget-epochs", type=int, default=None,
+                        help="end the search once its trials have trained this many epochs in all (running trials "
+                             "are stopped); --num-samples then defaults to what the budget pays for")
     search.add_argument("--metric", default="segm/AP",
                         help="metric to optimise: segm/AP, segm/AP50, bbox/AP, ... or a framework-native one; a trial "
                              "is scored by its best mean of it over 3 consecutive epochs (segtune/score)")
@@ -146,7 +155,7 @@ def validate_args(args: argparse.Namespace) -> None:
         )
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the experiment to continue")
-    for flag in ("num_samples", "max_epochs", "grace_period", "iters_per_epoch"):
+    for flag in ("num_samples", "max_epochs", "grace_period", "iters_per_epoch", "budget_epochs"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive whole number, got {value}")
@@ -161,6 +170,8 @@ def validate_args(args: argparse.Namespace) -> None:
                           f"got {args.confirm_seeds}")
     if args.config is not None and args.start_from is not None:
         raise ConfigError("--config trains one fixed configuration; --start-from is for searches, leave one out")
+    if args.scheduler == "none" and args.grace_period is not None:
+        raise ConfigError("--grace-period is ASHA's; leave it out with --scheduler none")
     if args.reduction_factor <= 1:
         raise ConfigError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
     if args.time_budget is not None and args.time_budget <= 0:

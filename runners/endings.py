@@ -19,8 +19,8 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.stopper import TimeoutStopper
 
 from core.record import (
-    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_FAILED, END_FINISHED, END_FRAMEWORK, END_REASON_FILE,
-    END_TIME_BUDGET, FAILURE_KEY, trial_dir_name, write_json_atomic,
+    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK,
+    END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, trial_dir_name, write_json_atomic,
 )
 from runners.confirm import ConfirmationAwareASHA
 
@@ -67,10 +67,11 @@ class EndLog:
     """Driver-side record of why trials ended; shared by the scheduler, the stopper, the searcher
     and the callback of one run. The first decision for a trial is final and is written at once."""
 
-    def __init__(self, experiment_dir: Path, max_epochs: int, budget: TimeBudget):
+    def __init__(self, experiment_dir: Path, max_epochs: int, budget: TimeBudget, epoch_budget=None):
         self.experiment_dir = Path(experiment_dir)
         self.max_epochs = max_epochs
         self.budget = budget
+        self.epoch_budget = epoch_budget  # runners/budget.py:EpochBudget, or None
         self.asha_stopped: set[str] = set()
         self.decided: dict[str, str] = {}
 
@@ -97,6 +98,8 @@ class EndLog:
             reason = END_FINISHED
         elif self.budget.expired:
             reason = END_TIME_BUDGET
+        elif self.epoch_budget is not None and self.epoch_budget.ran_out:
+            reason = END_EPOCH_BUDGET
         elif epochs == 0:
             reason = END_FAILED  # ended before its first epoch without an error Ray saw
         else:
@@ -108,6 +111,8 @@ class EndLog:
             record["detail"] = str(result.get(FAILURE_KEY, ""))[:500]
         if reason == END_TIME_BUDGET:
             record["time_budget_s"] = self.budget.seconds
+        if reason == END_EPOCH_BUDGET:
+            record["budget_epochs"] = self.epoch_budget.budget
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(trial_dir / END_REASON_FILE, record)
         return reason

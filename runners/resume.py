@@ -34,6 +34,9 @@ _KEPT: dict[str, tuple[Callable[[RunSettings], Any], str]] = {
     "study_storage": (lambda s: s.study_storage or None, "the study lives in the recorded storage"),
     "confirm_top": (lambda s: s.confirm_top, "the confirmation trials are planned when the search starts"),
     "confirm_seeds": (lambda s: s.confirm_seeds, "the confirmation trials are planned when the search starts"),
+    "sampler": (lambda s: s.sampler, "the study's proposals come from the recorded sampler"),
+    "scheduler": (lambda s: s.scheduler, "trials of one search must be stopped by the same rules"),
+    "budget_epochs": (lambda s: s.budget_epochs, "the search's trials were planned from the recorded budget"),
 }
 # Options that name what the search is made of: a resumed search keeps what it recorded.
 _FIXED = ("data", "train_json", "train_images", "val_json", "val_images", "val_fraction", "space", "config",

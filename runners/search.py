@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SamplerPlan:
-    """TPE's settings, decided from the budget."""
+    """The sampler's settings, decided from the budget."""
 
     n_startup_trials: int  # finished trials (start points included) before TPE takes over from random
     num_samples: int
@@ -23,24 +23,30 @@ class SamplerPlan:
     # One joint density over all keys: a good learning rate depends on the optimizer and the batch.
     multivariate: bool = True
     constant_liar: bool = True  # running trials count as bad ones: concurrent trials spread out
+    sampler: str = "tpe"  # "random": Optuna's RandomSampler, the baseline TPE is measured against
 
     def describe(self) -> str:
         start = f"{self.start_points} start point{'s' * (self.start_points != 1)} first, " if self.start_points else ""
+        if self.sampler == "random":
+            return f"random search (--sampler random): {start}then uniformly random proposals"
         return (f"TPE: {start}random proposals until {self.n_startup_trials} of {self.num_samples} trials have "
                 f"finished, then TPE ({'multivariate' if self.multivariate else 'independent'}"
                 f"{', constant liar' if self.constant_liar else ''})")
 
 
-def plan_sampler(num_samples: int, start_points: int = 0) -> SamplerPlan:
+def plan_sampler(num_samples: int, start_points: int = 0, sampler: str = "tpe") -> SamplerPlan:
     """A quarter of the budget (at least 2, never all of it; start points count) explores before TPE
     models the results. Optuna's fixed default of 10 made every search of up to 10 trials random."""
     startup = min(max(2, math.ceil(num_samples / 4)), max(1, num_samples - 1))
-    return SamplerPlan(n_startup_trials=startup, num_samples=num_samples, start_points=start_points)
+    return SamplerPlan(n_startup_trials=startup, num_samples=num_samples, start_points=start_points,
+                       sampler=sampler)
 
 
 def make_sampler(plan: SamplerPlan, seed: int):
     import optuna
 
+    if plan.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=plan.n_startup_trials,
         multivariate=plan.multivariate, constant_liar=plan.constant_liar,
@@ -49,9 +55,10 @@ def make_sampler(plan: SamplerPlan, seed: int):
 
 def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, *, study: StudyPlace,
                   end_log: EndLog, plan: SamplerPlan | None = None) -> StudySearch | None:
-    """Optuna TPE over the searched keys, in `study`, told why each trial ended (`end_log`):
-    PRUNED for ASHA's and the time budget's cuts, so TPE ranks them by their intermediate values.
-    The study's `first_points` (possibly partial: Optuna samples the missing keys) are tried first."""
+    """Optuna's sampler (`plan`: TPE, or random as a baseline) over the searched keys, in `study`, told
+    why each trial ended (`end_log`): PRUNED for ASHA's and the budgets' cuts, so TPE ranks them by their
+    intermediate values. The study's `first_points` (possibly partial: Optuna samples the missing keys)
+    are tried first."""
     if not space.searched:
         return None
     from runners.study import StudySearch

@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from core.errors import ConfigError
 from core.record import (
-    DIVERGED_KEY, END_ASHA, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE,
+    DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE,
     trial_dir_name, write_json_atomic,
 )
 from runners.endings import EndLog
@@ -140,7 +140,7 @@ class StudySearch(OptunaSearch):
                 ot_trial.report(float(value), int(step))
         if reason in (END_FINISHED, END_FRAMEWORK) and _finite(value):
             state, values = TrialState.COMPLETE, float(value)
-        elif reason in (END_ASHA, END_TIME_BUDGET) and self._frozen(ot_trial).intermediate_values:
+        elif reason in (END_ASHA, END_TIME_BUDGET, END_EPOCH_BUDGET) and self._frozen(ot_trial).intermediate_values:
             # Truncated, not judged: PRUNED with its intermediate values is what TPE understands.
             state, values = TrialState.PRUNED, None
         else:

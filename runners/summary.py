@@ -10,8 +10,8 @@ import collections
 from pathlib import Path
 
 from core.record import (
-    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, FAILURE_KEY,
-    RunSettings,
+    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET,
+    FAILURE_KEY, RunSettings,
 )
 from core.score import SCORE_WINDOW
 from runners.cluster import last_line
@@ -77,6 +77,7 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
 def _count_endings(trials) -> str:
     """e.g. "2 finished, 1 stopped by ASHA, 1 failed", from the end reasons the driver recorded."""
     words = {END_FINISHED: "finished", END_ASHA: "stopped by ASHA", END_TIME_BUDGET: "stopped by the time budget",
+             END_EPOCH_BUDGET: "stopped by the epoch budget",
              END_FRAMEWORK: "stopped by the framework's early stopping", END_DIVERGED: "diverged", END_FAILED: "failed"}
     counts = collections.Counter(words.get(t.end_reason) or t.status for t in trials)
     return ", ".join(f"{n} {what}" for what, n in counts.most_common())

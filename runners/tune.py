@@ -91,17 +91,24 @@ def _run(args) -> int:
 
     _start_ray(args.address, output_mode(args))
     has_gpu = _cluster_has_gpu()
-    num_samples = args.num_samples or (16 if has_gpu else 8)
     max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
     # On a CPU budget (tiny data, few optimizer steps) AP is 0 in every trial for the first epochs:
     # ASHA's rungs there compared noise and stopped most trials at AP 0 (docs/BENCHMARKS.md).
     grace = args.grace_period or max(1, max_epochs // (10 if has_gpu else 3))
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
+    num_samples = args.num_samples or (16 if has_gpu else 8)
+    if args.budget_epochs and not args.num_samples:
+        from runners.budget import trials_for_budget
+
+        num_samples = trials_for_budget(args.budget_epochs, max_epochs, grace, args.reduction_factor,
+                                        early_stopping=args.scheduler == "asha")
     space = user_space or _load_space(args, adapter, not has_gpu, None)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
-    first = start_points(space, adapter.default_params(space.searched), args.start_from, args.framework,
+    # A random-search baseline starts from nothing of segtune's (an explicit --start-from still counts).
+    defaults = adapter.default_params(space.searched) if args.sampler == "tpe" else {}
+    first = start_points(space, defaults, args.start_from, args.framework,
                          adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
     confirm_top = args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)
     confirm = ConfirmPlan(confirm_top if space.searched else 0, args.confirm_seeds, adapter.seed_key, args.seed)
@@ -118,6 +125,7 @@ def _run(args) -> int:
         max_concurrent=resources.max_concurrent, max_failures=args.max_failures, time_budget=args.time_budget,
         study_storage=args.study_storage or "", study_name=name, warm_start=[str(s.path) for s in warm_sources],
         confirm_top=confirm.top_k, confirm_seeds=confirm.seeds if confirm.top_k else 0,
+        sampler=args.sampler, scheduler=args.scheduler, budget_epochs=args.budget_epochs,
     )
     warm_start = None
     if warm_sources and space.searched:
@@ -136,12 +144,16 @@ def _run(args) -> int:
     if resources.warning:
         print(f"segtune: warning: {resources.warning}")
     if space.searched:
-        sampler_plan = plan_sampler(num_samples, len(first) + len(warm_start.points if warm_start else []))
+        sampler_plan = plan_sampler(num_samples, len(first) + len(warm_start.points if warm_start else []),
+                                    args.sampler)
+        stopping = f"ASHA (grace {grace}, reduction factor {args.reduction_factor:g})" if args.scheduler == "asha" \
+            else "no early stopping"
+        budget = f"; ends after {args.budget_epochs} epochs in all" if args.budget_epochs else ""
         print(f"segtune: a trial's score ({SCORE_KEY}): its best ({mode}) mean of {settings.metric} over "
               f"{SCORE_WINDOW} consecutive epochs")
         print(f"segtune: {sampler_plan.describe()}; first trials: "
               f"{', '.join([label for label, _ in first] + (['warm start'] if warm_start else [])) or 'none'}")
-        print(f"segtune: {confirm.describe()}")
+        print(f"segtune: {stopping}{budget}; {confirm.describe()}")
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
     tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start,
                         first_points=[point for _, point in first], output=output_mode(args))

@@ -18,6 +18,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 from core.record import RunSettings, trial_dir_name
 from core.score import SCORE_KEY, WINDOW_KEY
 from runners.confirm import ConfirmingSearcher
+from runners.budget import EpochBudget
 from runners.endings import EndLog, EndReasonCallback, RecordingASHA, TimeBudget
 from runners.search import make_searcher, plan_sampler
 from runners.study import StudyPlace
@@ -113,16 +114,19 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
     (runners/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
     `settings.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it."""
     from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.stopper import CombinedStopper
 
     from runners.progress import ray_verbosity
 
     if resume:
         _report_set_aside(experiment_dir)
     budget = TimeBudget(settings.time_budget)
-    end_log = EndLog(experiment_dir, settings.max_epochs, budget)
+    epoch_budget = EpochBudget(settings.budget_epochs, experiment_dir) if settings.budget_epochs else None
+    end_log = EndLog(experiment_dir, settings.max_epochs, budget, epoch_budget)
     place = study_place(settings, experiment_dir, warm_start, first_points)
     searcher = make_searcher(space, SCORE_KEY, settings.mode, settings.seed, study=place, end_log=end_log,
-                             plan=plan_sampler(settings.num_samples, len(place.first_points)))
+                             plan=plan_sampler(settings.num_samples, len(place.first_points), settings.sampler))
     total = settings.num_samples
     confirm = confirm_plan(settings)
     if searcher is not None and confirm.trials:
@@ -132,6 +136,8 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
         end_log, time_attr="training_iteration", max_t=settings.max_epochs,
         grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
     )
+    if settings.scheduler == "none":  # no early stopping: every trial trains all its epochs
+        scheduler = FIFOScheduler()
     return tune.Tuner(
         make_trainable(settings),
         param_space=dict(space.fixed),
@@ -148,7 +154,8 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
             name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=ray_verbosity(output),
             log_to_file=True,  # each trial's framework output goes to its own stdout/stderr files
             # Our own view instead of Ray's tables (runners/progress.py).
-            stop=budget, callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
+            stop=CombinedStopper(budget, epoch_budget) if epoch_budget else budget,
+            callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
             # The latest checkpoint is always kept besides the best: resume and export need no more.
             # The best is the epoch ending the best window (the score itself never decreases, and of
             # equal scores Ray keeps the later checkpoint).
