@@ -19,6 +19,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from analysis.compare import COMPARISON_NOTE, markdown_comparison, several_frameworks, text_comparison  # noqa: E402
 from analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, find_experiments, load_experiment  # noqa: E402
@@ -78,8 +79,12 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
     columns: list[tuple[str, Any]] = [("rank", lambda t: str(t.rank))]
     if several:
         columns.append(("experiment", lambda t: t.experiment))
+    columns.append(("trial", lambda t: t.trial_id))
+    if several_frameworks(trials):
+        columns += [("framework", lambda t: t.framework), ("model", lambda t: t.model)]
+    if any(t.pareto_rank is not None for t in trials):  # a multi-objective search ranks by its fronts
+        columns.append(("front", lambda t: str(t.pareto_rank or "")))
     columns += [
-        ("trial", lambda t: t.trial_id),
         ("status", lambda t: t.short_status),
         ("epochs", lambda t: str(t.epochs)),
         (metric if metric not in TABLE_METRICS else f"best {metric}", lambda t: "" if t.best_value is None
@@ -99,7 +104,7 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
         for row, value in zip(cells, column):
             row.append(value)
         widths.append(extra)
-    left = {i for i, (name, _) in enumerate(columns) if name in ("experiment", "trial", "status")}
+    left = {i for i, (name, _) in enumerate(columns) if name in ("experiment", "trial", "framework", "model", "status")}
     lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in cells]
     lines.insert(1, "-" * len(lines[0]))
@@ -109,13 +114,15 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
 def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
                    front: set[Path] | None = None) -> str:
     costs = [key for key, _, _ in COSTS] if has_costs(trials) else []
-    header = ["rank"] + (["experiment"] if several else []) + ["trial", "status", "epochs", f"{metric} (best)",
+    frameworks = several_frameworks(trials)
+    header = ["rank"] + (["experiment"] if several else []) + ["trial", *(["framework", "model"] if frameworks else []),
+                                                               "status", "epochs", f"{metric} (best)",
                                                                "best epoch", *TABLE_METRICS, *costs,
                                                                *(["pareto"] if costs else []), *params]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         row = [str(t.rank)] + ([t.experiment] if several else []) + [
-            f"`{t.trial_id}`", t.short_status, str(t.epochs), format_value(t.best_value, metric),
+            f"`{t.trial_id}`", *([t.framework, t.model] if frameworks else []), t.short_status, str(t.epochs), format_value(t.best_value, metric),
             str(t.best_epoch or ""), *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
             *(format_cost(t.costs.get(k), k) for k in costs), *(["yes" if front and t.path in front else ""]
                                                                  if costs else []),
@@ -140,15 +147,27 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
         writer.writerows(rows)
     title = experiments[0].name if not several else f"{len(experiments)} experiments"
     notes = failure_notes(trials)
+    mode = experiments[0].mode
     md_path.write_text(
-        f"# Ranking: {title}\n\nRanked by `{metric}` ({experiments[0].mode}), its best epoch per trial; "
-        f"AP in percent at that epoch ('-': no ground truth of that size).\n\n"
+        f"# Ranking: {title}\n\n"
+        + (f"## Frameworks compared\n\n{COMPARISON_NOTE}\n\n{markdown_comparison(trials, metric, mode)}\n\n"
+           f"## Trials\n\n" if several_frameworks(trials) else "")
+        + f"{ranking_sentence(experiments[0])}; AP in percent at that epoch ('-': no ground truth of that size).\n\n"
         + markdown_table(trials, metric, params, several, front) + "\n"
         + (f"\nCosts (cost/*) as recorded in each trial's best epoch; pareto: on the front of `{metric}` "
            f"against `cost/latency_ms`.\n" if front is not None else "")
         + ("\n" + "\n".join(f"- {line}" for line in notes) + "\n" if notes else "")
     )
     return csv_path, md_path
+
+
+def ranking_sentence(exp: Experiment) -> str:
+    """How the trials are ordered, in words."""
+    by = f"Ranked by `{exp.metric}` ({exp.mode}), its best epoch per trial"
+    if exp.settings.objectives and exp.metric == exp.settings.metric:
+        names = ", ".join(f"`{m}` ({d})" for m, d in exp.settings.objectives)
+        by = f"Ranked by Pareto rank over {names} (front 1: no trial is better on every objective), then by `{exp.metric}`"
+    return by
 
 
 def failure_notes(trials: list[TrialSummary]) -> list[str]:
@@ -175,7 +194,8 @@ def _rank(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise not_writable(out, exc) from None
     where = exp.path if not several else f"{len(experiments)} experiments in {args.experiment}"
-    print(f"{where}: {len(trials)} trials, ranked by {exp.metric} ({exp.mode})")
+    sentence = ranking_sentence(exp).replace("`", "")
+    print(f"{where}: {len(trials)} trials, {sentence[0].lower()}{sentence[1:]}")
     front = pareto_paths(trials, exp.metric, exp.mode)
     shown = [t for t in trials if t.path in front] if args.pareto else trials
     if args.pareto:
@@ -184,6 +204,8 @@ def _rank(args: argparse.Namespace) -> int:
     print(terminal_table(shown, exp.metric, searched_keys(experiments), several, front=front))
     for line in failure_notes(trials):
         print(f"  {line}")
+    if several_frameworks(trials):
+        print(f"\nframeworks compared ({COMPARISON_NOTE})\n{text_comparison(trials, exp.metric, exp.mode)}\n")
     print(f"wrote {csv_path} and {md_path}")
     return 0
 

@@ -45,8 +45,12 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         lines.append("no trial reported a value of " + settings.metric)
     else:
         metrics = ", ".join(f"{k}={best.best_metrics[k]:.2f}" for k in SUMMARY_METRICS if k in best.best_metrics)
+        if settings.objectives:
+            front = [t.trial_id for t in experiment.trials if t.pareto_rank == 1]
+            lines.append(f"Pareto front of {', '.join(f'{m} ({d})' for m, d in settings.objectives)}: "
+                         f"{len(front)} trials ({', '.join(front)}); ranked by Pareto rank, then {settings.metric}")
         lines += [
-            f"best trial: trial_{best.trial_id}",
+            f"best trial: trial_{best.trial_id}" + (f" ({best.framework}, {best.model})" if settings.frameworks else ""),
             f"  {settings.metric} = {best.best_value:.3f} at epoch {best.best_epoch}",
             f"  {metrics}",
             f"  config: {best.params}",
@@ -54,7 +58,8 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         ]
     lines += [
         f"watch curves:  tensorboard --logdir {experiment_dir}",
-        f"rank trials:   python analysis/rank.py {experiment_dir}",
+        f"rank trials:   python analysis/rank.py {experiment_dir}"
+        + ("  (compares the frameworks)" if settings.frameworks else ""),
         f"export best:   python analysis/export_best.py {experiment_dir} --out {experiment_dir}/best",
     ]
     return 0, "\n".join(lines)

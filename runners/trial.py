@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS, CocoEvaluator
+from core.choice import for_trial
 from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings
 from runners.cost import TrialCost
 from search_spaces.space import thaw
@@ -44,7 +45,8 @@ def worst_value(mode: str) -> float:
 
 
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
-    """The Ray Tune trainable. `config` holds the hyperparameters only (sampled and fixed)."""
+    """The Ray Tune trainable. `config` holds the hyperparameters only (sampled and fixed); in a
+    search over several frameworks also the framework and model it chose (core/choice.py)."""
     import gc
 
     import torch
@@ -55,9 +57,10 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     gc.collect()
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
-    context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))
-    adapter = get_adapter(settings.framework, settings.backend)(
-        {key: thaw(value) for key, value in config.items()}, context
+    framework, params = for_trial(settings, config)  # the chosen framework's settings and own params
+    context = TrialContext.for_experiment(framework, trial_dir, trial_device(settings.gpus_per_trial))
+    adapter = get_adapter(framework.framework, framework.backend)(
+        {key: thaw(value) for key, value in params.items()}, context
     )
     evaluator = CocoEvaluator(settings.dataset.val_json)
     node_id = _node_id()

@@ -20,7 +20,10 @@ if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was 
 from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
 from core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode  # noqa: E402
 from runners.cli import adapter_options, build_parser, given_options, output_mode, validate_args  # noqa: E402
+from runners.multi import ALL, run_search  # noqa: E402
+from runners.objectives import ASHA_NOTE, COST_OBJECTIVES  # noqa: E402
 from runners.resume import check_resume_options  # noqa: E402
+from search_spaces.conditional import conditional_space  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
@@ -46,6 +49,8 @@ def _run(args) -> int:
     validate_args(args)
     if args.study_storage:
         args.study_storage = absolute_study_url(args.study_storage)
+    if len(args.frameworks) > 1 or args.frameworks == [ALL]:  # the trials choose the framework
+        return run_search(args, steps=sys.modules[__name__])
     config = load_yaml(args.config, "config") if args.config is not None else None
     if isinstance(config, dict):
         _apply_config_defaults(args, config)
@@ -64,7 +69,8 @@ def _run(args) -> int:
             f"or choose another --name"
         )
     mode = args.mode or default_mode(args.metric)
-    _check_metric(args.metric, adapter)
+    if not (args.objectives and args.metric in COST_OBJECTIVES):
+        _check_metric(args.metric, adapter)
     options = adapter_options(args, adapter)
     warm_sources = _check_study_options(args, name, mode, storage)
 
@@ -74,7 +80,7 @@ def _run(args) -> int:
         adapter.resolve_model(args.model, args.weights)
     if args.address is None and args.gpus_per_trial:
         _check_local_gpus(args.gpus_per_trial)
-    dataset = _prepare_data(args, adapter)
+    dataset = _prepare_data(args, adapter.data_layouts())
 
     from cocodata.evaluator import CocoEvaluator
     from runners.resources import plan_resources
@@ -102,6 +108,7 @@ def _run(args) -> int:
         num_samples=num_samples, grace_period=grace, reduction_factor=args.reduction_factor,
         max_concurrent=resources.max_concurrent, max_failures=args.max_failures, time_budget=args.time_budget,
         study_storage=args.study_storage or "", study_name=name, warm_start=[str(s.path) for s in warm_sources],
+        objectives=args.objectives,
     )
     warm_start = None
     if warm_sources and space.searched:
@@ -119,6 +126,8 @@ def _run(args) -> int:
           f"{resources.cluster_cpus:g} CPUs); searching {sorted(space.searched)}")
     if resources.warning:
         print(f"segtune: warning: {resources.warning}")
+    if settings.objectives:
+        print(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in settings.objectives)}; {ASHA_NOTE}")
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
     tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start, output=output_mode(args))
     settings.save(experiment_dir)
@@ -144,7 +153,7 @@ def _resume(args, experiment_dir: Path) -> int:
         ) from None
     # The directory may have moved since it was made (a copy, another mount): trials write here now.
     settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
-    if settings.framework != args.framework:
+    if set(settings.framework.split(",")) != set(args.framework.split(",")):
         raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
     output = output_mode(args)
     if not settings.num_samples:  # recorded before segtune kept the budget: Ray's own restore, as it was
@@ -157,12 +166,12 @@ def _resume(args, experiment_dir: Path) -> int:
     from search_spaces.space import SearchSpace
 
     _start_ray(args.address, output)
-    space = SearchSpace.from_dict(settings.space)
+    space = conditional_space(settings.frameworks) if settings.frameworks else SearchSpace.from_dict(settings.space)
     print(f"segtune: resuming {experiment_dir}: {settings.num_samples} trials in all"
           + (f", time budget {settings.time_budget:g}s for this run" if settings.time_budget else ""))
     tuner = build_tuner(settings, space, experiment_dir, resume=True, output=output)
     settings.save(experiment_dir)
-    _print_study(settings, experiment_dir, space)
+    _print_study(settings, experiment_dir, SearchSpace.from_dict(settings.space))
     return _finish(tuner.fit(), settings, experiment_dir)
 
 
@@ -224,7 +233,8 @@ def _apply_config_defaults(args, config: dict) -> None:
         args.weights = str(config["weights"])
 
 
-def _prepare_data(args, adapter: type[TrainerAdapter]):
+def _prepare_data(args, layouts: tuple):
+    """Validated and converted once, into every layout in `layouts` (the adapters' data_layouts())."""
     from cocodata.prepare import prepare_dataset
 
     started = time.perf_counter()
@@ -232,7 +242,7 @@ def _prepare_data(args, adapter: type[TrainerAdapter]):
         args.data, train_json=args.train_json, train_images=args.train_images,
         val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
         seed=args.seed, cache_dir=_writable_dir(args.cache_dir, "--cache-dir"),
-        layouts=adapter.data_layouts(), readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
+        layouts=layouts, readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
     )
     if not args.quiet:
         print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "

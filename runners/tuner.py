@@ -9,15 +9,20 @@ could not reach it.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
+from core.choice import is_multi
 from core.record import RunSettings, trial_dir_name
 from runners.endings import EndLog, EndReasonCallback, RecordingASHA, TimeBudget
+from runners.schedulers import FrameworkASHA, StopAtMaxEpochs
 from runners.search import make_searcher
 from runners.study import StudyPlace
 from runners.trial import run_trial
+from search_spaces.conditional import ConditionalSpace
 from search_spaces.space import SearchSpace
 
 
@@ -59,17 +64,31 @@ def make_trainable(settings: RunSettings):
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
 
 
-def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None) -> StudyPlace:
-    """The experiment's study; `warm_start` (runners/warm_start.py) seeds a new one."""
+def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
+                first_points: Sequence[dict] = ()) -> StudyPlace:
+    """The experiment's study; `warm_start` (runners/warm_start.py) seeds a new one, `first_points`
+    (partial configurations, e.g. one per framework) are its first trials after the warm start's."""
     return StudyPlace(
         url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
         experiment_dir=experiment_dir, framework=settings.framework,
-        warm_trials=warm_start.trials if warm_start else (), first_points=warm_start.points if warm_start else [],
+        warm_trials=warm_start.trials if warm_start else (),
+        first_points=[*(warm_start.points if warm_start else []), *first_points],
     )
 
 
-def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path, *, warm_start=None,
-                resume: bool = False, output: str = "default"):
+def make_scheduler(settings: RunSettings, end_log: EndLog):
+    """ASHA, one per framework in a search over several (runners/schedulers.py); none with several
+    objectives (runners/objectives.py): every trial trains to its last epoch."""
+    if settings.objectives:
+        return StopAtMaxEpochs(settings.max_epochs)
+    # metric/mode come from TuneConfig (Ray refuses them twice)
+    make = functools.partial(RecordingASHA, end_log, time_attr="training_iteration", max_t=settings.max_epochs,
+                             grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+    return FrameworkASHA(make) if is_multi(settings) else make()
+
+
+def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, experiment_dir: Path, *,
+                warm_start=None, first_points: Sequence[dict] = (), resume: bool = False, output: str = "default"):
     """The Tuner of `settings` (budget, schedule and study included); `resume` continues the
     experiment already in `experiment_dir`; `output` is the terminal mode (runners/progress.py)."""
     from ray import tune
@@ -78,12 +97,11 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
 
     budget = TimeBudget(settings.time_budget)
     end_log = EndLog(experiment_dir, settings.max_epochs, budget)
-    searcher = make_searcher(space, settings.metric, settings.mode, settings.seed,
-                             study=study_place(settings, experiment_dir, warm_start), end_log=end_log)
-    scheduler = RecordingASHA(  # metric/mode come from TuneConfig (Ray refuses them twice)
-        end_log, time_attr="training_iteration", max_t=settings.max_epochs,
-        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-    )
+    metric, mode = ([m for m, _ in settings.objectives], [d for _, d in settings.objectives]) if settings.objectives \
+        else (settings.metric, settings.mode)
+    searcher = make_searcher(space, metric, mode, settings.seed, end_log=end_log,
+                             study=study_place(settings, experiment_dir, warm_start, first_points))
+    scheduler = make_scheduler(settings, end_log)
     return tune.Tuner(
         make_trainable(settings),
         param_space=dict(space.fixed),
