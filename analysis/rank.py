@@ -150,7 +150,7 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
     mode = experiments[0].mode
     md_path.write_text(
         f"# Ranking: {title}\n\n"
-        + (f"## Frameworks compared\n\n{COMPARISON_NOTE}\n\n{markdown_comparison(trials, metric, mode)}\n\n"
+        + (f"## Frameworks compared\n\n{COMPARISON_NOTE[0].upper()}{COMPARISON_NOTE[1:]}.\n\n{markdown_comparison(trials, metric, mode)}\n\n"
            f"## Trials\n\n" if several_frameworks(trials) else "")
         + f"{ranking_sentence(experiments[0])}; AP in percent at that epoch ('-': no ground truth of that size).\n\n"
         + markdown_table(trials, metric, params, several, front) + "\n"

@@ -181,7 +181,7 @@ def header(exp: Experiment) -> str:
 
 
 def _tables(exp: Experiment) -> list[tuple[str, str, str]]:
-    ranking = (f"<p>{_esc(ranking_sentence(exp))}; COCO AP in percent at that epoch ('-': no ground truth of that "
+    ranking = (f"<p>{_esc(ranking_sentence(exp).replace('`', ''))}; COCO AP in percent at that epoch ('-': no ground truth of that "
                f"size).</p>{ranking_table(exp)}"
                + "".join(f'<p class="note">{_esc(n)}</p>' for n in failure_notes(exp.trials)))
     params = (f"<p>What the search chose for each trial, in ranking order.</p>{params_table(exp)}" if exp.searched

@@ -19,7 +19,7 @@ from core.errors import ConfigError
 from core.record import PreparedDataset, RunSettings
 from runners.cli import build_parser, validate_args
 from runners.schedulers import FrameworkASHA
-from runners.multi import framework_names, per_framework
+from runners.multi import framework_names, per_framework, resolve_frameworks
 from runners.objectives import parse_objectives
 from search_spaces.conditional import ConditionalSpace, FrameworkBranch, conditional_space
 from search_spaces.space import SPACES_DIR, load_space, parse_space
@@ -147,6 +147,7 @@ def _args(*argv: str):
 
 def test_command_line_names_several_frameworks_and_per_framework_values():
     assert framework_names("yolo,maskrcnn, yolo") == ["yolo", "maskrcnn"] and framework_names("all") == ["all"]
+    assert resolve_frameworks(["all"]) == ["yolo", "maskrcnn"]  # both libraries are installed here
     with pytest.raises(ConfigError, match="unknown framework detectron"):
         framework_names("yolo,detectron")
     args = _args("yolo,maskrcnn", "--model", "yolo=yolo11n-seg.yaml,yolo11s-seg.yaml", "maskrcnn=maskrcnn_resnet18_fpn")
