@@ -52,6 +52,9 @@ def check_objective_args(args: argparse.Namespace) -> None:
     args.metric, args.mode = objectives[0]
     if len(objectives) == 1:
         return
+    if getattr(args, "warm_start", None):
+        raise ConfigError("--warm-start seeds a study of one objective; a search for several objectives starts its own: "
+                          "leave --warm-start out")
     for flag in ("grace_period", "reduction_factor"):
         if flag in getattr(args, "given", set()):
             raise ConfigError(f"--{flag.replace('_', '-')} sets ASHA, which does not apply to several objectives; "
