@@ -17,6 +17,7 @@ DIR/trial_<id>/ with its own model card.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import shlex
@@ -37,6 +38,7 @@ from analysis.pareto import LATENCY  # noqa: E402
 from analysis.ranking import best_trial, format_value  # noqa: E402
 from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
 from cocodata.evaluator import METRIC_KEYS  # noqa: E402
+from core.choice import for_trial, own_params  # noqa: E402
 from core.errors import ConfigError, ExperimentError, not_writable, run_cli  # noqa: E402
 from core.score import SCORE_WINDOW  # noqa: E402
 from search_spaces.space import thaw  # noqa: E402
@@ -244,10 +246,25 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
     return path
 
 
+def single_framework_view(exp: Experiment, trial: TrialSummary) -> tuple[Experiment, TrialSummary, str]:
+    """A trial of a search over several frameworks as a trial of a search of its framework alone
+    (its backend, model, weights and own parameters, unprefixed: core/choice.py), so that it exports
+    with its own adapter's native config and inference files; and a note saying so."""
+    if not exp.settings.frameworks:
+        return exp, trial, ""
+    settings, params = for_trial(exp.settings, trial.params)
+    view = dataclasses.replace(exp, settings=settings, searched=sorted(own_params(settings.framework, dict.fromkeys(
+        exp.searched))), fixed=own_params(settings.framework, exp.fixed), distributions={})
+    note = (f"chosen among the frameworks {exp.settings.framework.replace(',', ', ')} by one search; this trial "
+            f"trained {settings.framework} ({settings.model})")
+    return view, dataclasses.replace(trial, params=params), note
+
+
 def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True, why: str = "") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    exp, trial, chosen = single_framework_view(exp, trial)
     s = exp.settings
-    notes: list[str] = [why] if why else []
+    notes: list[str] = [n for n in (why, chosen) if n]
     try:
         adapter_cls = get_adapter(s.framework, s.backend or None)
     except ConfigError as exc:  # the framework is not installed here: still export what needs no adapter
@@ -322,7 +339,8 @@ def _export(args: argparse.Namespace) -> int:
         raise not_writable(out, exc) from None
     latency = f", {trial_latency(trial):.2f} ms per image" if trial_latency(trial) is not None else ""
     seed = f", seed #{trial.confirm_seed} of trial_{trial.confirm_of}'s confirmed configuration" if trial.confirm_of else ""
-    print(f"exported trial {trial.trial_id} (rank {trial.rank}{seed}, {exp.metric} score "
+    chosen = f"{trial.framework}, " if exp.settings.frameworks else ""
+    print(f"exported trial {trial.trial_id} ({chosen}rank {trial.rank}{seed}, {exp.metric} score "
           f"{format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}{latency}) to {out}:")
     for f in files:
         print(f"  {f.relative_to(out) if f.is_relative_to(out) else f}")

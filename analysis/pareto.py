@@ -83,6 +83,20 @@ def front_of_trials(trials: Sequence[TrialSummary], objectives: Sequence[Objecti
     return [trials[i] for i in pareto_front(points, [d for _, d in objectives])]
 
 
+def rank_by_objectives(trials: list[TrialSummary], objectives: Sequence[Objective],
+                       ranking_metric: str) -> list[TrialSummary]:
+    """How a multi-objective search ranks: by Pareto rank over `objectives` (each trial's values at
+    its best epoch), then by the order the trials already have (the first objective's); trials
+    without every value last. Sets `pareto_rank` and `rank`; sorts in place."""
+    ranks = pareto_ranks(trial_objectives(trials, objectives, ranking_metric), [d for _, d in objectives])
+    for trial, rank in zip(trials, ranks):
+        trial.pareto_rank = rank
+    trials.sort(key=lambda t: (t.pareto_rank is None, t.pareto_rank or 0, t.rank or 0))
+    for i, trial in enumerate(trials, 1):
+        trial.rank = i
+    return trials
+
+
 def accuracy_latency(metric: str, mode: str) -> list[Objective]:
     """The trade-off rank, report and export show: the ranking metric against latency."""
     return [(metric, mode), (LATENCY, "min")]

@@ -19,6 +19,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
     sys.path.insert(0, str(_REPO_ROOT))
 
+from analysis.compare import COMPARISON_NOTE, markdown_comparison, several_frameworks, text_comparison  # noqa: E402
 from analysis.confirmed import confirmed_configs, describe, lead_vs_spread  # noqa: E402
 from analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows  # noqa: E402
@@ -80,8 +81,12 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
     columns: list[tuple[str, Any]] = [("rank", lambda t: str(t.rank))]
     if several:
         columns.append(("experiment", lambda t: t.experiment))
+    columns.append(("trial", lambda t: t.trial_id))
+    if several_frameworks(trials):
+        columns += [("framework", lambda t: t.framework), ("model", lambda t: t.model)]
+    if any(t.pareto_rank is not None for t in trials):  # a multi-objective search ranks by its fronts
+        columns.append(("front", lambda t: str(t.pareto_rank or "")))
     columns += [
-        ("trial", lambda t: t.trial_id),
         ("status", lambda t: t.short_status),
         ("epochs", lambda t: str(t.epochs)),
         (f"{metric} score", lambda t: "" if t.best_value is None
@@ -102,7 +107,7 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
         for row, value in zip(cells, column):
             row.append(value)
         widths.append(extra)
-    left = {i for i, (name, _) in enumerate(columns) if name in ("experiment", "trial", "status")}
+    left = {i for i, (name, _) in enumerate(columns) if name in ("experiment", "trial", "framework", "model", "status")}
     lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in cells]
     lines.insert(1, "-" * len(lines[0]))
@@ -112,14 +117,17 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
 def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
                    front: set[Path] | None = None) -> str:
     costs = [key for key, _, _ in COSTS] if has_costs(trials) else []
-    header = ["rank"] + (["experiment"] if several else []) + ["trial", "status", "epochs", f"{metric} score",
+    frameworks = several_frameworks(trials)
+    header = ["rank"] + (["experiment"] if several else []) + ["trial", *(["framework", "model"] if frameworks else []),
+                                                               "status", "epochs", f"{metric} score",
                                                                "best epoch", "confirms", *TABLE_METRICS, *costs,
                                                                *(["pareto"] if costs else []), *params]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         row = [str(t.rank)] + ([t.experiment] if several else []) + [
-            f"`{t.trial_id}`", t.short_status, str(t.epochs), format_value(t.best_value, metric),
-            str(t.best_epoch or ""), f"`{t.confirm_of}` #{t.confirm_seed}" if t.confirm_of else "",
+            f"`{t.trial_id}`", *([t.framework, t.model] if frameworks else []), t.short_status, str(t.epochs),
+            format_value(t.best_value, metric), str(t.best_epoch or ""),
+            f"`{t.confirm_of}` #{t.confirm_seed}" if t.confirm_of else "",
             *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
             *(format_cost(t.costs.get(k), k) for k in costs), *(["yes" if front and t.path in front else ""]
                                                                  if costs else []),
@@ -144,12 +152,14 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
         writer.writerows(rows)
     title = experiments[0].name if not several else f"{len(experiments)} experiments"
     notes = failure_notes(trials)
-    confirmed = confirmed_lines(trials, experiments[0].mode, metric)
+    mode = experiments[0].mode
+    confirmed = confirmed_lines(trials, mode, metric)
     md_path.write_text(
-        f"# Ranking: {title}\n\nRanked by each trial's score: its best ({experiments[0].mode}) mean of `{metric}` "
-        f"over {SCORE_WINDOW} consecutive epochs; the best epoch ends that window, and the AP columns (percent, "
-        f"'-': no ground truth of that size) are at that epoch. Confirmed configurations come first, by the mean "
-        f"of their new seeds.\n\n"
+        f"# Ranking: {title}\n\n"
+        + (f"## Frameworks compared\n\n{COMPARISON_NOTE[0].upper()}{COMPARISON_NOTE[1:]}.\n\n"
+           f"{markdown_comparison(trials, metric, mode)}\n\n## Trials\n\n" if several_frameworks(trials) else "")
+        + f"{ranking_sentence(experiments[0])}; the best epoch ends the best window, and the AP columns (percent, "
+        f"'-': no ground truth of that size) are at that epoch.\n\n"
         + ("## Confirmed configurations\n\n" + "\n".join(f"- {line}" for line in confirmed) + "\n\n"
            if confirmed else "")
         + markdown_table(trials, metric, params, several, front) + "\n"
@@ -172,6 +182,16 @@ def confirmed_lines(trials: list[TrialSummary], mode: str, metric: str) -> list[
                         f"not in the mean)" if original is not None else ""))
     verdict = lead_vs_spread(groups, metric)
     return lines + ([verdict] if verdict else [])
+
+
+def ranking_sentence(exp: Experiment) -> str:
+    """How the trials are ordered, in words."""
+    score = f"each trial's score: its best ({exp.mode}) mean of `{exp.metric}` over {SCORE_WINDOW} consecutive epochs"
+    if exp.settings.objectives and exp.metric == exp.settings.metric:
+        names = ", ".join(f"`{m}` ({d})" for m, d in exp.settings.objectives)
+        return (f"Ranked by Pareto rank over {names} (front 1: no trial is better on every objective), then by "
+                f"{score}")
+    return f"Ranked by {score}; confirmed configurations first, by the mean of their new seeds"
 
 
 def failure_notes(trials: list[TrialSummary]) -> list[str]:
@@ -198,7 +218,8 @@ def _rank(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise not_writable(out, exc) from None
     where = exp.path if not several else f"{len(experiments)} experiments in {args.experiment}"
-    print(f"{where}: {len(trials)} trials, ranked by {exp.metric} ({exp.mode})")
+    sentence = ranking_sentence(exp).replace("`", "")
+    print(f"{where}: {len(trials)} trials, {sentence[0].lower()}{sentence[1:]}")
     front = pareto_paths(trials, exp.metric, exp.mode)
     shown = [t for t in trials if t.path in front] if args.pareto else trials
     if args.pareto:
@@ -212,6 +233,8 @@ def _rank(args: argparse.Namespace) -> int:
         print("confirmed configurations (mean +- sd of the new seeds' scores):")
         for line in confirmed:
             print(f"  {line}")
+    if several_frameworks(trials):
+        print(f"\nframeworks compared ({COMPARISON_NOTE})\n{text_comparison(trials, exp.metric, exp.mode)}\n")
     print(f"wrote {csv_path} and {md_path}")
     return 0
 

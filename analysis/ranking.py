@@ -68,8 +68,8 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
         if with_experiment:
             row["experiment"] = t.experiment
         row.update({
-            "trial": t.trial_id, "status": t.status, "end_reason": t.end_reason, "optuna_trial": t.optuna_trial,
-            "detail": t.detail, "epochs": t.epochs,
+            "trial": t.trial_id, "framework": t.framework, "model": t.model, "status": t.status,
+            "end_reason": t.end_reason, "optuna_trial": t.optuna_trial, "detail": t.detail, "epochs": t.epochs,
             "score": t.best_value, "best_epoch": t.best_epoch, f"{metric}@best": value_at_best(t, metric),
             "confirm_of": t.confirm_of or "", "confirm_seed": t.confirm_seed or "",
         })
@@ -81,6 +81,8 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
         row.update({k: t.costs.get(k) for k in costs})
         if front is not None:
             row["pareto"] = "yes" if t.path in front else ""
+        if any(x.pareto_rank is not None for x in trials):  # a multi-objective search's own ranking
+            row["pareto_rank"] = t.pareto_rank
         row.update({f"config/{k}": thaw(t.params.get(k)) for k in searched})
         row.update({f"config/{k}": thaw(v) for k, v in sorted(t.params.items()) if k not in searched})
         row.update({"wall_time_s": t.wall_time_s, "checkpoint": str(t.checkpoint or ""), "reason": t.reason,

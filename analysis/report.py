@@ -23,15 +23,16 @@ import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import report_plots as plots  # noqa: E402
+from analysis.compare import COMPARISON_NOTE, html_comparison, several_frameworks  # noqa: E402
 from analysis.confirmed import confirmation_html, confirmed_configs  # noqa: E402
-from analysis.rank import failure_notes  # noqa: E402
+from analysis.rank import failure_notes, ranking_sentence  # noqa: E402
 from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
 from analysis.report_pareto import PNG_NAME as PARETO_PNG  # noqa: E402
 from analysis.report_pareto import pareto_section  # noqa: E402
 from analysis.study import importance, scored_study, study_from_experiment, varied_params  # noqa: E402
 from analysis.trials import Experiment, load_experiment  # noqa: E402
+from core.choice import describe_frameworks  # noqa: E402
 from core.errors import not_writable, run_cli  # noqa: E402
-from core.score import SCORE_WINDOW  # noqa: E402
 
 PROG = "report.py"
 PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
@@ -115,6 +116,14 @@ def ranking_table(exp: Experiment) -> str:
              _esc(format_value(t.best_value, exp.metric)), _esc(t.best_epoch or ""),
              *(_esc(format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS),
              "" if t.wall_time_s is None else f"{t.wall_time_s:.0f}"] for t in exp.trials]
+    if any(t.pareto_rank is not None for t in exp.trials):  # a multi-objective search: its fronts
+        head.insert(2, "front")
+        for row, t in zip(rows, exp.trials):
+            row.insert(2, _esc(t.pareto_rank or ""))
+    if several_frameworks(exp.trials):
+        head.insert(2, "framework (model)")
+        for row, t in zip(rows, exp.trials):
+            row.insert(2, f"{_esc(t.framework)} <small>({_esc(t.model)})</small>")
     return _table(head, rows, left={1, 2}, pin=1)
 
 
@@ -163,8 +172,8 @@ def header(exp: Experiment) -> str:
             "search still running" if any(t.status in ("running", "pending", "paused") for t in trials)
             else f"{100 * (1 - epochs / budget):.0f} % saved by early stopping")),
     ]
-    summary = (f"{s.framework}{f' ({s.backend})' if s.backend else ''}, model {s.model}"
-               f"{f', weights {s.weights}' if s.weights else ', from scratch'}; data {s.dataset.name} "
+    summary = (f"{describe_frameworks(s)}{f', weights {s.weights}' if s.weights else ''}"
+               f"{'' if s.weights or s.frameworks else ', from scratch'}; data {s.dataset.name} "
                f"(content hash {s.dataset.content_hash[:16]}), {s.dataset.num_train_images} train / "
                f"{s.dataset.num_val_images} val images; up to {s.max_epochs} epochs per trial; seed {s.seed}")
     return (f"<header><h1>segtune report: {_esc(exp.name)}</h1><p class=\"sub\">{_esc(summary)}</p>"
@@ -173,9 +182,8 @@ def header(exp: Experiment) -> str:
 
 
 def _tables(exp: Experiment) -> list[tuple[str, str, str]]:
-    ranking = (f"<p>By each trial's score: its best ({exp.mode}) mean of <code>{_esc(exp.metric)}</code> over "
-               f"{SCORE_WINDOW} consecutive epochs, confirmed configurations first; COCO AP in percent at the epoch "
-               f"ending that window ('-': no ground truth of that size).</p>{ranking_table(exp)}"
+    ranking = (f"<p>{_esc(ranking_sentence(exp).replace('`', ''))}; COCO AP in percent at the epoch ending the "
+               f"best window ('-': no ground truth of that size).</p>{ranking_table(exp)}"
                + confirmation_html(confirmed_configs(exp.trials, exp.mode), exp.metric)
                + "".join(f'<p class="note">{_esc(n)}</p>' for n in failure_notes(exp.trials)))
     params = (f"<p>What the search chose for each trial, in ranking order.</p>{params_table(exp)}" if exp.searched
@@ -239,7 +247,10 @@ def sections(exp: Experiment, study: optuna.Study, out: Path) -> list[tuple[str,
     curves read the whole study, the other plots its scored trials (analysis/study.py: scored_study)."""
     scored = scored_study(study)
     pareto = _section("pareto", "Accuracy against latency", pareto_section(exp.trials, exp.metric, exp.mode, out))
-    return [*_tables(exp), _curves(exp, study, out), _importance(exp, scored, out),
+    compared = [_section("frameworks", "Frameworks compared", f"<p>Measured in this experiment, {_esc(COMPARISON_NOTE)}."
+                         f"</p>{html_comparison(exp.trials, exp.metric, exp.mode)}")] \
+        if several_frameworks(exp.trials) else []
+    return [*compared, *_tables(exp), _curves(exp, study, out), _importance(exp, scored, out),
             *_search_space(exp, scored, out), *_results(exp, scored, out), pareto]
 
 

@@ -28,12 +28,15 @@ _TABLE_COSTS = (("latency (ms)", LATENCY), ("FPS", "cost/fps"), ("params (M)", "
 
 
 def plot_pareto(trials: Sequence[TrialSummary], front: Sequence[TrialSummary], metric: str, mode: str) -> Figure:
-    """One dot per trial (colour: experiment, when there are several); the front as a step line."""
+    """One dot per trial (colour: framework when there are several, else experiment when there are
+    several); the front as a step line."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     timed = [t for t in trials if trial_latency(t) is not None and t.best_value is not None]
-    groups = sorted({t.experiment for t in timed})
+    by_framework = len({t.framework for t in timed}) > 1
+    group_of = (lambda t: t.framework) if by_framework else (lambda t: t.experiment)
+    groups = sorted({group_of(t) for t in timed})
     for i, group in enumerate(groups):
-        members = [t for t in timed if t.experiment == group]
+        members = [t for t in timed if group_of(t) == group]
         ax.scatter([trial_latency(t) for t in members], [t.best_value for t in members], s=28, alpha=0.75,
                    color=plt.cm.tab10(i % 10), label=group if len(groups) > 1 else "trials")
     ordered = sorted(front, key=trial_latency)

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.pareto import rank_by_objectives
 from analysis.ranking import rank_trials
 from cocodata.evaluator import METRIC_KEYS
+from core.choice import trial_framework
 from core.errors import ExperimentError, UserError
 from core.record import (
     CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FRAMEWORK, END_REASON_FILE,
@@ -63,6 +65,9 @@ class TrialSummary:
     rank: int | None = None
     confirm_of: str | None = None  # a confirmation trial: the search trial whose configuration it retrains
     confirm_seed: int | None = None  # ... and which of its new seeds it is (1..S)
+    framework: str = ""  # the framework it trained (in a search over several: the one it chose)
+    model: str = ""  # ... and that framework's model
+    pareto_rank: int | None = None  # several objectives: its front (1 = not dominated); None: no values
 
     @property
     def short_status(self) -> str:
@@ -165,6 +170,8 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
         known = ", ".join(n for n in experiment.metric_names() if "/" in n)
         raise ExperimentError(f"metric {metric!r} was never reported in {path.name}; choose one of: {known}")
     rank_trials(trials, mode)
+    if settings.objectives and metric == settings.metric:  # a search for a trade-off: by Pareto rank first
+        rank_by_objectives(trials, [tuple(o) for o in settings.objectives], metric)
     return experiment
 
 
@@ -229,6 +236,7 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
                            history=history, epochs=_epoch(history[-1]) if history else 0,
                            confirm_of=marks.get(CONFIRM_OF_KEY), confirm_seed=marks.get(CONFIRM_SEED_KEY))
+    summary.framework, summary.model = trial_framework(settings, config)
     summary.end_reason = str(_read_json(trial_dir / END_REASON_FILE).get("reason", ""))
     number = _read_json(trial_dir / OPTUNA_TRIAL_FILE).get("number")
     summary.optuna_trial = number if isinstance(number, int) else None
@@ -336,7 +344,7 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
     space = recorded_space(settings)
     if space is not None:
         distributions = {k: d for k, d in space.searched.items() if _all_contained(d, k, trials)}
-        if not searched:
+        if not searched or settings.frameworks:  # Ray counts a framework's fixed values as suggested
             searched = set(space.searched) & set(keys)
     if not searched and not ray_trials and space is None:
         searched = {k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1}

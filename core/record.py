@@ -187,6 +187,14 @@ class RunSettings:
     study_storage: str = ""
     study_name: str = ""
     warm_start: list[str] = field(default_factory=list)  # experiments whose trials seeded the study
+    # A search over several frameworks (core/choice.py): framework -> {"backend", "models" (the model
+    # choices), "weights", "space" (its own SearchSpace.to_dict)}; then `framework` names them all
+    # ("yolo,maskrcnn"), `space` is their union as the searcher sees it, and `model`/`weights` are
+    # empty. {} for a single-framework search, whose record is as it always was.
+    frameworks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Several objectives ([[metric, mode], ...], the first = `metric`/`mode`): Optuna's
+    # multi-objective TPE, no ASHA, trials ranked by Pareto rank. [] for one objective.
+    objectives: list[list[str]] = field(default_factory=list)
 
     def study_url(self, experiment_dir: Path) -> str:
         """The study's storage URL; the default one follows the experiment directory when it moves."""

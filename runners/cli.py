@@ -26,20 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = parser.add_argument_group("what to train")
-    what.add_argument("--framework", required=True, choices=FRAMEWORKS, help="framework adapter")
+    what.add_argument("--framework", required=True, type=_framework_list, metavar="|".join(FRAMEWORKS + ("F1,F2", "all")),
+                      help="framework adapter; several (comma-separated, or 'all': every one whose library is "
+                           "installed) make one search whose trials choose the framework and its model")
     backends = "; ".join(f"{fw}: auto, {', '.join(b)}" for fw, b in BACKENDS.items() if b)
     what.add_argument("--backend", default="auto",
                       help=f"library behind a framework that has several ({backends}; auto: the first of "
                            "them that is installed)")
-    what.add_argument("--model", default="",
+    what.add_argument("--model", nargs="+", default=None, metavar="MODEL",
                       help="the framework's model: a model config, architecture or weights file as that framework "
-                           "names them (see the README; default: the adapter's, smaller without a GPU)")
-    what.add_argument("--weights", default=None,
+                           "names them (see the README; default: the adapter's, smaller without a GPU); with several "
+                           "frameworks, the model choices of each: FRAMEWORK=MODEL[,MODEL...] ...")
+    what.add_argument("--weights", nargs="+", default=None, metavar="WEIGHTS",
                       help="weights to start from: a local file or a model-zoo name (needs a download); "
-                           "default: train from scratch (or from the --model weights file itself)")
-    what.add_argument("--space", type=Path, default=None,
+                           "default: train from scratch (or from the --model weights file itself); with several "
+                           "frameworks: FRAMEWORK=WEIGHTS ...")
+    what.add_argument("--space", type=Path, nargs="+", default=None, metavar="YAML",
                       help="search space YAML (default search_spaces/<framework>.yaml; "
-                           "search_spaces/<framework>_cpu.yaml when there is no GPU)")
+                           "search_spaces/<framework>_cpu.yaml when there is no GPU); with several frameworks, "
+                           "one file for each framework whose default it replaces (the file names its framework)")
     what.add_argument("--config", type=Path, default=None,
                       help="train this one configuration (a params YAML, e.g. from export_best.py) "
                            "instead of searching")
@@ -80,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "is scored by its best mean of it over 3 consecutive epochs (segtune/score)")
     search.add_argument("--mode", choices=("max", "min"), default=None,
                         help="maximise or minimise --metric (default: min for losses, else max)")
+    search.add_argument("--objective", default=None, metavar="METRIC:MODE,METRIC:MODE",
+                        help="several objectives at once, e.g. 'segm/AP:max,cost/latency_ms:min': Optuna's "
+                             "multi-objective TPE, without ASHA; trials ranked by Pareto rank (instead of "
+                             "--metric/--mode)")
     search.add_argument("--seed", type=int, default=0,
                         help="seed of the sampler, the data split and every trial's training")
     search.add_argument("--time-budget", type=float, default=None,
@@ -133,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _framework_list(text: str) -> str:
+    """--framework as written, once its names are known ones (argparse turns the error into one line)."""
+    from runners.multi import framework_names
+
+    try:
+        framework_names(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def output_mode(args: argparse.Namespace) -> str:
     """quiet, default or verbose: what the terminal shows while the search runs."""
     return "quiet" if args.quiet else "verbose" if args.verbose else "default"
@@ -149,6 +169,11 @@ def given_options(argv: list[str]) -> set[str]:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Checks that need no Ray and no data; each failure is one line naming the fix."""
+    from runners.multi import check_framework_args
+    from runners.objectives import check_objective_args
+
+    check_framework_args(args)  # sets args.frameworks; one framework: --model/--weights/--space as single values
+    check_objective_args(args)  # sets args.objectives
     if args.name is not None and (not _NAME_PATTERN.match(args.name) or ".." in args.name):
         raise ConfigError(
             f"--name {args.name!r} must be a plain name (letters, digits, '.', '_', '-'; no path separators or '..')"

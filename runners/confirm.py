@@ -15,13 +15,14 @@ import math
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY
+from core.choice import FRAMEWORK_KEY, is_multi, param_key
+from core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, RunSettings
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class ConfirmPlan:
     seeds: int  # new seeds for each
     seed_key: str  # the adapter's params key that seeds training
     base_seed: int  # the search's --seed: confirmation seeds are base_seed + 1, + 2, ...
+    # A search over several frameworks: each framework's seed key in the trial's config (core/choice.py).
+    framework_seed_keys: dict[str, str] = field(default_factory=dict)
+
+    def seed_key_for(self, config: dict[str, Any]) -> str:
+        framework = config.get(FRAMEWORK_KEY)
+        return self.framework_seed_keys.get(framework, self.seed_key) if framework else self.seed_key
 
     @property
     def trials(self) -> int:
@@ -40,6 +47,20 @@ class ConfirmPlan:
             return "confirmation: off (--confirm-top 0)"
         return (f"confirmation: the top {self.top_k} configuration(s) trained again with {self.seeds} new "
                 f"seed(s) each ({self.trials} trials, never stopped early) after the search")
+
+
+def confirm_plan(settings: RunSettings) -> ConfirmPlan:
+    """The confirmation trials recorded in `settings` (none with several objectives: there is no one
+    best configuration to confirm)."""
+    from trainers.registry import get_adapter
+
+    top_k = 0 if settings.objectives else settings.confirm_top
+    seeds = settings.confirm_seeds if top_k else 0
+    if is_multi(settings):
+        keys = {f: param_key(f, get_adapter(f, entry.get("backend") or "auto").seed_key)
+                for f, entry in settings.frameworks.items()}
+        return ConfirmPlan(top_k, seeds, "", settings.seed, framework_seed_keys=keys)
+    return ConfirmPlan(top_k, seeds, get_adapter(settings.framework, settings.backend).seed_key, settings.seed)
 
 
 def default_confirm_top(num_samples: int, has_gpu: bool) -> int:
@@ -144,9 +165,10 @@ class ConfirmingSearcher(Searcher):
         configs = []
         for trial_id in chosen[: self.plan.top_k]:
             config = self.suggested[trial_id]
-            seeds = confirmation_seeds(self.plan, config.get(self.plan.seed_key, self.plan.base_seed))
+            seed_key = self.plan.seed_key_for(config)
+            seeds = confirmation_seeds(self.plan, config.get(seed_key, self.plan.base_seed))
             for index, seed in enumerate(seeds, 1):
-                configs.append({**config, self.plan.seed_key: seed, CONFIRM_OF_KEY: trial_id, CONFIRM_SEED_KEY: index})
+                configs.append({**config, seed_key: seed, CONFIRM_OF_KEY: trial_id, CONFIRM_SEED_KEY: index})
         return configs
 
     # ---- state: Ray keeps `get_state` in its snapshot and saves the wrapped searcher itself ------

@@ -63,6 +63,11 @@ class TrialCost:
         self.train_peak_mb = 0.0
         self.inference: dict[str, Any] = {}  # latency_ms, infer_mem_mb, latency_epoch, params
         self.overhead_s = 0.0
+        import torch
+
+        # The trial's CPU threads (runners/trial.py sets them from --cpus-per-trial) before any framework
+        # changes them (Ultralytics sets min(8, cores - 1)): every framework is timed with as many.
+        self.threads = torch.get_num_threads()
         self.training_resumes()
 
     # ---- the trial's calls ----------------------------------------------------------------------
@@ -122,7 +127,7 @@ class TrialCost:
     def _measure_inference(self, epoch: int) -> dict[str, Any]:
         image = timing_image(self.adapter.val_images)
         kind = "cuda" if self.cuda else "cpu"
-        with self.adapter.single_image_inference(image) as inference:
+        with _torch_threads(self.threads), self.adapter.single_image_inference(image) as inference:
             for _ in range(WARMUP_RUNS[kind] - 1):
                 inference.run()
             memory = self._inference_memory_mb(inference)  # the last warm-up run
@@ -133,8 +138,9 @@ class TrialCost:
                 inference.run()
                 self._synchronize()
                 times.append(time.perf_counter() - start)
+            device = device_description(self.device)
         return {"latency_ms": 1000.0 * statistics.median(times), "infer_mem_mb": memory, "latency_epoch": epoch,
-                "params": inference.parameters, "device": device_description(self.device)}
+                "params": inference.parameters, "device": device}
 
     def _inference_memory_mb(self, inference) -> float | None:
         """Weights as run + what one (untimed) inference adds at its peak."""
@@ -171,6 +177,19 @@ class TrialCost:
             import torch
 
             torch.cuda.synchronize(self.device)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """torch's intra-op threads set to `threads` inside, as they were afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def timing_image(images: list[ImageRecord]) -> ImageRecord:

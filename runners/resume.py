@@ -40,7 +40,7 @@ _KEPT: dict[str, tuple[Callable[[RunSettings], Any], str]] = {
 }
 # Options that name what the search is made of: a resumed search keeps what it recorded.
 _FIXED = ("data", "train_json", "train_images", "val_json", "val_images", "val_fraction", "space", "config",
-          "model", "weights", "backend", "warm_start", "start_from")
+          "model", "weights", "backend", "warm_start", "start_from", "objective")
 
 
 def check_resume_options(args: argparse.Namespace, settings: RunSettings, legacy: bool = False) -> RunSettings:

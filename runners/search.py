@@ -2,10 +2,13 @@
 experiment's persistent study (runners/study.py: StudySearch)."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from search_spaces.conditional import ConditionalSpace
 from search_spaces.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -24,6 +27,9 @@ class SamplerPlan:
     multivariate: bool = True
     constant_liar: bool = True  # running trials count as bad ones: concurrent trials spread out
     sampler: str = "tpe"  # "random": Optuna's RandomSampler, the baseline TPE is measured against
+    # A conditional space (several frameworks): TPE models each framework's parameters with the
+    # trials that have them (no one set of parameters is shared by every trial).
+    group: bool = False
 
     def describe(self) -> str:
         start = f"{self.start_points} start point{'s' * (self.start_points != 1)} first, " if self.start_points else ""
@@ -31,7 +37,7 @@ class SamplerPlan:
             return f"random search (--sampler random): {start}then uniformly random proposals"
         return (f"TPE: {start}random proposals until {self.n_startup_trials} of {self.num_samples} trials have "
                 f"finished, then TPE ({'multivariate' if self.multivariate else 'independent'}"
-                f"{', constant liar' if self.constant_liar else ''})")
+                f"{', grouped by framework' if self.group else ''}{', constant liar' if self.constant_liar else ''})")
 
 
 def plan_sampler(num_samples: int, start_points: int = 0, sampler: str = "tpe") -> SamplerPlan:
@@ -47,21 +53,26 @@ def make_sampler(plan: SamplerPlan, seed: int):
 
     if plan.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=plan.n_startup_trials,
-        multivariate=plan.multivariate, constant_liar=plan.constant_liar,
-    )
+    with warnings.catch_warnings():  # `group` and `constant_liar` are "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=plan.n_startup_trials, multivariate=plan.multivariate,
+            constant_liar=plan.constant_liar, group=plan.group,
+        )
 
 
-def make_searcher(space: SearchSpace, metric: str, mode: str, seed: int, *, study: StudyPlace,
-                  end_log: EndLog, plan: SamplerPlan | None = None) -> StudySearch | None:
+def make_searcher(space: SearchSpace | ConditionalSpace, metric: str | list[str], mode: str | list[str], seed: int,
+                  *, study: StudyPlace, end_log: EndLog, plan: SamplerPlan | None = None) -> StudySearch | None:
     """Optuna's sampler (`plan`: TPE, or random as a baseline) over the searched keys, in `study`, told
     why each trial ended (`end_log`): PRUNED for ASHA's and the budgets' cuts, so TPE ranks them by their
     intermediate values. The study's `first_points` (possibly partial: Optuna samples the missing keys)
-    are tried first."""
+    are tried first. A ConditionalSpace (several frameworks) is Optuna define-by-run; lists of metrics
+    and modes are several objectives (Optuna's TPE is multi-objective)."""
     if not space.searched:
         return None
     from runners.study import StudySearch
 
-    return StudySearch(space=dict(space.searched), metric=metric, mode=mode,
-                       sampler=make_sampler(plan or plan_sampler(8), seed), place=study, end_log=end_log)
+    conditional = isinstance(space, ConditionalSpace)
+    plan = dataclasses.replace(plan or plan_sampler(8), group=conditional)
+    return StudySearch(space=space if conditional else dict(space.searched), metric=metric, mode=mode,
+                       sampler=make_sampler(plan, seed), place=study, end_log=end_log)

@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from core.choice import FRAMEWORK_KEY
 from core.errors import ConfigError
 from core.record import (
     DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE,
@@ -91,6 +92,7 @@ class StudySearch(OptunaSearch):
         self._restored: set[str] = set()  # trials of an earlier run of this experiment (after restore)
         self._framework = place.framework
         self._end_log = end_log
+        self._best_rows: dict[str, dict[str, Any]] = {}  # several objectives: each trial's best epoch
         if is_new:
             study = self._ot_study
             for key, value in {"segtune_experiment": Path(place.experiment_dir).name, "framework": place.framework,
@@ -107,8 +109,9 @@ class StudySearch(OptunaSearch):
         config = super().suggest(trial_id)
         if not known and trial_id in self._ot_trials:
             ot_trial = self._ot_trials[trial_id]
+            framework = config.get(FRAMEWORK_KEY, self._framework) if isinstance(config, dict) else self._framework
             for key, value in {"segtune_trial_id": trial_id, "trial_dir": str(self._trial_dir(trial_id)),
-                               "framework": self._framework}.items():
+                               "framework": framework}.items():
                 ot_trial.set_user_attr(key, value)
         return config
 
@@ -118,6 +121,9 @@ class StudySearch(OptunaSearch):
         if trial_id not in self._ot_trials or trial_id in self._completed_trials or result.get(DIVERGED_KEY):
             return
         self._link(trial_id)
+        if isinstance(self.metric, list):  # several objectives: no intermediate values (Optuna has none)
+            self._keep_best_row(trial_id, result)
+            return
         if trial_id in self._restored:  # it repeats the epochs after its last checkpoint: the study has them
             if result.get("training_iteration") in self._frozen(self._ot_trials[trial_id]).intermediate_values:
                 return
@@ -131,6 +137,9 @@ class StudySearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("end_reason", reason)
         ot_trial.set_user_attr("epochs", int((result or {}).get("training_iteration") or 0))
+        if isinstance(self.metric, list):
+            self._tell_objectives(trial_id, ot_trial, reason, result, error)
+            return
         value = (result or {}).get(self.metric)
         step = (result or {}).get("training_iteration")
         if _finite(value) and step and not result.get(DIVERGED_KEY) and not error:
@@ -148,6 +157,32 @@ class StudySearch(OptunaSearch):
         self._ot_study.tell(ot_trial, values, state=state)
         self._completed_trials.add(trial_id)
 
+    # ---- several objectives ------------------------------------------------------------------------
+    def _keep_best_row(self, trial_id: str, result: dict) -> None:
+        """The row of the trial's best epoch by the first objective: its values of every objective
+        are what Optuna is told (one epoch's, as the analysis ranks it)."""
+        first, sign = self.metric[0], (1.0 if self.mode[0] == "max" else -1.0)
+        value = result.get(first)
+        if not _finite(value) or result.get(DIVERGED_KEY):
+            return
+        kept = self._best_rows.get(trial_id)
+        if kept is None or sign * float(value) > sign * float(kept[first]):
+            self._best_rows[trial_id] = {m: result.get(m) for m in self.metric}
+
+    def _tell_objectives(self, trial_id: str, ot_trial: optuna.trial.Trial, reason: str, result: dict | None,
+                         error: bool) -> None:
+        if result and not error:
+            self._keep_best_row(trial_id, result)
+        row = self._best_rows.get(trial_id, {})
+        values = [row.get(m) for m in self.metric]
+        if reason in (END_FINISHED, END_FRAMEWORK) and all(_finite(v) for v in values):
+            self._ot_study.tell(ot_trial, [float(v) for v in values], state=TrialState.COMPLETE)
+        elif reason == END_TIME_BUDGET:  # truncated, not judged
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+
     def save(self, checkpoint_path: str) -> None:
         """Ray's searcher snapshot: only what the storage does not hold."""
         state = {
@@ -155,6 +190,8 @@ class StudySearch(OptunaSearch):
             "completed": set(self._completed_trials),
             "sampler": self._ot_study.sampler,  # its random state: a resumed search goes on, not over
         }
+        if self._best_rows:  # several objectives: each trial's best epoch so far
+            state["best_rows"] = dict(self._best_rows)
         with open(checkpoint_path, "wb") as file:
             pickle.dump(state, file)
 
@@ -164,6 +201,7 @@ class StudySearch(OptunaSearch):
             state = pickle.load(file)
         self._ot_study.sampler = state["sampler"]
         self._completed_trials = set(state["completed"])
+        self._best_rows = dict(state.get("best_rows") or {})
         self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, study_id)
                            for tid, study_id in state["study_trial_ids"].items()}
         self._restored = set(self._ot_trials)

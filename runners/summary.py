@@ -58,9 +58,14 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
     else:
         first = max(1, best.best_epoch - SCORE_WINDOW + 1) if best.best_epoch else None
         metrics = ", ".join(f"{k}={best.best_metrics[k]:.2f}" for k in SUMMARY_METRICS if k in best.best_metrics)
+        if settings.objectives:
+            front = [t.trial_id for t in experiment.trials if t.pareto_rank == 1]
+            lines.append(f"Pareto front of {', '.join(f'{m} ({d})' for m, d in settings.objectives)}: "
+                         f"{len(front)} trials ({', '.join(front)}); ranked by Pareto rank, then {settings.metric}")
         seed = f" (seed #{best.confirm_seed} of trial_{best.confirm_of}'s configuration)" if best.confirm_of else ""
+        chosen = f" ({best.framework}, {best.model})" if settings.frameworks else ""
         lines += [
-            f"best trial: trial_{best.trial_id}{seed}",
+            f"best trial: trial_{best.trial_id}{chosen}{seed}",
             f"  score {best.best_value:.3f}: mean {settings.metric} of epochs {first}-{best.best_epoch}",
             f"  at epoch {best.best_epoch}: {metrics}",
             f"  config: {best.params}",
@@ -68,7 +73,8 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         ]
     lines += [
         f"watch curves:  tensorboard --logdir {experiment_dir}",
-        f"rank trials:   python analysis/rank.py {experiment_dir}",
+        f"rank trials:   python analysis/rank.py {experiment_dir}"
+        + ("  (compares the frameworks)" if settings.frameworks else ""),
         f"export best:   python analysis/export_best.py {experiment_dir} --out {experiment_dir}/best",
     ]
     return 0, "\n".join(lines)

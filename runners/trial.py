@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cocodata.evaluator import METRIC_KEYS
+from core.choice import for_trial
 from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
 from core.score import SCORE_KEY, WINDOW_KEY, RunningScore
 from runners.cost import TrialCost
@@ -49,8 +50,9 @@ def worst_value(mode: str) -> float:
 
 
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
-    """The Ray Tune trainable. `config` holds the hyperparameters (sampled and fixed) and, for a
-    confirmation trial, segtune's marks (`core.record.split_marks`), which the adapter never sees."""
+    """The Ray Tune trainable. `config` holds the hyperparameters (sampled and fixed); for a
+    confirmation trial also segtune's marks (`core.record.split_marks`), which the adapter never sees;
+    in a search over several frameworks also the framework and model it chose (core/choice.py)."""
     # In a reused process (reuse_actors) this first frees what the last trial left in reference
     # cycles (its model, optimizer, data loaders), before this trial allocates its own.
     startup = StartupLog.begin()
@@ -60,9 +62,10 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     startup.imports_done()
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
-    context = TrialContext.for_experiment(settings, trial_dir, trial_device(settings.gpus_per_trial))
-    params, _ = split_marks(config)
-    adapter = get_adapter(settings.framework, settings.backend)(
+    hyperparameters, _ = split_marks(config)
+    framework, params = for_trial(settings, hyperparameters)  # the chosen framework's settings and own params
+    context = TrialContext.for_experiment(framework, trial_dir, trial_device(settings.gpus_per_trial))
+    adapter = get_adapter(framework.framework, framework.backend)(
         {key: thaw(value) for key, value in params.items()}, context
     )
     startup.mark("adapter_built")

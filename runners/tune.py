@@ -21,9 +21,12 @@ from core.errors import ConfigError, SpaceError, run_cli  # noqa: E402
 from core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode  # noqa: E402
 from core.score import SCORE_KEY, SCORE_WINDOW  # noqa: E402
 from runners.cli import adapter_options, build_parser, given_options, output_mode, validate_args  # noqa: E402
+from runners.multi import ALL, run_search  # noqa: E402
+from runners.objectives import ASHA_NOTE, COST_OBJECTIVES  # noqa: E402
 from runners.resume import check_resume_options  # noqa: E402
 from runners.search import plan_sampler  # noqa: E402
 from runners.start_points import read_params_file, start_points  # noqa: E402
+from search_spaces.conditional import conditional_space  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
@@ -52,6 +55,8 @@ def _run(args) -> int:
     validate_args(args)
     if args.study_storage:
         args.study_storage = absolute_study_url(args.study_storage)
+    if len(args.frameworks) > 1 or args.frameworks == [ALL]:  # the trials choose the framework
+        return run_search(args, steps=sys.modules[__name__])
     config = load_yaml(args.config, "config") if args.config is not None else None
     if isinstance(config, dict):
         _apply_config_defaults(args, config)
@@ -70,7 +75,8 @@ def _run(args) -> int:
             f"or choose another --name"
         )
     mode = args.mode or default_mode(args.metric)
-    _check_metric(args.metric, adapter)
+    if not (args.objectives and args.metric in COST_OBJECTIVES):
+        _check_metric(args.metric, adapter)
     options = adapter_options(args, adapter)
     warm_sources = _check_study_options(args, name, mode, storage)
 
@@ -82,7 +88,7 @@ def _run(args) -> int:
         adapter.resolve_model(args.model, args.weights)
     if args.address is None and args.gpus_per_trial:
         _check_local_gpus(args.gpus_per_trial)
-    dataset = _prepare_data(args, adapter)
+    dataset = _prepare_data(args, adapter.data_layouts())
 
     from cocodata.evaluator import CocoEvaluator
     from runners.confirm import ConfirmPlan, default_confirm_top
@@ -111,7 +117,7 @@ def _run(args) -> int:
     first = start_points(space, defaults, args.start_from, args.framework,
                          adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
     confirm_top = args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)
-    confirm = ConfirmPlan(confirm_top if space.searched else 0, args.confirm_seeds, adapter.seed_key, args.seed)
+    confirm = ConfirmPlan(confirm_top if space.searched and not args.objectives else 0, args.confirm_seeds, adapter.seed_key, args.seed)
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
@@ -126,6 +132,7 @@ def _run(args) -> int:
         study_storage=args.study_storage or "", study_name=name, warm_start=[str(s.path) for s in warm_sources],
         confirm_top=confirm.top_k, confirm_seeds=confirm.seeds if confirm.top_k else 0,
         sampler=args.sampler, scheduler=args.scheduler, budget_epochs=args.budget_epochs,
+        objectives=args.objectives,
     )
     warm_start = None
     if warm_sources and space.searched:
@@ -146,14 +153,8 @@ def _run(args) -> int:
     if space.searched:
         sampler_plan = plan_sampler(num_samples, len(first) + len(warm_start.points if warm_start else []),
                                     args.sampler)
-        stopping = f"ASHA (grace {grace}, reduction factor {args.reduction_factor:g})" if args.scheduler == "asha" \
-            else "no early stopping"
-        budget = f"; ends after {args.budget_epochs} epochs in all" if args.budget_epochs else ""
-        print(f"segtune: a trial's score ({SCORE_KEY}): its best ({mode}) mean of {settings.metric} over "
-              f"{SCORE_WINDOW} consecutive epochs")
-        print(f"segtune: {sampler_plan.describe()}; first trials: "
-              f"{', '.join([label for label, _ in first] + (['warm start'] if warm_start else [])) or 'none'}")
-        print(f"segtune: {stopping}{budget}; {confirm.describe()}")
+        print_search_plan(settings, sampler_plan, [label for label, _ in first] + (["warm start"] if warm_start else []),
+                          confirm)
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
     tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start,
                         first_points=[point for _, point in first], output=output_mode(args))
@@ -180,7 +181,7 @@ def _resume(args, experiment_dir: Path) -> int:
         ) from None
     # The directory may have moved since it was made (a copy, another mount): trials write here now.
     settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
-    if settings.framework != args.framework:
+    if set(settings.framework.split(",")) != set(args.framework.split(",")):
         raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
     output = output_mode(args)
     if not settings.num_samples:  # recorded before segtune kept the budget: Ray's own restore, as it was
@@ -193,13 +194,28 @@ def _resume(args, experiment_dir: Path) -> int:
     from search_spaces.space import SearchSpace
 
     _start_ray(args.address, output)
-    space = SearchSpace.from_dict(settings.space)
+    space = conditional_space(settings.frameworks) if settings.frameworks else SearchSpace.from_dict(settings.space)
     print(f"segtune: resuming {experiment_dir}: {settings.num_samples} trials in all"
           + (f", time budget {settings.time_budget:g}s for this run" if settings.time_budget else ""))
     tuner = build_tuner(settings, space, experiment_dir, resume=True, output=output)
     settings.save(experiment_dir)
-    _print_study(settings, experiment_dir, space)
+    _print_study(settings, experiment_dir, SearchSpace.from_dict(settings.space))
     return _finish(tuner.fit(), settings, experiment_dir)
+
+
+def print_search_plan(settings: RunSettings, sampler_plan, first: list[str], confirm) -> None:
+    """How trials are judged, proposed, stopped and confirmed (also for a search over several frameworks)."""
+    print(f"segtune: a trial's score ({SCORE_KEY}): its best ({settings.mode}) mean of {settings.metric} over "
+          f"{SCORE_WINDOW} consecutive epochs")
+    print(f"segtune: {sampler_plan.describe()}; first trials: {', '.join(first) or 'none'}")
+    if settings.objectives:
+        print(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in settings.objectives)}; {ASHA_NOTE}")
+        return
+    stopping = "no early stopping" if settings.scheduler == "none" else (
+        f"ASHA (grace {settings.grace_period}, reduction factor {settings.reduction_factor:g}"
+        f"{', per framework' if settings.frameworks else ''})")
+    budget = f"; ends after {settings.budget_epochs} epochs in all" if settings.budget_epochs else ""
+    print(f"segtune: {stopping}{budget}; {confirm.describe()}")
 
 
 def _check_study_options(args, name: str, mode: str, storage: Path) -> list:
@@ -260,7 +276,8 @@ def _apply_config_defaults(args, config: dict) -> None:
         args.weights = str(config["weights"])
 
 
-def _prepare_data(args, adapter: type[TrainerAdapter]):
+def _prepare_data(args, layouts: tuple):
+    """Validated and converted once, into every layout in `layouts` (the adapters' data_layouts())."""
     from cocodata.prepare import prepare_dataset
 
     started = time.perf_counter()
@@ -268,7 +285,7 @@ def _prepare_data(args, adapter: type[TrainerAdapter]):
         args.data, train_json=args.train_json, train_images=args.train_images,
         val_json=args.val_json, val_images=args.val_images, val_fraction=args.val_fraction,
         seed=args.seed, cache_dir=_writable_dir(args.cache_dir, "--cache-dir"),
-        layouts=adapter.data_layouts(), readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
+        layouts=layouts, readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
     )
     if not args.quiet:
         print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "

@@ -10,19 +10,23 @@ could not reach it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
+from core.choice import is_multi
 from core.record import RunSettings, trial_dir_name
 from core.score import SCORE_KEY, WINDOW_KEY
-from runners.confirm import ConfirmingSearcher
+from runners.confirm import ConfirmingSearcher, confirm_plan
 from runners.budget import EpochBudget
-from runners.endings import EndLog, EndReasonCallback, RecordingASHA, TimeBudget
+from runners.endings import EndLog, EndReasonCallback, TimeBudget
+from runners.schedulers import make_scheduler
 from runners.search import make_searcher, plan_sampler
 from runners.study import StudyPlace
 from runners.trial import run_trial
+from search_spaces.conditional import ConditionalSpace
 from search_spaces.space import SearchSpace
 from trainers.registry import get_adapter
 
@@ -79,14 +83,18 @@ def make_trainable(settings: RunSettings):
 
 def reuse_processes(settings: RunSettings) -> bool:
     """Ray's `reuse_actors`: a finished trial's process runs the next trial (no process start,
-    imports or caches paid again) where the framework leaves no per-process state behind."""
+    imports or caches paid again) where every framework of the search leaves no per-process state."""
+    if is_multi(settings):
+        return all(get_adapter(f, entry.get("backend") or "auto").reuse_process
+                   for f, entry in settings.frameworks.items())
     return get_adapter(settings.framework, settings.backend).reuse_process
 
 
 def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
-                first_points: list[dict[str, Any]] = ()) -> StudyPlace:
-    """The experiment's study; a new one tries `first_points` (the framework's defaults, --start-from)
-    and then the best points of `warm_start` (runners/warm_start.py), whose trials it also learns from."""
+                first_points: Sequence[dict[str, Any]] = ()) -> StudyPlace:
+    """The experiment's study; a new one tries `first_points` (the framework's defaults, --start-from;
+    one per framework in a search over several) and then the best points of `warm_start`
+    (runners/warm_start.py), whose trials it also learns from."""
     points = list(first_points)
     for point in (warm_start.points if warm_start else []):
         if point not in points:
@@ -98,23 +106,15 @@ def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
     )
 
 
-def confirm_plan(settings: RunSettings):
-    """The confirmation trials recorded in `settings` (runners/confirm.py)."""
-    from runners.confirm import ConfirmPlan
-
-    seed_key = get_adapter(settings.framework, settings.backend).seed_key
-    return ConfirmPlan(settings.confirm_top, settings.confirm_seeds if settings.confirm_top else 0,
-                       seed_key, settings.seed)
-
-
-def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path, *, warm_start=None,
-                first_points: list[dict[str, Any]] = (), resume: bool = False, output: str = "default"):
+def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, experiment_dir: Path, *,
+                warm_start=None, first_points: Sequence[dict[str, Any]] = (), resume: bool = False,
+                output: str = "default"):
     """The Tuner of `settings` (budget, schedule, study and confirmation included); `resume`
     continues the experiment already in `experiment_dir`; `output` is the terminal mode
     (runners/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
-    `settings.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it."""
+    `settings.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it (with several
+    objectives, the score stands for the first)."""
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.stopper import CombinedStopper
 
     from runners.progress import ray_verbosity
@@ -125,19 +125,18 @@ def build_tuner(settings: RunSettings, space: SearchSpace, experiment_dir: Path,
     epoch_budget = EpochBudget(settings.budget_epochs, experiment_dir) if settings.budget_epochs else None
     end_log = EndLog(experiment_dir, settings.max_epochs, budget, epoch_budget)
     place = study_place(settings, experiment_dir, warm_start, first_points)
-    searcher = make_searcher(space, SCORE_KEY, settings.mode, settings.seed, study=place, end_log=end_log,
-                             plan=plan_sampler(settings.num_samples, len(place.first_points), settings.sampler))
+    metric, mode = SCORE_KEY, settings.mode
+    if settings.objectives:
+        metric = [SCORE_KEY] + [m for m, _ in settings.objectives[1:]]
+        mode = [d for _, d in settings.objectives]
+    plan = plan_sampler(settings.num_samples, len(place.first_points), settings.sampler)
+    searcher = make_searcher(space, metric, mode, settings.seed, study=place, end_log=end_log, plan=plan)
     total = settings.num_samples
     confirm = confirm_plan(settings)
     if searcher is not None and confirm.trials:
         searcher = ConfirmingSearcher(searcher, settings.num_samples, confirm)
         total += confirm.trials
-    scheduler = RecordingASHA(  # metric/mode come from TuneConfig (Ray refuses them twice)
-        end_log, time_attr="training_iteration", max_t=settings.max_epochs,
-        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-    )
-    if settings.scheduler == "none":  # no early stopping: every trial trains all its epochs
-        scheduler = FIFOScheduler()
+    scheduler = make_scheduler(settings, end_log)
     return tune.Tuner(
         make_trainable(settings),
         param_space=dict(space.fixed),

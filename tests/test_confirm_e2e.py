@@ -54,7 +54,7 @@ def _same_best_trial(experiment: Path, summary: str, tmp_path: Path) -> str:
     assert _run("analysis/report.py", experiment, "--out", tmp_path / "report").returncode == 0
     page = (tmp_path / "report" / "report.html").read_text()
     first_row = page[page.index("<h2>Ranking</h2>"):].split("<tr>")[2]
-    assert f"<td>{best}</td>" in first_row
+    assert f"<code>{best}</code>" in first_row
     export = _run("analysis/export_best.py", experiment, "--out", tmp_path / "export", "--no-onnx")
     assert export.returncode == 0, export.stderr
     assert f"exported trial {best} " in export.stdout

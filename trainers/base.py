@@ -95,6 +95,10 @@ class TrainerAdapter(ABC):
     default_model: ClassVar[str]
     default_model_cpu: ClassVar[str] = ""  # a smaller default when there is no GPU ("" = default_model)
     default_epochs_cpu: ClassVar[int] = 30  # --max-epochs default without a GPU (100 with GPUs)
+    # The model sizes a search over several frameworks lets this framework choose from, with GPUs
+    # and without (empty: the default model alone).
+    model_choices: ClassVar[tuple[str, ...]] = ()
+    model_choices_cpu: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = ()  # the framework's PyPI names, for versions in model cards
     seed_key: ClassVar[str] = "seed"  # the params key that seeds training (recorded in every config)
     # Adapter-specific command-line options it understands (names of `runners/cli.py` options,

@@ -52,6 +52,8 @@ class YoloAdapter(TrainerAdapter):
     framework = "yolo"
     native_prefix = "yolo/"
     default_model = "yolo11n-seg.yaml"
+    # nano and small, from their YAMLs (from scratch); on a CPU both train the demo set in minutes
+    model_choices = model_choices_cpu = ("yolo11n-seg.yaml", "yolo11s-seg.yaml")
     packages = ("ultralytics",)
     # Ultralytics restores its global torch settings and closes its TensorBoard writer after every
     # run, even a stopped one (tests/test_yolo_adapter.py runs trials back to back in one process).

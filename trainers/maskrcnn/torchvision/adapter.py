@@ -49,6 +49,9 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     native_prefix = "maskrcnn/"
     default_model = "maskrcnn_resnet50_fpn_v2"
     default_model_cpu = "maskrcnn_resnet18_fpn"  # from scratch on a CPU: ~0.3 s/iteration at 96 px
+    # ResNet-18 and ResNet-50 FPN; on a CPU the ResNet-50 one is ~15x slower per iteration: the small one only
+    model_choices = ("maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn_v2")
+    model_choices_cpu = ("maskrcnn_resnet18_fpn",)
     packages = ("torchvision",)
     default_epochs_cpu = 12  # an epoch costs ~6x a YOLO demo epoch on CPU; AP rises within a few
     seed_key = "SEED"
