@@ -45,7 +45,7 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
     best = best_trial(experiment.trials)
     confirming = [t for t in experiment.trials if t.confirm_of]
     search = [t for t in experiment.trials if not t.confirm_of]
-    lines = [f"{len(search)} search trials: {_count_endings(search)}"]
+    lines = [f"{len(search)} {'search ' if confirming else ''}trials: {_count_endings(search)}"]
     if confirming:
         lines.append(f"{len(confirming)} confirmation trials: {_count_endings(confirming)}")
     groups = [g for g in confirmed_configs(experiment.trials, settings.mode) if g.mean is not None]

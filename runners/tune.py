@@ -153,7 +153,7 @@ def _run(args) -> int:
     if space.searched:
         sampler_plan = plan_sampler(num_samples, len(first) + len(warm_start.points if warm_start else []),
                                     args.sampler)
-        print_search_plan(settings, sampler_plan, [label for label, _ in first] + (["warm start"] if warm_start else []),
+        print_search_plan(settings, sampler_plan, (["the warm start's best"] if warm_start else []) + [label for label, _ in first],
                           confirm)
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
     tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start,

@@ -92,11 +92,11 @@ def reuse_processes(settings: RunSettings) -> bool:
 
 def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
                 first_points: Sequence[dict[str, Any]] = ()) -> StudyPlace:
-    """The experiment's study; a new one tries `first_points` (the framework's defaults, --start-from;
-    one per framework in a search over several) and then the best points of `warm_start`
-    (runners/warm_start.py), whose trials it also learns from."""
-    points = list(first_points)
-    for point in (warm_start.points if warm_start else []):
+    """The experiment's study; a new one tries the best points of `warm_start` (runners/warm_start.py),
+    whose trials it also learns from, and then `first_points` (the framework's defaults, --start-from;
+    one per framework in a search over several)."""
+    points: list[dict[str, Any]] = []
+    for point in [*(warm_start.points if warm_start else []), *first_points]:
         if point not in points:
             points.append(point)
     return StudyPlace(
@@ -151,7 +151,9 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
         ),
         run_config=tune.RunConfig(
             name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=ray_verbosity(output),
-            log_to_file=True,  # each trial's framework output goes to its own stdout/stderr files
+            # Each trial's framework output goes to its own stdout/stderr files, which Ray writes in the
+            # trial's working directory (under /tmp/ray) and copies into <experiment>/trial_<id>/.
+            log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
             # Our own view instead of Ray's tables (runners/progress.py).
             stop=CombinedStopper(budget, epoch_budget) if epoch_budget else budget,
             callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
