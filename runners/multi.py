@@ -185,6 +185,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
     dataset = steps._prepare_data(args, tuple(layouts.values()))
 
     from cocodata.evaluator import CocoEvaluator
+    from runners.budget import search_budget
     from runners.confirm import confirm_plan, default_confirm_top
     from runners.resources import plan_resources
     from runners.search import plan_sampler
@@ -192,17 +193,8 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
 
     steps._start_ray(args.address, steps.output_mode(args))
     has_gpu = steps._cluster_has_gpu()
-    max_epochs = args.max_epochs or (100 if has_gpu else max(a.default_epochs_cpu for a in adapters.values()))
-    # As for one framework (runners/tune.py): on a CPU budget AP is 0 in every trial for the first epochs.
-    grace = args.grace_period or max(1, max_epochs // (10 if has_gpu else 3))
-    if grace > max_epochs:
-        raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
-    num_samples = args.num_samples or (16 if has_gpu else 8)
-    if args.budget_epochs and not args.num_samples:
-        from runners.budget import trials_for_budget
-
-        num_samples = trials_for_budget(args.budget_epochs, max_epochs, grace, args.reduction_factor,
-                                        early_stopping=args.scheduler == "asha")
+    # One max_epochs for all: the largest of the frameworks' own CPU defaults (see the module docstring).
+    max_epochs, grace, num_samples = search_budget(args, has_gpu, max(a.default_epochs_cpu for a in adapters.values()))
     branches, chosen_weights = {}, {}
     for f, adapter in adapters.items():
         space = user_spaces.get(f) or load_space(default_space_path(f, cpu_only=not has_gpu))

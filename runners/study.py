@@ -101,7 +101,7 @@ class StudySearch(OptunaSearch):
             for trial in place.warm_trials:
                 study.add_trial(trial)
             for point in place.first_points:  # a resumed study has them already (or has run them)
-                study.enqueue_trial(point, skip_if_exists=True)
+                study.enqueue_trial(point)  # not skip_if_exists: warm-start trials have these params
 
     # ---- Ray's searcher interface ----------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:

@@ -91,24 +91,14 @@ def _run(args) -> int:
     dataset = _prepare_data(args, adapter.data_layouts())
 
     from cocodata.evaluator import CocoEvaluator
+    from runners.budget import search_budget
     from runners.confirm import ConfirmPlan, default_confirm_top
     from runners.resources import plan_resources
     from runners.tuner import build_tuner
 
     _start_ray(args.address, output_mode(args))
     has_gpu = _cluster_has_gpu()
-    max_epochs = args.max_epochs or (100 if has_gpu else adapter.default_epochs_cpu)
-    # On a CPU budget (tiny data, few optimizer steps) AP is 0 in every trial for the first epochs:
-    # ASHA's rungs there compared noise and stopped most trials at AP 0 (docs/BENCHMARKS.md).
-    grace = args.grace_period or max(1, max_epochs // (10 if has_gpu else 3))
-    if grace > max_epochs:
-        raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
-    num_samples = args.num_samples or (16 if has_gpu else 8)
-    if args.budget_epochs and not args.num_samples:
-        from runners.budget import trials_for_budget
-
-        num_samples = trials_for_budget(args.budget_epochs, max_epochs, grace, args.reduction_factor,
-                                        early_stopping=args.scheduler == "asha")
+    max_epochs, grace, num_samples = search_budget(args, has_gpu, adapter.default_epochs_cpu)
     space = user_space or _load_space(args, adapter, not has_gpu, None)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1

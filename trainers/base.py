@@ -10,10 +10,11 @@ Lifecycle of one trial (driven by `runners/trial.py`):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,17 @@ class TimedInference:
     run: Callable[[], int]
     network: Any  # the torch module `run` calls, as it runs it (its weights count as inference memory)
     parameters: int  # parameters of the trained model (before inference-time changes such as Conv+BN fusing)
+
+
+@contextlib.contextmanager
+def timed_in_eval_mode(run: Callable[[], int], model: Any) -> Iterator[TimedInference]:
+    """`run` as a TimedInference of a torch `model` switched to eval mode; its mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield TimedInference(run, model, sum(p.numel() for p in model.parameters()))
+    finally:
+        model.train(was_training)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ import detectron2  # noqa: F401  (not installed -> ImportError -> the registry's
 import yaml
 
 from cocodata.results import ImageRecord, instances_to_coco
-from trainers.base import EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.base import (
+    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext, timed_in_eval_mode,
+)
 from trainers.maskrcnn.detectron2 import params as d2params
 from trainers.maskrcnn.detectron2 import weights as d2weights
 from trainers.maskrcnn.detectron2 import zoo
@@ -184,13 +186,8 @@ class Detectron2MaskRCNN(TrainerAdapter):
                        instances.pred_classes.numpy(), (masks >= 0.5 if masks.dtype.is_floating_point else masks).numpy())
             return len(outputs[0])
 
-        model = self._trainer.model
-        was_training = model.training
-        model.eval()
-        try:
-            yield TimedInference(run, model, sum(p.numel() for p in model.parameters()))
-        finally:
-            model.train(was_training)
+        with timed_in_eval_mode(run, self._trainer.model) as timed:
+            yield timed
 
     def save_checkpoint(self, directory: Path) -> None:
         from trainers.maskrcnn.detectron2.hooks import save_resumable

@@ -27,7 +27,9 @@ from torch import nn
 
 from cocodata.results import ImageRecord, instances_to_coco
 from core.errors import ConfigError
-from trainers.base import EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.base import (
+    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext, timed_in_eval_mode,
+)
 from trainers.maskrcnn.params import (
     PARAM_NAMES, default_values, iters_per_epoch, steps_in_iterations, validate_params,
 )
@@ -232,12 +234,8 @@ class TorchvisionMaskRCNN(TrainerAdapter):
                            out["labels"].cpu().numpy(), masks)
             return len(outputs[0])
 
-        was_training = model.training
-        model.eval()
-        try:
-            yield TimedInference(run, model, sum(p.numel() for p in model.parameters()))
-        finally:
-            model.train(was_training)
+        with timed_in_eval_mode(run, model) as timed:
+            yield timed
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, directory: Path) -> None:
