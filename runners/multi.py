@@ -28,7 +28,7 @@ from core.record import RunSettings, default_mode
 from runners.start_points import default_point
 from search_spaces.conditional import ConditionalSpace, FrameworkBranch
 from search_spaces.space import SearchSpace, default_space_path, load_space
-from trainers.base import TrainerAdapter
+from trainers.base import TrainerAdapter, TrainingShape
 from trainers.registry import BACKENDS, FRAMEWORKS, get_adapter, resolve_backend
 
 ALL = "all"
@@ -218,7 +218,10 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
         objectives=args.objectives, sampler=args.sampler, scheduler=args.scheduler, budget_epochs=args.budget_epochs,
         confirm_top=confirm_top, confirm_seeds=args.confirm_seeds if confirm_top else 0,
     )
-    first_points = [_first_point(f, adapters[f], branches[f].space, args.sampler) for f in frameworks][:num_samples]
+    first_points = [_first_point(f, adapters[f], branches[f].space, args.sampler,
+                                 TrainingShape(dataset.num_train_images, dataset.num_classes, max_epochs,
+                                               dict(branches[f].space.fixed)))
+                    for f in frameworks][:num_samples]
     _print_plan(settings, branches, num_samples, resources, args.quiet)
     steps.print_search_plan(settings, plan_sampler(num_samples, len(first_points), args.sampler),
                             [f"{f}'s defaults" for f in frameworks][:num_samples], confirm_plan(settings))
@@ -229,12 +232,13 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
     return steps._finish(tuner.fit(), settings, experiment_dir)
 
 
-def _first_point(framework: str, adapter: type[TrainerAdapter], space: SearchSpace, sampler: str) -> dict[str, Any]:
+def _first_point(framework: str, adapter: type[TrainerAdapter], space: SearchSpace, sampler: str,
+                 shape: TrainingShape) -> dict[str, Any]:
     """One framework's first trial: its defaults fitted into its space (runners/start_points.py), under
     the framework's keys; only the framework's choice for a random-search baseline."""
     point: dict[str, Any] = {FRAMEWORK_KEY: framework}
     if sampler == "tpe":
-        defaults = default_point(space, adapter.default_params(space.searched))
+        defaults = default_point(space, adapter.default_params(space.searched, shape))
         point.update({param_key(framework, key): value for key, value in defaults.items()})
     return point
 

@@ -30,7 +30,7 @@ from search_spaces.conditional import conditional_space  # noqa: E402
 from search_spaces.space import (  # noqa: E402
     SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw,
 )
-from trainers.base import TrainerAdapter  # noqa: E402
+from trainers.base import TrainerAdapter, TrainingShape  # noqa: E402
 from trainers.registry import dataset_readers, get_adapter, resolve_backend  # noqa: E402
 
 PROG = "tune.py"
@@ -103,7 +103,8 @@ def _run(args) -> int:
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
     # A random-search baseline starts from nothing of segtune's (an explicit --start-from still counts).
-    defaults = adapter.default_params(space.searched) if args.sampler == "tpe" else {}
+    shape = TrainingShape(dataset.num_train_images, dataset.num_classes, max_epochs, dict(space.fixed))
+    defaults = adapter.default_params(space.searched, shape) if args.sampler == "tpe" else {}
     first = start_points(space, defaults, args.start_from, args.framework,
                          adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
     confirm_top = args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)

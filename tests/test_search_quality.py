@@ -81,6 +81,21 @@ def test_every_shipped_space_starts_from_the_framework_defaults(framework, backe
         adapter.check_params({**{k: v for k, v in space.fixed.items()}, **point})
 
 
+def test_yolo_defaults_are_what_ultralytics_optimizer_auto_would_pick():
+    """'auto' is refused in a search; the first trial gets what it picks for the run's length."""
+    from trainers.base import TrainingShape
+    from trainers.registry import get_adapter
+
+    adapter = get_adapter("yolo", None)
+    keys = ["optimizer", "lr0", "momentum", "lrf"]
+    short = adapter.default_params(keys, TrainingShape(64, 3, 30, {"batch": 8, "nbs": 8}))  # 240 steps
+    assert short == {"optimizer": "AdamW", "lr0": round(0.01 / 7, 6), "momentum": 0.9, "lrf": 0.01}
+    # 10,000 steps are counted at max(batch, nbs) images: 20,000 images x 100 epochs / 64 is long
+    long = adapter.default_params(keys, TrainingShape(20_000, 80, 100, {"batch": 16}))
+    assert long["optimizer"] == "SGD" and long["lr0"] == 0.01 and long["momentum"] == 0.9
+    assert adapter.default_params(keys)["optimizer"] == "SGD"  # length unknown
+
+
 def test_start_from_an_exported_config(tmp_path):
     exported = tmp_path / "config.yaml"
     exported.write_text(yaml.safe_dump({"framework": "yolo", "model": "yolo11n-seg.yaml", "params": {

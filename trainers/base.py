@@ -56,6 +56,16 @@ class TimedInference:
     parameters: int  # parameters of the trained model (before inference-time changes such as Conv+BN fusing)
 
 
+@dataclass(frozen=True)
+class TrainingShape:
+    """What a search's trials will train on: for defaults that depend on it."""
+
+    num_train_images: int
+    num_classes: int
+    max_epochs: int
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # the search space's fixed values
+
+
 @contextlib.contextmanager
 def timed_in_eval_mode(run: Callable[[], int], model: Any) -> Iterator[TimedInference]:
     """`run` as a TimedInference of a torch `model` switched to eval mode; its mode is restored after."""
@@ -143,9 +153,10 @@ class TrainerAdapter(ABC):
             )
 
     @classmethod
-    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+    def default_params(cls, keys: Iterable[str], training: TrainingShape | None = None) -> dict[str, Any]:
         """The framework's own default values of those `keys` it has one for (the first trial of a
-        search starts from them); none by default."""
+        search starts from them); none by default. `training`: what the framework's own defaults may
+        depend on (e.g. Ultralytics' 'auto' optimizer on the number of iterations)."""
         return {}
 
     @classmethod

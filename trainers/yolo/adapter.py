@@ -18,7 +18,9 @@ from typing import Any
 
 from cocodata.results import ImageRecord, instances_to_coco
 from core.errors import ConfigError
-from trainers.base import EpochEnd, ExportFailed, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext
+from trainers.base import (
+    EpochEnd, ExportFailed, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext,
+)
 from trainers.yolo.dataset_yaml import LAYOUT
 
 # Arguments the trial sets itself; a search space may not touch them.
@@ -42,6 +44,22 @@ def _ultralytics_defaults() -> dict[str, Any]:
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     return DEFAULT_CFG_DICT
+
+
+def auto_optimizer(defaults: Mapping[str, Any], training: TrainingShape | None) -> dict[str, Any]:
+    """What Ultralytics' optimizer 'auto' picks (BaseTrainer.build_optimizer): AdamW with a learning
+    rate fitted to the number of classes for a training of at most 10,000 optimizer steps (counted at
+    max(batch, nbs) images, as Ultralytics counts them): every CPU search and most fine-tunings on
+    small data; beyond that an SGD (MuSGD in recent Ultralytics, which the spaces do not offer: SGD)
+    at lr 0.01, momentum 0.9. Unknown length: SGD with the default lr0 and momentum."""
+    if training is None:
+        return {"optimizer": "SGD"}
+    batch = int(training.fixed.get("batch") or defaults.get("batch") or 16)
+    nbs = int(training.fixed.get("nbs") or defaults.get("nbs") or 64)
+    iterations = training.max_epochs * math.ceil(max(1, training.num_train_images) / max(1, batch, nbs))
+    if iterations > 10_000:
+        return {"optimizer": "SGD", "lr0": 0.01, "momentum": 0.9}
+    return {"optimizer": "AdamW", "lr0": round(0.002 * 5 / (4 + training.num_classes), 6), "momentum": 0.9}
 
 
 def _is_yolo_weights(path: str) -> bool:
@@ -72,14 +90,13 @@ class YoloAdapter(TrainerAdapter):
         return frozenset(_ultralytics_defaults()) - _CONTROLLED
 
     @classmethod
-    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
-        defaults = _ultralytics_defaults()
-        values = {k: defaults[k] for k in keys if defaults.get(k) is not None}
-        if values.get("optimizer") == "auto":
-            # 'auto' is refused in a search (it ignores lr0 and momentum); Ultralytics' default lr0
-            # (0.01) and momentum (0.937) are those of SGD.
-            values["optimizer"] = "SGD"
-        return values
+    def default_params(cls, keys: Iterable[str], training: TrainingShape | None = None) -> dict[str, Any]:
+        keys = list(keys)
+        defaults = dict(_ultralytics_defaults())
+        if defaults.get("optimizer") == "auto":
+            # 'auto' is refused in a search (it ignores lr0 and momentum): what it would pick instead.
+            defaults.update(auto_optimizer(defaults, training))
+        return {k: defaults[k] for k in keys if defaults.get(k) is not None}
 
     @classmethod
     def native_metric_names(cls) -> frozenset[str]:

@@ -32,7 +32,7 @@ import yaml
 
 from cocodata.results import ImageRecord, instances_to_coco
 from trainers.base import (
-    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext, timed_in_eval_mode,
+    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext, timed_in_eval_mode,
 )
 from trainers.maskrcnn.detectron2 import params as d2params
 from trainers.maskrcnn.detectron2 import weights as d2weights
@@ -82,7 +82,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
         return d2params.param_names()
 
     @classmethod
-    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+    def default_params(cls, keys: Iterable[str], training: TrainingShape | None = None) -> dict[str, Any]:
         return default_values(keys)  # the shared vocabulary's defaults are Detectron2's own
 
     @classmethod

@@ -28,7 +28,7 @@ from torch import nn
 from cocodata.results import ImageRecord, instances_to_coco
 from core.errors import ConfigError
 from trainers.base import (
-    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrialContext, timed_in_eval_mode,
+    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext, timed_in_eval_mode,
 )
 from trainers.maskrcnn.params import (
     PARAM_NAMES, default_values, iters_per_epoch, steps_in_iterations, validate_params,
@@ -68,7 +68,7 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         return PARAM_NAMES
 
     @classmethod
-    def default_params(cls, keys: Iterable[str]) -> dict[str, Any]:
+    def default_params(cls, keys: Iterable[str], training: TrainingShape | None = None) -> dict[str, Any]:
         return default_values(keys)
 
     @classmethod
