@@ -4,7 +4,8 @@ The rows are those of the hand-written comparisons people read ("speed: 30-60 FP
 accuracy: high vs very high; memory; training time"), each a measurement of this experiment's
 trials on the user's data: per framework, its best trial by the ranking metric (segm/AP by
 default) and what that trial's model costs (cost/* at its best epoch: runners/cost.py), plus its
-fastest trial and how many trials are on the accuracy-latency Pareto front. Shown by rank.py, the
+fastest trial, how many trials are on the accuracy-latency Pareto front, and where confirmation ran,
+its best configuration's mean and sd over the new seeds. Shown by rank.py, the
 report (first section) and written into ranking.md.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from analysis.confirmed import ConfirmedConfig, confirmed_configs, describe
 from analysis.costs import format_cost, pareto_paths, trial_latency
 from analysis.ranking import format_value
 
@@ -62,6 +64,9 @@ def comparison_rows(trials: Sequence[TrialSummary], metric: str, mode: str) -> l
 
     rows = [("best trial (model)", [f"{c.best.trial_id} ({c.best.model})" if c.best else "none scored" for c in cols])]
     rows.append(at_best(metric, f"{metric} (best trial)"))
+    groups = [g for g in confirmed_configs(trials, mode) if g.mean is not None]
+    if groups:  # the new seeds' mean is the figure to compare; one seed's best is partly luck
+        rows.append((f"{metric} confirmed (best configuration, new seeds)", [_confirmed(groups, c.framework) for c in cols]))
     for key in ("segm/AP", "bbox/AP", "segm/AP50"):
         if key != metric:
             rows.append(at_best(key, f"{key} (best trial)"))
@@ -79,6 +84,12 @@ def comparison_rows(trials: Sequence[TrialSummary], metric: str, mode: str) -> l
         ("measured on", [str(c.best.costs.get("cost/device", "")) if c.best else "" for c in cols]),
     ]
     return rows
+
+
+def _confirmed(groups: list[ConfirmedConfig], framework: str) -> str:
+    """The framework's best confirmed configuration (groups come best first), as mean +- sd."""
+    own = [g for g in groups if (g.original or g.confirmations[0]).framework == framework]
+    return f"{describe(own[0])} ({own[0].original_id})" if own else "not confirmed"
 
 
 def _train_times(trial: TrialSummary | None) -> str:

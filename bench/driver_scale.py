@@ -36,7 +36,10 @@ def trivial_trial(config: dict, settings) -> None:
     from cocodata.evaluator import METRIC_KEYS
 
     # A smooth, seeded response to the searched values, so that TPE and ASHA have something to rank.
+    from core.score import RunningScore
+
     quality = math.exp(-(math.log10(config["lr0"]) + 2.3) ** 2) * (1.2 - abs(config["momentum"] - 0.9) * 4)
+    running = RunningScore(settings.mode)
     for epoch in range(1, settings.max_epochs + 1):
         ap = 50.0 * quality * (1 - math.exp(-epoch / 3))
         result = {key: ap * (0.8 if key.startswith("bbox") else 1.0) for key in METRIC_KEYS}
@@ -44,6 +47,7 @@ def trivial_trial(config: dict, settings) -> None:
                        "yolo/lr/pg0": config["lr0"], "epoch": epoch, "segtune/eval_time_s": 0.0,
                        "segtune/num_predictions": 100, "segtune/trial_time_s": 0.0, "segtune/node_id": "bench",
                        "segtune/diverged": 0})
+        result.update(running.add(result[settings.metric]))
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             (Path(tmp) / "last.pt").write_bytes(b"\0" * 1024)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -9,7 +9,7 @@ size) so that the per-node plan of `runners/resources.py` is exercised; `--layou
 node with 4 GPUs. Each trial sleeps a fixed time per "epoch" and reports (it never touches CUDA);
 an epoch takes --epoch-s on a whole GPU and epoch-s / g on g GPUs (see epoch_seconds).
 The search is the project's own: `plan_resources` on the live cluster, then `build_tuner`
-(PruningAwareOptunaSearch TPE + ASHA, max_concurrent_trials, tune.with_resources), with only the
+(StudySearch TPE + ASHA, max_concurrent_trials, tune.with_resources), with only the
 trainable swapped for the sleeping one.
 
 Measured from the wall-clock start and end that every trial reports:
@@ -64,11 +64,14 @@ def sleeping_trial(config: dict) -> None:
     """An "epoch" is a fixed sleep; the score grows with the epoch and with x, so ASHA has ranks."""
     from ray import tune
 
+    from core.score import RunningScore
+
     started = time.time()
+    running = RunningScore("max")  # segtune's score: what the Tuner's ASHA and searcher judge
     for epoch in range(1, int(config["epochs"]) + 1):
         time.sleep(float(config["epoch_s"]))
         score = float(config["x"]) * (1 - 0.5 ** epoch)
-        tune.report({METRIC: score, "bench/start": started, "bench/end": time.time()})
+        tune.report({METRIC: score, **running.add(score), "bench/start": started, "bench/end": time.time()})
 
 
 def epoch_seconds(whole_gpu_epoch_s: float, gpus_per_trial: float) -> float:

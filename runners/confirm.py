@@ -56,6 +56,8 @@ def confirm_plan(settings: RunSettings) -> ConfirmPlan:
 
     top_k = 0 if settings.objectives else settings.confirm_top
     seeds = settings.confirm_seeds if top_k else 0
+    if not top_k:
+        return ConfirmPlan(0, 0, "", settings.seed)
     if is_multi(settings):
         keys = {f: param_key(f, get_adapter(f, entry.get("backend") or "auto").seed_key)
                 for f, entry in settings.frameworks.items()}

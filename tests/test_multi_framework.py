@@ -234,3 +234,19 @@ def test_parse_space_keys_never_collide_across_frameworks():
         space(trial)
         study.tell(trial, 0.0)
     assert {k for t in study.trials for k in t.params} >= {"yolo:seed", "maskrcnn:seed"}
+
+
+def test_the_comparison_shows_each_framework_s_confirmed_mean_where_confirmation_ran():
+    from analysis.compare import comparison_rows
+
+    trials = [_trial("y", 40, 5), _trial("m", 45, 50, framework="maskrcnn"), _trial("y2", 20, 6)]
+    for trial_id, ap, seed in (("c1", 30.0, 1), ("c2", 34.0, 2)):  # trial y's configuration, two new seeds
+        confirmation = _trial(trial_id, ap, 5)
+        confirmation.confirm_of, confirmation.confirm_seed = "y", seed
+        trials.append(confirmation)
+    rank_trials(trials, "max")
+    rows = dict(comparison_rows(trials, "segm/AP", "max"))
+    frameworks = [c for c in dict.fromkeys(t.framework for t in trials)]
+    confirmed = dict(zip(frameworks, rows["segm/AP confirmed (best configuration, new seeds)"]))
+    assert confirmed["yolo"].startswith("32.00 +- 2.83 over 2 seeds (y)")
+    assert confirmed["maskrcnn"] == "not confirmed"
