@@ -110,10 +110,12 @@ def _table(head: list[str], rows: list[list[str]], left: frozenset[int] | set[in
 
 
 def ranking_table(exp: Experiment) -> str:
+    confirms = any(t.confirm_of for t in exp.trials)
     head = ["rank", "trial", "status", "epochs", f"{_breakable(exp.metric)} score", "best epoch",
-            *map(_breakable, TABLE_METRICS), "wall time (s)"]
+            *(["confirms"] if confirms else []), *map(_breakable, TABLE_METRICS), "wall time (s)"]
     rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _badge(t.status, t.short_status), str(t.epochs),
              _esc(format_value(t.best_value, exp.metric)), _esc(t.best_epoch or ""),
+             *([f"<code>{_esc(t.confirm_of)}</code> #{t.confirm_seed}" if t.confirm_of else ""] if confirms else []),
              *(_esc(format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS),
              "" if t.wall_time_s is None else f"{t.wall_time_s:.0f}"] for t in exp.trials]
     if any(t.pareto_rank is not None for t in exp.trials):  # a multi-objective search: its fronts

@@ -31,9 +31,9 @@ def study_from_experiment(exp: Experiment) -> optuna.Study:
     """One Optuna trial per trial, in the order they started: its searched params, its per-epoch values
     of the metric as intermediate values, and its state. A finished or ASHA-stopped trial's value is its
     best epoch's, the value the ranking uses; failed and diverged trials are FAIL (Optuna gives those no
-    value), running ones RUNNING. user_attrs keep our trial id, status and rank for labels. Confirmation
-    trials re-measure a search trial's point with other seeds: they are left out, as the study has them."""
-    trials = sorted((t for t in exp.trials if t.status in STATES and not t.confirm_of), key=_start_order)
+    value), running ones RUNNING. user_attrs keep our trial id, status and rank for labels, and for a
+    confirmation trial the search trial it re-measures (`confirm_of`: scored_study leaves those out)."""
+    trials = sorted((t for t in exp.trials if t.status in STATES), key=_start_order)
     distributions = {k: d for k, d in _distributions(exp, trials).items() if not d.single()}
     study = optuna.create_study(direction="maximize" if exp.mode == "max" else "minimize")
     for t in trials:
@@ -46,7 +46,8 @@ def study_from_experiment(exp: Experiment) -> optuna.Study:
             params={k: _scalar(freeze(t.params[k])) for k in distributions},
             distributions=distributions,
             intermediate_values=_intermediate_values(t, exp.metric),
-            user_attrs={"trial_id": t.trial_id, "status": t.status, "rank": t.rank},
+            user_attrs={"trial_id": t.trial_id, "status": t.status, "rank": t.rank,
+                        **({"confirm_of": t.confirm_of} if t.confirm_of else {})},
         ))
     return study
 
@@ -97,12 +98,14 @@ def _scalar_choices(distribution: BaseDistribution) -> BaseDistribution:
 
 
 def scored_study(study: optuna.Study) -> optuna.Study:
-    """COMPLETE trials, plus PRUNED ones as COMPLETE with the best intermediate value they reached.
+    """COMPLETE search trials, plus PRUNED ones as COMPLETE with the best intermediate value they reached.
     Optuna's importance, parallel-coordinate, slice and EDF read COMPLETE trials only, and ASHA stops
     most trials of a search: without them those views would rest on the few that ran to the end."""
     scored = optuna.create_study(directions=study.directions)
     pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.user_attrs.get("confirm_of"):
+            continue  # a confirmation re-measures a search trial's point: one point, one trial
         value = t.value
         if t.state == TrialState.PRUNED and t.intermediate_values:
             value = pick(t.intermediate_values.values())
@@ -162,8 +165,9 @@ def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | No
             values = get_param_importances(scored, evaluator=evaluator, params=params)
     except Exception as exc:  # an evaluator that cannot fit these values: say so instead of failing the page
         return None, f"importance could not be computed ({type(exc).__name__}: {exc})"
-    return values, (f"{name}, over {n} trials, each with its best {metric}; ASHA-stopped trials enter with "
-                    f"the value they reached before being stopped, failed, diverged and running ones not at all")
+    return values, (f"{name}, over {n} trials, each with its score (best 3-epoch mean of {metric}); ASHA-stopped "
+                    f"trials enter with the value they reached before being stopped, failed, diverged and running "
+                    f"ones not at all")
 
 
 def labels(study: optuna.Study) -> dict[int, str]:
