@@ -14,6 +14,7 @@ the key and the fix.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,26 @@ def default_space_path(framework: str, cpu_only: bool = False) -> Path:
     return SPACES_DIR / f"{framework}.yaml"
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with floats written without a dot (1e-5, 5E-05) read as floats, as
+    JSON, Python and YAML 1.2 read them; YAML 1.1 makes them strings, so a learning rate of
+    1e-5 in a config or space file would reach the framework as the text "1e-5"."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: Path, what: str = "file") -> Any:
-    """yaml.safe_load with one-line errors; Python object tags are refused, never executed."""
+    """Plain YAML (safe: Python object tags are refused, never executed) with one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"{what} {path} does not exist; check the path")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.constructor.ConstructorError as exc:
         raise SpaceError(
             f"{path}: unsupported YAML tag ({exc.problem}); only plain YAML values are allowed"

@@ -94,3 +94,16 @@ def test_shipped_spaces_load_and_are_valid_for_their_framework(path):
 def test_cpu_variant_is_picked_only_without_gpu():
     assert default_space_path("yolo", cpu_only=True).name == "yolo_cpu.yaml"
     assert default_space_path("yolo", cpu_only=False).name == "yolo.yaml"
+
+
+def test_floats_without_a_dot_are_floats(tmp_path):
+    """YAML 1.1 reads 1e-5 as a string; a config or space must get the number (JSON and Python do)."""
+    from search_spaces.space import load_yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text('lr0: 1e-5\nperspective: 5E-05\nscale: -3e+2\nquoted: "1e-5"\nname: 1e5x\nlrf: 1.0e-02\n')
+    assert load_yaml(path) == {"lr0": 1e-5, "perspective": 5e-5, "scale": -300.0, "quoted": "1e-5",
+                               "name": "1e5x", "lrf": 0.01}
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr0: {type: float, low: 1e-5, high: 1e-1, log: true}\n")
+    assert load_space(space).searched["lr0"].low == 1e-5
