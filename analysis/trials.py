@@ -154,7 +154,7 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
     if mode not in ("max", "min"):
         raise ExperimentError(f"--mode must be max or min, got {mode!r}")
 
-    ray_trials = _ray_trials(path)
+    ray_trials = snapshot_trials(path)
     reader = "ray" if ray_trials is not None else "files"
     by_dir = {Path(t["path"]).name: t for t in ray_trials or []}
     # Directories Ray's last snapshot does not know yet (a running search) are read from files too.
@@ -175,7 +175,7 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
     return experiment
 
 
-def _ray_trials(path: Path) -> list[dict[str, Any]] | None:
+def snapshot_trials(path: Path) -> list[dict[str, Any]] | None:
     """Trial facts from Ray's newest experiment snapshot, or None when it is missing or unreadable.
 
     The snapshot (experiment_state-<date>.json) is read as plain JSON: Ray's own reader
@@ -193,12 +193,14 @@ def _ray_trials(path: Path) -> list[dict[str, Any]] | None:
             trial, metadata = json.loads(trial_json), json.loads(metadata_json)
             config = trial.get("config") or {}
             trials.append({
+                "trial_id": trial.get("trial_id"),
                 "path": str(path / trial["relative_logdir"]),
                 "status": trial["status"],
                 # a value Ray could only pickle (never one of ours) -> read params.json instead
                 "config": None if "CLOUDPICKLE_FALLBACK" in json.dumps(config) else dict(config),
                 "searched": list((trial.get("evaluated_params") or {}).keys()),
                 "error_file": metadata.get("error_filename"),
+                "start_time": metadata.get("start_time"),  # when Ray started the trial (time.time())
             })
     except (OSError, ValueError, KeyError, TypeError):  # being rewritten, another Ray version, ...: read the files
         return None

@@ -17,7 +17,6 @@ Ultralytics' own validation too).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import statistics
 import subprocess
@@ -27,6 +26,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from analysis.trials import read_results, snapshot_trials  # noqa: E402
 
 # startup.json marks in the order a trial passes them: (mark, label of the phase that ends there)
 PHASES = (
@@ -117,7 +119,7 @@ def report(experiment: Path, wall: float, slots: int, clock: float) -> float:
 
 
 def _trial(trial_dir: Path, ray_start: float | None) -> dict | None:
-    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+    rows = read_results(trial_dir)
     startup_file = trial_dir / "startup.json"
     if not rows or not startup_file.is_file():
         return None
@@ -156,11 +158,7 @@ def _trial(trial_dir: Path, ray_start: float | None) -> dict | None:
 
 def _ray_start_times(experiment: Path) -> dict[str, float]:
     """Ray's start time of each trial (when its process was ready: a reused one at once)."""
-    starts = {}
-    for state_file in glob.glob(str(experiment / "experiment_state-*.json")):
-        for trial_json, metadata_json in json.loads(Path(state_file).read_text())["trial_data"]:
-            starts[json.loads(trial_json)["trial_id"]] = json.loads(metadata_json).get("start_time")
-    return {k: v for k, v in starts.items() if v}
+    return {t["trial_id"]: t["start_time"] for t in snapshot_trials(experiment) or [] if t["start_time"]}
 
 
 if __name__ == "__main__":

@@ -183,6 +183,10 @@ class RunSettings:
     sampler: str = "tpe"
     scheduler: str = "asha"
     budget_epochs: int | None = None
+    # Confirmation (runners/confirm.py): the top `confirm_top` configurations of the search are
+    # trained again with `confirm_seeds` new seeds each; 0: none.
+    confirm_top: int = 0
+    confirm_seeds: int = 0
     # The Optuna study: an RDB URL ("" = SQLite `<experiment>/optuna.db`) and its name.
     study_storage: str = ""
     study_name: str = ""
@@ -199,10 +203,6 @@ class RunSettings:
     def study_url(self, experiment_dir: Path) -> str:
         """The study's storage URL; the default one follows the experiment directory when it moves."""
         return self.study_storage or f"sqlite:///{Path(experiment_dir).resolve() / STUDY_FILE}"
-    # Confirmation (runners/confirm.py): the top `confirm_top` configurations of the search are
-    # trained again with `confirm_seeds` new seeds each; 0: none.
-    confirm_top: int = 0
-    confirm_seeds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

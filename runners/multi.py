@@ -186,7 +186,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
 
     from cocodata.evaluator import CocoEvaluator
     from runners.budget import search_budget
-    from runners.confirm import confirm_plan, default_confirm_top
+    from runners.confirm import chosen_confirm_top, confirm_plan
     from runners.resources import plan_resources
     from runners.search import plan_sampler
     from runners.tuner import build_tuner
@@ -201,8 +201,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
         branches[f], chosen_weights[f] = _branch(f, adapter, space, models.get(f) or default_models(adapter, has_gpu),
                                                  weights.get(f), args.seed, steps)
     space = ConditionalSpace(branches)
-    confirm_top = 0 if args.objectives else (
-        args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu))
+    confirm_top = chosen_confirm_top(args, num_samples, has_gpu, searched=True)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
     settings = RunSettings(
         framework=",".join(frameworks), backend="", dataset=dataset, metric=args.metric, mode=mode,

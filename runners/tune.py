@@ -92,9 +92,9 @@ def _run(args) -> int:
 
     from cocodata.evaluator import CocoEvaluator
     from runners.budget import search_budget
-    from runners.confirm import ConfirmPlan, default_confirm_top
+    from runners.confirm import chosen_confirm_top, confirm_plan
     from runners.resources import plan_resources
-    from runners.tuner import build_tuner
+    from runners.tuner import build_tuner, ordered_first_points
 
     _start_ray(args.address, output_mode(args))
     has_gpu = _cluster_has_gpu()
@@ -107,8 +107,7 @@ def _run(args) -> int:
     defaults = adapter.default_params(space.searched, shape) if args.sampler == "tpe" else {}
     first = start_points(space, defaults, args.start_from, args.framework,
                          adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
-    confirm_top = args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)
-    confirm = ConfirmPlan(confirm_top if space.searched and not args.objectives else 0, args.confirm_seeds, adapter.seed_key, args.seed)
+    confirm_top = chosen_confirm_top(args, num_samples, has_gpu, bool(space.searched))
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
@@ -121,7 +120,7 @@ def _run(args) -> int:
         num_samples=num_samples, grace_period=grace, reduction_factor=args.reduction_factor,
         max_concurrent=resources.max_concurrent, max_failures=args.max_failures, time_budget=args.time_budget,
         study_storage=args.study_storage or "", study_name=name, warm_start=[str(s.path) for s in warm_sources],
-        confirm_top=confirm.top_k, confirm_seeds=confirm.seeds if confirm.top_k else 0,
+        confirm_top=confirm_top, confirm_seeds=args.confirm_seeds if confirm_top else 0,
         sampler=args.sampler, scheduler=args.scheduler, budget_epochs=args.budget_epochs,
         objectives=args.objectives,
     )
@@ -142,10 +141,10 @@ def _run(args) -> int:
     if resources.warning:
         print(f"segtune: warning: {resources.warning}")
     if space.searched:
-        sampler_plan = plan_sampler(num_samples, len(first) + len(warm_start.points if warm_start else []),
-                                    args.sampler)
-        print_search_plan(settings, sampler_plan, (["the warm start's best"] if warm_start else []) + [label for label, _ in first],
-                          confirm)
+        starts = len(ordered_first_points(warm_start, [point for _, point in first]))
+        print_search_plan(settings, plan_sampler(num_samples, starts, args.sampler),
+                          (["the warm start's best"] if warm_start else []) + [label for label, _ in first],
+                          confirm_plan(settings))
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
     tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start,
                         first_points=[point for _, point in first], output=output_mode(args))

@@ -9,7 +9,6 @@ could not reach it.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,15 +94,20 @@ def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
     """The experiment's study; a new one tries the best points of `warm_start` (runners/warm_start.py),
     whose trials it also learns from, and then `first_points` (the framework's defaults, --start-from;
     one per framework in a search over several)."""
+    return StudyPlace(
+        url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
+        experiment_dir=experiment_dir, framework=settings.framework,
+        warm_trials=warm_start.trials if warm_start else (), first_points=ordered_first_points(warm_start, first_points),
+    )
+
+
+def ordered_first_points(warm_start, first_points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials a new study tries first: the warm start's best points, then `first_points`, each once."""
     points: list[dict[str, Any]] = []
     for point in [*(warm_start.points if warm_start else []), *first_points]:
         if point not in points:
             points.append(point)
-    return StudyPlace(
-        url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
-        experiment_dir=experiment_dir, framework=settings.framework,
-        warm_trials=warm_start.trials if warm_start else (), first_points=points,
-    )
+    return points
 
 
 def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, experiment_dir: Path, *,
@@ -211,10 +215,12 @@ def set_aside_unrecorded_trials(experiment_dir: Path) -> list[Path]:
     A trial starts (in a reused process: at once) before the next snapshot names it; a driver killed
     in between leaves its folder behind. Ray cannot resume such a trial (the searcher proposes a new
     one in its place), and analysis would show it as running forever. Nothing is deleted."""
-    snapshots = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
-    if not snapshots:
+    from analysis.trials import snapshot_trials
+
+    recorded = snapshot_trials(Path(experiment_dir))
+    if recorded is None:  # no snapshot, or one Ray is rewriting: nothing can be told apart
         return []
-    known = {json.loads(trial)["relative_logdir"] for trial, _ in json.loads(snapshots[-1].read_text())["trial_data"]}
+    known = {Path(trial["path"]).name for trial in recorded}
     moved = []
     for trial_dir in sorted(Path(experiment_dir).glob("trial_*")):
         if trial_dir.is_dir() and trial_dir.name not in known:

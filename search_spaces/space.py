@@ -103,7 +103,8 @@ def load_yaml(path: Path, what: str = "file") -> Any:
     """Plain YAML (safe: Python object tags are refused, never executed) with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise SpaceError(f"{what} {path} does not exist; check the path")
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise SpaceError(f"{what} {path} {problem}; give the path of a YAML file")
     try:
         return yaml.load(path.read_text(), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.constructor.ConstructorError as exc:

@@ -91,7 +91,6 @@ class YoloAdapter(TrainerAdapter):
 
     @classmethod
     def default_params(cls, keys: Iterable[str], training: TrainingShape | None = None) -> dict[str, Any]:
-        keys = list(keys)
         defaults = dict(_ultralytics_defaults())
         if defaults.get("optimizer") == "auto":
             # 'auto' is refused in a search (it ignores lr0 and momentum): what it would pick instead.
