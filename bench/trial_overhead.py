@@ -72,6 +72,7 @@ def run_search(args, metric: str) -> float | None:
             sys.executable, "runners/tune.py", "--framework", args.framework, "--num-samples", str(args.trials),
             "--max-epochs", str(args.epochs), "--grace-period", str(args.epochs), "--storage", tmp,
             "--name", "bench", "--cache-dir", str(Path(tmp) / "cache"), "--metric", metric,
+            "--confirm-top", "0",  # exactly --trials trials: the figures compare with runs before confirmation
         ]
         if args.framework == "maskrcnn":
             command += ["--backend", args.backend]
