@@ -42,6 +42,7 @@ if str(REPO_ROOT) not in sys.path:
 from bench.efficiency_table import (  # noqa: E402
     METRIC, best_so_far, epochs_to_reach, format_table, method_rows, random_target, search_best, verdict,
 )
+from bench.seed_spread import space_with_imgsz  # noqa: E402
 
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "microcontroller_seg"
 FRESH_SEED = 1000  # + search seed: the confirmation seed, never one a search trained with
@@ -206,16 +207,7 @@ class Bench:
 
     def _space_file(self, profile: Profile) -> Path:
         """segtune's CPU search space (whatever it is today) with this dataset's image size."""
-        import yaml
-
-        from search_spaces.space import default_space_path
-
-        raw = yaml.safe_load(default_space_path("yolo", cpu_only=True).read_text())
-        raw["params"]["imgsz"] = profile.imgsz
-        path = self.out / profile.dataset / "space.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        return path
+        return space_with_imgsz("yolo", profile.imgsz, self.out / profile.dataset / "space.yaml")
 
     @staticmethod
     def _run(command: list[str], log: Path) -> None:

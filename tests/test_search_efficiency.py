@@ -74,3 +74,15 @@ def test_ultralytics_checkpoints_are_scored_by_segtunes_evaluator(tmp_path, smal
     records = score_checkpoints(dataset, tmp_path / "project", imgsz=64)
     assert [(r["run"], r["epoch"]) for r in records] == [("multitrain/data", 1)]
     assert 0.0 <= records[0]["segm/AP"] <= 100.0 and 0.0 <= records[0]["bbox/AP"] <= 100.0
+
+
+def test_seed_spread_noise_figures():
+    """bench/seed_spread.py: the differences seed noise alone explains, from the seeds' scores."""
+    from bench.seed_spread import noise_figures
+
+    figures = noise_figures([30.0, 34.0, 32.0], confirm_seeds=2)
+    assert figures["mean"] == pytest.approx(32.0) and figures["sd"] == pytest.approx(2.0)
+    assert figures["noise_single"] == pytest.approx(1.96 * 2 ** 0.5 * 2.0)
+    assert figures["noise_confirmed"] == pytest.approx(1.96 * 2.0)
+    with pytest.raises(ValueError):
+        noise_figures([30.0])
