@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-SCORE, METRIC = "segtune/score", "segm/AP"
+METRIC = "segm/AP"
 Z95 = 1.96
 
 
@@ -48,17 +48,22 @@ def noise_figures(scores: Sequence[float], confirm_seeds: int = 2) -> dict[str, 
 
 
 def seed_result(experiment: Path) -> dict[str, Any] | None:
-    """The one trial's score, best and last segm/AP (None without a reported epoch)."""
-    from analysis.trials import read_results
+    """The one trial's score, best and last segm/AP, read by segtune's own experiment reader
+    (None without a reported epoch)."""
+    from analysis.trials import load_experiment
+    from core.errors import ExperimentError
 
-    trials = sorted(experiment.glob("trial_*"))
-    rows = [row for trial in trials for row in read_results(trial)]
-    if len(trials) != 1 or not rows:
+    try:
+        trials = load_experiment(experiment).trials
+    except ExperimentError:
         return None
-    best = max(rows, key=lambda r: float(r.get(METRIC) or 0.0))
-    return {"score": max(float(r.get(SCORE) or 0.0) for r in rows), "best": float(best.get(METRIC) or 0.0),
-            "best_epoch": int(best["training_iteration"]), "last": float(rows[-1].get(METRIC) or 0.0),
-            "epochs": len(rows), "params": json.loads((trials[0] / "params.json").read_text())}
+    if len(trials) != 1 or not trials[0].history or trials[0].best_value is None:
+        return None
+    trial = trials[0]
+    best = max(trial.history, key=lambda row: float(row.get(METRIC) or 0.0))
+    return {"score": trial.best_value, "best": float(best.get(METRIC) or 0.0),
+            "best_epoch": int(best["training_iteration"]), "last": float(trial.last_metrics.get(METRIC) or 0.0),
+            "epochs": trial.epochs, "params": trial.params}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--imgsz is YOLO's; for Mask R-CNN set INPUT sizes in a --space file of runners/tune.py")
     if args.data is not None:
         args.data = args.data.expanduser().resolve()  # tune.py runs in the repository's root
+        if not args.data.is_dir():
+            parser.error(f"--data {args.data} is not a directory; give a COCO dataset's folder")
     name = args.data.name if args.data else "demo"
     out = (args.out or REPO_ROOT / "runs" / "bench-seed-spread" / f"{args.framework}-{name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(experiment, ignore_errors=True)  # a run cut short: this bench's own scratch
             command = [sys.executable, "runners/tune.py", "--framework", args.framework, "--num-samples", "1",
                        "--confirm-top", "0", "--max-epochs", str(args.max_epochs), "--seed", str(seed),
-                       "--gpus-per-trial", "0", "--cpus-per-trial", str(os.cpu_count() or 1),
+                       "--cpus-per-trial", str(os.cpu_count() or 1),  # one trial at a time: every core
                        "--storage", str(out), "--name", experiment.name, "--cache-dir", str(args.cache_dir),
                        *(["--space", str(space)] if space else []), *(["--data", str(args.data)] if args.data else [])]
             log = out / f"seed{seed}.log"
@@ -101,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
             result = seed_result(experiment)
             if proc.returncode != 0 or result is None:
-                print(f"seed {seed}: failed (exit {proc.returncode}); see {log}", file=sys.stderr)
-                return 1
+                said = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+                print(f"seed {seed}: runners/tune.py failed (exit {proc.returncode}): {said} (whole log: {log})",
+                      file=sys.stderr)
+                return proc.returncode or 1
             done.write_text(json.dumps(result, indent=1))
         results[seed] = result
         print(f"seed {seed}: score {result['score']:.1f}, best {METRIC} {result['best']:.1f} "
