@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from analysis.confirmed import ConfirmedConfig, confirmed_configs, describe
-from analysis.costs import format_cost, pareto_paths, trial_latency
-from analysis.ranking import format_value
+from segtune.analysis.confirmed import ConfirmedConfig, confirmed_configs, describe
+from segtune.analysis.costs import format_cost, pareto_paths, trial_latency
+from segtune.analysis.ranking import format_value
 
 if TYPE_CHECKING:
-    from analysis.trials import TrialSummary
+    from segtune.analysis.trials import TrialSummary
 
 COMPARISON_NOTE = ("per framework: its best trial by the ranking metric, and what that trial's model costs at its best "
                    "epoch; latency: median of timed single-image inferences at batch 1 on the trial's own device; "

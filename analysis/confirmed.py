@@ -14,10 +14,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.score import SCORE_WINDOW
+from segtune.core.score import SCORE_WINDOW
 
 if TYPE_CHECKING:
-    from analysis.trials import TrialSummary
+    from segtune.analysis.trials import TrialSummary
 
 
 @dataclass

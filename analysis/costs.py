@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analysis.pareto import LATENCY, accuracy_latency, front_of_trials
+from segtune.analysis.pareto import LATENCY, accuracy_latency, front_of_trials
 
-from core.errors import ExperimentError
+from segtune.core.errors import ExperimentError
 
 if TYPE_CHECKING:  # analysis.trials imports analysis.ranking, which imports this module
-    from analysis.trials import Experiment, TrialSummary
+    from segtune.analysis.trials import Experiment, TrialSummary
 
 # name, unit for people, digits after the point
 COSTS: tuple[tuple[str, str, int], ...] = (

@@ -15,13 +15,10 @@ from typing import Any
 
 import orjson
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
-    sys.path.insert(0, str(_REPO_ROOT))
 
-from cocodata.coco_engine import paused_gc  # noqa: E402
-from cocodata.evaluator import CocoEvaluator  # noqa: E402
-from core.errors import UserError, run_cli  # noqa: E402
+from segtune.cocodata.coco_engine import paused_gc
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.core.errors import UserError, run_cli
 
 PROG = "evaluate.py"
 
@@ -62,9 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _print_report(args))
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command (`prog`: its name in messages, e.g. 'segtune rank'); returns the exit status."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    return run_cli(prog or PROG, lambda: _print_report(args))
 
 
 def _print_report(args: argparse.Namespace) -> int:

@@ -28,22 +28,19 @@ from typing import Any
 
 import yaml
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
-    sys.path.insert(0, str(_REPO_ROOT))
 
-from analysis.confirmed import confirmed_configs, describe  # noqa: E402
-from analysis.costs import model_card_costs, pareto_trials, pick_within_latency, trial_latency  # noqa: E402
-from analysis.pareto import LATENCY  # noqa: E402
-from analysis.ranking import best_trial, format_value  # noqa: E402
-from analysis.trials import Experiment, TrialSummary, load_experiment  # noqa: E402
-from cocodata.evaluator import METRIC_KEYS  # noqa: E402
-from core.choice import for_trial, own_params  # noqa: E402
-from core.errors import ConfigError, ExperimentError, not_writable, run_cli  # noqa: E402
-from core.score import SCORE_WINDOW  # noqa: E402
-from search_spaces.space import thaw  # noqa: E402
-from trainers.base import ExportFailed, TrialContext  # noqa: E402
-from trainers.registry import get_adapter  # noqa: E402
+from segtune.analysis.confirmed import confirmed_configs, describe
+from segtune.analysis.costs import model_card_costs, pareto_trials, pick_within_latency, trial_latency
+from segtune.analysis.pareto import LATENCY
+from segtune.analysis.ranking import best_trial, format_value
+from segtune.analysis.trials import Experiment, TrialSummary, load_experiment
+from segtune.cocodata.evaluator import METRIC_KEYS
+from segtune.core.choice import for_trial, own_params
+from segtune.core.errors import ConfigError, ExperimentError, not_writable, run_cli
+from segtune.core.score import SCORE_WINDOW
+from segtune.search_spaces.space import thaw
+from segtune.trainers.base import ExportFailed, TrialContext
+from segtune.trainers.registry import get_adapter
 
 PROG = "export_best.py"
 
@@ -101,7 +98,7 @@ def retrain_command(exp: Experiment, config_path: Path) -> str:
     """The search's settings with the exported config in place of the search space."""
     s = exp.settings
     d = s.dataset
-    args = ["python", "runners/tune.py", "--framework", s.framework]
+    args = ["segtune", "tune", "--framework", s.framework]
     if s.backend:
         args += ["--backend", s.backend]
     args += ["--config", str(config_path), "--model", s.model]
@@ -311,9 +308,13 @@ def _checkpoint_epoch(trial: TrialSummary) -> int | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _export(args))
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command (`prog`: its name in messages, e.g. 'segtune rank'); returns the exit status."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    return run_cli(prog or PROG, lambda: _export(args))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from analysis.trials import TrialSummary
+    from segtune.analysis.trials import TrialSummary
 
 Objective = tuple[str, str]  # (metric name, "max" | "min")
 LATENCY = "cost/latency_ms"

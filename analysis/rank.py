@@ -15,19 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
-    sys.path.insert(0, str(_REPO_ROOT))
 
-from analysis.compare import COMPARISON_NOTE, markdown_comparison, several_frameworks, text_comparison  # noqa: E402
-from analysis.confirmed import confirmed_configs, describe, lead_vs_spread  # noqa: E402
-from analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths  # noqa: E402
-from analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows  # noqa: E402
-from analysis.trials import Experiment, TrialSummary, find_experiments, load_experiment  # noqa: E402
-from core.errors import ExperimentError, not_writable, run_cli  # noqa: E402
-from core.record import RunSettings  # noqa: E402
-from core.score import SCORE_WINDOW  # noqa: E402
-from trainers.registry import FRAMEWORKS  # noqa: E402
+from segtune.analysis.compare import COMPARISON_NOTE, markdown_comparison, several_frameworks, text_comparison
+from segtune.analysis.confirmed import confirmed_configs, describe, lead_vs_spread
+from segtune.analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths
+from segtune.analysis.ranking import TABLE_METRICS, format_value, merge_ranked, table_rows
+from segtune.analysis.trials import Experiment, TrialSummary, find_experiments, load_experiment
+from segtune.core.errors import ExperimentError, not_writable, run_cli
+from segtune.core.record import RunSettings
+from segtune.core.score import SCORE_WINDOW
+from segtune.trainers.registry import FRAMEWORKS
 
 PROG = "rank.py"
 
@@ -198,9 +195,13 @@ def failure_notes(trials: list[TrialSummary]) -> list[str]:
     return [f"{t.trial_id}: {t.detail}" for t in trials if t.status in ("failed", "diverged")]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _rank(args))
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command (`prog`: its name in messages, e.g. 'segtune rank'); returns the exit status."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    return run_cli(prog or PROG, lambda: _rank(args))
 
 
 def _rank(args: argparse.Namespace) -> int:

@@ -13,13 +13,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analysis.confirmed import confirmed_configs
-from analysis.costs import COST_KEYS, has_costs
-from cocodata.evaluator import METRIC_KEYS
-from search_spaces.space import thaw
+from segtune.analysis.confirmed import confirmed_configs
+from segtune.analysis.costs import COST_KEYS, has_costs
+from segtune.cocodata.evaluator import METRIC_KEYS
+from segtune.search_spaces.space import thaw
 
 if TYPE_CHECKING:  # trials.py ranks what it reads with this module: no import back at run time
-    from analysis.trials import Experiment, TrialSummary
+    from segtune.analysis.trials import Experiment, TrialSummary
 
 TABLE_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")  # the terminal table's metric columns
 # Worst-first order of trials that have no value for the ranking metric.

@@ -15,24 +15,21 @@ import html
 import sys
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:  # run as a script from a checkout that was not pip-installed
-    sys.path.insert(0, str(_REPO_ROOT))
 
-import optuna  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import optuna
+from matplotlib.figure import Figure
 
-from analysis import report_plots as plots  # noqa: E402
-from analysis.compare import COMPARISON_NOTE, html_comparison, several_frameworks  # noqa: E402
-from analysis.confirmed import confirmation_html, confirmed_configs  # noqa: E402
-from analysis.rank import failure_notes, ranking_sentence  # noqa: E402
-from analysis.ranking import TABLE_METRICS, format_value  # noqa: E402
-from analysis.report_pareto import PNG_NAME as PARETO_PNG  # noqa: E402
-from analysis.report_pareto import pareto_section  # noqa: E402
-from analysis.study import importance, scored_study, study_from_experiment, varied_params  # noqa: E402
-from analysis.trials import Experiment, load_experiment  # noqa: E402
-from core.choice import describe_frameworks  # noqa: E402
-from core.errors import not_writable, run_cli  # noqa: E402
+from segtune.analysis import report_plots as plots
+from segtune.analysis.compare import COMPARISON_NOTE, html_comparison, several_frameworks
+from segtune.analysis.confirmed import confirmation_html, confirmed_configs
+from segtune.analysis.rank import failure_notes, ranking_sentence
+from segtune.analysis.ranking import TABLE_METRICS, format_value
+from segtune.analysis.report_pareto import PNG_NAME as PARETO_PNG
+from segtune.analysis.report_pareto import pareto_section
+from segtune.analysis.study import importance, scored_study, study_from_experiment, varied_params
+from segtune.analysis.trials import Experiment, load_experiment
+from segtune.core.choice import describe_frameworks
+from segtune.core.errors import not_writable, run_cli
 
 PROG = "report.py"
 PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
@@ -278,9 +275,13 @@ def build_report(exp: Experiment, out: Path, study: optuna.Study | None = None) 
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _report(args))
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command (`prog`: its name in messages, e.g. 'segtune rank'); returns the exit status."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    return run_cli(prog or PROG, lambda: _report(args))
 
 
 def _report(args: argparse.Namespace) -> int:

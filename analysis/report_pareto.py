@@ -13,13 +13,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from analysis.costs import format_cost, trial_latency  # noqa: E402
-from analysis.pareto import LATENCY, accuracy_latency, front_of_trials  # noqa: E402
-from analysis.ranking import format_value  # noqa: E402
-from analysis.trials import TrialSummary  # noqa: E402
+from segtune.analysis.costs import format_cost, trial_latency
+from segtune.analysis.pareto import LATENCY, accuracy_latency, front_of_trials
+from segtune.analysis.ranking import format_value
+from segtune.analysis.trials import TrialSummary
 
 PNG_NAME = "pareto.png"
 _TABLE_COSTS = (("latency (ms)", LATENCY), ("FPS", "cost/fps"), ("params (M)", "cost/params_m"),

@@ -14,17 +14,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a display
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import plotly.io as pio  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
+import plotly.graph_objects as go
+import plotly.io as pio
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from optuna.trial import TrialState
 
-from analysis.trials import Experiment, TrialSummary  # noqa: E402
-from analysis.study import evaluator_for, labels, varied_params  # noqa: E402
+from segtune.analysis.trials import Experiment, TrialSummary
+from segtune.analysis.study import evaluator_for, labels, varied_params
 
 _MAX_LEGEND = 12
 SLICE_PER_ROW = 3  # Optuna fixes a slice figure's width at 300 px per panel beyond three: at most three a figure

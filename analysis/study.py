@@ -16,8 +16,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.importance import BaseImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from analysis.trials import Experiment, TrialSummary
-from search_spaces.space import freeze, thaw
+from segtune.analysis.trials import Experiment, TrialSummary
+from segtune.search_spaces.space import freeze, thaw
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # with fewer, any importance estimate is noise
 # Our statuses -> Optuna's. Pending and paused trials have nothing to plot and are left out.

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.pareto import rank_by_objectives
-from analysis.ranking import rank_trials
-from cocodata.evaluator import METRIC_KEYS
-from core.choice import trial_framework
-from core.errors import ExperimentError, UserError
-from core.record import (
-    CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FRAMEWORK, END_REASON_FILE,
-    END_TIME_BUDGET, FAILURE_KEY, OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode, split_marks,
+from segtune.analysis.pareto import rank_by_objectives
+from segtune.analysis.ranking import rank_trials
+from segtune.cocodata.evaluator import METRIC_KEYS
+from segtune.core.choice import trial_framework
+from segtune.core.errors import ExperimentError, UserError
+from segtune.core.record import (
+    CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode, split_marks,
 )
-from core.score import best_window
+from segtune.core.score import best_window
 
 # Ray's statuses of trials without results -> ours (the others are decided from their result rows).
 _RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
@@ -358,7 +357,7 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
 def recorded_space(settings: RunSettings):
     """The experiment's search space as recorded in segtune.json; for records that only name a file
     (written before the space was stored inline), that file if it is still there and still a space."""
-    from search_spaces.space import SearchSpace, load_space
+    from segtune.search_spaces.space import SearchSpace, load_space
 
     if "searched" in settings.space:
         return SearchSpace.from_dict(settings.space)
@@ -373,7 +372,7 @@ def recorded_space(settings: RunSettings):
 
 def _all_contained(distribution: Any, key: str, trials: list[TrialSummary]) -> bool:
     """The space file may have been edited since the search: use it only if it still covers every value."""
-    from search_spaces.space import freeze
+    from segtune.search_spaces.space import freeze
 
     try:
         for trial in trials:

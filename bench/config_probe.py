@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 CPU_FIXED = {"imgsz": 128, "batch": 16, "nbs": 16, "close_mosaic": 5, "cache": "ram", "seed": 0}
 
 
@@ -30,10 +29,10 @@ def train_one(params: dict, epochs: int, out: Path, cache_dir: Path) -> list[flo
     """AP per epoch of one configuration (runs in its own process: one torch thread each)."""
     import torch
 
-    from cocodata.evaluator import CocoEvaluator
-    from cocodata.prepare import prepare_dataset
-    from trainers.base import TrialContext
-    from trainers.yolo.adapter import YoloAdapter
+    from segtune.cocodata.evaluator import CocoEvaluator
+    from segtune.cocodata.prepare import prepare_dataset
+    from segtune.trainers.base import TrialContext
+    from segtune.trainers.yolo.adapter import YoloAdapter
 
     torch.set_num_threads(1)
     dataset = prepare_dataset(cache_dir=cache_dir, layouts=YoloAdapter.data_layouts(), log=lambda _: None)

@@ -24,19 +24,18 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-import runners.tune  # noqa: E402,F401  (sets Ray's environment as a real search does)
+import segtune.runners.launch  # noqa: F401  (sets Ray's environment as a real search does)
 
 
 def trivial_trial(config: dict, settings) -> None:
     """Reports like runners/trial.py:run_trial, epoch after epoch, without training anything."""
     from ray import tune
 
-    from cocodata.evaluator import METRIC_KEYS
+    from segtune.cocodata.evaluator import METRIC_KEYS
 
     # A smooth, seeded response to the searched values, so that TPE and ASHA have something to rank.
-    from core.score import RunningScore
+    from segtune.core.score import RunningScore
 
     quality = math.exp(-(math.log10(config["lr0"]) + 2.3) ** 2) * (1.2 - abs(config["momentum"] - 0.9) * 4)
     running = RunningScore(settings.mode)
@@ -88,12 +87,12 @@ def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
 
     from ray import tune
 
-    from cocodata.prepare import prepare_dataset
-    from core.record import RunSettings
-    from runners import tuner as project_tuner
-    from runners.cluster import init_ray
-    from search_spaces.space import default_space_path, load_space
-    from trainers.yolo.adapter import YoloAdapter
+    from segtune.cocodata.prepare import prepare_dataset
+    from segtune.core.record import RunSettings
+    from segtune.runners.search import tuner
+    from segtune.runners.cluster.connect import init_ray
+    from segtune.search_spaces.space import default_space_path, load_space
+    from segtune.trainers.yolo.adapter import YoloAdapter
 
     dataset = prepare_dataset(None, cache_dir=cache_dir, layouts=YoloAdapter.data_layouts(), log=lambda _: None)
     space = load_space(default_space_path("yolo", cpu_only=True)).with_fixed({"seed": 0})

@@ -40,10 +40,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from cocodata.evaluator import METRIC_KEYS, METRIC_NAMES, CocoEvaluator  # noqa: E402
-from cocodata.results import instances_to_coco  # noqa: E402
+from segtune.cocodata.evaluator import METRIC_KEYS, METRIC_NAMES, CocoEvaluator
+from segtune.cocodata.results import instances_to_coco
 
 HEIGHT, WIDTH = 480, 640
 CATEGORY_IDS = (1, 2, 3)

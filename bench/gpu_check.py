@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 SEARCHES = (("yolo", "", 1.0), ("yolo", "", 0.5), ("maskrcnn", "torchvision", 1.0), ("maskrcnn", "torchvision", 0.5))
 SMI_QUERY = "timestamp,index,uuid,utilization.gpu,memory.used"
@@ -59,7 +58,7 @@ def parse_smi(lines: list[str]) -> list[GpuSample]:
 
 def read_trials(experiment: Path) -> list[dict]:
     """Per trial: its result rows and when it held its GPU (run_trial entry to its last report)."""
-    from analysis.trials import read_results
+    from segtune.analysis.trials import read_results
 
     trials = []
     for trial_dir in sorted(experiment.glob("trial_*")):

@@ -39,13 +39,11 @@ from pathlib import Path
 from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from core.record import RunSettings  # noqa: E402
-from runners import tuner as project_tuner  # noqa: E402
-from runners.resources import Resources, plan_resources  # noqa: E402
-from search_spaces.space import parse_space  # noqa: E402
+from segtune.core.record import RunSettings
+from segtune.runners.search import tuner
+from segtune.runners.plan.resources import Resources, plan_resources
+from segtune.search_spaces.space import parse_space
 
 METRIC = "score"
 # head: CPU only; workers of uneven size. A plan from cluster totals (26 CPUs / 4 GPUs = 6 per trial)
@@ -64,7 +62,7 @@ def sleeping_trial(config: dict) -> None:
     """An "epoch" is a fixed sleep; the score grows with the epoch and with x, so ASHA has ranks."""
     from ray import tune
 
-    from core.score import RunningScore
+    from segtune.core.score import RunningScore
 
     started = time.time()
     running = RunningScore("max")  # segtune's score: what the Tuner's ASHA and searcher judge

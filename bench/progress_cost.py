@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-import optuna  # noqa: E402
+import optuna
 
-from runners.progress import REDRAW_EVERY_S  # noqa: E402
-from runners.progress_view import SearchView, important_params, live_block  # noqa: E402
-from search_spaces.space import load_space  # noqa: E402
+from segtune.runners.view.progress import REDRAW_EVERY_S
+from segtune.runners.view.progress_view import SearchView, important_params, live_block
+from segtune.search_spaces.space import load_space
 
 
 def _search(space, trials: int, running: int) -> SearchView:

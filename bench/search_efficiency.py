@@ -36,13 +36,11 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from bench.efficiency_table import (  # noqa: E402
+from bench.efficiency_table import (
     METRIC, best_so_far, epochs_to_reach, format_table, method_rows, random_target, search_best, verdict,
 )
-from bench.seed_spread import space_with_imgsz  # noqa: E402
+from bench.seed_spread import space_with_imgsz
 
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "microcontroller_seg"
 FRESH_SEED = 1000  # + search seed: the confirmation seed, never one a search trained with
@@ -112,7 +110,7 @@ class Bench:
     def __init__(self, out: Path, cache_dir: Path, concurrency: int) -> None:
         self.out, self.cache_dir, self.concurrency = out, cache_dir, concurrency
         self.cpus_per_trial = max(1, (os.cpu_count() or 1) // concurrency)
-        from runners.cli import build_parser
+        from segtune.runners.command.parser import build_parser
 
         # Once segtune confirms its winners itself (--confirm-top), the search must not: the bench
         # confirms every method's winner the same way, outside the epoch budget.
@@ -176,7 +174,7 @@ class Bench:
 
     def _confirm(self, profile: Profile, method: str, seed: int, cell: Path, winner: dict[str, Any]) -> dict[str, Any]:
         """The winner trained again with a fresh seed, through segtune's own adapter and evaluator."""
-        from analysis.trials import read_results
+        from segtune.analysis.trials import read_results
 
         if (cell / "confirm").exists():
             shutil.rmtree(cell / "confirm")
@@ -255,7 +253,7 @@ class Bench:
 # ---- reading a segtune search ------------------------------------------------------------------
 def segtune_records(experiment: Path) -> list[dict[str, Any]]:
     """Every reported epoch of every trial, with Ray's (whole-second) time of the report."""
-    from analysis.trials import read_results
+    from segtune.analysis.trials import read_results
 
     records = []
     for trial in sorted(experiment.glob("trial_*")):
@@ -268,9 +266,9 @@ def segtune_records(experiment: Path) -> list[dict[str, Any]]:
 
 def segtune_winner(experiment: Path) -> dict[str, Any]:
     """The configuration segtune's own ranking names best (what rank.py and export_best.py would hand over)."""
-    from analysis.ranking import best_trial
-    from analysis.trials import load_experiment
-    from search_spaces.space import thaw
+    from segtune.analysis.ranking import best_trial
+    from segtune.analysis.trials import load_experiment
+    from segtune.search_spaces.space import thaw
 
     best = best_trial(load_experiment(experiment).trials)
     if best is None:
@@ -280,7 +278,7 @@ def segtune_winner(experiment: Path) -> dict[str, Any]:
 
 def fixed_args(space: Path) -> dict[str, Any]:
     """The training arguments the search space fixes (seed aside): every method trains with them."""
-    from search_spaces.space import load_space, thaw
+    from segtune.search_spaces.space import load_space, thaw
 
     return {k: thaw(v) for k, v in load_space(space).fixed.items() if k != "seed"}
 

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 METRIC = "segm/AP"
 Z95 = 1.96
@@ -50,8 +48,8 @@ def noise_figures(scores: Sequence[float], confirm_seeds: int = 2) -> dict[str, 
 def seed_result(experiment: Path) -> dict[str, Any] | None:
     """The one trial's score, best and last segm/AP, read by segtune's own experiment reader
     (None without a reported epoch)."""
-    from analysis.trials import load_experiment
-    from core.errors import ExperimentError
+    from segtune.analysis.trials import load_experiment
+    from segtune.core.errors import ExperimentError
 
     try:
         trials = load_experiment(experiment).trials
@@ -135,7 +133,7 @@ def space_with_imgsz(framework: str, imgsz: int | None, path: Path) -> Path | No
         return None
     import yaml
 
-    from search_spaces.space import default_space_path
+    from segtune.search_spaces.space import default_space_path
 
     raw = yaml.safe_load(default_space_path(framework, cpu_only=True).read_text())
     raw["params"]["imgsz"] = imgsz

@@ -22,10 +22,9 @@ import numpy as np
 import optuna
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from runners.search import plan_sampler  # noqa: E402
-from search_spaces.space import load_space  # noqa: E402
+from segtune.runners.plan.sampler import plan_sampler
+from segtune.search_spaces.space import load_space
 
 SPACE = load_space(REPO_ROOT / "search_spaces" / "yolo_cpu.yaml").searched
 BEST_LR = {"SGD": 0.016, "AdamW": 0.004}

@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from analysis.trials import read_results, snapshot_trials  # noqa: E402
+from segtune.analysis.trials import read_results, snapshot_trials
 
 # startup.json marks in the order a trial passes them: (mark, label of the phase that ends there)
 PHASES = (

@@ -35,8 +35,6 @@ from types import SimpleNamespace
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 RESULT_FILE = "ultralytics.json"
 TASK_METRIC = "metrics/mAP50-95(M)"  # what Ultralytics' Ray tuner optimises for segmentation
@@ -45,9 +43,9 @@ _EPOCH_FILE = re.compile(r"^epoch(\d+)\.pt$")
 
 def prepare(data: Path | None, cache_dir: Path):
     """segtune's prepared dataset (validated, COCO JSONs, Ultralytics layout), as every segtune trial gets it."""
-    from cocodata.prepare import prepare_dataset
-    from trainers.registry import dataset_readers
-    from trainers.yolo.layout import ULTRALYTICS_LAYOUT
+    from segtune.cocodata.prepare import prepare_dataset
+    from segtune.trainers.registry import dataset_readers
+    from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
     return prepare_dataset(data, cache_dir=cache_dir, layouts=(ULTRALYTICS_LAYOUT,), readers=dataset_readers(),
                            log=lambda msg: None)
@@ -55,7 +53,7 @@ def prepare(data: Path | None, cache_dir: Path):
 
 def train_args(dataset, epochs: int, seed: int, fixed: dict[str, Any], project: Path) -> dict[str, Any]:
     """The fixed arguments every method shares, offline on the CPU, one checkpoint per epoch."""
-    from trainers.yolo.dataset_yaml import LAYOUT
+    from segtune.trainers.yolo.dataset_yaml import LAYOUT
 
     return {
         **fixed, "data": str(dataset.layout(LAYOUT)), "epochs": epochs, "seed": seed,
@@ -118,9 +116,9 @@ def score_checkpoints(dataset, project: Path, imgsz: int) -> list[dict[str, Any]
     """Every epoch checkpoint through segtune's YOLO prediction path and COCO evaluator."""
     from ultralytics import YOLO
 
-    from cocodata.evaluator import CocoEvaluator
-    from trainers.base import TrialContext
-    from trainers.yolo.adapter import YoloAdapter
+    from segtune.cocodata.evaluator import CocoEvaluator
+    from segtune.trainers.base import TrialContext
+    from segtune.trainers.yolo.adapter import YoloAdapter
 
     evaluator = CocoEvaluator(dataset.val_json)
     context = TrialContext(dataset=dataset, output_dir=project, max_epochs=1, device="cpu",

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from analysis.trials import load_experiment  # noqa: E402
+from segtune.analysis.trials import load_experiment
 
 ZERO = 0.5  # segm/AP in percent below which a trial counts as "AP 0"
 

@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from trainers.yolo.adapter import YoloAdapter  # noqa: E402
+from segtune.trainers.yolo.adapter import YoloAdapter
 
 METRICS = ("segm/AP", "yolo/val/seg_loss")
 
@@ -43,9 +42,9 @@ class TimedYolo(YoloAdapter):
 
 def run(dataset, metric: str, epochs: int, out: Path) -> list[dict[str, float]]:
     """One trial of `epochs` epochs; per epoch: wall time, Ultralytics' validation, segtune's pass."""
-    from cocodata.evaluator import CocoEvaluator
-    from search_spaces.space import default_space_path, load_space
-    from trainers.base import TrialContext
+    from segtune.cocodata.evaluator import CocoEvaluator
+    from segtune.search_spaces.space import default_space_path, load_space
+    from segtune.trainers.base import TrialContext
 
     params = {**load_space(default_space_path("yolo", cpu_only=True)).fixed, "optimizer": "SGD", "lr0": 0.01, "seed": 0}
     params = {k: v for k, v in params.items() if k in YoloAdapter.param_names()}
@@ -81,7 +80,7 @@ def main() -> int:
     import torch
     from ultralytics.utils import LOGGER
 
-    from cocodata.prepare import prepare_dataset
+    from segtune.cocodata.prepare import prepare_dataset
 
     LOGGER.setLevel(logging.WARNING)  # Ultralytics' per-epoch tables are noise here
     torch.set_num_threads(1)  # as a trial with one CPU

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cocodata.findings import Findings
-from cocodata.layouts import DataLayout
-from core.record import PreparedDataset
+from segtune.cocodata.findings import Findings
+from segtune.cocodata.layouts import DataLayout
+from segtune.core.record import PreparedDataset
 
 CONVERTER_VERSION = 3  # bump when conversion output changes: older cache entries are then ignored
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cocodata.findings import Findings
-from cocodata.images import ImageInfo
-from cocodata.orientation import annotated_view, describe
+from segtune.cocodata.findings import Findings
+from segtune.cocodata.images import ImageInfo
+from segtune.cocodata.orientation import annotated_view, describe
 
 ANNOTATION_KEYS = ("id", "image_id", "category_id")
 BBOX_TOLERANCE_PX = 1.0  # boxes this far outside the image are rounding, not a finding

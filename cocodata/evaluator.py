@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from cocodata import coco_engine, masks
-from cocodata.ground_truth import detection_limit, normalise
+from segtune.cocodata import coco_engine, masks
+from segtune.cocodata.ground_truth import detection_limit, normalise
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 METRIC_KEYS = tuple(f"{task}/{name}" for task in ("segm", "bbox") for name in METRIC_NAMES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.errors import DataError
+from segtune.core.errors import DataError
 
 MAX_NAMES = 5  # names listed in one grouped finding
 

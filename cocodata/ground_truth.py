@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cocodata import masks
+from segtune.cocodata import masks
 
 COCO_MAX_DETS = 100  # COCO's own detections per image
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cocodata.findings import Findings
+from segtune.cocodata.findings import Findings
 
 # (build dir, final dir, {split: (normalised COCO dict, its images folder)}, category ids, names)
 # -> the layout's entry file as it will be in the final dir.

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cocodata.images import ImageInfo
+from segtune.cocodata.images import ImageInfo
 
 STORED, UPRIGHT = "stored", "upright"
 FOLDER = "coco_images"  # in a dataset entry: per split, the images as annotated

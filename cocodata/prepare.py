@@ -17,16 +17,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cocodata import cache, orientation
-from cocodata.coco import CocoFile, check_categories_match, check_coco, load_coco
-from cocodata.findings import Findings
-from cocodata.ground_truth import has_zero_based_ids, normalise
-from cocodata.images import ImageInfo, scan_images
-from cocodata.layouts import DataLayout, NativeReader, NativeSource
-from cocodata.split import split_image_ids
-from cocodata.synthetic import GENERATOR_VERSION, make_demo_dataset
-from core.errors import DataError
-from core.record import PreparedDataset
+from segtune.cocodata import cache, orientation
+from segtune.cocodata.coco import CocoFile, check_categories_match, check_coco, load_coco
+from segtune.cocodata.findings import Findings
+from segtune.cocodata.ground_truth import has_zero_based_ids, normalise
+from segtune.cocodata.images import ImageInfo, scan_images
+from segtune.cocodata.layouts import DataLayout, NativeReader, NativeSource
+from segtune.cocodata.split import split_image_ids
+from segtune.cocodata.synthetic import GENERATOR_VERSION, make_demo_dataset
+from segtune.core.errors import DataError
+from segtune.core.record import PreparedDataset
 
 __all__ = ["DEMO_PARAMS", "DataLayout", "NativeSource", "demo_dir_name", "prepare_dataset"]
 

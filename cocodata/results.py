@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cocodata.masks import encode_masks
+from segtune.cocodata.masks import encode_masks
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cocodata.masks import mask_to_polygons
+from segtune.cocodata.masks import mask_to_polygons
 
 GENERATOR_VERSION = 1
 CATEGORIES = (

@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from core.record import RunSettings
+from segtune.core.record import RunSettings
 
 FRAMEWORK_KEY = "segtune:framework"
 SEPARATOR = ":"

@@ -20,8 +20,8 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from core.choice import FRAMEWORK_KEY, model_key, param_key
-from search_spaces.space import SearchSpace
+from segtune.core.choice import FRAMEWORK_KEY, model_key, param_key
+from segtune.search_spaces.space import SearchSpace
 
 
 @dataclass(frozen=True)

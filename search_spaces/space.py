@@ -30,7 +30,7 @@ from optuna.distributions import (
     json_to_distribution,
 )
 
-from core.errors import SpaceError
+from segtune.core.errors import SpaceError
 
 SPACES_DIR = Path(__file__).resolve().parent
 _TYPES = ("float", "int", "categorical", "fixed")

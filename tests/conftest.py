@@ -44,7 +44,7 @@ def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def small_coco(tmp_path_factory) -> Path:
     """A small synthetic COCO set (12 train / 4 val images, 64 px): copy it before breaking it."""
-    from cocodata.synthetic import make_demo_dataset
+    from segtune.cocodata.synthetic import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("small") / "shapes", n_train=12, n_val=4, image_size=64, seed=2)
 
@@ -58,7 +58,7 @@ def dataset(small_coco: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_demo_data(tmp_path_factory) -> Path:
     """A small synthetic COCO set (32 train / 8 val images, 96 px): fast enough for real searches."""
-    from cocodata.synthetic import make_demo_dataset
+    from segtune.cocodata.synthetic import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("tiny-demo"), n_train=32, n_val=8, image_size=96, seed=0)
 

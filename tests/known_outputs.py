@@ -45,7 +45,7 @@ def _l_shape(x: int, y: int, w: int, h: int, notch: int) -> list[float]:
 def _split(root: Path, split: str, count: int, rng: np.random.Generator, first_ann_id: int) -> int:
     from PIL import Image
 
-    from cocodata import masks
+    from segtune.cocodata import masks
 
     images, annotations = [], []
     ann_id = first_ann_id
@@ -90,7 +90,7 @@ def write_dense_coco(root: Path, grid: int = 18) -> Path:
     train split has one object of each of categories 1 and 2, so both get a class index."""
     from PIL import Image
 
-    from cocodata import masks
+    from segtune.cocodata import masks
 
     def split(name: str, size: int, objects: list[tuple[int, int, int, int]]) -> None:
         canvas = np.full((size, size), BACKGROUND, dtype=np.uint8)

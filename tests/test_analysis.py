@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.ranking import rank_trials
-from analysis.trials import TrialSummary, load_experiment, read_results
-from core.score import SCORE_KEY, best_window
+from segtune.analysis.ranking import rank_trials
+from segtune.analysis.trials import TrialSummary, load_experiment, read_results
+from segtune.core.score import SCORE_KEY, best_window
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 e2e = pytest.mark.e2e
@@ -231,8 +231,8 @@ def test_failed_diverged_running_and_stopped_trials(modified_experiment, tmp_pat
 # ---- report --------------------------------------------------------------------------------------
 @e2e
 def test_report_is_one_self_contained_page(yolo_experiment, tmp_path):
-    from analysis.report_plots import plot_curves
-    from analysis.study import importance, scored_study, study_from_experiment
+    from segtune.analysis.report_plots import plot_curves
+    from segtune.analysis.study import importance, scored_study, study_from_experiment
 
     proc = _run("analysis/report.py", yolo_experiment, "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -279,7 +279,7 @@ def test_export_writes_config_weights_onnx_and_model_card(exported, moved_experi
     card = (exported / "MODEL_CARD.md").read_text()
     settings = json.loads((moved_experiment / "segtune.json").read_text())
     for text in (best.trial_id, settings["dataset"]["content_hash"], "segm/AP75", "bbox/APm", "ultralytics:",
-                 "ray:", "optuna:", "torch:", "runners/tune.py --framework yolo --config"):
+                 "ray:", "optuna:", "torch:", "segtune tune --framework yolo --config"):
         assert text in card, text
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import edit_annotations
-from runners.tune import main
+from segtune.runners.launch import main
 
 SPACE_HEADER = "framework: yolo\nparams:\n"
 

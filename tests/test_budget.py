@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.record import PreparedDataset, RunSettings
-from runners.budget import BUDGET_STATE_FILE, EpochBudget, expected_trial_epochs, trials_for_budget
-from runners.tune import main
-from search_spaces.space import parse_space
+from segtune.core.record import PreparedDataset, RunSettings
+from segtune.runners.search.stoppers import BUDGET_STATE_FILE, EpochBudget
+from segtune.runners.plan.budget import expected_trial_epochs, trials_for_budget
+from segtune.runners.launch import main
+from segtune.search_spaces.space import parse_space
 
 
 # ---- arithmetic ---------------------------------------------------------------------------------
@@ -101,8 +102,8 @@ def test_build_tuner_wires_sampler_scheduler_and_budget(tmp_path, search):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.stopper import CombinedStopper
 
-    from runners.tuner import build_tuner
-    from search_spaces.space import SearchSpace
+    from segtune.runners.search.tuner import build_tuner
+    from segtune.search_spaces.space import SearchSpace
 
     settings = _settings(tmp_path, **search)
     (tmp_path / "exp").mkdir()
@@ -143,7 +144,7 @@ def test_bad_search_options_are_one_line(capsys, tmp_path, options, words):
 
 def test_a_trial_cut_by_the_epoch_budget_says_so(tmp_path):
     """Its end reason names the budget (and TPE is told PRUNED, as for ASHA's cuts: runners/study.py)."""
-    from runners.endings import EndLog, TimeBudget
+    from segtune.runners.search.endings import EndLog, TimeBudget
 
     budget = EpochBudget(3, tmp_path)
     end_log = EndLog(tmp_path, max_epochs=2, budget=TimeBudget(None), epoch_budget=budget)
@@ -157,9 +158,9 @@ def test_a_trial_cut_by_the_epoch_budget_says_so(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("sampler", "random"), ("scheduler", "none"), ("budget-epochs", 50)])
 def test_resume_keeps_the_sampler_scheduler_and_budget(tmp_path, option, value):
-    from core.errors import ConfigError
-    from runners.cli import build_parser, given_options
-    from runners.resume import check_resume_options
+    from segtune.core.errors import ConfigError
+    from segtune.runners.command.parser import build_parser, given_options
+    from segtune.runners.plan.resume import check_resume_options
 
     argv = ["--framework", "yolo", "--name", "x", "--resume", f"--{option}", str(value)]
     args = build_parser().parse_args(argv)

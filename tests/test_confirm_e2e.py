@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, YOLO_TEST_SPACE, run_tune
-from core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY
-from core.score import SCORE_KEY, best_window
+from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY
+from segtune.core.score import SCORE_KEY, best_window
 
 pytestmark = pytest.mark.e2e
 METRIC = "yolo/val/seg_loss"  # at 3 epochs every AP is still 0: a loss separates the trials

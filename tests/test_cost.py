@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cocodata.results import ImageRecord
+from segtune.cocodata.results import ImageRecord
 from conftest import check_cost_rows
-from runners.cost import TrialCost, timing_image
-from trainers.base import TimedInference
+from segtune.runners.trial.cost import TrialCost, timing_image
+from segtune.trainers.base import TimedInference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_latency_is_measured_at_doubling_epochs_and_carried_across_a_resume(tmp_
 
 
 def test_costs_are_minimised_and_fps_maximised_by_default():
-    from core.record import default_mode
+    from segtune.core.record import default_mode
 
     assert [default_mode(k) for k in ("cost/latency_ms", "cost/train_mem_mb", "cost/fps", "segm/AP")] == [
         "min", "min", "max", "max"]

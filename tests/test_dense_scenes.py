@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from cocodata.evaluator import CocoEvaluator
-from cocodata.ground_truth import detection_limit
-from cocodata.prepare import prepare_dataset
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.cocodata.ground_truth import detection_limit
+from segtune.cocodata.prepare import prepare_dataset
 from known_outputs import class_of_level, write_dense_coco, yolo_answer
-from trainers.base import TrialContext
+from segtune.trainers.base import TrialContext
 
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 OBJECTS = 18 * 18  # in the one val image of write_dense_coco
@@ -57,7 +57,7 @@ def test_yolo_keeps_every_object_of_a_dense_image(dense, tmp_path, monkeypatch):
     keeps max_det detections: without headroom only the wrong ones would survive (AP 0)."""
     from ultralytics.nn.tasks import SegmentationModel
 
-    from trainers.yolo.adapter import YoloAdapter
+    from segtune.trainers.yolo.adapter import YoloAdapter
 
     adapter = YoloAdapter({"imgsz": 4 * 144}, _context(dense, tmp_path))
     model = SegmentationModel("yolo11n-seg.yaml", nc=dense.num_classes, verbose=False).eval()
@@ -71,9 +71,9 @@ def test_yolo_keeps_every_object_of_a_dense_image(dense, tmp_path, monkeypatch):
 
 
 def test_torchvision_models_propose_at_least_the_detection_limit(dense, tmp_path):
-    from trainers.maskrcnn.params import validate_params
-    from trainers.maskrcnn.torchvision import models as tvm
-    from trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
+    from segtune.trainers.maskrcnn.params import validate_params
+    from segtune.trainers.maskrcnn.torchvision import models as tvm
+    from segtune.trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
 
     limit = 2 * OBJECTS
     for name in tvm.MODELS:
@@ -90,7 +90,7 @@ def test_torchvision_models_propose_at_least_the_detection_limit(dense, tmp_path
 @pytest.mark.skipif(not HAS_DETECTRON2, reason="detectron2 is not installed (not on PyPI; build it from source)")
 @pytest.mark.parametrize("model", ["segtune/mask_rcnn_R_18_FPN_small", "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"])
 def test_detectron2_config_proposes_at_least_the_detection_limit(dense, tmp_path, model):
-    from trainers.maskrcnn.detectron2.config import build_cfg
+    from segtune.trainers.maskrcnn.detectron2.config import build_cfg
 
     limit = 2 * OBJECTS
     for params in ({}, {"MODEL.RPN.POST_NMS_TOPK_TEST": 50}):  # a searched value below the limit is raised

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cocodata.evaluator import METRIC_KEYS
+from segtune.cocodata.evaluator import METRIC_KEYS
 from conftest import check_cost_rows, keys_without_ground_truth, run_tune
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def _parameters(backend: str, trial: Path) -> int | None:
         return None
     import torch
 
-    from trainers.maskrcnn.torchvision.models import build_model
+    from segtune.trainers.maskrcnn.torchvision.models import build_model
 
     state = torch.load(sorted(trial.glob("checkpoint_*"))[-1] / "checkpoint.pt", map_location="cpu", weights_only=True)
     model, _ = build_model(state["model_name"], num_classes=state["num_classes"], params=state["params"],

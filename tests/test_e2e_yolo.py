@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cocodata.evaluator import METRIC_KEYS
+from segtune.cocodata.evaluator import METRIC_KEYS
 from conftest import keys_without_ground_truth
 
 pytestmark = pytest.mark.e2e

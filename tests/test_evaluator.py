@@ -18,10 +18,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cocodata import coco_engine
-from cocodata.evaluator import METRIC_KEYS, METRIC_NAMES, CocoEvaluator
-from cocodata.masks import encode_masks
-from cocodata.results import ImageRecord, instances_to_coco, list_images
+from segtune.cocodata import coco_engine
+from segtune.cocodata.evaluator import METRIC_KEYS, METRIC_NAMES, CocoEvaluator
+from segtune.cocodata.masks import encode_masks
+from segtune.cocodata.results import ImageRecord, instances_to_coco, list_images
 
 # pycocotools' own decode() trips a numpy 2 deprecation on every call; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from cocodata.evaluator import CocoEvaluator
-from cocodata.prepare import prepare_dataset
-from cocodata.results import ImageRecord, list_images
-from core.errors import DataError
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.cocodata.prepare import prepare_dataset
+from segtune.cocodata.results import ImageRecord, list_images
+from segtune.core.errors import DataError
 from known_outputs import WIDTH, class_of_level, write_quirky_coco, yolo_answer
-from trainers.yolo.layout import ULTRALYTICS_LAYOUT
+from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
 ORIENTATION = 0x0112
 # image id -> (EXIF orientation, which view the annotations describe); the others stay untagged PNGs
@@ -73,7 +73,7 @@ def tagged(tmp_path_factory):
 def _loaders():
     import cv2
 
-    from trainers.maskrcnn.torchvision.data import decode_image
+    from segtune.trainers.maskrcnn.torchvision.data import decode_image
     from ultralytics.utils.patches import imread
 
     def pil(record: ImageRecord) -> np.ndarray:
@@ -140,8 +140,8 @@ def test_a_yolo_trial_trains_and_predicts_on_it(tagged, tmp_path, monkeypatch):
     100 only if those pixels are the annotated view."""
     from ultralytics.nn.tasks import SegmentationModel
 
-    from trainers.base import TrialContext
-    from trainers.yolo.adapter import YoloAdapter
+    from segtune.trainers.base import TrialContext
+    from segtune.trainers.yolo.adapter import YoloAdapter
 
     _, prepared, _ = tagged
     context = TrialContext(dataset=prepared, output_dir=tmp_path, max_epochs=1, device="cpu", max_detections=100)

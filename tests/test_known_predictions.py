@@ -17,12 +17,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from cocodata.evaluator import CocoEvaluator
-from cocodata.prepare import prepare_dataset
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.cocodata.prepare import prepare_dataset
 from known_outputs import (
     HEIGHT, MUTATIONS, WIDTH, class_of_level, detectron2_answer, torchvision_answer, write_quirky_coco, yolo_answer,
 )
-from trainers.base import TrialContext
+from segtune.trainers.base import TrialContext
 
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 YOLO_IMGSZ = 4 * WIDTH  # 4x: prototypes (1/4) at the image's resolution
@@ -71,7 +71,7 @@ def test_the_class_order_leaves_the_placeholder_out(prepared):
 def test_yolo_prediction_path(prepared, evaluator, tmp_path, monkeypatch, mutate):
     from ultralytics.nn.tasks import SegmentationModel
 
-    from trainers.yolo.adapter import YoloAdapter
+    from segtune.trainers.yolo.adapter import YoloAdapter
 
     adapter = YoloAdapter({"imgsz": YOLO_IMGSZ}, _context(prepared, tmp_path))
     model = SegmentationModel("yolo11n-seg.yaml", nc=prepared.num_classes, verbose=False).eval()
@@ -84,7 +84,7 @@ def test_yolo_prediction_path(prepared, evaluator, tmp_path, monkeypatch, mutate
 
 @pytest.mark.parametrize("mutate", (None, *MUTATIONS))
 def test_torchvision_prediction_path(prepared, evaluator, tmp_path, mutate):
-    from trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
+    from segtune.trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
 
     adapter = TorchvisionMaskRCNN(TEST_SIZE, _context(prepared, tmp_path, model="maskrcnn_resnet18_fpn"))
     adapter._build(load_weights=False)
@@ -97,8 +97,8 @@ def test_torchvision_prediction_path(prepared, evaluator, tmp_path, mutate):
 def test_detectron2_prediction_path(prepared, evaluator, tmp_path, mutate):
     from detectron2.modeling import build_model
 
-    from trainers.maskrcnn.detectron2.adapter import Detectron2MaskRCNN
-    from trainers.maskrcnn.detectron2.config import build_cfg
+    from segtune.trainers.maskrcnn.detectron2.adapter import Detectron2MaskRCNN
+    from segtune.trainers.maskrcnn.detectron2.config import build_cfg
 
     adapter = Detectron2MaskRCNN(TEST_SIZE, _context(prepared, tmp_path))
     adapter._cfg = build_cfg(adapter.params, adapter.context, train_dataset="unused", weights="").cfg

@@ -23,18 +23,18 @@ pytest.importorskip(
     "detectron2", reason="detectron2 is not installed (not on PyPI; build it from source to run these tests)"
 )
 
-import torch  # noqa: E402
+import torch
 
-from cocodata.evaluator import METRIC_KEYS, CocoEvaluator  # noqa: E402
-from core.record import PreparedDataset  # noqa: E402
-from cocodata.synthetic import make_demo_dataset  # noqa: E402
-from core.errors import ConfigError  # noqa: E402
-from trainers.base import TrainingDiverged, TrialContext  # noqa: E402
-from trainers.maskrcnn.detectron2 import config as d2config  # noqa: E402
-from trainers.maskrcnn.detectron2 import weights as d2weights  # noqa: E402
-from trainers.maskrcnn.detectron2 import zoo as d2zoo  # noqa: E402
-from trainers.maskrcnn.detectron2.adapter import CHECKPOINT_FILE, Detectron2MaskRCNN  # noqa: E402
-from trainers.registry import get_adapter  # noqa: E402
+from segtune.cocodata.evaluator import METRIC_KEYS, CocoEvaluator
+from segtune.core.record import PreparedDataset
+from segtune.cocodata.synthetic import make_demo_dataset
+from segtune.core.errors import ConfigError
+from segtune.trainers.base import TrainingDiverged, TrialContext
+from segtune.trainers.maskrcnn.detectron2 import config as d2config
+from segtune.trainers.maskrcnn.detectron2 import weights as d2weights
+from segtune.trainers.maskrcnn.detectron2 import zoo as d2zoo
+from segtune.trainers.maskrcnn.detectron2.adapter import CHECKPOINT_FILE, Detectron2MaskRCNN
+from segtune.trainers.registry import get_adapter
 
 # pycocotools' own decode() trips a numpy 2 deprecation on every call; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -153,7 +153,7 @@ def test_resume_continues_at_the_next_iteration(trained, dataset, tmp_path):
 
 
 def test_resume_restores_the_optimizer_state(trained, dataset, tmp_path):
-    from trainers.maskrcnn.detectron2.hooks import SegtuneTrainer, load_resumable, registered_dataset
+    from segtune.trainers.maskrcnn.detectron2.hooks import SegtuneTrainer, load_resumable, registered_dataset
 
     name = "segtune_optimizer_check"
     plan = d2config.build_cfg(FAST, _context(dataset, tmp_path), train_dataset=name, weights="")
@@ -185,7 +185,7 @@ def test_huge_learning_rate_raises_training_diverged(dataset, tmp_path):
 
 
 def test_adamw_and_gradient_clipping(dataset, tmp_path):
-    from trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
+    from segtune.trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
 
     params = {"SOLVER.OPTIMIZER": "AdamW", "SOLVER.CLIP_GRADIENTS.ENABLED": True, "SOLVER.WEIGHT_DECAY": 0.05}
     cfg = d2config.build_cfg(params, _context(dataset, tmp_path), train_dataset="x", weights="").cfg
@@ -203,8 +203,8 @@ def test_adamw_and_gradient_clipping(dataset, tmp_path):
     ([0.75], 1),  # MAX_ITER 2: the step rounds to 2 == MAX_ITER
 ])
 def test_lr_schedule_follows_the_shared_definition(dataset, tmp_path, steps, max_epochs):
-    from trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
-    from trainers.maskrcnn.params import lr_multiplier
+    from segtune.trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
+    from segtune.trainers.maskrcnn.params import lr_multiplier
 
     params = {"SOLVER.STEPS": steps, "SOLVER.WARMUP_ITERS": 3, "SOLVER.WARMUP_FACTOR": 0.1, "SOLVER.GAMMA": 0.5}
     cfg = d2config.build_cfg(params, _context(dataset, tmp_path, max_epochs=max_epochs), train_dataset="x",
@@ -221,7 +221,7 @@ def test_lr_schedule_follows_the_shared_definition(dataset, tmp_path, steps, max
 
 # ---- datasets ----------------------------------------------------------------------------------
 def test_category_index_follows_the_datasets_category_ids(dataset):
-    from trainers.maskrcnn.detectron2.hooks import load_dataset_dicts
+    from segtune.trainers.maskrcnn.detectron2.hooks import load_dataset_dicts
 
     order = tuple(reversed(dataset.category_ids))
     dicts = load_dataset_dicts(dataset.train_json, dataset.train_images, order)
@@ -405,7 +405,7 @@ def test_cached_download_needs_no_network(empty_cache, monkeypatch, trained):
 
 
 def test_single_image_inference_is_timed_and_training_goes_on(dataset, tmp_path):
-    from runners.cost import TrialCost
+    from segtune.runners.trial.cost import TrialCost
 
     adapter = Detectron2MaskRCNN(FAST, _context(dataset, tmp_path / "trial", max_epochs=1))
     cost, rows, modes = TrialCost(adapter, "cpu"), [], []

@@ -10,21 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from cocodata.evaluator import CocoEvaluator
-from cocodata.prepare import prepare_dataset
-from cocodata.synthetic import make_demo_dataset
-from core.errors import ConfigError
-from trainers.base import TrainingDiverged, TrialContext
-from trainers.maskrcnn.params import (
-    PARAM_NAMES,
-    defaults,
-    lr_multiplier,
-    steps_in_iterations,
-    validate_params,
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.cocodata.prepare import prepare_dataset
+from segtune.cocodata.synthetic import make_demo_dataset
+from segtune.core.errors import ConfigError
+from segtune.trainers.base import TrainingDiverged, TrialContext
+from segtune.trainers.maskrcnn.params import (
+    PARAM_NAMES, defaults, lr_multiplier, steps_in_iterations, validate_params,
 )
-from trainers.maskrcnn.torchvision import models as tvm
-from trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
-from trainers.registry import get_adapter
+from segtune.trainers.maskrcnn.torchvision import models as tvm
+from segtune.trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
+from segtune.trainers.registry import get_adapter
 
 SMALL = "maskrcnn_resnet18_fpn"
 PARAMS = {
@@ -308,8 +304,8 @@ def test_native_config_reports_what_is_used(dataset, tmp_path):
 def test_targets_skip_crowd_and_read_rle(tmp_path):
     from pycocotools import mask as mask_utils
 
-    from cocodata.results import ImageRecord
-    from trainers.maskrcnn.torchvision.data import load_instances
+    from segtune.cocodata.results import ImageRecord
+    from segtune.trainers.maskrcnn.torchvision.data import load_instances
 
     record = ImageRecord(1, tmp_path / "x.png", width=20, height=10)
     square = np.zeros((10, 20), np.uint8, order="F")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from cocodata import masks
-from cocodata.ground_truth import normalise, renumber_annotation_ids
-from cocodata.results import ImageRecord
+from segtune.cocodata import masks
+from segtune.cocodata.ground_truth import normalise, renumber_annotation_ids
+from segtune.cocodata.results import ImageRecord
 
 SQUARE = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]  # 20 x 20 px
 
@@ -103,7 +103,7 @@ def test_renumbering_keeps_good_ids_and_repairs_missing_ones() -> None:
 
 def test_the_torchvision_reader_uses_the_same_masks_and_boxes() -> None:
     torch = pytest.importorskip("torch")
-    from trainers.maskrcnn.torchvision.data import load_instances
+    from segtune.trainers.maskrcnn.torchvision.data import load_instances
 
     record = ImageRecord(1, None, 40, 40)  # type: ignore[arg-type]
     anns = [{"category_id": 3, "segmentation": [SQUARE + [1.0]], "bbox": [-5, 10, 50, 20]},

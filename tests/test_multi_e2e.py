@@ -14,9 +14,9 @@ import optuna
 import pytest
 import yaml
 
-from analysis.pareto import pareto_ranks
+from segtune.analysis.pareto import pareto_ranks
 from conftest import REPO_ROOT, check_cost_rows, run_tune
-from core.choice import FRAMEWORK_KEY
+from segtune.core.choice import FRAMEWORK_KEY
 
 pytestmark = pytest.mark.e2e
 YOLO_SPACE = """framework: yolo
@@ -130,7 +130,7 @@ def test_rank_and_report_compare_the_frameworks(two_frameworks, tmp_path):
 
 
 def test_export_takes_the_winner_and_the_fastest_with_their_own_adapters(two_frameworks, tmp_path):
-    from trainers.registry import get_adapter
+    from segtune.trainers.registry import get_adapter
 
     experiment, _ = two_frameworks
     ranked = _script("rank.py", str(experiment), "--out", str(tmp_path / "rank"))

@@ -11,18 +11,18 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from analysis.pareto import rank_by_objectives
-from analysis.ranking import rank_trials
-from analysis.trials import TrialSummary
-from core.choice import FRAMEWORK_KEY, for_trial, model_key, param_key, trial_framework
-from core.errors import ConfigError
-from core.record import PreparedDataset, RunSettings
-from runners.cli import build_parser, validate_args
-from runners.schedulers import FrameworkASHA
-from runners.multi import framework_names, per_framework, resolve_frameworks
-from runners.objectives import parse_objectives
-from search_spaces.conditional import ConditionalSpace, FrameworkBranch, conditional_space
-from search_spaces.space import SPACES_DIR, load_space, parse_space
+from segtune.analysis.pareto import rank_by_objectives
+from segtune.analysis.ranking import rank_trials
+from segtune.analysis.trials import TrialSummary
+from segtune.core.choice import FRAMEWORK_KEY, for_trial, model_key, param_key, trial_framework
+from segtune.core.errors import ConfigError
+from segtune.core.record import PreparedDataset, RunSettings
+from segtune.runners.command.parser import build_parser, validate_args
+from segtune.runners.search.schedulers import FrameworkASHA
+from segtune.runners.plan.frameworks import framework_names, per_framework, resolve_frameworks
+from segtune.runners.plan.objectives import parse_objectives
+from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch, conditional_space
+from segtune.search_spaces.space import SPACES_DIR, load_space, parse_space
 
 YOLO_MODELS = ("yolo11n-seg.yaml", "yolo11s-seg.yaml")
 MASKRCNN_MODELS = ("maskrcnn_resnet18_fpn",)
@@ -237,7 +237,7 @@ def test_parse_space_keys_never_collide_across_frameworks():
 
 
 def test_the_comparison_shows_each_framework_s_confirmed_mean_where_confirmation_ran():
-    from analysis.compare import comparison_rows
+    from segtune.analysis.compare import comparison_rows
 
     trials = [_trial("y", 40, 5), _trial("m", 45, 50, framework="maskrcnn"), _trial("y2", 20, 6)]
     for trial_id, ap, seed in (("c1", 30.0, 1), ("c2", 34.0, 2)):  # trial y's configuration, two new seeds

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.pareto import accuracy_latency, front_of_trials, pareto_front, pareto_ranks
-from analysis.trials import TrialSummary
+from segtune.analysis.pareto import accuracy_latency, front_of_trials, pareto_front, pareto_ranks
+from segtune.analysis.trials import TrialSummary
 
 AP_LATENCY = ["max", "min"]
 

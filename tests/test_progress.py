@@ -9,10 +9,9 @@ import pickle
 import optuna
 import pytest
 
-from core.record import DIVERGED_KEY, FAILURE_KEY
-from runners.progress_view import (
-    MIN_TRIALS_FOR_IMPORTANCE, SearchView, end_line, end_reason, epoch_line, important_params, live_block,
-    progress_line, start_line,
+from segtune.core.record import DIVERGED_KEY, FAILURE_KEY
+from segtune.runners.view.progress_view import (
+    MIN_TRIALS_FOR_IMPORTANCE, SearchView, end_line, end_reason, epoch_line, important_params, live_block, progress_line, start_line,
 )
 
 WIDTH = 120
@@ -139,7 +138,7 @@ def test_importance_needs_enough_trials_and_finds_the_parameter_that_matters():
 def test_callback_plain_output_and_pickling(tmp_path, monkeypatch):
     """The callback as Ray drives it, with stand-ins for Ray's Trial (the hooks read trial_id,
     config, last_result, error_file): one start line and one end line per trial, no epoch lines."""
-    from runners.progress import SearchProgress
+    from segtune.runners.view.progress import SearchProgress
 
     class Trial:
         def __init__(self, trial_id, config):
@@ -173,7 +172,7 @@ def test_callback_plain_output_and_pickling(tmp_path, monkeypatch):
 
 
 def test_callback_ranks_parameters_once_enough_trials_ended(tmp_path, monkeypatch):
-    from runners.progress import SearchProgress
+    from segtune.runners.view.progress import SearchProgress
 
     class Trial:
         def __init__(self, trial_id, config):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from runners.resources import gpu_slots, plan
-from trainers.base import ConfigError
+from segtune.runners.plan.resources import gpu_slots, plan
+from segtune.trainers.base import ConfigError
 
 HEAD = {"CPU": 8, "GPU": 0}  # a CPU-only head node, as on most clusters
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from analysis.evaluate import main as evaluate_main
-from cocodata import masks
-from cocodata.evaluator import CocoEvaluator
-from cocodata.prepare import prepare_dataset
+from segtune.analysis.evaluate import main as evaluate_main
+from segtune.cocodata import masks
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.cocodata.prepare import prepare_dataset
 from known_outputs import BOX_OVERHANG, write_quirky_coco
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.ranking import best_trial, rank_trials, table_rows
-from analysis.trials import TrialSummary, load_experiment
-from core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, PreparedDataset, RunSettings
-from core.score import SCORE_KEY, WINDOW_KEY, RunningScore, best_window, window_means
+from segtune.analysis.ranking import best_trial, rank_trials, table_rows
+from segtune.analysis.trials import TrialSummary, load_experiment
+from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, PreparedDataset, RunSettings
+from segtune.core.score import SCORE_KEY, WINDOW_KEY, RunningScore, best_window, window_means
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,7 +118,7 @@ def test_trials_without_a_value_rank_last_and_confirmations_without_seeds_rank_a
 def test_summary_names_the_confirmed_winner_and_weighs_its_lead_against_the_seed_spread(tmp_path):
     from types import SimpleNamespace
 
-    from runners.summary import summarize
+    from segtune.runners.view.summary import summarize
 
     trials = {"a": [20, 22, 24], "b": [10, 12, 14], "a1": [20, 21, 22], "a2": [19, 20, 21], "b1": [10, 11, 12],
               "b2": [13, 14, 15]}

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from core.errors import ConfigError
-from core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY
-from core.score import SCORE_KEY
-from runners.search import make_searcher, plan_sampler
-from runners.start_points import LEFT_OUT, default_point, fit_into, start_points
-from search_spaces.space import default_space_path, load_space, parse_space
+from segtune.core.errors import ConfigError
+from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY
+from segtune.core.score import SCORE_KEY
+from segtune.runners.search.searcher import make_searcher
+from segtune.runners.plan.sampler import plan_sampler
+from segtune.runners.plan.start_points import LEFT_OUT, default_point, fit_into, start_points
+from segtune.search_spaces.space import default_space_path, load_space, parse_space
 
 SPACE = parse_space({
     "optimizer": {"type": "categorical", "choices": ["SGD", "AdamW"]},
@@ -35,8 +36,8 @@ def test_startup_trials_follow_the_budget_and_never_take_all_of_it(num_samples, 
 def test_the_sampler_is_tpe_with_constant_liar_and_the_start_points_come_first(tmp_path):
     import optuna
 
-    from runners.endings import EndLog, TimeBudget
-    from runners.study import StudyPlace
+    from segtune.runners.search.endings import EndLog, TimeBudget
+    from segtune.runners.search.study import StudyPlace
 
     plan = plan_sampler(8)
     points = [{"optimizer": "SGD", "lr0": 0.01}]  # partial: Optuna samples lrf and batch
@@ -69,7 +70,7 @@ def test_defaults_are_fitted_into_the_space():
 
 @pytest.mark.parametrize("framework, backend", [("yolo", None), ("maskrcnn", "torchvision")])
 def test_every_shipped_space_starts_from_the_framework_defaults(framework, backend):
-    from trainers.registry import get_adapter
+    from segtune.trainers.registry import get_adapter
 
     adapter = get_adapter(framework, backend)
     for cpu in (True, False):
@@ -83,8 +84,8 @@ def test_every_shipped_space_starts_from_the_framework_defaults(framework, backe
 
 def test_yolo_defaults_are_what_ultralytics_optimizer_auto_would_pick():
     """'auto' is refused in a search; the first trial gets what it picks for the run's length."""
-    from trainers.base import TrainingShape
-    from trainers.registry import get_adapter
+    from segtune.trainers.base import TrainingShape
+    from segtune.trainers.registry import get_adapter
 
     adapter = get_adapter("yolo", None)
     keys = ["optimizer", "lr0", "momentum", "lrf"]
@@ -119,9 +120,10 @@ def test_start_from_an_exported_config(tmp_path):
 def _confirming(directory, top_k: int = 2, seeds: int = 2, samples: int = 4, asha_stopped: tuple[str, ...] = ()):
     """A confirming searcher around the experiment's study searcher (the study lives in `directory`:
     a second one made there reconnects to it, as a resumed search does)."""
-    from runners.confirm import ConfirmingSearcher, ConfirmPlan
-    from runners.endings import EndLog, TimeBudget
-    from runners.study import StudyPlace
+    from segtune.runners.search.confirming import ConfirmingSearcher
+    from segtune.runners.plan.confirm import ConfirmPlan
+    from segtune.runners.search.endings import EndLog, TimeBudget
+    from segtune.runners.search.study import StudyPlace
 
     end_log = EndLog(directory, 10, TimeBudget(None))
     for trial_id in asha_stopped:
@@ -205,7 +207,7 @@ def test_confirmation_picks_distinct_configurations_and_skips_diverged_trials(tm
 def test_asha_never_stops_a_confirmation_trial():
     from ray.tune.schedulers import TrialScheduler
 
-    from runners.confirm import ConfirmationAwareASHA
+    from segtune.runners.search.confirming import ConfirmationAwareASHA
 
     scheduler = ConfirmationAwareASHA(time_attr="training_iteration", max_t=9, grace_period=1, reduction_factor=3)
     scheduler.set_search_properties(SCORE_KEY, "max")
@@ -226,7 +228,7 @@ def test_asha_never_stops_a_confirmation_trial():
 
 
 def test_default_confirmation_is_a_quarter_of_the_search_at_most():
-    from runners.confirm import ConfirmPlan, confirmation_seeds, default_confirm_top
+    from segtune.runners.plan.confirm import ConfirmPlan, confirmation_seeds, default_confirm_top
 
     assert [default_confirm_top(n, False) for n in (2, 4, 8, 16)] == [0, 1, 2, 2]
     assert [default_confirm_top(n, True) for n in (8, 16, 32)] == [2, 3, 3]
@@ -234,7 +236,7 @@ def test_default_confirmation_is_a_quarter_of_the_search_at_most():
 
 
 def test_cli_refuses_bad_confirmation_options():
-    from runners.cli import build_parser, validate_args
+    from segtune.runners.command.parser import build_parser, validate_args
 
     for argv, text in ((["--confirm-top", "-1"], "--confirm-top"), (["--confirm-seeds", "0"], "--confirm-seeds"),
                        (["--config", "c.yaml", "--start-from", "s.yaml"], "--start-from")):
@@ -246,7 +248,7 @@ def test_cli_refuses_bad_confirmation_options():
 @pytest.mark.parametrize("body, words", [(None, ["does not exist"]), ("- 1\n- 2\n", ["mapping of parameter values"]),
                                          ("framework: maskrcnn\nparams: {SEED: 1}\n", ["maskrcnn config"])])
 def test_a_bad_start_from_file_stops_the_run_before_anything_is_written(capsys, tmp_path, body, words):
-    from runners.tune import main
+    from segtune.runners.launch import main
 
     start = tmp_path / "start.yaml"
     if body is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from core.errors import SpaceError
-from search_spaces.space import SPACES_DIR, default_space_path, load_space, parse_space, thaw
+from segtune.core.errors import SpaceError
+from segtune.search_spaces.space import SPACES_DIR, default_space_path, load_space, parse_space, thaw
 
 
 def test_each_kind_becomes_its_optuna_distribution():
@@ -80,7 +80,7 @@ def test_missing_file():
 
 @pytest.mark.parametrize("path", sorted(SPACES_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_spaces_load_and_are_valid_for_their_framework(path):
-    from trainers.registry import get_adapter
+    from segtune.trainers.registry import get_adapter
 
     space = load_space(path)
     assert space.searched and space.framework in ("yolo", "maskrcnn")
@@ -98,7 +98,7 @@ def test_cpu_variant_is_picked_only_without_gpu():
 
 def test_floats_without_a_dot_are_floats(tmp_path):
     """YAML 1.1 reads 1e-5 as a string; a config or space must get the number (JSON and Python do)."""
-    from search_spaces.space import load_yaml
+    from segtune.search_spaces.space import load_yaml
 
     path = tmp_path / "config.yaml"
     path.write_text('lr0: 1e-5\nperspective: 5E-05\nscale: -3e+2\nquoted: "1e-5"\nname: 1e5x\nlrf: 1.0e-02\n')

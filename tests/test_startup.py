@@ -5,7 +5,7 @@ import io
 import logging
 import sys
 
-from runners import startup
+from segtune.runners.trial import startup
 
 
 def test_a_reused_process_sends_framework_logs_to_the_new_trials_files(monkeypatch):
@@ -33,7 +33,7 @@ def test_a_reused_process_sends_framework_logs_to_the_new_trials_files(monkeypat
 
 
 def test_the_evaluator_is_built_once_per_dataset(tmp_path):
-    from cocodata.synthetic import make_demo_dataset
+    from segtune.cocodata.synthetic import make_demo_dataset
 
     data = make_demo_dataset(tmp_path / "demo", n_train=2, n_val=2, image_size=32, seed=0)
     val_json = data / "annotations" / "instances_val.json"

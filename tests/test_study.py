@@ -15,9 +15,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from conftest import run_tune
-from core.errors import ConfigError
-from core.record import PreparedDataset, RunSettings
-from search_spaces.space import SearchSpace
+from segtune.core.errors import ConfigError
+from segtune.core.record import PreparedDataset, RunSettings
+from segtune.search_spaces.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,7 +50,7 @@ def _experiment(path: Path, trials: list[dict], settings: RunSettings | None = N
 def test_tpe_follows_the_warm_start_data(tmp_path):
     """Old trials say: the higher x, the better. TPE's proposals on the warm-started study go to the
     top of the range at once; on an empty study its first proposals are random."""
-    from runners.warm_start import find_sources, load_warm_start
+    from segtune.runners.search.warm_start import find_sources, load_warm_start
 
     x = FloatDistribution(0.0, 1.0)
     old = [{"params": {"x": v / 23}, "distributions": {"x": x}, "value": v / 23} for v in range(24)]
@@ -76,7 +76,7 @@ def test_tpe_follows_the_warm_start_data(tmp_path):
 
 
 def test_warm_start_keeps_what_the_new_space_can_hold(tmp_path):
-    from runners.warm_start import find_sources, load_warm_start
+    from segtune.runners.search.warm_start import find_sources, load_warm_start
 
     old_x, old_kind, gone = FloatDistribution(0.0, 2.0), CategoricalDistribution(["a", "b"]), FloatDistribution(0, 1)
     dists = {"x": old_x, "kind": old_kind, "gone": gone}
@@ -107,7 +107,7 @@ def test_warm_start_keeps_what_the_new_space_can_hold(tmp_path):
 
 
 def test_warm_start_sources_are_checked(tmp_path):
-    from runners.warm_start import find_sources
+    from segtune.runners.search.warm_start import find_sources
 
     point = [{"params": {"x": 0.5}, "distributions": {"x": FloatDistribution(0, 1)}, "value": 1.0}]
     _experiment(tmp_path / "yolo-exp", point)
@@ -133,7 +133,7 @@ def test_a_framework_mismatch_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_a_study_storage_that_cannot_be_opened_is_one_line(tmp_path):
-    from runners.study import open_storage
+    from segtune.runners.search.study import open_storage
 
     for url in ("not-a-url", f"sqlite:///{tmp_path}/missing/dir/x.db", "postgresql://user@localhost:1/db"):
         with pytest.raises(ConfigError, match="cannot be opened") as error:
@@ -143,8 +143,8 @@ def test_a_study_storage_that_cannot_be_opened_is_one_line(tmp_path):
 
 # ---- the study searcher --------------------------------------------------------------------------
 def _searcher(tmp_path: Path):
-    from runners.endings import EndLog, TimeBudget
-    from runners.study import StudyPlace, StudySearch
+    from segtune.runners.search.endings import EndLog, TimeBudget
+    from segtune.runners.search.study import StudyPlace, StudySearch
 
     end_log = EndLog(tmp_path, max_epochs=3, budget=TimeBudget(None))
     place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path, framework="yolo")
@@ -224,8 +224,8 @@ def test_a_resumed_searcher_reconnects_to_the_same_study(tmp_path):
 
 
 def test_a_new_study_runs_its_first_points_first_and_a_resumed_one_does_not_repeat_them(tmp_path):
-    from runners.endings import EndLog, TimeBudget
-    from runners.study import StudyPlace, StudySearch
+    from segtune.runners.search.endings import EndLog, TimeBudget
+    from segtune.runners.search.study import StudyPlace, StudySearch
 
     def searcher():
         place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path,
@@ -243,7 +243,7 @@ def test_a_new_study_runs_its_first_points_first_and_a_resumed_one_does_not_repe
 
 # ---- end reasons, the time budget, the growing search ---------------------------------------------
 def test_end_reasons(tmp_path):
-    from runners.endings import EndLog, TimeBudget
+    from segtune.runners.search.endings import EndLog, TimeBudget
 
     budget = TimeBudget(1e-9)
     end_log = EndLog(tmp_path, max_epochs=4, budget=budget)
@@ -267,7 +267,7 @@ def test_end_reasons(tmp_path):
 
 def test_a_restored_time_budget_is_the_budget_of_the_resumed_run():
     """Ray puts the stopper of the first run back in place of the resumed run's one."""
-    from runners.endings import TimeBudget
+    from segtune.runners.search.endings import TimeBudget
 
     spent = TimeBudget(1e-9)
     spent.stop_all(), spent.stop_all()
@@ -283,7 +283,7 @@ def test_a_restored_time_budget_is_the_budget_of_the_resumed_run():
 def test_a_grown_search_goes_on_and_a_stopped_one_tells_its_searcher():
     from ray.tune.search import Searcher
 
-    from runners.tuner import GrowableSearch
+    from segtune.runners.search.tuner import GrowableSearch
 
     class Recording(Searcher):
         def __init__(self):
@@ -315,7 +315,7 @@ def test_a_grown_search_goes_on_and_a_stopped_one_tells_its_searcher():
 
 # ---- options with --resume ------------------------------------------------------------------------
 def _resume_args(given: dict) -> argparse.Namespace:
-    from runners.cli import build_parser, given_options
+    from segtune.runners.command.parser import build_parser, given_options
 
     argv = ["--framework", "yolo", "--name", "x", "--resume"]
     for key, value in given.items():
@@ -338,7 +338,7 @@ def _resume_args(given: dict) -> argparse.Namespace:
     ("study-storage", "sqlite:///x.db", "--study-storage sqlite:///x.db differs"),
 ])
 def test_resume_refuses_what_it_cannot_honour(option, value, needle):
-    from runners.resume import check_resume_options
+    from segtune.runners.plan.resume import check_resume_options
 
     with pytest.raises(ConfigError, match=needle) as error:
         check_resume_options(_resume_args({option: value}), _settings(space={"searched": {"x": {}}}))
@@ -346,7 +346,7 @@ def test_resume_refuses_what_it_cannot_honour(option, value, needle):
 
 
 def test_resume_grows_the_search_and_takes_a_new_time_budget():
-    from runners.resume import check_resume_options
+    from segtune.runners.plan.resume import check_resume_options
 
     settings = _settings(space={"searched": {"x": {}}}, time_budget=60.0)
     same = check_resume_options(_resume_args({"max-epochs": 3, "seed": 0, "metric": "segm/AP"}), settings)

@@ -12,9 +12,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from analysis.trials import load_experiment, read_results
+from segtune.analysis.trials import load_experiment, read_results
 from conftest import REPO_ROOT, YOLO_TEST_SPACE
-from core.record import RunSettings
+from segtune.core.record import RunSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from cocodata.synthetic import make_demo_dataset
+from segtune.cocodata.synthetic import make_demo_dataset
 
 # pycocotools' decode under numpy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

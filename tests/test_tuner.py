@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from runners.tuner import UNRECORDED_DIR, set_aside_unrecorded_trials
+from segtune.runners.search.tuner import UNRECORDED_DIR, set_aside_unrecorded_trials
 
 
 def test_trial_folders_the_snapshot_does_not_name_are_set_aside(tmp_path):

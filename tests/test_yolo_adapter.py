@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cocodata.prepare import prepare_dataset
-from cocodata.synthetic import make_demo_dataset
-from runners.startup import release_previous_trial
-from trainers.base import TrialContext
-from trainers.yolo.adapter import YoloAdapter
+from segtune.cocodata.prepare import prepare_dataset
+from segtune.cocodata.synthetic import make_demo_dataset
+from segtune.runners.trial.startup import release_previous_trial
+from segtune.trainers.base import TrialContext
+from segtune.trainers.yolo.adapter import YoloAdapter
 
 PARAMS = {"imgsz": 64, "batch": 4, "nbs": 4, "optimizer": "SGD", "lr0": 0.01, "close_mosaic": 0, "seed": 0}
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cocodata.results import ImageRecord, list_images
-from core.errors import ConfigError
-from core.record import PreparedDataset, RunSettings
+from segtune.cocodata.results import ImageRecord, list_images
+from segtune.core.errors import ConfigError
+from segtune.core.record import PreparedDataset, RunSettings
 
 if TYPE_CHECKING:
-    from cocodata.prepare import DataLayout
+    from segtune.cocodata.prepare import DataLayout
 
 # epoch (1-based, epochs completed so far) and the framework's own numbers (losses, lr, native mAP)
 EpochEnd = Callable[[int, dict[str, float]], None]

@@ -4,18 +4,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from core.errors import ConfigError
-from trainers.base import TrainerAdapter
+from segtune.core.errors import ConfigError
+from segtune.trainers.base import TrainerAdapter
 
 # (framework, backend) -> "module:Class". A backend is named after its library; `--backend auto`
 # takes a framework's first backend whose library is importable, so list the preferred one first.
 _ADAPTERS: dict[tuple[str, str], str] = {
-    ("yolo", ""): "trainers.yolo.adapter:YoloAdapter",
-    ("maskrcnn", "detectron2"): "trainers.maskrcnn.detectron2.adapter:Detectron2MaskRCNN",
-    ("maskrcnn", "torchvision"): "trainers.maskrcnn.torchvision.adapter:TorchvisionMaskRCNN",
+    ("yolo", ""): "segtune.trainers.yolo.adapter:YoloAdapter",
+    ("maskrcnn", "detectron2"): "segtune.trainers.maskrcnn.detectron2.adapter:Detectron2MaskRCNN",
+    ("maskrcnn", "torchvision"): "segtune.trainers.maskrcnn.torchvision.adapter:TorchvisionMaskRCNN",
 }
 # Readers of datasets in a framework's own format (`--data FILE`), tried in order.
-_DATASET_READERS: tuple[str, ...] = ("trainers.yolo.dataset_yaml:read_native",)
+_DATASET_READERS: tuple[str, ...] = ("segtune.trainers.yolo.dataset_yaml:read_native",)
 FRAMEWORKS: tuple[str, ...] = tuple(dict.fromkeys(fw for fw, _ in _ADAPTERS))
 BACKENDS: dict[str, tuple[str, ...]] = {
     fw: tuple(b for f, b in _ADAPTERS if f == fw and b) for fw in FRAMEWORKS

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cocodata.results import list_images
-from core.errors import ConfigError
-from trainers.base import TrialContext
+from segtune.cocodata.results import list_images
+from segtune.core.errors import ConfigError
+from segtune.trainers.base import TrialContext
 
 FPN_LEVELS = 5  # P2..P6: anchor sizes need one list per level
 

@@ -16,12 +16,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cocodata.results import ImageRecord, instances_to_coco
-from core.errors import ConfigError
-from trainers.base import (
+from segtune.cocodata.results import ImageRecord, instances_to_coco
+from segtune.core.errors import ConfigError
+from segtune.trainers.base import (
     EpochEnd, ExportFailed, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext,
 )
-from trainers.yolo.dataset_yaml import LAYOUT
+from segtune.trainers.yolo.dataset_yaml import LAYOUT
 
 # Arguments the trial sets itself; a search space may not touch them.
 _CONTROLLED = frozenset({
@@ -103,7 +103,7 @@ class YoloAdapter(TrainerAdapter):
 
     @classmethod
     def data_layouts(cls):
-        from trainers.yolo.layout import ULTRALYTICS_LAYOUT
+        from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
         return (ULTRALYTICS_LAYOUT,)
 
@@ -235,7 +235,7 @@ class YoloAdapter(TrainerAdapter):
             args["resume"] = str(resume_checkpoint)
         trainer = None
         if not self.framework_validates:
-            from trainers.yolo.single_pass import CocoOnlyValTrainer
+            from segtune.trainers.yolo.single_pass import CocoOnlyValTrainer
 
             trainer = CocoOnlyValTrainer
         try:

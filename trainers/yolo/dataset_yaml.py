@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from cocodata import masks
-from cocodata.findings import Findings
-from cocodata.images import ImageInfo, exif_warning, scan_images
-from cocodata.prepare import NativeSource
-from core.errors import DataError
+from segtune.cocodata import masks
+from segtune.cocodata.findings import Findings
+from segtune.cocodata.images import ImageInfo, exif_warning, scan_images
+from segtune.cocodata.prepare import NativeSource
+from segtune.core.errors import DataError
 
 LAYOUT = "ultralytics"  # the name of this framework's data layout (see trainers.yolo.layout)
 COORD_TOLERANCE = 0.01  # Ultralytics accepts points up to 1.01 (and clips); so do we

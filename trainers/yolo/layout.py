@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from cocodata import masks
-from cocodata.prepare import DataLayout
-from trainers.yolo.dataset_yaml import LAYOUT, write_data_yaml
+from segtune.cocodata import masks
+from segtune.cocodata.prepare import DataLayout
+from segtune.trainers.yolo.dataset_yaml import LAYOUT, write_data_yaml
 
 
 def write_yolo_layout(

@@ -30,15 +30,15 @@ from typing import Any
 import detectron2  # noqa: F401  (not installed -> ImportError -> the registry's ConfigError)
 import yaml
 
-from cocodata.results import ImageRecord, instances_to_coco
-from trainers.base import (
+from segtune.cocodata.results import ImageRecord, instances_to_coco
+from segtune.trainers.base import (
     EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext, timed_in_eval_mode,
 )
-from trainers.maskrcnn.detectron2 import params as d2params
-from trainers.maskrcnn.detectron2 import weights as d2weights
-from trainers.maskrcnn.detectron2 import zoo
-from trainers.maskrcnn.detectron2.config import build_cfg
-from trainers.maskrcnn.params import default_values
+from segtune.trainers.maskrcnn.detectron2 import params as d2params
+from segtune.trainers.maskrcnn.detectron2 import weights as d2weights
+from segtune.trainers.maskrcnn.detectron2 import zoo
+from segtune.trainers.maskrcnn.detectron2.config import build_cfg
+from segtune.trainers.maskrcnn.params import default_values
 
 CHECKPOINT_FILE = "model_checkpoint.pth"
 CONFIG_FILE = "config.yaml"
@@ -115,7 +115,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
 
     # ---- one trial -----------------------------------------------------------------------------
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
-        from trainers.maskrcnn.detectron2 import hooks
+        from segtune.trainers.maskrcnn.detectron2 import hooks
         from detectron2.utils.env import seed_all_rng
 
         ctx = self.context
@@ -147,7 +147,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
                 raise
 
     def predict_val(self) -> list[dict[str, Any]]:
-        from trainers.maskrcnn.detectron2.hooks import BatchPredictor
+        from segtune.trainers.maskrcnn.detectron2.hooks import BatchPredictor
 
         if self._trainer is None:
             raise RuntimeError("predict_val() needs a model: call it from the on_epoch_end callback of train()")
@@ -172,7 +172,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
     def single_image_inference(self, image: ImageRecord) -> Iterator[TimedInference]:
         from detectron2.data import detection_utils
 
-        from trainers.maskrcnn.detectron2.hooks import BatchPredictor
+        from segtune.trainers.maskrcnn.detectron2.hooks import BatchPredictor
 
         if self._trainer is None:
             raise RuntimeError("single_image_inference() needs a model: call it from the on_epoch_end callback of train()")
@@ -190,7 +190,7 @@ class Detectron2MaskRCNN(TrainerAdapter):
             yield timed
 
     def save_checkpoint(self, directory: Path) -> None:
-        from trainers.maskrcnn.detectron2.hooks import save_resumable
+        from segtune.trainers.maskrcnn.detectron2.hooks import save_resumable
 
         if self._trainer is None:
             raise RuntimeError("save_checkpoint() needs a running train()")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainers.base import TrialContext
-from trainers.maskrcnn.detectron2.params import WHO, EXTENSION_KEYS, merge, normalise_params
-from trainers.maskrcnn.detectron2.zoo import load_model_config, resolve_model
-from trainers.maskrcnn.params import iters_per_epoch, steps_in_iterations
+from segtune.trainers.base import TrialContext
+from segtune.trainers.maskrcnn.detectron2.params import WHO, EXTENSION_KEYS, merge, normalise_params
+from segtune.trainers.maskrcnn.detectron2.zoo import load_model_config, resolve_model
+from segtune.trainers.maskrcnn.params import iters_per_epoch, steps_in_iterations
 
 SCORE_THRESH_TEST = 0.001  # COCO AP counts low-confidence detections; Detectron2's default is 0.05
 

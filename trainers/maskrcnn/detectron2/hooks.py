@@ -26,8 +26,8 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 
-from cocodata.results import ImageRecord
-from trainers.maskrcnn.params import lr_multiplier
+from segtune.cocodata.results import ImageRecord
+from segtune.trainers.maskrcnn.params import lr_multiplier
 
 LOG_FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 

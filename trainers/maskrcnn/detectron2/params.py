@@ -10,8 +10,8 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from core.errors import ConfigError
-from trainers.maskrcnn.params import PARAM_NAMES, to_python, validate_params
+from segtune.core.errors import ConfigError
+from segtune.trainers.maskrcnn.params import PARAM_NAMES, to_python, validate_params
 
 WHO = "maskrcnn (detectron2)"
 

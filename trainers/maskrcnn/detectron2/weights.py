@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.errors import ConfigError
-from trainers.maskrcnn.detectron2.params import WHO
-from trainers.maskrcnn.detectron2.zoo import URL_PREFIX, zoo_dirs, zoo_weight_urls
+from segtune.core.errors import ConfigError
+from segtune.trainers.maskrcnn.detectron2.params import WHO
+from segtune.trainers.maskrcnn.detectron2.zoo import URL_PREFIX, zoo_dirs, zoo_weight_urls
 
 PROBE_TIMEOUT_S = 5.0
 

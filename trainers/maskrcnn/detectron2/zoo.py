@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
-from trainers.maskrcnn.detectron2.params import WHO, merge
+from segtune.core.errors import ConfigError
+from segtune.trainers.maskrcnn.detectron2.params import WHO, merge
 
 SMALL_MODEL = "segtune/mask_rcnn_R_18_FPN_small"
 URL_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"  # what "detectron2://" stands for

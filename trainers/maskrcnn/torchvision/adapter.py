@@ -25,17 +25,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from cocodata.results import ImageRecord, instances_to_coco
-from core.errors import ConfigError
-from trainers.base import (
+from segtune.cocodata.results import ImageRecord, instances_to_coco
+from segtune.core.errors import ConfigError
+from segtune.trainers.base import (
     EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext, timed_in_eval_mode,
 )
-from trainers.maskrcnn.params import (
+from segtune.trainers.maskrcnn.params import (
     PARAM_NAMES, default_values, iters_per_epoch, steps_in_iterations, validate_params,
 )
-from trainers.maskrcnn.torchvision import models as tvm
-from trainers.maskrcnn.torchvision import rng, solver
-from trainers.maskrcnn.torchvision.data import CocoInstances, decode_image, train_loader
+from segtune.trainers.maskrcnn.torchvision import models as tvm
+from segtune.trainers.maskrcnn.torchvision import rng, solver
+from segtune.trainers.maskrcnn.torchvision.data import CocoInstances, decode_image, train_loader
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "segtune-maskrcnn-torchvision/1"

@@ -17,8 +17,8 @@ import torch
 from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cocodata import masks
-from cocodata.results import ImageRecord, list_images
+from segtune.cocodata import masks
+from segtune.cocodata.results import ImageRecord, list_images
 
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decode once and keep in memory when the decoded split is smaller
 

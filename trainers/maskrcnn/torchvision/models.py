@@ -41,7 +41,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 
-from core.errors import ConfigError
+from segtune.core.errors import ConfigError
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 BOX_SCORE_THRESH = 0.001  # torchvision's 0.05 hides low-confidence detections that COCO AP counts
@@ -272,7 +272,7 @@ def _resnet_fpn(spec: ModelSpec, *, trainable: int, backbone_weights: Any, froze
 
 def _build_architecture(model: str, *, num_classes: int, params: Mapping[str, Any] | None, pretrained: bool,
                         max_detections: int = 100, backbone_weights: Any = None) -> MaskRCNN:
-    from trainers.maskrcnn.params import validate_params
+    from segtune.trainers.maskrcnn.params import validate_params
 
     spec = _check_model_name(model)
     params = validate_params(params or {})

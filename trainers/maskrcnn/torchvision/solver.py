@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.maskrcnn.params import lr_multiplier
+from segtune.trainers.maskrcnn.params import lr_multiplier
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 

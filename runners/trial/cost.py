@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cocodata.results import ImageRecord
-from trainers.base import TrainerAdapter
+from segtune.cocodata.results import ImageRecord
+from segtune.trainers.base import TrainerAdapter
 
 WARMUP_RUNS = {"cpu": 3, "cuda": 10}
 TIMED_RUNS = {"cpu": 10, "cuda": 50}

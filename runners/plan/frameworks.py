@@ -22,14 +22,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from core.choice import FRAMEWORK_KEY, param_key
-from core.errors import ConfigError, SpaceError
-from core.record import RunSettings, default_mode
-from runners.start_points import default_point
-from search_spaces.conditional import ConditionalSpace, FrameworkBranch
-from search_spaces.space import SearchSpace, default_space_path, load_space
-from trainers.base import TrainerAdapter, TrainingShape
-from trainers.registry import BACKENDS, FRAMEWORKS, get_adapter, resolve_backend
+from segtune.core.choice import FRAMEWORK_KEY, param_key
+from segtune.core.errors import ConfigError, SpaceError
+from segtune.core.record import RunSettings, default_mode
+from segtune.runners.plan.start_points import default_point
+from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch
+from segtune.search_spaces.space import SearchSpace, default_space_path, load_space
+from segtune.trainers.base import TrainerAdapter, TrainingShape
+from segtune.trainers.registry import BACKENDS, FRAMEWORKS, get_adapter, resolve_backend
 
 ALL = "all"
 # Options that describe one framework's experiment and have no meaning for several at once.
@@ -166,7 +166,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
     if experiment_dir.exists():
         raise ConfigError(f"experiment {experiment_dir} already exists; continue it with --resume --name {name}, "
                           f"or choose another --name")
-    from cocodata.evaluator import METRIC_KEYS
+    from segtune.cocodata.evaluator import METRIC_KEYS
 
     if args.metric not in METRIC_KEYS and not args.objectives:
         raise ConfigError(f"--metric {args.metric!r}: a search over several frameworks compares them on segtune's "
@@ -184,12 +184,12 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
     layouts = {layout.name: layout for a in adapters.values() for layout in a.data_layouts()}
     dataset = steps._prepare_data(args, tuple(layouts.values()))
 
-    from cocodata.evaluator import CocoEvaluator
-    from runners.budget import search_budget
-    from runners.confirm import chosen_confirm_top, confirm_plan
-    from runners.resources import plan_resources
-    from runners.search import plan_sampler
-    from runners.tuner import build_tuner
+    from segtune.cocodata.evaluator import CocoEvaluator
+    from segtune.runners.plan.budget import search_budget
+    from segtune.runners.plan.confirm import chosen_confirm_top, confirm_plan
+    from segtune.runners.plan.resources import plan_resources
+    from segtune.runners.plan.sampler import plan_sampler
+    from segtune.runners.search.tuner import build_tuner
 
     steps._start_ray(args.address, steps.output_mode(args))
     has_gpu = steps._cluster_has_gpu()
@@ -245,7 +245,7 @@ def _first_point(framework: str, adapter: type[TrainerAdapter], space: SearchSpa
 def _options(args: argparse.Namespace, adapters: dict[str, type[TrainerAdapter]]) -> dict[str, Any]:
     """Adapter options (--iters-per-epoch): taken when at least one framework understands them; the
     others ignore them."""
-    from runners.cli import ADAPTER_OPTIONS
+    from segtune.runners.command.parser import ADAPTER_OPTIONS
 
     given = {name: getattr(args, name) for name in ADAPTER_OPTIONS if getattr(args, name) is not None}
     for name in given:

@@ -27,13 +27,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from core.choice import FRAMEWORK_KEY
-from core.errors import ConfigError
-from core.record import (
-    DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE,
-    trial_dir_name, write_json_atomic,
+from segtune.core.choice import FRAMEWORK_KEY
+from segtune.core.errors import ConfigError
+from segtune.core.record import (
+    DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE, trial_dir_name, write_json_atomic,
 )
-from runners.endings import EndLog
+from segtune.runners.search.endings import EndLog
 
 ABANDONED = "abandoned"  # proposed just before a driver was killed, never known to Ray
 

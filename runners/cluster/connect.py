@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import socket
 
-from core.errors import ConfigError
+from segtune.core.errors import ConfigError
 
 
 def init_ray(address: str | None) -> None:
@@ -21,7 +21,7 @@ def init_ray(address: str | None) -> None:
                 f"'ray start --head' or fix --address"
             ) from None
     if not address:  # a local Ray of our own: its processes end with this driver, however it ends
-        from runners import reaper
+        from segtune.runners.cluster import reaper
 
         reaper.start()
     try:

@@ -19,11 +19,10 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from core.record import DIVERGED_KEY
-from runners.cluster import last_line
-from runners.progress_view import (
-    IMPORTANCE_EVERY, SearchView, TrialView, clock, end_line, end_reason, epoch_line, important_params, live_block,
-    progress_line, start_line,
+from segtune.core.record import DIVERGED_KEY
+from segtune.runners.cluster.connect import last_line
+from segtune.runners.view.progress_view import (
+    IMPORTANCE_EVERY, SearchView, TrialView, clock, end_line, end_reason, epoch_line, important_params, live_block, progress_line, start_line,
 )
 
 OUTPUT_MODES = ("quiet", "default", "verbose")

@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cocodata.evaluator import METRIC_KEYS
-from core.choice import for_trial
-from core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
-from core.score import SCORE_KEY, WINDOW_KEY, RunningScore
-from runners.cost import TrialCost
-from runners.startup import StartupLog, shared_evaluator
-from search_spaces.space import thaw
-from trainers.base import TrainingDiverged, TrialContext
-from trainers.registry import get_adapter
+from segtune.cocodata.evaluator import METRIC_KEYS
+from segtune.core.choice import for_trial
+from segtune.core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
+from segtune.core.score import SCORE_KEY, WINDOW_KEY, RunningScore
+from segtune.runners.trial.cost import TrialCost
+from segtune.runners.trial.startup import StartupLog, shared_evaluator
+from segtune.search_spaces.space import thaw
+from segtune.trainers.base import TrainingDiverged, TrialContext
+from segtune.trainers.registry import get_adapter
 
 # Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
 # exit, stop (training ends before that epoch, as a framework's own early stopping ends it);

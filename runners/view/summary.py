@@ -9,12 +9,11 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from core.record import (
-    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET,
-    FAILURE_KEY, RunSettings,
+from segtune.core.record import (
+    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, FAILURE_KEY, RunSettings,
 )
-from core.score import SCORE_WINDOW
-from runners.cluster import last_line
+from segtune.core.score import SCORE_WINDOW
+from segtune.runners.cluster.connect import last_line
 
 SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 
@@ -22,9 +21,9 @@ SUMMARY_METRICS = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int, str]:
     """The closing text and the exit status (1 when every trial failed, or the time budget ran out
     before any trial reported). `results` is Ray's ResultGrid."""
-    from analysis.confirmed import confirmed_configs, describe, lead_vs_spread
-    from analysis.ranking import best_trial
-    from analysis.trials import load_experiment
+    from segtune.analysis.confirmed import confirmed_configs, describe, lead_vs_spread
+    from segtune.analysis.ranking import best_trial
+    from segtune.analysis.trials import load_experiment
 
     failures: list[str] = []
     for result in results:
@@ -73,9 +72,9 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         ]
     lines += [
         f"watch curves:  tensorboard --logdir {experiment_dir}",
-        f"rank trials:   python analysis/rank.py {experiment_dir}"
+        f"rank trials:   segtune rank {experiment_dir}"
         + ("  (compares the frameworks)" if settings.frameworks else ""),
-        f"export best:   python analysis/export_best.py {experiment_dir} --out {experiment_dir}/best",
+        f"export best:   segtune export {experiment_dir} --out {experiment_dir}/best",
     ]
     return 0, "\n".join(lines)
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from trainers.base import ConfigError
+from segtune.trainers.base import ConfigError
 
 # Ray resources are floats (0.25 GPU, 8.0 CPUs): floor(1.0 / 0.25) must not become 3.
 _EPS = 1e-9

@@ -18,11 +18,10 @@ from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.stopper import TimeoutStopper
 
-from core.record import (
-    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK,
-    END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, trial_dir_name, write_json_atomic,
+from segtune.core.record import (
+    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, trial_dir_name, write_json_atomic,
 )
-from runners.confirm import ConfirmationAwareASHA
+from segtune.runners.search.confirming import ConfirmationAwareASHA
 
 # The one budget of this driver process (see TimeBudget.__setstate__).
 _ACTIVE_BUDGET: list["TimeBudget"] = []

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from core.choice import FRAMEWORK_KEY, is_multi
-from core.record import RunSettings
-from runners.endings import EndLog, RecordingASHA
+from segtune.core.choice import FRAMEWORK_KEY, is_multi
+from segtune.core.record import RunSettings
+from segtune.runners.search.endings import EndLog, RecordingASHA
 
 
 def make_scheduler(settings: RunSettings, end_log: EndLog) -> TrialScheduler:

@@ -19,10 +19,10 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from core.errors import ConfigError
-from core.record import SETTINGS_FILE, RunSettings
-from runners.study import read_study_trials
-from search_spaces.space import SearchSpace
+from segtune.core.errors import ConfigError
+from segtune.core.record import SETTINGS_FILE, RunSettings
+from segtune.runners.search.study import read_study_trials
+from segtune.search_spaces.space import SearchSpace
 
 
 # Attributes that tie a study trial to a trial of ITS experiment (runners/study.py).

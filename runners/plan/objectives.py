@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from cocodata.evaluator import METRIC_KEYS
-from core.errors import ConfigError
-from core.record import default_mode
+from segtune.cocodata.evaluator import METRIC_KEYS
+from segtune.core.errors import ConfigError
+from segtune.core.record import default_mode
 
 # What a trial reports once per epoch that can be an objective besides the COCO metrics
 # (runners/cost.py); `cost/latency_ms` is timed after epochs 1, 2, 4, 8, ... and repeated between.

@@ -16,8 +16,8 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from core.errors import ConfigError
-from search_spaces.space import SearchSpace, freeze, load_yaml, thaw
+from segtune.core.errors import ConfigError
+from segtune.search_spaces.space import SearchSpace, freeze, load_yaml, thaw
 
 LEFT_OUT = object()  # fit_into's answer for a value the distribution cannot take
 

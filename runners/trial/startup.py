@@ -101,7 +101,7 @@ def _follow_trial_streams() -> None:
 def shared_evaluator(val_json: Path, content_hash: str):
     """The COCO evaluator of this dataset's val split, built once per process (ground truth loaded,
     normalised and converted to RLE once) and reused by every trial the process runs."""
-    from cocodata.evaluator import CocoEvaluator
+    from segtune.cocodata.evaluator import CocoEvaluator
 
     key = (str(val_json), content_hash)
     if key not in _evaluators:

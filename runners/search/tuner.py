@@ -15,19 +15,21 @@ from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
-from core.choice import is_multi
-from core.record import RunSettings, trial_dir_name
-from core.score import SCORE_KEY, WINDOW_KEY
-from runners.confirm import ConfirmingSearcher, confirm_plan
-from runners.budget import EpochBudget
-from runners.endings import EndLog, EndReasonCallback, TimeBudget
-from runners.schedulers import make_scheduler
-from runners.search import make_searcher, plan_sampler
-from runners.study import StudyPlace
-from runners.trial import run_trial
-from search_spaces.conditional import ConditionalSpace
-from search_spaces.space import SearchSpace
-from trainers.registry import get_adapter
+from segtune.core.choice import is_multi
+from segtune.core.record import RunSettings, trial_dir_name
+from segtune.core.score import SCORE_KEY, WINDOW_KEY
+from segtune.runners.search.confirming import ConfirmingSearcher
+from segtune.runners.plan.confirm import confirm_plan
+from segtune.runners.search.stoppers import EpochBudget
+from segtune.runners.search.endings import EndLog, EndReasonCallback, TimeBudget
+from segtune.runners.search.schedulers import make_scheduler
+from segtune.runners.search.searcher import make_searcher
+from segtune.runners.plan.sampler import plan_sampler
+from segtune.runners.search.study import StudyPlace
+from segtune.runners.trial.loop import run_trial
+from segtune.search_spaces.conditional import ConditionalSpace
+from segtune.search_spaces.space import SearchSpace
+from segtune.trainers.registry import get_adapter
 
 
 class GrowableSearch(SearchGenerator):
@@ -121,7 +123,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
-    from runners.progress import ray_verbosity
+    from segtune.runners.view.progress import ray_verbosity
 
     if resume:
         _report_set_aside(experiment_dir)
@@ -181,7 +183,7 @@ def _trial_name(trial) -> str:
 
 
 def _progress_view(settings: RunSettings, output: str):
-    from runners.progress import SearchProgress
+    from segtune.runners.view.progress import SearchProgress
 
     return SearchProgress(metric=settings.metric, mode=settings.mode, max_epochs=settings.max_epochs,
                           searched=SearchSpace.from_dict(settings.space).searched,
@@ -193,7 +195,7 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "de
     """An experiment recorded before segtune kept its budget in segtune.json: Ray's own restore."""
     from ray import tune
 
-    from runners.progress import SearchProgress, ray_verbosity
+    from segtune.runners.view.progress import SearchProgress, ray_verbosity
 
     _report_set_aside(experiment_dir)
     tuner = tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
@@ -215,7 +217,7 @@ def set_aside_unrecorded_trials(experiment_dir: Path) -> list[Path]:
     A trial starts (in a reused process: at once) before the next snapshot names it; a driver killed
     in between leaves its folder behind. Ray cannot resume such a trial (the searcher proposes a new
     one in its place), and analysis would show it as running forever. Nothing is deleted."""
-    from analysis.trials import snapshot_trials
+    from segtune.analysis.trials import snapshot_trials
 
     recorded = snapshot_trials(Path(experiment_dir))
     if recorded is None:  # no snapshot, or one Ray is rewriting: nothing can be told apart

@@ -5,8 +5,8 @@ import argparse
 import re
 from pathlib import Path
 
-from core.errors import ConfigError, OneLineErrorParser
-from trainers.registry import BACKENDS, FRAMEWORKS
+from segtune.core.errors import ConfigError, OneLineErrorParser
+from segtune.trainers.registry import BACKENDS, FRAMEWORKS
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Options only some adapters understand (they list them in `TrainerAdapter.options`).
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _framework_list(text: str) -> str:
     """--framework as written, once its names are known ones (argparse turns the error into one line)."""
-    from runners.multi import framework_names
+    from segtune.runners.plan.frameworks import framework_names
 
     try:
         framework_names(text)
@@ -169,8 +169,8 @@ def given_options(argv: list[str]) -> set[str]:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Checks that need no Ray and no data; each failure is one line naming the fix."""
-    from runners.multi import check_framework_args
-    from runners.objectives import check_objective_args
+    from segtune.runners.plan.frameworks import check_framework_args
+    from segtune.runners.plan.objectives import check_objective_args
 
     check_framework_args(args)  # sets args.frameworks; one framework: --model/--weights/--space as single values
     check_objective_args(args)  # sets args.objectives

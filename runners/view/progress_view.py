@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.record import DIVERGED_KEY, FAILURE_KEY
+from segtune.core.record import DIVERGED_KEY, FAILURE_KEY
 
 SHOWN_PARAMS = 4
 # PED-ANOVA on fewer finished trials ranks noise: on 8 synthetic trials whose score followed lr0 it

@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import ConfigError
-from core.record import RunSettings
+from segtune.core.errors import ConfigError
+from segtune.core.record import RunSettings
 
 _START_NEW = "or start a new experiment (--warm-start NAME reuses what this one learned)"
 
