@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segtune.analysis.pareto import LATENCY, accuracy_latency, front_of_trials
-
 from segtune.core.errors import ExperimentError
 
 if TYPE_CHECKING:  # analysis.trials imports analysis.ranking, which imports this module

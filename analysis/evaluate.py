@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-
 from segtune.cocodata.coco_engine import paused_gc
 from segtune.cocodata.evaluator import CocoEvaluator
 from segtune.core.errors import UserError, run_cli

@@ -28,7 +28,6 @@ from typing import Any
 
 import yaml
 
-
 from segtune.analysis.confirmed import confirmed_configs, describe
 from segtune.analysis.costs import model_card_costs, pareto_trials, pick_within_latency, trial_latency
 from segtune.analysis.pareto import LATENCY

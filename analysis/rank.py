@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 from segtune.analysis.compare import COMPARISON_NOTE, markdown_comparison, several_frameworks, text_comparison
 from segtune.analysis.confirmed import confirmed_configs, describe, lead_vs_spread
 from segtune.analysis.costs import COSTS, TERMINAL_COSTS, format_cost, has_costs, pareto_paths

@@ -15,7 +15,6 @@ import html
 import sys
 from pathlib import Path
 
-
 import optuna
 from matplotlib.figure import Figure
 

@@ -23,8 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
-from segtune.analysis.trials import Experiment, TrialSummary
 from segtune.analysis.study import evaluator_for, labels, varied_params
+from segtune.analysis.trials import Experiment, TrialSummary
 
 _MAX_LEGEND = 12
 SLICE_PER_ROW = 3  # Optuna fixes a slice figure's width at 300 px per panel beyond three: at most three a figure

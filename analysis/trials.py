@@ -23,7 +23,20 @@ from segtune.cocodata.evaluator import METRIC_KEYS
 from segtune.core.choice import trial_framework
 from segtune.core.errors import ExperimentError, UserError
 from segtune.core.record import (
-    CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, OPTUNA_TRIAL_FILE, SETTINGS_FILE, RunSettings, default_mode, split_marks,
+    CONFIRM_OF_KEY,
+    CONFIRM_SEED_KEY,
+    DIVERGED_KEY,
+    END_ASHA,
+    END_EPOCH_BUDGET,
+    END_FRAMEWORK,
+    END_REASON_FILE,
+    END_TIME_BUDGET,
+    FAILURE_KEY,
+    OPTUNA_TRIAL_FILE,
+    SETTINGS_FILE,
+    RunSettings,
+    default_mode,
+    split_marks,
 )
 from segtune.core.score import best_window
 

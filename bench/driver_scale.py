@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 import segtune.runners.launch  # noqa: F401  (sets Ray's environment as a real search does)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def trivial_trial(config: dict, settings) -> None:
@@ -89,8 +89,8 @@ def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
 
     from segtune.cocodata.prepare import prepare_dataset
     from segtune.core.record import RunSettings
-    from segtune.runners.search import tuner
     from segtune.runners.cluster.connect import init_ray
+    from segtune.runners.search import tuner as project_tuner
     from segtune.search_spaces.space import default_space_path, load_space
     from segtune.trainers.yolo.adapter import YoloAdapter
 

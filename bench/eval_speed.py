@@ -30,19 +30,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from segtune.cocodata.evaluator import METRIC_KEYS, METRIC_NAMES, CocoEvaluator
 from segtune.cocodata.results import instances_to_coco
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 HEIGHT, WIDTH = 480, 640
 CATEGORY_IDS = (1, 2, 3)

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from segtune.core.record import RunSettings
-from segtune.runners.search import tuner
 from segtune.runners.plan.resources import Resources, plan_resources
+from segtune.runners.search import tuner as project_tuner
 from segtune.search_spaces.space import parse_space
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 METRIC = "score"
 # head: CPU only; workers of uneven size. A plan from cluster totals (26 CPUs / 4 GPUs = 6 per trial)

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 import optuna
 
 from segtune.runners.view.progress import REDRAW_EVERY_S
 from segtune.runners.view.progress_view import SearchView, important_params, live_block
 from segtune.search_spaces.space import load_space
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _search(space, trials: int, running: int) -> SearchView:

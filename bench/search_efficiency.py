@@ -35,12 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from bench.efficiency_table import (
-    METRIC, best_so_far, epochs_to_reach, format_table, method_rows, random_target, search_best, verdict,
+    METRIC,
+    best_so_far,
+    epochs_to_reach,
+    format_table,
+    method_rows,
+    random_target,
+    search_best,
+    verdict,
 )
 from bench.seed_spread import space_with_imgsz
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "microcontroller_seg"
 FRESH_SEED = 1000  # + search seed: the confirmation seed, never one a search trained with

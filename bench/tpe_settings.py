@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from segtune.runners.plan.sampler import plan_sampler
 from segtune.search_spaces.space import load_space
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SPACE = load_space(REPO_ROOT / "search_spaces" / "yolo_cpu.yaml").searched
 BEST_LR = {"SGD": 0.016, "AdamW": 0.004}

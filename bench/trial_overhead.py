@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from segtune.analysis.trials import read_results, snapshot_trials
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # startup.json marks in the order a trial passes them: (mark, label of the phase that ends there)
 PHASES = (

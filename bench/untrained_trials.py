@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from segtune.analysis.trials import load_experiment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ZERO = 0.5  # segm/AP in percent below which a trial counts as "AP 0"
 

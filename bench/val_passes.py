@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from segtune.trainers.yolo.adapter import YoloAdapter
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("YOLO_OFFLINE", "1")
-
-from segtune.trainers.yolo.adapter import YoloAdapter
 
 METRICS = ("segm/AP", "yolo/val/seg_loss")
 

@@ -6,9 +6,10 @@ Every adapter predicts per image (full-resolution masks, contiguous class indice
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -123,7 +123,7 @@ class PreparedDataset:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreparedDataset":
+    def from_dict(cls, data: dict[str, Any]) -> PreparedDataset:
         values = dict(data)
         legacy_yaml = values.pop("yolo_yaml", None)  # records written before layouts existed
         layouts = dict(values.get("layouts") or {})
@@ -142,7 +142,7 @@ class PreparedDataset:
         path.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "PreparedDataset":
+    def load(cls, path: Path) -> PreparedDataset:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -210,7 +210,7 @@ class RunSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSettings":
+    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
         values = dict(data)
         # Records written before the space was stored inline, or before adapter options existed.
         if isinstance(values.get("space"), str):
@@ -225,5 +225,5 @@ class RunSettings:
         write_json_atomic(Path(experiment_dir) / SETTINGS_FILE, self.to_dict())
 
     @classmethod
-    def load(cls, experiment_dir: Path) -> "RunSettings":
+    def load(cls, experiment_dir: Path) -> RunSettings:
         return cls.from_dict(json.loads((Path(experiment_dir) / SETTINGS_FILE).read_text()))

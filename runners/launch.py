@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from segtune.core.errors import ConfigError, SpaceError, run_cli
 from segtune.core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode
 from segtune.core.score import SCORE_KEY, SCORE_WINDOW

@@ -53,7 +53,7 @@ class SearchSpace:
     def keys(self) -> set[str]:
         return set(self.searched) | set(self.fixed)
 
-    def with_fixed(self, values: Mapping[str, Any]) -> "SearchSpace":
+    def with_fixed(self, values: Mapping[str, Any]) -> SearchSpace:
         """A copy where `values` are fixed (they win over searched ranges of the same key)."""
         searched = {k: d for k, d in self.searched.items() if k not in values}
         return SearchSpace(self.source, self.framework, searched, {**self.fixed, **values})
@@ -68,7 +68,7 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         searched = {}
         for key, spec in (data.get("searched") or {}).items():
             distribution = json_to_distribution(json.dumps(spec))

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import edit_annotations
+
 from segtune.runners.launch import main
 
 SPACE_HEADER = "framework: yolo\nparams:\n"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from segtune.core.record import PreparedDataset, RunSettings
-from segtune.runners.search.stoppers import BUDGET_STATE_FILE, EpochBudget
-from segtune.runners.plan.budget import expected_trial_epochs, trials_for_budget
 from segtune.runners.launch import main
+from segtune.runners.plan.budget import expected_trial_epochs, trials_for_budget
+from segtune.runners.search.stoppers import BUDGET_STATE_FILE, EpochBudget
 from segtune.search_spaces.space import parse_space
 
 

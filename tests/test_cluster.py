@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
-
 import pytest
-
 from conftest import run_tune
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, YOLO_TEST_SPACE, run_tune
+
 from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY
 from segtune.core.score import SCORE_KEY, best_window
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import check_cost_rows
 
 from segtune.cocodata.results import ImageRecord
-from conftest import check_cost_rows
 from segtune.runners.trial.cost import TrialCost, timing_image
 from segtune.trainers.base import TimedInference
 

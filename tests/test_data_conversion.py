@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SHARED_DATASET as SHARED
+from conftest import edit_annotations as edit
 
 from segtune.cocodata.prepare import DataLayout, demo_dir_name, prepare_dataset
+from segtune.cocodata.split import split_image_ids
 from segtune.core.errors import DataError
 from segtune.core.record import PreparedDataset
 from segtune.trainers.registry import dataset_readers
 from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
-from segtune.cocodata.split import split_image_ids
-from conftest import SHARED_DATASET as SHARED
-from conftest import edit_annotations as edit
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

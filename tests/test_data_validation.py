@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATASET as SHARED
+from conftest import edit_annotations as edit
+from known_outputs import HEIGHT, WIDTH, write_quirky_coco
 from PIL import Image
 
 from segtune.cocodata.prepare import prepare_dataset
 from segtune.core.errors import DataError
 from segtune.core.record import PreparedDataset
-from conftest import SHARED_DATASET as SHARED
-from conftest import edit_annotations as edit
-from known_outputs import HEIGHT, WIDTH, write_quirky_coco
 from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

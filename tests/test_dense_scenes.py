@@ -8,11 +8,11 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from known_outputs import class_of_level, write_dense_coco, yolo_answer
 
 from segtune.cocodata.evaluator import CocoEvaluator
 from segtune.cocodata.ground_truth import detection_limit
 from segtune.cocodata.prepare import prepare_dataset
-from known_outputs import class_of_level, write_dense_coco, yolo_answer
 from segtune.trainers.base import TrialContext
 
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None

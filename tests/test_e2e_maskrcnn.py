@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import check_cost_rows, keys_without_ground_truth, run_tune
 
 from segtune.cocodata.evaluator import METRIC_KEYS
-from conftest import check_cost_rows, keys_without_ground_truth, run_tune
 
 pytestmark = pytest.mark.e2e
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import keys_without_ground_truth
 
 from segtune.cocodata.evaluator import METRIC_KEYS
-from conftest import keys_without_ground_truth
 
 pytestmark = pytest.mark.e2e
 MAX_EPOCHS = 4

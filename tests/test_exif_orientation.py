@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from known_outputs import WIDTH, class_of_level, write_quirky_coco, yolo_answer
 from PIL import Image, ImageOps
 
 from segtune.cocodata.evaluator import CocoEvaluator
 from segtune.cocodata.prepare import prepare_dataset
 from segtune.cocodata.results import ImageRecord, list_images
 from segtune.core.errors import DataError
-from known_outputs import WIDTH, class_of_level, write_quirky_coco, yolo_answer
 from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
 ORIENTATION = 0x0112
@@ -72,9 +72,9 @@ def tagged(tmp_path_factory):
 
 def _loaders():
     import cv2
+    from ultralytics.utils.patches import imread
 
     from segtune.trainers.maskrcnn.torchvision.data import decode_image
-    from ultralytics.utils.patches import imread
 
     def pil(record: ImageRecord) -> np.ndarray:
         with Image.open(record.path) as image:

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_tune
 
 pytestmark = pytest.mark.e2e

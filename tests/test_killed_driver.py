@@ -9,7 +9,6 @@ import time
 
 import psutil
 import pytest
-
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e

@@ -16,12 +16,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from known_outputs import (
+    HEIGHT,
+    MUTATIONS,
+    WIDTH,
+    class_of_level,
+    detectron2_answer,
+    torchvision_answer,
+    write_quirky_coco,
+    yolo_answer,
+)
 
 from segtune.cocodata.evaluator import CocoEvaluator
 from segtune.cocodata.prepare import prepare_dataset
-from known_outputs import (
-    HEIGHT, MUTATIONS, WIDTH, class_of_level, detectron2_answer, torchvision_answer, write_quirky_coco, yolo_answer,
-)
 from segtune.trainers.base import TrialContext
 
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None

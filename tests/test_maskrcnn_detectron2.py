@@ -26,9 +26,9 @@ pytest.importorskip(
 import torch
 
 from segtune.cocodata.evaluator import METRIC_KEYS, CocoEvaluator
-from segtune.core.record import PreparedDataset
 from segtune.cocodata.synthetic import make_demo_dataset
 from segtune.core.errors import ConfigError
+from segtune.core.record import PreparedDataset
 from segtune.trainers.base import TrainingDiverged, TrialContext
 from segtune.trainers.maskrcnn.detectron2 import config as d2config
 from segtune.trainers.maskrcnn.detectron2 import weights as d2weights

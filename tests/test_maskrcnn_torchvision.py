@@ -16,7 +16,11 @@ from segtune.cocodata.synthetic import make_demo_dataset
 from segtune.core.errors import ConfigError
 from segtune.trainers.base import TrainingDiverged, TrialContext
 from segtune.trainers.maskrcnn.params import (
-    PARAM_NAMES, defaults, lr_multiplier, steps_in_iterations, validate_params,
+    PARAM_NAMES,
+    defaults,
+    lr_multiplier,
+    steps_in_iterations,
+    validate_params,
 )
 from segtune.trainers.maskrcnn.torchvision import models as tvm
 from segtune.trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN

@@ -13,9 +13,9 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import REPO_ROOT, check_cost_rows, run_tune
 
 from segtune.analysis.pareto import pareto_ranks
-from conftest import REPO_ROOT, check_cost_rows, run_tune
 from segtune.core.choice import FRAMEWORK_KEY
 
 pytestmark = pytest.mark.e2e

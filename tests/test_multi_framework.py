@@ -18,9 +18,9 @@ from segtune.core.choice import FRAMEWORK_KEY, for_trial, model_key, param_key, 
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
 from segtune.runners.command.parser import build_parser, validate_args
-from segtune.runners.search.schedulers import FrameworkASHA
 from segtune.runners.plan.frameworks import framework_names, per_framework, resolve_frameworks
 from segtune.runners.plan.objectives import parse_objectives
+from segtune.runners.search.schedulers import FrameworkASHA
 from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch, conditional_space
 from segtune.search_spaces.space import SPACES_DIR, load_space, parse_space
 

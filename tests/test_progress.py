@@ -11,7 +11,15 @@ import pytest
 
 from segtune.core.record import DIVERGED_KEY, FAILURE_KEY
 from segtune.runners.view.progress_view import (
-    MIN_TRIALS_FOR_IMPORTANCE, SearchView, end_line, end_reason, epoch_line, important_params, live_block, progress_line, start_line,
+    MIN_TRIALS_FOR_IMPORTANCE,
+    SearchView,
+    end_line,
+    end_reason,
+    epoch_line,
+    important_params,
+    live_block,
+    progress_line,
+    start_line,
 )
 
 WIDTH = 120

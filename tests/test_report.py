@@ -18,11 +18,10 @@ import pytest
 from optuna.trial import TrialState
 
 from segtune.analysis.ranking import rank_trials
-from segtune.analysis.trials import Experiment, TrialSummary, load_experiment
 from segtune.analysis.report import PNG_NAMES, build_report
 from segtune.analysis.study import importance, scored_study, study_from_experiment
-from segtune.core.record import PreparedDataset
-from segtune.core.record import RunSettings
+from segtune.analysis.trials import Experiment, TrialSummary, load_experiment
+from segtune.core.record import PreparedDataset, RunSettings
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it: "

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from conftest import REPO_ROOT, run_tune
 from test_study_e2e import check_study_matches_trials
 

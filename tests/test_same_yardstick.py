@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from known_outputs import BOX_OVERHANG, write_quirky_coco
 
 from segtune.analysis.evaluate import main as evaluate_main
 from segtune.cocodata import masks
 from segtune.cocodata.evaluator import CocoEvaluator
 from segtune.cocodata.prepare import prepare_dataset
-from known_outputs import BOX_OVERHANG, write_quirky_coco
 
 
 def _predictions(gt: dict) -> list[dict]:

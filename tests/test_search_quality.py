@@ -10,9 +10,9 @@ import yaml
 from segtune.core.errors import ConfigError
 from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY
 from segtune.core.score import SCORE_KEY
-from segtune.runners.search.searcher import make_searcher
 from segtune.runners.plan.sampler import plan_sampler
 from segtune.runners.plan.start_points import LEFT_OUT, default_point, fit_into, start_points
+from segtune.runners.search.searcher import make_searcher
 from segtune.search_spaces.space import default_space_path, load_space, parse_space
 
 SPACE = parse_space({
@@ -120,8 +120,8 @@ def test_start_from_an_exported_config(tmp_path):
 def _confirming(directory, top_k: int = 2, seeds: int = 2, samples: int = 4, asha_stopped: tuple[str, ...] = ()):
     """A confirming searcher around the experiment's study searcher (the study lives in `directory`:
     a second one made there reconnects to it, as a resumed search does)."""
-    from segtune.runners.search.confirming import ConfirmingSearcher
     from segtune.runners.plan.confirm import ConfirmPlan
+    from segtune.runners.search.confirming import ConfirmingSearcher
     from segtune.runners.search.endings import EndLog, TimeBudget
     from segtune.runners.search.study import StudyPlace
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import run_tune
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from conftest import run_tune
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
 from segtune.search_spaces.space import SearchSpace

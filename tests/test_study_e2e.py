@@ -10,10 +10,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import REPO_ROOT, YOLO_TEST_SPACE
 from optuna.trial import TrialState
 
 from segtune.analysis.trials import load_experiment, read_results
-from conftest import REPO_ROOT, YOLO_TEST_SPACE
 from segtune.core.record import RunSettings
 
 pytestmark = pytest.mark.e2e

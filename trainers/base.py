@@ -99,7 +99,7 @@ class TrialContext:
         return self.device.startswith("cuda")
 
     @classmethod
-    def for_experiment(cls, settings: RunSettings, output_dir: Path, device: str) -> "TrialContext":
+    def for_experiment(cls, settings: RunSettings, output_dir: Path, device: str) -> TrialContext:
         """The context of a trial (or of an export) of the experiment `settings` describes."""
         return cls(
             dataset=settings.dataset, output_dir=output_dir, max_epochs=settings.max_epochs, device=device,
@@ -177,7 +177,7 @@ class TrainerAdapter(ABC):
         return frozenset()
 
     @classmethod
-    def data_layouts(cls) -> tuple["DataLayout", ...]:
+    def data_layouts(cls) -> tuple[DataLayout, ...]:
         """Forms of the data this adapter trains on besides the COCO JSONs (e.g. its framework's own
         folder layout); the runner prepares them once, before any trial, into the dataset cache."""
         return ()

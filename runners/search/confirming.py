@@ -20,7 +20,6 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from segtune.core.choice import FRAMEWORK_KEY
 from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY
 from segtune.runners.plan.confirm import ConfirmPlan, confirmation_seeds
 

@@ -19,12 +19,23 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.stopper import TimeoutStopper
 
 from segtune.core.record import (
-    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_REASON_FILE, END_TIME_BUDGET, FAILURE_KEY, trial_dir_name, write_json_atomic,
+    DIVERGED_KEY,
+    END_ASHA,
+    END_DIVERGED,
+    END_EPOCH_BUDGET,
+    END_FAILED,
+    END_FINISHED,
+    END_FRAMEWORK,
+    END_REASON_FILE,
+    END_TIME_BUDGET,
+    FAILURE_KEY,
+    trial_dir_name,
+    write_json_atomic,
 )
 from segtune.runners.search.confirming import ConfirmationAwareASHA
 
 # The one budget of this driver process (see TimeBudget.__setstate__).
-_ACTIVE_BUDGET: list["TimeBudget"] = []
+_ACTIVE_BUDGET: list[TimeBudget] = []
 
 
 class TimeBudget(TimeoutStopper):
@@ -45,7 +56,7 @@ class TimeBudget(TimeoutStopper):
         super().__setstate__(state)
         self._restored = True
 
-    def _current(self) -> "TimeBudget | None":
+    def _current(self) -> TimeBudget | None:
         if not self._restored:
             return self
         return _ACTIVE_BUDGET[0] if _ACTIVE_BUDGET and _ACTIVE_BUDGET[0] is not self else None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+from segtune.runners.plan.sampler import SamplerPlan, plan_sampler
 from segtune.runners.search.endings import EndLog
 from segtune.runners.search.study import StudyPlace, StudySearch
-from segtune.runners.plan.sampler import SamplerPlan, plan_sampler
 from segtune.search_spaces.conditional import ConditionalSpace
 from segtune.search_spaces.space import SearchSpace
 

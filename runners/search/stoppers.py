@@ -20,7 +20,7 @@ from segtune.core.record import write_json_atomic
 
 BUDGET_STATE_FILE = "segtune-budget.json"
 # The one epoch budget of this driver process (see EpochBudget.__setstate__).
-_ACTIVE_BUDGET: list["EpochBudget"] = []
+_ACTIVE_BUDGET: list[EpochBudget] = []
 
 
 class EpochBudget(Stopper):
@@ -43,7 +43,7 @@ class EpochBudget(Stopper):
         self.__dict__.update(state)
         self._restored = True
 
-    def _current(self) -> "EpochBudget":
+    def _current(self) -> EpochBudget:
         if self._restored and _ACTIVE_BUDGET and _ACTIVE_BUDGET[0] is not self:
             return _ACTIVE_BUDGET[0]
         return self

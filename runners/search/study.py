@@ -30,7 +30,15 @@ from ray.tune.search.optuna import OptunaSearch
 from segtune.core.choice import FRAMEWORK_KEY
 from segtune.core.errors import ConfigError
 from segtune.core.record import (
-    DIVERGED_KEY, END_ASHA, END_EPOCH_BUDGET, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, OPTUNA_TRIAL_FILE, trial_dir_name, write_json_atomic,
+    DIVERGED_KEY,
+    END_ASHA,
+    END_EPOCH_BUDGET,
+    END_FINISHED,
+    END_FRAMEWORK,
+    END_TIME_BUDGET,
+    OPTUNA_TRIAL_FILE,
+    trial_dir_name,
+    write_json_atomic,
 )
 from segtune.runners.search.endings import EndLog
 

@@ -13,18 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from segtune.core.choice import is_multi
 from segtune.core.record import RunSettings, trial_dir_name
 from segtune.core.score import SCORE_KEY, WINDOW_KEY
-from segtune.runners.search.confirming import ConfirmingSearcher
 from segtune.runners.plan.confirm import confirm_plan
-from segtune.runners.search.stoppers import EpochBudget
+from segtune.runners.plan.sampler import plan_sampler
+from segtune.runners.search.confirming import ConfirmingSearcher
 from segtune.runners.search.endings import EndLog, EndReasonCallback, TimeBudget
 from segtune.runners.search.schedulers import make_scheduler
 from segtune.runners.search.searcher import make_searcher
-from segtune.runners.plan.sampler import plan_sampler
+from segtune.runners.search.stoppers import EpochBudget
 from segtune.runners.search.study import StudyPlace
 from segtune.runners.trial.loop import run_trial
 from segtune.search_spaces.conditional import ConditionalSpace

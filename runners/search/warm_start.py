@@ -24,7 +24,6 @@ from segtune.core.record import SETTINGS_FILE, RunSettings
 from segtune.runners.search.study import read_study_trials
 from segtune.search_spaces.space import SearchSpace
 
-
 # Attributes that tie a study trial to a trial of ITS experiment (runners/study.py).
 _OWN_ATTRS = ("segtune_trial_id", "trial_dir")
 

@@ -36,7 +36,7 @@ class StartupLog:
         _trials_in_process += 1
 
     @classmethod
-    def begin(cls) -> "StartupLog":
+    def begin(cls) -> StartupLog:
         """Start timing a trial; in a reused process, first free what the previous trial left."""
         log = cls()
         if log.trials_before:

@@ -22,7 +22,17 @@ from ray.tune import Callback
 from segtune.core.record import DIVERGED_KEY
 from segtune.runners.cluster.connect import last_line
 from segtune.runners.view.progress_view import (
-    IMPORTANCE_EVERY, SearchView, TrialView, clock, end_line, end_reason, epoch_line, important_params, live_block, progress_line, start_line,
+    IMPORTANCE_EVERY,
+    SearchView,
+    TrialView,
+    clock,
+    end_line,
+    end_reason,
+    epoch_line,
+    important_params,
+    live_block,
+    progress_line,
+    start_line,
 )
 
 OUTPUT_MODES = ("quiet", "default", "verbose")
@@ -189,7 +199,7 @@ def _error_text(trial) -> str:
         return "unknown error (see the trial's error.txt)"
 
 
-def _make_printer(output: str, stream: TextIO) -> "_Printer":
+def _make_printer(output: str, stream: TextIO) -> _Printer:
     live = output == "default" and stream.isatty() and os.environ.get("TERM", "") != "dumb"
     return (_LivePrinter if live else _Printer)(stream, output)
 

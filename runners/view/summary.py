@@ -10,7 +10,16 @@ import collections
 from pathlib import Path
 
 from segtune.core.record import (
-    DIVERGED_KEY, END_ASHA, END_DIVERGED, END_EPOCH_BUDGET, END_FAILED, END_FINISHED, END_FRAMEWORK, END_TIME_BUDGET, FAILURE_KEY, RunSettings,
+    DIVERGED_KEY,
+    END_ASHA,
+    END_DIVERGED,
+    END_EPOCH_BUDGET,
+    END_FAILED,
+    END_FINISHED,
+    END_FRAMEWORK,
+    END_TIME_BUDGET,
+    FAILURE_KEY,
+    RunSettings,
 )
 from segtune.core.score import SCORE_WINDOW
 from segtune.runners.cluster.connect import last_line

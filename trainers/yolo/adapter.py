@@ -19,7 +19,13 @@ from typing import Any
 from segtune.cocodata.results import ImageRecord, instances_to_coco
 from segtune.core.errors import ConfigError
 from segtune.trainers.base import (
-    EpochEnd, ExportFailed, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext,
+    EpochEnd,
+    ExportFailed,
+    TimedInference,
+    TrainerAdapter,
+    TrainingDiverged,
+    TrainingShape,
+    TrialContext,
 )
 from segtune.trainers.yolo.dataset_yaml import LAYOUT
 

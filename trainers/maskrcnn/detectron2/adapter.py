@@ -32,7 +32,13 @@ import yaml
 
 from segtune.cocodata.results import ImageRecord, instances_to_coco
 from segtune.trainers.base import (
-    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext, timed_in_eval_mode,
+    EpochEnd,
+    TimedInference,
+    TrainerAdapter,
+    TrainingDiverged,
+    TrainingShape,
+    TrialContext,
+    timed_in_eval_mode,
 )
 from segtune.trainers.maskrcnn.detectron2 import params as d2params
 from segtune.trainers.maskrcnn.detectron2 import weights as d2weights
@@ -115,8 +121,9 @@ class Detectron2MaskRCNN(TrainerAdapter):
 
     # ---- one trial -----------------------------------------------------------------------------
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
-        from segtune.trainers.maskrcnn.detectron2 import hooks
         from detectron2.utils.env import seed_all_rng
+
+        from segtune.trainers.maskrcnn.detectron2 import hooks
 
         ctx = self.context
         data = ctx.dataset

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from segtune.trainers.base import TrialContext
-from segtune.trainers.maskrcnn.detectron2.params import WHO, EXTENSION_KEYS, merge, normalise_params
+from segtune.trainers.maskrcnn.detectron2.params import EXTENSION_KEYS, WHO, merge, normalise_params
 from segtune.trainers.maskrcnn.detectron2.zoo import load_model_config, resolve_model
 from segtune.trainers.maskrcnn.params import iters_per_epoch, steps_in_iterations
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils
+from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
 from detectron2.data import transforms as T
 from detectron2.data.datasets import load_coco_json
 from detectron2.engine import DefaultTrainer, HookBase, hooks

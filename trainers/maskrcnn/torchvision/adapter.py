@@ -28,10 +28,20 @@ from torch import nn
 from segtune.cocodata.results import ImageRecord, instances_to_coco
 from segtune.core.errors import ConfigError
 from segtune.trainers.base import (
-    EpochEnd, TimedInference, TrainerAdapter, TrainingDiverged, TrainingShape, TrialContext, timed_in_eval_mode,
+    EpochEnd,
+    TimedInference,
+    TrainerAdapter,
+    TrainingDiverged,
+    TrainingShape,
+    TrialContext,
+    timed_in_eval_mode,
 )
 from segtune.trainers.maskrcnn.params import (
-    PARAM_NAMES, default_values, iters_per_epoch, steps_in_iterations, validate_params,
+    PARAM_NAMES,
+    default_values,
+    iters_per_epoch,
+    steps_in_iterations,
+    validate_params,
 )
 from segtune.trainers.maskrcnn.torchvision import models as tvm
 from segtune.trainers.maskrcnn.torchvision import rng, solver
