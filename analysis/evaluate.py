@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             "PRED_JSON is a COCO results list: [{image_id, category_id, score, segmentation "
             "(RLE or polygons at the image's full resolution), bbox [x, y, w, h] (optional)}, "
             "...]. "
-            "Example: python analysis/evaluate.py data/annotations/instances_val.json preds.json"
+            "Example: segtune evaluate data/annotations/instances_val.json preds.json"
         ),
     )
     parser.add_argument("gt_json", type=Path, metavar="GT_JSON",

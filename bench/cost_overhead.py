@@ -57,7 +57,8 @@ def report(experiment: Path, default_epochs: int) -> None:
             continue
         measured = {r["cost/latency_epoch"]: r["cost/latency_ms"] for r in rows}
         overhead = rows[-1]["segtune/cost_time_s"]
-        steady = statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1 else rows[0]["time_this_iter_s"]
+        steady = (statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1
+                  else rows[0]["time_this_iter_s"])
         per_measurement.append(overhead / len(measured))
         in_epochs.append(per_measurement[-1] / steady)
         shares.append(overhead / rows[-1]["time_total_s"])

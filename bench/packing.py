@@ -121,7 +121,8 @@ def run_search(gpus_per_trial: float, args: argparse.Namespace, storage: Path) -
     # The project's Tuner, searcher and scheduler, with the sleeping trainable in place of run_trial
     # (which, like YOLO's and torchvision's, may run in a reused process).
     with mock.patch.object(project_tuner, "make_trainable", sleeping_trainable), \
-            mock.patch.object(project_tuner, "reuse_processes", lambda settings: True), _fresh_actors(args.fresh_actors):
+            mock.patch.object(project_tuner, "reuse_processes", lambda settings: True), \
+            _fresh_actors(args.fresh_actors):
         tuner = project_tuner.build_tuner(settings, space, experiment_dir, output="quiet")
     with contextlib.redirect_stdout(io.StringIO()):  # Tune's own progress tables: not this report
         results = tuner.fit()

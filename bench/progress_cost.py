@@ -56,7 +56,7 @@ def main() -> int:
     important_params(_search(space, 16, running=0), space.searched)  # Optuna's first call imports more
     for trials in (16, 64, 256):
         ended = _search(space, trials, running=0)
-        cost = _seconds(lambda: important_params(ended, space.searched), 5)
+        cost = _seconds(lambda ended=ended: important_params(ended, space.searched), 5)
         print(f"PED-ANOVA ranking over {trials:>3} ended trials: {cost * 1e3:.1f} ms = "
               f"{cost / REDRAW_EVERY_S:.1%} of one redraw interval, once per 8 ended trials")
     return 0

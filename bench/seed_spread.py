@@ -121,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.framework} on {name}, default configuration, {args.seeds} seeds x {args.max_epochs} epochs: "
           f"score {figures['mean']:.1f} ± {figures['sd']:.1f} (best {METRIC} {best['mean']:.1f} ± {best['sd']:.1f})")
     print(f"noise: two single-seed trials differ by up to {figures['noise_single']:.1f} score points 19 times in 20; "
-          f"two configurations confirmed with {args.confirm_seeds} seeds each, by up to {figures['noise_confirmed']:.1f}")
-    (out / "spread.json").write_text(json.dumps({"framework": args.framework, "data": name, "max_epochs": args.max_epochs,
-                                                 "seeds": results, "score": figures, "best": best}, indent=1))
+          f"two configurations confirmed with {args.confirm_seeds} seeds each, "
+          f"by up to {figures['noise_confirmed']:.1f}")
+    summary = {"framework": args.framework, "data": name, "max_epochs": args.max_epochs,
+               "seeds": results, "score": figures, "best": best}
+    (out / "spread.json").write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -99,7 +99,8 @@ def report(experiment: Path, wall: float, slots: int, clock: float) -> float:
         if not group:
             continue
         startup = statistics.median(t["startup"] for t in group)
-        print(f"per-trial startup, {kind} process ({len(group)} trials): {startup:.2f} s = {startup / epoch:.2f} epochs")
+        print(f"per-trial startup, {kind} process ({len(group)} trials): "
+              f"{startup:.2f} s = {startup / epoch:.2f} epochs")
         for label in dict.fromkeys(label for t in group for label in t["phases"]):
             values = [t["phases"][label] for t in group if label in t["phases"]]
             print(f"    {label:<52} {statistics.median(values):6.2f} s")
@@ -130,7 +131,8 @@ def _trial(trial_dir: Path, ray_start: float | None) -> dict | None:
     ray_start = ray_start or marks["trial_start"]
     launch = ray_start if reused else marks["process_start"]
     first_report, last_report = ray_start + rows[0]["time_this_iter_s"], ray_start + rows[-1]["time_total_s"]
-    steady = statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1 else rows[0]["time_this_iter_s"]
+    steady = (statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1
+              else rows[0]["time_this_iter_s"])
     times = {"process_start": marks["process_start"], **{k: v for k, v in marks.items() if isinstance(v, float)},
              **marks["adapter"]}
     phases, previous = {}, launch

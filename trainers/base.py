@@ -1,6 +1,6 @@
 """The interface every framework adapter implements, and what a trial hands it.
 
-Lifecycle of one trial (driven by `runners/trial.py`):
+Lifecycle of one trial (driven by `segtune.runners.trial`):
     adapter = Adapter(params, context)          # build from a config; validate it
     adapter.train(on_epoch_end, resume_from)    # framework loop; after each epoch-sized unit it
         -> on_epoch_end(epoch, native_metrics)  #   calls back; the callback asks for
@@ -109,7 +109,43 @@ class TrialContext:
 
 
 class TrainerAdapter(ABC):
-    """Train one configuration of one framework and answer for it in COCO terms."""
+    """Train one configuration of one framework and answer for it in COCO terms: the extension point.
+
+    A framework joins segtune with one subclass, registered by name in `segtune.trainers.registry`.
+    The driver uses the class methods before any trial starts (keys, defaults, model, data layouts);
+    each trial builds one instance in its worker process and calls `train`, which calls back after
+    every epoch; the callback asks for `predict_val` (scored by segtune's one COCO evaluator),
+    `save_checkpoint` and now and then `single_image_inference`. The framework library is imported
+    inside the adapter's methods only, so that users of one framework never need another.
+
+    Args:
+        params: one configuration: the searched and fixed hyperparameters under the framework's own
+            names (`param_names`), including `seed_key`. Checked by `check_params`.
+        context: everything about the trial that is not a hyperparameter (data, output directory,
+            epochs, device, model, weights).
+
+    Raises:
+        ConfigError: a key the framework does not have, or a value it refuses (one line, with the fix).
+
+    Example:
+        A minimal adapter (see `trainers/yolo/adapter.py` for a complete one)::
+
+            class MyAdapter(TrainerAdapter):
+                framework = "mine"
+                native_prefix = "mine/"
+                default_model = "mine-small.yaml"
+
+                @classmethod
+                def param_names(cls):
+                    return frozenset({"lr", "seed"})
+
+                def train(self, on_epoch_end, resume_from=None):
+                    for epoch in range(1, self.context.max_epochs + 1):
+                        loss = ...  # one epoch of the framework's own loop
+                        on_epoch_end(epoch, {"mine/loss": loss})
+
+                ...  # predict_val, single_image_inference, save_checkpoint, weights_in_checkpoint
+    """
 
     framework: ClassVar[str]  # registry name, e.g. "yolo", "maskrcnn"
     backend: ClassVar[str] = ""  # e.g. "torchvision", "detectron2"; "" when there is one
@@ -145,6 +181,14 @@ class TrainerAdapter(ABC):
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Refuse a configuration the framework cannot train, before anything starts.
+
+        Args:
+            params: a configuration (values may be the first value of each searched range).
+
+        Raises:
+            ConfigError: an unknown key (the base check) or a refused value (subclasses add theirs).
+        """
         unknown = sorted(set(params) - cls.param_names())
         if unknown:
             raise ConfigError(
@@ -161,11 +205,30 @@ class TrainerAdapter(ABC):
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:
-        """Raise ConfigError when the model or weights cannot be used here (missing, corrupt, offline)."""
+        """Check that the model and weights can be used here; nothing to check by default.
+
+        Args:
+            model: a model config, architecture or weights file as the framework names them.
+            weights: weights to start from (a file or a model-zoo name), or None.
+
+        Raises:
+            ConfigError: missing, corrupt, or needs a download that cannot happen (offline).
+        """
 
     @classmethod
     def resolve_model(cls, model: str, weights: str | None) -> tuple[str, str | None]:
-        """The model and weights as every trial will see them (absolute paths where local); checked."""
+        """The model and weights as every trial will see them.
+
+        Args:
+            model: as given by the user ("" for the adapter's default).
+            weights: as given, or None (from scratch, or from the model file itself).
+
+        Returns:
+            (model, weights): the default model filled in, a local weights file made absolute.
+
+        Raises:
+            ConfigError: from `check_model`.
+        """
         cls.check_model(model, weights)
         if weights and Path(weights).expanduser().exists():
             weights = str(Path(weights).expanduser().resolve())
@@ -191,8 +254,14 @@ class TrainerAdapter(ABC):
     def train(self, on_epoch_end: EpochEnd, resume_from: Path | None = None) -> None:
         """Train up to `context.max_epochs`, calling `on_epoch_end` after each epoch-sized unit.
 
-        `resume_from` is a directory written by `save_checkpoint`: continue after its epoch.
-        Raise TrainingDiverged when the loss is no longer finite.
+        Args:
+            on_epoch_end: called as `on_epoch_end(epoch, native_metrics)` after each epoch (1-based
+                count of epochs completed; the framework's own losses, lr, native mAP). The model
+                must be usable by `predict_val` and `save_checkpoint` during the call.
+            resume_from: a directory written by `save_checkpoint`: continue after its epoch.
+
+        Raises:
+            TrainingDiverged: the loss is no longer finite (the trial ends with that reason recorded).
         """
 
     def record_milestone(self, name: str) -> None:
@@ -213,8 +282,13 @@ class TrainerAdapter(ABC):
 
     @abstractmethod
     def predict_val(self) -> list[dict[str, Any]]:
-        """COCO results (image_id, category_id, bbox xywh, score, RLE segmentation at full
-        resolution) of the current model on the val split, original category ids."""
+        """The current model's predictions on the val split, for segtune's COCO evaluator.
+
+        Returns:
+            COCO results: dicts with image_id, category_id (the dataset's original ids, mapped back
+            from class indices), bbox (xywh), score, segmentation (RLE at the image's full resolution);
+            at most `context.max_detections` per image.
+        """
 
     @abstractmethod
     def single_image_inference(self, image: ImageRecord) -> AbstractContextManager[TimedInference]:
@@ -223,7 +297,12 @@ class TrainerAdapter(ABC):
 
     @abstractmethod
     def save_checkpoint(self, directory: Path) -> None:
-        """Write everything needed to resume training after the current epoch into `directory`."""
+        """Write everything needed to resume training after the current epoch.
+
+        Args:
+            directory: an empty directory; Ray copies it into the trial's checkpoint, and a resumed
+                trial gets it back as `train(resume_from=...)`.
+        """
 
     # ---- after the search --------------------------------------------------------------------
     @classmethod

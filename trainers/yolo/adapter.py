@@ -118,7 +118,8 @@ class YoloAdapter(TrainerAdapter):
         super().check_params(params)
         if params.get("optimizer") == "auto":
             # 'auto' picks its own lr and momentum and silently ignores the searched lr0/momentum.
-            raise ConfigError("yolo: optimizer 'auto' ignores lr0 and momentum; search explicit optimizers (SGD, AdamW, ...)")
+            raise ConfigError("yolo: optimizer 'auto' ignores lr0 and momentum; "
+                              "search explicit optimizers (SGD, AdamW, ...)")
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:
@@ -137,7 +138,8 @@ class YoloAdapter(TrainerAdapter):
                 yaml_model_load(model)
             except Exception:
                 raise ConfigError(
-                    f"yolo: model config {model!r} not found; pass a YAML path or an Ultralytics name like yolo11n-seg.yaml"
+                    f"yolo: model config {model!r} not found; pass a YAML path or an Ultralytics name "
+                    f"like yolo11n-seg.yaml"
                 ) from None
         elif _is_yolo_weights(model):
             model = cls._resolve_weights(model)
@@ -171,7 +173,8 @@ class YoloAdapter(TrainerAdapter):
 
             load_checkpoint(str(local))
         except Exception as exc:
-            raise ConfigError(f"yolo: weights file {local} cannot be loaded ({type(exc).__name__}); it is corrupt or not an Ultralytics checkpoint") from None
+            raise ConfigError(f"yolo: weights file {local} cannot be loaded ({type(exc).__name__}); "
+                              f"it is corrupt or not an Ultralytics checkpoint") from None
         return str(local.resolve())
 
     # ---- one trial -----------------------------------------------------------------------------
@@ -402,7 +405,8 @@ class YoloAdapter(TrainerAdapter):
                     exported = YOLO(str(best), task="segment").export(
                         format="onnx", imgsz=imgsz, simplify=simplify, dynamic=False, device="cpu", verbose=False)
                 except Exception as exc:  # best.pt and the rest stand: report, do not crash
-                    raise ExportFailed(f"ONNX export failed ({type(exc).__name__}: {exc}); rerun with --no-onnx") from exc
+                    raise ExportFailed(f"ONNX export failed ({type(exc).__name__}: {exc}); "
+                                       f"rerun with --no-onnx") from exc
                 files.append(Path(exported))
         finally:
             LOGGER.setLevel(level)

@@ -182,15 +182,17 @@ class Detectron2MaskRCNN(TrainerAdapter):
         from segtune.trainers.maskrcnn.detectron2.hooks import BatchPredictor
 
         if self._trainer is None:
-            raise RuntimeError("single_image_inference() needs a model: call it from the on_epoch_end callback of train()")
+            raise RuntimeError("single_image_inference() needs a model: "
+                               "call it from the on_epoch_end callback of train()")
         predictor = BatchPredictor(self._cfg, self._trainer.model, batch_size=1)
         pixels = detection_utils.read_image(str(image.path), format=predictor.input_format)
 
         def run() -> int:
             instances = predictor.predict(pixels, image)
             masks = instances.pred_masks
+            binary = masks >= 0.5 if masks.dtype.is_floating_point else masks
             outputs = (instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
-                       instances.pred_classes.numpy(), (masks >= 0.5 if masks.dtype.is_floating_point else masks).numpy())
+                       instances.pred_classes.numpy(), binary.numpy())
             return len(outputs[0])
 
         with timed_in_eval_mode(run, self._trainer.model) as timed:
