@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,8 @@ def _load_module(source: str):
     path = Path(source)
     if not path.is_absolute() or not path.is_file():
         raise ConfigError(f"{EXTRA_HOOKS_ENV}: {source} is not an absolute path to a file; give one")
-    name = f"segtune_trial_hooks_{path.stem}"  # registered: dataclasses and pickle look modules up there
+    # Registered (dataclasses and pickle look modules up there), once per file and process.
+    name = f"segtune_trial_hooks_{path.stem}_{zlib.crc32(str(path.resolve()).encode()):08x}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
