@@ -1,4 +1,4 @@
-"""The cost of every trial (runners/cost.py) and the accuracy-latency trade-off in rank, report and export.
+"""The cost of every trial (runners/trial/cost.py) and the accuracy-latency trade-off in rank, report and export.
 
 The real measurements come from the session's YOLO search (`yolo_experiment`); the torchvision and
 Detectron2 searches check theirs in test_e2e_maskrcnn.py (`check_cost_rows`). Choosing trials by

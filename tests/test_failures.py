@@ -1,7 +1,7 @@
 """Trial failures in real searches: recorded with their reason, retried on request, never fatal
 to the search — unless every trial fails, which the runner says plainly (exit status 1).
 
-Faults are injected with SEGTUNE_INJECT_FAULT (see runners/trial.py) into real YOLO trials.
+Faults are injected into real YOLO trials by a hook the tests add (tests/fault_hooks.py).
 """
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import run_tune
+from fault_hooks import fault_env
 
 pytestmark = pytest.mark.e2e
 
 
 def _search(tmp_path: Path, data: Path, monkeypatch, fault: str, *args: str):
-    monkeypatch.setenv("SEGTUNE_INJECT_FAULT", fault)
+    for name, value in fault_env(fault).items():
+        monkeypatch.setenv(name, value)
     return run_tune("--framework", "yolo", "--data", str(data), "--storage", str(tmp_path), "--name", "exp",
                     "--cache-dir", str(tmp_path / "cache"), "--grace-period", "1", *args)
 

@@ -1,4 +1,4 @@
-"""runners/startup.py: what a reused trial process carries from one trial to the next."""
+"""runners/trial/startup.py: what a reused trial process carries from one trial to the next."""
 from __future__ import annotations
 
 import io

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import REPO_ROOT, YOLO_TEST_SPACE
+from fault_hooks import fault_env
 from optuna.trial import TrialState
 
 from segtune.analysis.trials import load_experiment, read_results
@@ -94,7 +95,7 @@ def grown(tmp_path_factory, tiny_demo_data) -> dict:
     first = _tune(*common, "--data", str(tiny_demo_data), "--space", str(storage / "space.yaml"),
                   "--num-samples", "2", "--max-epochs", "2", "--grace-period", "2", "--metric", "yolo/val/seg_loss",
                   "--cpus-per-trial", "1", "--cache-dir", str(storage / "cache"),
-                  env={"SEGTUNE_INJECT_FAULT": "stop@2:first"})
+                  env=fault_env("stop@2:first"))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     experiment = storage / "small"
     before = {tid: (experiment / f"trial_{tid}" / "result.json").read_text() for tid in _trial_ids(experiment)}

@@ -52,8 +52,9 @@ _MB = float(1 << 20)
 
 
 class TrialCost:
-    """Measures one trial. The trial calls `epoch_trained` when an epoch callback starts, `metrics`
-    for the row it reports, `save` into the checkpoint, and `training_resumes` when it hands back."""
+    """Measures one trial. Its hook (hooks.py: CostHook) calls `epoch_trained` when an epoch callback
+    starts, `metrics` for the row it reports, `save` into the checkpoint, and `training_resumes` when
+    it hands back."""
 
     def __init__(self, adapter: TrainerAdapter, device: str) -> None:
         self.adapter = adapter
@@ -65,7 +66,7 @@ class TrialCost:
         self.overhead_s = 0.0
         import torch
 
-        # The trial's CPU threads (runners/trial.py sets them from --cpus-per-trial) before any framework
+        # The trial's CPU threads (loop.py sets them from --cpus-per-trial) before any framework
         # changes them (Ultralytics sets min(8, cores - 1)): every framework is timed with as many.
         self.threads = torch.get_num_threads()
         self.training_resumes()

@@ -1,40 +1,55 @@
-"""One trial: a Ray Tune function trainable — a loop that evaluates, reports and checkpoints.
+"""One trial: a Ray Tune function trainable — the framework's adapter trains, a small loop drives hooks.
 
-The framework's adapter trains; after each epoch it calls back here, and this module turns the
-model into COCO metrics (one evaluator for every framework), a checkpoint, and one `tune.report`.
+After each epoch the adapter calls back here, and the loop calls the hooks (hooks.py), each phase
+over every hook in the order of `trial_hooks`, then makes the epoch's one `tune.report`:
+
+    epoch_trained   CostHook stops the epoch clock; StartupHook marks the first epoch
+    after_epoch     one result row, filled in this order:
+                    EvaluationHook  segtune's COCO metrics, the framework's own numbers, epoch, eval time
+                    ContextHook     trial time, node, device, GPU, AMP
+                    DivergenceHook  diverged = 0
+                    CostHook        cost/* (inference timed after epochs 1, 2, 4, 8, ...)
+                    ScoreHook       the search metric (its worst value if missing), window and score
+                    StartupHook     startup.json, before the first report
+    save            a checkpoint staged outside the trial dir: the adapter's files (CheckpointHook),
+                    the cost and score state
+    tune.report     the row, with the checkpoint
+    after_report    CostHook restarts the epoch clock: the framework trains on
+
+Before training each hook takes back its state from the restored checkpoint (`before_train`). When
+training diverges, the trial's last row is DivergenceHook's (`after_diverged`: the reason, a worst-case
+score). A hook raising StopTraining ends training as the framework's own early stopping would.
+Hooks that tests add (`hooks.EXTRA_HOOKS_ENV`: fault injection) come last.
 """
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import os
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from segtune.cocodata.evaluator import METRIC_KEYS
+from segtune.cocodata.evaluator import CocoEvaluator
 from segtune.core.choice import for_trial
-from segtune.core.record import DIVERGED_KEY, FAILURE_KEY, RunSettings, split_marks
-from segtune.core.score import SCORE_KEY, WINDOW_KEY, RunningScore
+from segtune.core.record import RunSettings, split_marks
 from segtune.runners.trial.cost import TrialCost
+from segtune.runners.trial.hooks import (
+    CheckpointHook,
+    ContextHook,
+    CostHook,
+    DivergenceHook,
+    EvaluationHook,
+    ScoreHook,
+    StartupHook,
+    StopTraining,
+    TrialHook,
+    TrialStart,
+    extra_hooks,
+)
 from segtune.runners.trial.startup import StartupLog, shared_evaluator
 from segtune.search_spaces.space import thaw
-from segtune.trainers.base import TrainingDiverged, TrialContext
+from segtune.trainers.base import TrainerAdapter, TrainingDiverged, TrialContext
 from segtune.trainers.registry import get_adapter
-
-# Fault injection for the failure-handling tests: "KIND@EPOCH[:SCOPE]", KIND one of raise, oom,
-# exit, stop (training ends before that epoch, as a framework's own early stopping ends it);
-# SCOPE every (default), once (each trial once: a retry succeeds) or first (one trial only).
-FAULT_ENV = "SEGTUNE_INJECT_FAULT"
-# The metric values behind the running score, kept in every checkpoint so a resumed trial goes on scoring.
-SCORE_STATE_FILE = "segtune-score.json"
-
-
-class _InjectedEarlyStop(Exception):
-    """The `stop` fault: the framework's training loop ends early, without an error."""
 
 
 def trial_device(gpus_per_trial: float) -> str:
@@ -45,10 +60,6 @@ def trial_device(gpus_per_trial: float) -> str:
     return "cuda:0" if gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
 
 
-def worst_value(mode: str) -> float:
-    return 0.0 if mode == "max" else 1e30
-
-
 def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     """The Ray Tune trainable. `config` holds the hyperparameters (sampled and fixed); for a
     confirmation trial also segtune's marks (`core.record.split_marks`), which the adapter never sees;
@@ -56,8 +67,8 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     # In a reused process (reuse_actors) this first frees what the last trial left in reference
     # cycles (its model, optimizer, data loaders), before this trial allocates its own.
     startup = StartupLog.begin()
+    import ray.tune  # noqa: F401 -- the trial's heavy imports come in before imports_done freezes them
     import torch
-    from ray import tune
 
     startup.imports_done()
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
@@ -71,96 +82,66 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     startup.mark("adapter_built")
     evaluator = shared_evaluator(settings.dataset.val_json, settings.dataset.content_hash)
     startup.mark("evaluator_ready")
-    node_id = _node_id()
-    placement = {"segtune/device": context.device, **_gpu_identity(context.use_cuda)}
-    started = time.perf_counter()
-    last_epoch = 0
-    cost = TrialCost(adapter, context.device)
-    score = RunningScore(settings.mode)
+    hooks = trial_hooks(adapter, context, evaluator, settings, startup)
+    TrialLoop(adapter, hooks).run(trial_dir, Path(settings.experiment_dir or trial_dir.parent))
 
-    def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
-        nonlocal last_epoch
-        cost.epoch_trained()
-        _inject_fault(epoch, trial_dir, Path(settings.experiment_dir or trial_dir.parent))
-        if last_epoch == 0:
-            startup.mark("first_epoch_trained")
-        eval_start = time.perf_counter()
-        predictions = adapter.predict_val()
-        metrics = evaluator.evaluate(predictions)
-        eval_time = time.perf_counter() - eval_start
-        result = {
-            **metrics,
-            **{k: v for k, v in native.items() if isinstance(v, (int, float)) and math.isfinite(v)},
-            "epoch": epoch,
-            "segtune/eval_time_s": eval_time,
-            "segtune/num_predictions": len(predictions),
-            "segtune/trial_time_s": time.perf_counter() - started,
-            "segtune/node_id": node_id,
-            **placement,
-            "segtune/amp": int(adapter.amp_enabled),
-            DIVERGED_KEY: 0,
-        }
-        result.update(cost.metrics(epoch))
-        if settings.metric not in result:
-            result[settings.metric] = worst_value(settings.mode)
-        result.update(score.add(result[settings.metric]))
-        if last_epoch == 0:  # before the report: a trial stopped at its first rung ends inside it
-            startup.write(trial_dir, adapter.milestones, eval_time)
+
+def trial_hooks(adapter: TrainerAdapter, context: TrialContext, evaluator: CocoEvaluator, settings: RunSettings,
+                startup: StartupLog) -> list[TrialHook]:
+    """The trial's hooks, in the order the loop calls them (which is the order of the row's entries)."""
+    return [
+        EvaluationHook(adapter, evaluator),
+        ContextHook(adapter, context),  # the trial's time runs from here
+        DivergenceHook(settings.metric, settings.mode),
+        CostHook(TrialCost(adapter, context.device)),  # the first epoch's clock starts here
+        ScoreHook(settings.metric, settings.mode),
+        StartupHook(startup, context.output_dir, adapter),
+        CheckpointHook(adapter),
+        *extra_hooks(),  # what tests add (hooks.EXTRA_HOOKS_ENV); none otherwise
+    ]
+
+
+class TrialLoop:
+    """Trains with the adapter and, after each epoch, calls the hooks' phases and reports once."""
+
+    def __init__(self, adapter: TrainerAdapter, hooks: list[TrialHook]) -> None:
+        self.adapter = adapter
+        self.hooks = hooks
+
+    def run(self, trial_dir: Path, experiment_dir: Path) -> None:
+        from ray import tune
+
+        try:
+            with _restored_checkpoint() as resume_from:
+                start = TrialStart(trial_dir, experiment_dir, resume_from)
+                for hook in self.hooks:
+                    hook.before_train(start)
+                self.adapter.train(self.on_epoch_end, resume_from)
+        except StopTraining:
+            return
+        except TrainingDiverged as exc:
+            # Divergence is a normal outcome of a search: the trial ends with a last row that says why.
+            row: dict[str, Any] = {}
+            for hook in self.hooks:
+                hook.after_diverged(exc, row)
+            tune.report(row)
+
+    def on_epoch_end(self, epoch: int, native: Mapping[str, float]) -> None:
+        """The adapter's callback after each epoch (trainers/base.py: EpochEnd)."""
+        from ray import tune
+
+        for hook in self.hooks:
+            hook.epoch_trained(epoch)
+        row: dict[str, Any] = {}
+        for hook in self.hooks:
+            hook.after_epoch(epoch, native, row)
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
-            adapter.save_checkpoint(Path(tmp))
-            cost.save(Path(tmp))
-            (Path(tmp) / SCORE_STATE_FILE).write_text(json.dumps(score.values))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
-        last_epoch = epoch
-        cost.training_resumes()
-
-    try:
-        with _restored_checkpoint() as resume_from:
-            cost.restore(resume_from)
-            if resume_from is not None and (resume_from / SCORE_STATE_FILE).is_file():
-                score.values = json.loads((resume_from / SCORE_STATE_FILE).read_text())
-            adapter.train(on_epoch_end, resume_from)
-    except _InjectedEarlyStop:
-        return
-    except TrainingDiverged as exc:
-        # Divergence is a normal outcome of a search: end this trial with its reason and a worst-case
-        # score (Optuna refuses NaN, and TPE should learn that this region is bad).
-        failure = {key: 0.0 for key in METRIC_KEYS}
-        failure.update({
-            settings.metric: worst_value(settings.mode),
-            SCORE_KEY: worst_value(settings.mode),
-            WINDOW_KEY: worst_value(settings.mode),
-            "epoch": last_epoch + 1,
-            DIVERGED_KEY: 1,
-            FAILURE_KEY: f"diverged: {exc}"[:500],
-        })
-        tune.report(failure)
-
-
-def _inject_fault(epoch: int, trial_dir: Path, experiment_dir: Path) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    kind, _, rest = spec.partition("@")
-    at_epoch, _, scope = rest.partition(":")
-    if epoch != int(at_epoch):
-        return
-    if scope in ("once", "first"):
-        marker = (trial_dir if scope == "once" else experiment_dir) / ".segtune-fault-injected"
-        try:
-            marker.open("x").close()  # atomic: exactly one trial (or attempt) gets the fault
-        except FileExistsError:
-            return
-    if kind == "stop":
-        raise _InjectedEarlyStop()
-    if kind == "exit":
-        os._exit(3)  # the trial's process dies without a word, as after a segfault or OOM kill
-    if kind == "oom":
-        import torch
-
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected fault)")
-    raise RuntimeError(f"injected fault at epoch {epoch}")
+            for hook in self.hooks:
+                hook.save(Path(tmp))
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(tmp))
+        for hook in self.hooks:
+            hook.after_report(epoch)
 
 
 def _trial_output_dir(settings: RunSettings) -> Path:
@@ -175,25 +156,6 @@ def _trial_output_dir(settings: RunSettings) -> Path:
     trial_dir = Path(settings.experiment_dir) / f"trial_{context.get_trial_id()}"
     trial_dir.mkdir(parents=True, exist_ok=True)
     return trial_dir
-
-
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
-def _gpu_identity(use_cuda: bool) -> dict[str, str]:
-    """Which GPU the trial trains on: Ray's ids of the node's GPUs it was given (e.g. "3"; several
-    trials share one with fractional --gpus-per-trial) and the UUID of the device it uses."""
-    if not use_cuda:
-        return {"segtune/gpu_ids": "", "segtune/gpu_uuid": ""}
-    import ray
-    import torch
-
-    ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
-    return {"segtune/gpu_ids": ",".join(map(str, ids)),
-            "segtune/gpu_uuid": str(torch.cuda.get_device_properties(0).uuid)}
 
 
 @contextlib.contextmanager
