@@ -99,7 +99,8 @@ def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
     return StudyPlace(
         url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
         experiment_dir=experiment_dir, framework=settings.framework,
-        warm_trials=warm_start.trials if warm_start else (), first_points=ordered_first_points(warm_start, first_points),
+        warm_trials=warm_start.trials if warm_start else (),
+        first_points=ordered_first_points(warm_start, first_points),
     )
 
 
