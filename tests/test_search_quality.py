@@ -46,7 +46,7 @@ def test_the_sampler_is_tpe_with_constant_liar_and_the_start_points_come_first(t
                        framework="yolo", first_points=points)
     searcher = make_searcher(SPACE, SCORE_KEY, "max", 0, study=place, plan=plan,
                              end_log=EndLog(tmp_path, 10, TimeBudget(None)))
-    sampler = searcher._ot_study.sampler
+    sampler = searcher.study.sampler
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._n_startup_trials == 2 and sampler._constant_liar and sampler._multivariate
     first, second = searcher.suggest("t1"), searcher.suggest("t2")
@@ -161,14 +161,14 @@ def test_confirmation_follows_the_search_with_new_seeds_and_optuna_never_hears_o
     assert searcher.suggest("c4") == Searcher.FINISHED
     for i in range(4):
         _finish(searcher, f"c{i}", 1.0)
-    study = searcher.searcher._ot_study
+    study = searcher.searcher.study
     assert len(study.trials) == 4  # only the search trials: confirmations are re-measurements
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "PRUNED"]
 
     restored = _confirming(tmp_path)
     restored.restore(str(saved))  # state before any confirmation was proposed
     assert [restored.suggest(f"r{i}")[CONFIRM_OF_KEY] for i in range(4)] == ["s1", "s1", "s3", "s3"]
-    assert len(restored.searcher._ot_study.trials) == 4
+    assert len(restored.searcher.study.trials) == 4
 
 
 def test_confirmation_state_survives_ray_s_own_snapshot(tmp_path):
