@@ -45,7 +45,7 @@ class GrowableSearch(SearchGenerator):
 
     - Ray restores the number of samples of the first run; a resumed run may ask for more.
     - When the time budget runs out, Ray ends every trial without telling the searcher
-      (TuneController._stop_experiment_if_needed): Optuna would keep them RUNNING, and the
+      (runners/search/internals.py: EARLY_END_METHOD): Optuna would keep them RUNNING, and the
       concurrency limiter would count them as live forever, so a grown search never started
       another trial. `set_finished` (what Ray calls right then) tells the searchers first."""
 
