@@ -144,7 +144,8 @@ class StudySearch(Searcher):
                 self._study_id, ot_trial.number)
         ot_trial = self._trials[trial_id]
         if callable(self._space):  # define-by-run: what it sampled, and the fixed values it returns
-            params = {**ot_trial.params, **(self._space(ot_trial) or {})}
+            fixed = self._space(ot_trial) or {}  # first: it samples the trial's parameters
+            params = {**ot_trial.params, **fixed}
         else:
             params = ot_trial.params
         config = _nested(params)
