@@ -1,8 +1,10 @@
-"""Every unpublished detail of Ray Tune (and Optuna) that segtune relies on, in one place.
+"""Every unpublished detail of Ray Tune that segtune relies on, in one place (Optuna needs none).
 
 The rest of segtune uses Ray and Optuna through their public contracts only: Searcher, TrialScheduler,
 Stopper and Callback subclasses, `optuna.create_study`/`ask`/`tell`, a study's storage by its public
-methods, distributions by their public attributes (search_spaces/membership.py). What is left has no
+methods, distributions by their public attributes (search_spaces/membership.py). The one public but
+discouraged Optuna call, `optuna.trial.Trial(study, trial_id)` (a resumed searcher reattaching to its
+running trials, runners/search/study.py), is checked by the same test. What is left of Ray has no
 public way, and each use is here, behind a public function name, saying what it is, why there is no
 public way, and the versions checked:
 
@@ -24,7 +26,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search import SearchGenerator
 
-# What the test checks for each name (tests/test_library_internals.py).
+# The versions everything here was checked with (named in tests/test_library_internals.py's failures).
 CHECKED_RAY = "2.60.0"
 CHECKED_OPTUNA = "5.1.0"
 
