@@ -161,7 +161,8 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
     try:
         settings = RunSettings.load(path)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ExperimentError(f"{path / SETTINGS_FILE} cannot be read ({exc}); was it written by runners/tune.py?") from None
+        raise ExperimentError(
+            f"{path / SETTINGS_FILE} cannot be read ({exc}); was it written by runners/tune.py?") from None
     metric, mode = resolve_metric(settings, metric, mode)
     if mode not in ("max", "min"):
         raise ExperimentError(f"--mode must be max or min, got {mode!r}")
@@ -265,7 +266,8 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
         best = history[-1] if history else None
     if best is not None:
         summary.best_metrics = {k: float(best[k]) for k in METRIC_KEYS if _is_number(best.get(k))}
-        summary.costs = {k: v for k, v in best.items() if k.startswith("cost/") and (_is_number(v) or isinstance(v, str))}
+        summary.costs = {k: v for k, v in best.items()
+                         if k.startswith("cost/") and (_is_number(v) or isinstance(v, str))}
     if history:
         summary.last_metrics = {k: float(history[-1][k]) for k in METRIC_KEYS if _is_number(history[-1].get(k))}
         summary.wall_time_s = float(history[-1].get("time_total_s") or 0.0) or None
@@ -361,7 +363,8 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
         if not searched or settings.frameworks:  # Ray counts a framework's fixed values as suggested
             searched = set(space.searched) & set(keys)
     if not searched and not ray_trials and space is None:
-        searched = {k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1}
+        searched = {k for k in keys
+                    if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1}
     searches_first = sorted(trials, key=lambda t: t.confirm_of is not None)  # confirmations change the seed
     fixed = {k: next(t.params[k] for t in searches_first if k in t.params) for k in keys if k not in searched}
     return sorted(searched), fixed, {k: d for k, d in distributions.items() if k in searched}
@@ -385,13 +388,14 @@ def recorded_space(settings: RunSettings):
 
 def _all_contained(distribution: Any, key: str, trials: list[TrialSummary]) -> bool:
     """The space file may have been edited since the search: use it only if it still covers every value."""
+    from segtune.search_spaces.membership import holds
     from segtune.search_spaces.space import freeze
 
     try:
         for trial in trials:
             if key in trial.params:
                 value = freeze(trial.params[key])
-                if not distribution._contains(distribution.to_internal_repr(value)):
+                if not holds(distribution, value):
                     return False
     except Exception:
         return False

@@ -102,17 +102,18 @@ def test_build_tuner_wires_sampler_scheduler_and_budget(tmp_path, search):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.stopper import CombinedStopper
 
+    from segtune.runners.search.internals import run_config_of, tune_config_of
     from segtune.runners.search.tuner import build_tuner
     from segtune.search_spaces.space import SearchSpace
 
     settings = _settings(tmp_path, **search)
     (tmp_path / "exp").mkdir()
     tuner = build_tuner(settings, SearchSpace.from_dict(settings.space), tmp_path / "exp")
-    tune_config = tuner._local_tuner._tune_config  # Ray has no public getter: the Tuner as built
-    run_config = tuner._local_tuner.get_run_config()
+    tune_config = tune_config_of(tuner)  # Ray has no public getter: the Tuner as built
+    run_config = run_config_of(tuner)
     searcher = tune_config.search_alg.searcher.searcher  # GrowableSearch -> ConcurrencyLimiter -> ours
     random = search.get("sampler") == "random"
-    assert type(searcher._sampler) is (optuna.samplers.RandomSampler if random else optuna.samplers.TPESampler)
+    assert type(searcher.study.sampler) is (optuna.samplers.RandomSampler if random else optuna.samplers.TPESampler)
     assert isinstance(tune_config.scheduler, FIFOScheduler if random else ASHAScheduler)
     assert isinstance(tune_config.scheduler, ASHAScheduler) is not random
     if random:

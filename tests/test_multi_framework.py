@@ -1,7 +1,7 @@
 """A search over several frameworks, and several objectives, piece by piece: the conditional space
-(search_spaces/conditional.py) sampled by Optuna and by Ray's OptunaSearch, the record and its round
-trip, reading a trial's choice back (core/choice.py), the command line, ASHA per framework, and the
-ranking by Pareto rank."""
+(search_spaces/conditional.py) sampled by Optuna, by Ray's OptunaSearch and by segtune's StudySearch,
+the record and its round trip, reading a trial's choice back (core/choice.py), the command line, ASHA
+per framework, and the ranking by Pareto rank."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,7 @@ from segtune.runners.plan.frameworks import framework_names, per_framework, reso
 from segtune.runners.plan.objectives import parse_objectives
 from segtune.runners.search.schedulers import FrameworkASHA
 from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch, conditional_space
+from segtune.search_spaces.membership import holds
 from segtune.search_spaces.space import SPACES_DIR, load_space, parse_space
 
 YOLO_MODELS = ("yolo11n-seg.yaml", "yolo11s-seg.yaml")
@@ -61,7 +62,7 @@ def test_each_trial_holds_its_own_frameworks_keys_only_and_both_frameworks_are_s
         assert fixed == {param_key(framework, k): v for k, v in branch.space.fixed.items()}
         for key, distribution in branch.space.searched.items():  # inside the framework's own ranges
             value = trial.params[param_key(framework, key)]
-            assert distribution._contains(distribution.to_internal_repr(value)), (key, value)
+            assert holds(distribution, value), (key, value)
         study.tell(trial, 1.0)
     assert seen == {"yolo", "maskrcnn"}
 
@@ -84,6 +85,36 @@ def test_tpe_with_an_enqueued_framework_and_rays_optuna_search_keep_configs_flat
         assert all(not isinstance(v, dict) for v in config.values())
         searcher.on_trial_complete(f"t{i}", {"segm/AP": float(i), "training_iteration": 1})
     assert frameworks[:2] == ["maskrcnn", "yolo"]
+
+
+def _grouped_tpe() -> optuna.samplers.TPESampler:
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):  # `group`
+        return optuna.samplers.TPESampler(seed=0, n_startup_trials=2, multivariate=True, group=True)
+
+
+def test_segtune_s_study_search_proposes_what_rays_optuna_search_would(space, tmp_path):
+    """StudySearch asks Optuna itself (Ray's OptunaSearch keeps its study private): with the same
+    sampler, seed, start points and results, both propose the same configurations."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from segtune.runners.search.endings import EndLog, TimeBudget
+    from segtune.runners.search.study import StudyPlace, StudySearch
+
+    points = [{FRAMEWORK_KEY: "maskrcnn"}, {FRAMEWORK_KEY: "yolo"}]
+    rays = OptunaSearch(space=space, metric="segm/AP", mode="max", sampler=_grouped_tpe(), points_to_evaluate=points)
+    place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path,
+                       framework="yolo,maskrcnn", first_points=points)
+    ours = StudySearch(space=space, metric="segm/AP", mode="max", sampler=_grouped_tpe(), place=place,
+                       end_log=EndLog(tmp_path, max_epochs=1, budget=TimeBudget(None)))
+    frameworks = []
+    for i in range(8):
+        config = ours.suggest(f"t{i}")
+        assert config == rays.suggest(f"t{i}")
+        frameworks.append(config[FRAMEWORK_KEY])
+        result = {"segm/AP": float(i % 3), "training_iteration": 1}
+        ours.on_trial_complete(f"t{i}", result)
+        rays.on_trial_complete(f"t{i}", result)
+    assert frameworks[:2] == ["maskrcnn", "yolo"] and len(ours.study.trials) == 8
 
 
 def test_the_union_lists_every_branch_and_survives_the_record(space):

@@ -191,6 +191,37 @@ def test_the_study_is_told_every_epoch_and_why_each_trial_ended(tmp_path):
     assert study.user_attrs["objective"] == "score" and study.user_attrs["framework"] == "yolo"
 
 
+def test_the_study_searcher_proposes_what_rays_optuna_search_would(tmp_path):
+    """StudySearch asks Optuna itself (Ray's OptunaSearch keeps its study private): the same sampler,
+    seed, start point and results give the same configurations, and several objectives work alike."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from segtune.runners.search.endings import EndLog, TimeBudget
+    from segtune.runners.search.study import StudyPlace, StudySearch
+
+    space = {"x": FloatDistribution(0, 1), "n": optuna.distributions.IntDistribution(1, 8),
+             "c": CategoricalDistribution(["a", "b", "c"])}
+    start = [{"x": 0.5, "n": 2, "c": "b"}]
+    for metric, mode in (("score", "max"), (["score", "cost"], ["max", "min"])):
+        experiment = tmp_path / str(len(mode))
+        place = StudyPlace(url=f"sqlite:///{experiment / 'optuna.db'}", name="exp", experiment_dir=experiment,
+                           framework="yolo", first_points=start)
+        experiment.mkdir()
+        ours = StudySearch(space=space, metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(
+            seed=0, n_startup_trials=2), place=place, end_log=EndLog(experiment, max_epochs=2, budget=TimeBudget(None)))
+        rays = OptunaSearch(space=space, metric=metric, mode=mode, points_to_evaluate=start,
+                            sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+        for i in range(6):
+            config = ours.suggest(f"t{i}")
+            assert config == rays.suggest(f"t{i}"), (metric, i)
+            rows = [{"training_iteration": epoch, "score": (i * 7 % 5) + epoch, "cost": float(i)} for epoch in (1, 2)]
+            for searcher in (ours, rays):
+                searcher.on_trial_result(f"t{i}", rows[0])
+                searcher.on_trial_complete(f"t{i}", rows[1])
+        assert ours.study.trials[0].params == start[0]
+        assert [t.state for t in ours.study.trials] == [TrialState.COMPLETE] * 6
+
+
 def test_a_resumed_searcher_reconnects_to_the_same_study(tmp_path):
     searcher, end_log = _searcher(tmp_path)
     for trial_id in ("a", "b"):

@@ -41,10 +41,16 @@ class ConfirmingSearcher(Searcher):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     # ---- what Ray calls -----------------------------------------------------------------------
+    @property
+    def metric(self) -> str | list[str] | None:
+        return self.searcher.metric  # what the wrapped searcher was set up with, at any time
+
+    @property
+    def mode(self) -> str | list[str] | None:
+        return self.searcher.mode
+
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        accepted = self.searcher.set_search_properties(metric, mode, config, **spec)
-        self._metric, self._mode = self.searcher.metric, self.searcher.mode
-        return accepted
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if len(self.suggested) < self.search_samples:
@@ -155,16 +161,28 @@ class ConfirmingSearcher(Searcher):
 class ConfirmationAwareASHA(ASHAScheduler):
     """ASHA that never stops a confirmation trial early and keeps its results out of the rungs. At
     max_t it ends it as ASHA ends every trial there (a trainable that ran on past its last report
-    would find its framework's own end-of-training files gone: they went into Ray's checkpoints)."""
+    would find its framework's own end-of-training files gone: they went into Ray's checkpoints).
+
+    `time_attr` and `max_t` are ASHA's arguments (with ASHA's defaults), kept here as given: ASHA
+    keeps its own copies private."""
+
+    def __init__(self, *, time_attr: str = "training_iteration", max_t: int = 100, **kwargs: Any) -> None:
+        super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
+        self.time_attr = time_attr
+        self.max_t = max_t
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if CONFIRM_OF_KEY in (trial.config or {}):
-            done = result.get(self._time_attr, 0) >= self._max_t
+            done = result.get(self.time_attr, 0) >= self.max_t
             return TrialScheduler.STOP if done else TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if CONFIRM_OF_KEY in (trial.config or {}):
-            self._trial_info.pop(trial.trial_id, None)
+            # Forgotten without a result for the rungs: ASHA's public "remove this trial".
+            try:
+                super().on_trial_remove(tune_controller, trial)
+            except KeyError:  # ASHA never had it (it was not added in this run)
+                pass
             return
         super().on_trial_complete(tune_controller, trial, result)

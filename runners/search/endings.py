@@ -6,7 +6,7 @@ whether ASHA cut it, `--time-budget` ran out or the framework stopped on its own
 pieces here record it: the scheduler notes its STOP decisions (`RecordingASHA`), the stopper knows
 when the budget ran out (`TimeBudget`), and `EndLog.decide` turns those facts into one reason per
 trial, writes it to `<experiment>/trial_<id>/end_reason.json` and hands it to the Optuna study
-(runners/study.py), which tells TPE PRUNED only for truncated trials.
+(runners/search/study.py), which tells TPE PRUNED only for truncated trials.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ class TimeBudget(TimeoutStopper):
     def __init__(self, seconds: float | None):
         super().__init__(seconds if seconds else float("inf"))
         self.seconds = seconds
+        self._ran_out = False  # Ray's stopper said so once: its budget only shrinks
         self._restored = False
         _ACTIVE_BUDGET[:] = [self]
 
@@ -65,12 +66,16 @@ class TimeBudget(TimeoutStopper):
         current = self._current()
         if current is None:
             return False
-        return super().stop_all() if current is self else current.stop_all()
+        if current is not self:
+            return current.stop_all()
+        # TimeoutStopper says True once its budget is spent, and on every later call.
+        self._ran_out = super().stop_all() or self._ran_out
+        return self._ran_out
 
     @property
     def expired(self) -> bool:
         current = self._current()
-        return current is not None and current._budget <= 0
+        return current is not None and current._ran_out
 
 
 class EndLog:
@@ -81,7 +86,7 @@ class EndLog:
         self.experiment_dir = Path(experiment_dir)
         self.max_epochs = max_epochs
         self.budget = budget
-        self.epoch_budget = epoch_budget  # runners/budget.py:EpochBudget, or None
+        self.epoch_budget = epoch_budget  # runners/search/stoppers.py:EpochBudget, or None
         self.asha_stopped: set[str] = set()
         self.decided: dict[str, str] = {}
 

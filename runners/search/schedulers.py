@@ -1,5 +1,5 @@
 """The search's scheduler (`make_scheduler`): ASHA that records its cuts and never cuts a confirmation
-trial (runners/endings.py, runners/confirm.py), ASHA per framework (a search over several
+trial (runners/search/endings.py, runners/search/confirming.py), ASHA per framework (a search over several
 frameworks), and the end of every trial at its last epoch without ASHA (`--scheduler none`,
 several objectives).
 
@@ -9,9 +9,10 @@ ASHA stops a trial at a rung when it is below the best 1/reduction-factor of the
 reached that rung. Across frameworks that compares different learning curves: from scratch on
 small data a Mask R-CNN scores in its first epochs while a YOLO11-seg often has AP 0 for several
 (Ultralytics starts its class bias at a very low prior), so one shared ladder would stop YOLO
-trials for their slow start, not for their configuration. `FrameworkASHA` keeps one ASHA per framework (its own rungs, the same
-max_t, grace period and reduction factor) and hands each trial to its framework's; which framework
-wins is decided at the end, on trials that each had the chance to train in full.
+trials for their slow start, not for their configuration. `FrameworkASHA` keeps one ASHA per
+framework (its own rungs, the same max_t, grace period and reduction factor) and hands each trial
+to its framework's; which framework wins is decided at the end, on trials that each had the chance
+to train in full.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from segtune.runners.search.endings import EndLog, RecordingASHA
 
 def make_scheduler(settings: RunSettings, end_log: EndLog) -> TrialScheduler:
     """ASHA (one per framework in a search over several); none with `--scheduler none` or several
-    objectives (runners/objectives.py): every trial trains to its last epoch."""
+    objectives (runners/plan/objectives.py): every trial trains to its last epoch."""
     if settings.objectives or settings.scheduler == "none":
         return StopAtMaxEpochs(settings.max_epochs)
     # metric/mode come from TuneConfig (Ray refuses them twice)
@@ -44,13 +45,19 @@ class FrameworkASHA(FIFOScheduler):
     def __init__(self, make: Callable[[], TrialScheduler]):
         super().__init__()
         self._make = make
-        self._mode: str | None = None
+        # Its own metric and mode (Ray's base class keeps its copy private), handed to each framework's.
+        self._search_metric: str | None = None
+        self._search_mode: str | None = None
         self.by_framework: dict[str, TrialScheduler] = {}
 
+    @property
+    def metric(self) -> str | None:
+        return self._search_metric
+
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
-        if (self._metric and metric) or (self._mode and mode):
+        if (self._search_metric and metric) or (self._search_mode and mode):
             return False
-        self._metric, self._mode = metric or self._metric, mode or self._mode
+        self._search_metric, self._search_mode = metric or self._search_metric, mode or self._search_mode
         for scheduler in self.by_framework.values():
             scheduler.set_search_properties(metric, mode, **spec)
         return True
@@ -59,7 +66,7 @@ class FrameworkASHA(FIFOScheduler):
         framework = str((trial.config or {}).get(FRAMEWORK_KEY, ""))
         if framework not in self.by_framework:
             scheduler = self._make()
-            scheduler.set_search_properties(self._metric, self._mode)
+            scheduler.set_search_properties(self._search_metric, self._search_mode)
             self.by_framework[framework] = scheduler
         return self.by_framework[framework]
 
@@ -83,7 +90,7 @@ class FrameworkASHA(FIFOScheduler):
 
 
 class StopAtMaxEpochs(FIFOScheduler):
-    """Ray's FIFO scheduler (no early stopping: several objectives, runners/objectives.py) that ends a
+    """Ray's FIFO scheduler (no early stopping: several objectives, runners/plan/objectives.py) that ends a
     trial after its last epoch as ASHA does at max_t: the adapters hand their loop's end to Ray
     (Ultralytics' own end-of-training steps expect weights that segtune has moved into checkpoints)."""
 

@@ -6,7 +6,7 @@ Ray Tune calls the stopper with every result (one result = one epoch of one tria
 the sum over trials of each one's latest `training_iteration`, so a trial retried from a checkpoint
 is not counted twice. It is kept in `<experiment>/segtune-budget.json`: a resumed search goes on
 from the count it had. On resume Ray puts the stopper it pickled into its snapshot in place of the
-one given to the resumed run (as for `runners/endings.py:TimeBudget`); a restored copy defers to
+one given to the resumed run (as for `runners/search/endings.py:TimeBudget`); a restored copy defers to
 the budget built for the current run of this process, which the end reasons (`EndLog`) consult.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ class EpochBudget(Stopper):
     never start. Epochs trained but not yet reported then (a running trial's partial epoch) are not
     counted. No single trial is stopped by its own result (`__call__` is always False): the result
     that reaches the budget still goes to the scheduler and the searcher, so the end reasons and the
-    study see every reported epoch (runners/tuner.py:GrowableSearch.set_finished)."""
+    study see every reported epoch (runners/search/tuner.py:GrowableSearch.set_finished)."""
 
     def __init__(self, budget: int, experiment_dir: Path | None = None) -> None:
         if budget <= 0:

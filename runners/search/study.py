@@ -3,10 +3,11 @@
 By default the study is an SQLite file in the experiment directory (`<experiment>/optuna.db`,
 study name = experiment name); `--study-storage URL` puts it in any RDB Optuna accepts. The
 driver is its only writer; `optuna.load_study` and `optuna-dashboard` read it during and after a
-search. `StudySearch` is Ray's OptunaSearch on that storage, with what Ray's version lacks:
+search. `StudySearch` is a Ray Tune searcher on that storage (Optuna's ask-and-tell, as Ray's
+OptunaSearch does it, through public APIs only), with what Ray's OptunaSearch lacks:
 
 - each trial's per-epoch Tune metric goes in as intermediate values (Ray already reports them);
-  the end goes in by its reason (runners/endings.py): trials cut by ASHA or the time budget are
+  the end goes in by its reason (runners/search/endings.py): trials cut by ASHA or the time budget are
   PRUNED (TPE ranks them by their intermediate values instead of taking a 2-epoch score as final),
   diverged and failed trials FAIL, finished ones and those the framework stopped COMPLETE;
 - user attributes link both ways: the study trial names its segtune trial, directory and end
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from segtune.core.choice import FRAMEWORK_KEY
 from segtune.core.errors import ConfigError
@@ -82,41 +83,74 @@ class StudyPlace:
     name: str
     experiment_dir: Path
     framework: str
-    warm_trials: Sequence[FrozenTrial] = ()  # earlier experiments' trials (runners/warm_start.py)
+    warm_trials: Sequence[FrozenTrial] = ()  # earlier experiments' trials (runners/search/warm_start.py)
     first_points: Sequence[dict[str, Any]] = field(default_factory=list)  # tried first, in order
 
 
-class StudySearch(OptunaSearch):
-    """Ray's OptunaSearch on the experiment's persistent study (see the module docstring)."""
+class StudySearch(Searcher):
+    """Ray Tune's searcher for the experiment's persistent study (see the module docstring): Optuna's
+    ask-and-tell through its public API, as Ray's OptunaSearch does it (a NopPruner: Ray's scheduler
+    stops trials, not Optuna), with what OptunaSearch lacks. It keeps its own study and trial map:
+    OptunaSearch keeps them private.
 
-    def __init__(self, space: dict, metric: str, mode: str, sampler: optuna.samplers.BaseSampler, *,
-                 place: StudyPlace, end_log: EndLog):
+    Args:
+        space: the searched keys' Optuna distributions, or a define-by-run function of an
+            `optuna.Trial` that returns fixed values (a search over several frameworks,
+            search_spaces/conditional.py). Keys hold no '/': Ray's config would nest them.
+        metric, mode: Ray Tune's metric and "max"/"min"; lists of both for several objectives.
+        sampler: Optuna's sampler (runners/search/searcher.py: make_sampler).
+        place: where the study lives and what a new one starts with.
+        end_log: why each trial ended (runners/search/endings.py).
+    """
+
+    def __init__(self, space: dict | Callable[[optuna.trial.Trial], dict | None], metric: str | list[str],
+                 mode: str | list[str], sampler: optuna.samplers.BaseSampler, *, place: StudyPlace, end_log: EndLog):
+        super().__init__(metric=metric, mode=mode)
         storage = open_storage(place.url)
         is_new = not study_exists(storage, place.name)
-        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler,
-                         study_name=place.name, storage=storage)
+        if isinstance(mode, list):
+            directions = {"directions": ["minimize" if m == "min" else "maximize" for m in mode]}
+        else:
+            directions = {"direction": "minimize" if mode == "min" else "maximize"}
+        self.study = optuna.create_study(storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(),
+                                         study_name=place.name, load_if_exists=True, **directions)
+        self._storage = storage
+        self._study_id = storage.get_study_id_from_name(place.name)
+        self._space = space
+        self._trials: dict[str, optuna.trial.Trial] = {}  # Ray's trial id -> the study trial it runs
+        self._storage_ids: dict[str, int] = {}  # Ray's trial id -> that study trial's id in the storage
+        self._completed: set[str] = set()  # told to the study: nothing more goes in
         self._experiment_dir = str(place.experiment_dir)
         self._restored: set[str] = set()  # trials of an earlier run of this experiment (after restore)
         self._framework = place.framework
         self._end_log = end_log
         self._best_rows: dict[str, dict[str, Any]] = {}  # several objectives: each trial's best epoch
         if is_new:
-            study = self._ot_study
             for key, value in {"segtune_experiment": Path(place.experiment_dir).name, "framework": place.framework,
                                "objective": metric, "mode": mode}.items():
-                study.set_user_attr(key, value)
+                self.study.set_user_attr(key, value)
             for trial in place.warm_trials:
-                study.add_trial(trial)
+                self.study.add_trial(trial)
             for point in place.first_points:  # a resumed study has them already (or has run them)
-                study.enqueue_trial(point)  # not skip_if_exists: warm-start trials have these params
+                self.study.enqueue_trial(point)  # not skip_if_exists: warm-start trials have these params
 
     # ---- Ray's searcher interface ----------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
-        known = trial_id in self._ot_trials
-        config = super().suggest(trial_id)
-        if not known and trial_id in self._ot_trials:
-            ot_trial = self._ot_trials[trial_id]
-            framework = config.get(FRAMEWORK_KEY, self._framework) if isinstance(config, dict) else self._framework
+        known = trial_id in self._trials
+        if not known:
+            ot_trial = self.study.ask() if callable(self._space) else self.study.ask(fixed_distributions=self._space)
+            self._trials[trial_id] = ot_trial
+            self._storage_ids[trial_id] = self._storage.get_trial_id_from_study_id_trial_number(
+                self._study_id, ot_trial.number)
+        ot_trial = self._trials[trial_id]
+        if callable(self._space):  # define-by-run: what it sampled, and the fixed values it returns
+            fixed = self._space(ot_trial) or {}  # first: it samples the trial's parameters
+            params = {**ot_trial.params, **fixed}
+        else:
+            params = ot_trial.params
+        config = _nested(params)
+        if not known:
+            framework = config.get(FRAMEWORK_KEY, self._framework)
             for key, value in {"segtune_trial_id": trial_id, "trial_dir": str(self._trial_dir(trial_id)),
                                "framework": framework}.items():
                 ot_trial.set_user_attr(key, value)
@@ -125,23 +159,23 @@ class StudySearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Trials the study does not follow (e.g. confirmation runs), ones it has closed already, and
         # a diverged trial's placeholder row (not an epoch's score) are not intermediate values.
-        if trial_id not in self._ot_trials or trial_id in self._completed_trials or result.get(DIVERGED_KEY):
+        if trial_id not in self._trials or trial_id in self._completed or result.get(DIVERGED_KEY):
             return
         self._link(trial_id)
         if isinstance(self.metric, list):  # several objectives: no intermediate values (Optuna has none)
             self._keep_best_row(trial_id, result)
             return
         if trial_id in self._restored:  # it repeats the epochs after its last checkpoint: the study has them
-            if result.get("training_iteration") in self._frozen(self._ot_trials[trial_id]).intermediate_values:
+            if result.get("training_iteration") in self._frozen(trial_id).intermediate_values:
                 return
-        super().on_trial_result(trial_id, result)
+        self._trials[trial_id].report(result[self.metric], result["training_iteration"])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+        if trial_id not in self._trials or trial_id in self._completed:
             return
         reason = self._end_log.decide(trial_id, result, error)
         self._link(trial_id)
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = self._trials[trial_id]
         ot_trial.set_user_attr("end_reason", reason)
         ot_trial.set_user_attr("epochs", int((result or {}).get("training_iteration") or 0))
         if isinstance(self.metric, list):
@@ -152,17 +186,17 @@ class StudySearch(OptunaSearch):
         if _finite(value) and step and not result.get(DIVERGED_KEY) and not error:
             # Ray does not pass the result on which a trial is stopped (ASHA's cut, max_t) to the
             # searcher's on_trial_result: without this, the last epoch would be missing.
-            if int(step) not in self._frozen(ot_trial).intermediate_values:
+            if int(step) not in self._frozen(trial_id).intermediate_values:
                 ot_trial.report(float(value), int(step))
         if reason in (END_FINISHED, END_FRAMEWORK) and _finite(value):
             state, values = TrialState.COMPLETE, float(value)
-        elif reason in (END_ASHA, END_TIME_BUDGET, END_EPOCH_BUDGET) and self._frozen(ot_trial).intermediate_values:
+        elif reason in (END_ASHA, END_TIME_BUDGET, END_EPOCH_BUDGET) and self._frozen(trial_id).intermediate_values:
             # Truncated, not judged: PRUNED with its intermediate values is what TPE understands.
             state, values = TrialState.PRUNED, None
         else:
             state, values = TrialState.FAIL, None
-        self._ot_study.tell(ot_trial, values, state=state)
-        self._completed_trials.add(trial_id)
+        self.study.tell(ot_trial, values, state=state)
+        self._completed.add(trial_id)
 
     # ---- several objectives ------------------------------------------------------------------------
     def _keep_best_row(self, trial_id: str, result: dict) -> None:
@@ -183,19 +217,19 @@ class StudySearch(OptunaSearch):
         row = self._best_rows.get(trial_id, {})
         values = [row.get(m) for m in self.metric]
         if reason in (END_FINISHED, END_FRAMEWORK) and all(_finite(v) for v in values):
-            self._ot_study.tell(ot_trial, [float(v) for v in values], state=TrialState.COMPLETE)
+            self.study.tell(ot_trial, [float(v) for v in values], state=TrialState.COMPLETE)
         elif reason == END_TIME_BUDGET:  # truncated, not judged
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            self.study.tell(ot_trial, state=TrialState.PRUNED)
         else:
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-        self._completed_trials.add(trial_id)
+            self.study.tell(ot_trial, state=TrialState.FAIL)
+        self._completed.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Ray's searcher snapshot: only what the storage does not hold."""
         state = {
-            "study_trial_ids": {tid: trial._trial_id for tid, trial in self._ot_trials.items()},
-            "completed": set(self._completed_trials),
-            "sampler": self._ot_study.sampler,  # its random state: a resumed search goes on, not over
+            "study_trial_ids": dict(self._storage_ids),
+            "completed": set(self._completed),
+            "sampler": self.study.sampler,  # its random state: a resumed search goes on, not over
         }
         if self._best_rows:  # several objectives: each trial's best epoch so far
             state["best_rows"] = dict(self._best_rows)
@@ -206,22 +240,24 @@ class StudySearch(OptunaSearch):
         """Reconnect Ray's trials to their study trials in the storage this searcher opened."""
         with open(checkpoint_path, "rb") as file:
             state = pickle.load(file)
-        self._ot_study.sampler = state["sampler"]
-        self._completed_trials = set(state["completed"])
+        self.study.sampler = state["sampler"]
+        self._completed = set(state["completed"])
         self._best_rows = dict(state.get("best_rows") or {})
-        self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, study_id)
-                           for tid, study_id in state["study_trial_ids"].items()}
-        self._restored = set(self._ot_trials)
-        for tid, ot_trial in self._ot_trials.items():
+        self._storage_ids = dict(state["study_trial_ids"])
+        self._trials = {tid: optuna.trial.Trial(self.study, storage_id)
+                        for tid, storage_id in self._storage_ids.items()}
+        self._restored = set(self._trials)
+        for tid in self._trials:
             # The study moved on after Ray's last snapshot (a trial ended just before a kill):
             # the resumed trial repeats epochs the study has, and is not told twice.
-            if self._frozen(ot_trial).state.is_finished():
-                self._completed_trials.add(tid)
-        known = set(state["study_trial_ids"].values())
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:  # asked after Ray's last snapshot: Ray will never run it
-                optuna.trial.Trial(self._ot_study, frozen._trial_id).set_user_attr("end_reason", ABANDONED)
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            if self._frozen(tid).state.is_finished():
+                self._completed.add(tid)
+        known = set(self._storage_ids.values())
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, frozen.number)
+            if storage_id not in known:  # asked after Ray's last snapshot: Ray will never run it
+                self._storage.set_trial_user_attr(storage_id, "end_reason", ABANDONED)
+                self.study.tell(frozen.number, state=TrialState.FAIL)
 
     def _trial_dir(self, trial_id: str) -> Path:
         return Path(self._experiment_dir) / trial_dir_name(trial_id)
@@ -232,10 +268,10 @@ class StudySearch(OptunaSearch):
         path = self._trial_dir(trial_id) / OPTUNA_TRIAL_FILE
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, {"study_name": self._study_name, "number": self._ot_trials[trial_id].number})
+            write_json_atomic(path, {"study_name": self.study.study_name, "number": self._trials[trial_id].number})
 
-    def _frozen(self, ot_trial: optuna.trial.Trial) -> FrozenTrial:
-        return self._ot_study._storage.get_trial(ot_trial._trial_id)  # one row, not the whole study
+    def _frozen(self, trial_id: str) -> FrozenTrial:
+        return self._storage.get_trial(self._storage_ids[trial_id])  # one row, not the whole study
 
 
 def read_study_trials(url: str, name: str) -> list[FrozenTrial]:
@@ -244,6 +280,19 @@ def read_study_trials(url: str, name: str) -> list[FrozenTrial]:
     if not study_exists(storage, name):
         return []
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _nested(params: dict[str, Any]) -> dict[str, Any]:
+    """Ray's config from the study trial's parameters: an 'a/b' key is `{"a": {"b": ...}}`, as Ray's
+    OptunaSearch makes it (segtune's own keys have no '/': core/choice.py)."""
+    config: dict[str, Any] = {}
+    for key, value in params.items():
+        *parents, leaf = key.split("/")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return config
 
 
 def _finite(value: Any) -> bool:

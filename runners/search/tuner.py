@@ -1,11 +1,12 @@
 """The Ray Tune `Tuner` of an experiment, new or resumed: the trainable, its resources, the
-searcher (`runners/search.py`) on the experiment's study (`runners/study.py`), the scheduler and
-the end reasons (`runners/endings.py`), storage, checkpoints and failure handling.
+searcher (`runners/search/searcher.py`) on the experiment's study (`runners/search/study.py`), the
+scheduler and the end reasons (`runners/search/endings.py`), storage, checkpoints and failure handling.
 
 A resumed experiment gets a Tuner built like a new one from its record (segtune.json, with the
 options a resume may change), told to resume through Ray's ResumeConfig. `Tuner.restore` would
 rebuild everything from the pickled Tuner instead, so a grown --num-samples or a new --time-budget
-could not reach it.
+could not reach it. The two things Ray has no public way for (a new Tuner that resumes; the restored
+Tuner's RunConfig) and the generator's counts go through runners/search/internals.py.
 """
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ from segtune.runners.plan.confirm import confirm_plan
 from segtune.runners.plan.sampler import plan_sampler
 from segtune.runners.search.confirming import ConfirmingSearcher
 from segtune.runners.search.endings import EndLog, EndReasonCallback, TimeBudget
+from segtune.runners.search.internals import (
+    grown_state,
+    resuming_tuner,
+    run_config_of,
+    searcher_finished,
+    trials_created,
+)
 from segtune.runners.search.schedulers import make_scheduler
 from segtune.runners.search.searcher import make_searcher
 from segtune.runners.search.stoppers import EpochBudget
@@ -37,7 +45,7 @@ class GrowableSearch(SearchGenerator):
 
     - Ray restores the number of samples of the first run; a resumed run may ask for more.
     - When the time budget runs out, Ray ends every trial without telling the searcher
-      (TuneController._stop_experiment_if_needed): Optuna would keep them RUNNING, and the
+      (runners/search/internals.py: EARLY_END_METHOD): Optuna would keep them RUNNING, and the
       concurrency limiter would count them as live forever, so a grown search never started
       another trial. `set_finished` (what Ray calls right then) tells the searchers first."""
 
@@ -52,22 +60,21 @@ class GrowableSearch(SearchGenerator):
 
     @property
     def total_samples(self) -> int:
+        total = super().total_samples
         if self._confirming is None:
-            return self._total_samples
-        return max(self._total_samples, self._confirming.planned_trials())
+            return total
+        return max(total, self._confirming.planned_trials())
 
     def is_finished(self) -> bool:
-        return self._counter >= self.total_samples or self._finished
+        return trials_created(self) >= self.total_samples or searcher_finished(self)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._last_results[trial_id] = result
         super().on_trial_result(trial_id, result)
 
     def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        self._total_samples = max(self._total_samples, self._num_samples)
-        if self._counter < self._total_samples:
-            self._finished = False  # a finished (or time-budget-ended) search that was grown
+        # A finished (or time-budget-ended) search that was grown goes on.
+        super().set_state(grown_state(state, self._num_samples))
 
     def set_finished(self) -> None:
         for trial_id in list(self._limiter.live_trials):
@@ -93,13 +100,14 @@ def reuse_processes(settings: RunSettings) -> bool:
 
 def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
                 first_points: Sequence[dict[str, Any]] = ()) -> StudyPlace:
-    """The experiment's study; a new one tries the best points of `warm_start` (runners/warm_start.py),
+    """The experiment's study; a new one tries the best points of `warm_start` (runners/search/warm_start.py),
     whose trials it also learns from, and then `first_points` (the framework's defaults, --start-from;
     one per framework in a search over several)."""
     return StudyPlace(
         url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
         experiment_dir=experiment_dir, framework=settings.framework,
-        warm_trials=warm_start.trials if warm_start else (), first_points=ordered_first_points(warm_start, first_points),
+        warm_trials=warm_start.trials if warm_start else (),
+        first_points=ordered_first_points(warm_start, first_points),
     )
 
 
@@ -117,7 +125,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
                 output: str = "default"):
     """The Tuner of `settings` (budget, schedule, study and confirmation included); `resume`
     continues the experiment already in `experiment_dir`; `output` is the terminal mode
-    (runners/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
+    (runners/view/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
     `settings.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it (with several
     objectives, the score stands for the first)."""
     from ray import tune
@@ -143,7 +151,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
         searcher = ConfirmingSearcher(searcher, settings.num_samples, confirm)
         total += confirm.trials
     scheduler = make_scheduler(settings, end_log)
-    return tune.Tuner(
+    return resuming_tuner(
         make_trainable(settings),
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(
@@ -160,7 +168,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
             # Each trial's framework output goes to its own stdout/stderr files, which Ray writes in the
             # trial's working directory (under /tmp/ray) and copies into <experiment>/trial_<id>/.
             log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
-            # Our own view instead of Ray's tables (runners/progress.py).
+            # Our own view instead of Ray's tables (runners/view/progress.py).
             stop=CombinedStopper(budget, epoch_budget) if epoch_budget else budget,
             callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
             # The latest checkpoint is always kept besides the best: resume and export need no more.
@@ -174,7 +182,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
         ),
         # What Tuner.restore itself hands to Ray: finished and errored trials stay as they are,
         # unfinished ones continue from their last checkpoint.
-        _tuner_kwargs={"resume_config": tune.ResumeConfig()} if resume else None,
+        resume=resume,
     )
 
 
@@ -201,7 +209,7 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "de
     tuner = tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
                                resume_unfinished=True, resume_errored=False, restart_errored=False)
     # Ray restores the first run's RunConfig, callbacks included: show this run's view in this run's mode.
-    run_config = tuner._local_tuner.get_run_config()
+    run_config = run_config_of(tuner)
     run_config.verbose = ray_verbosity(output)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)]
     run_config.callbacks.append(_progress_view(settings, output))

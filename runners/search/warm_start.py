@@ -22,9 +22,10 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from segtune.core.errors import ConfigError
 from segtune.core.record import SETTINGS_FILE, RunSettings
 from segtune.runners.search.study import read_study_trials
+from segtune.search_spaces.membership import holds
 from segtune.search_spaces.space import SearchSpace
 
-# Attributes that tie a study trial to a trial of ITS experiment (runners/study.py).
+# Attributes that tie a study trial to a trial of ITS experiment (runners/search/study.py).
 _OWN_ATTRS = ("segtune_trial_id", "trial_dir")
 
 
@@ -90,7 +91,7 @@ def load_warm_start(sources: list[WarmSource], space: SearchSpace, mode: str, nu
                 new = space.searched.get(key)
                 if new is None:
                     not_searched[key] += 1
-                elif not _holds(new, value):
+                elif not holds(new, value):
                     outside[key] += 1
                 else:
                     params[key], distributions[key] = value, new
@@ -119,10 +120,3 @@ def load_warm_start(sources: list[WarmSource], space: SearchSpace, mode: str, nu
     warning = ("--warm-start: parameter values this search space cannot hold were left out: " + ", ".join(left_out)
                if left_out else "")
     return WarmStart(trials, points, note, warning)
-
-
-def _holds(distribution: BaseDistribution, value: Any) -> bool:
-    try:
-        return bool(distribution._contains(distribution.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
