@@ -14,7 +14,7 @@ from segtune.core.record import default_mode
 from segtune.trainers.base import TrainerAdapter
 
 # What a trial reports once per epoch that can be an objective besides the COCO metrics
-# (runners/cost.py); `cost/latency_ms` is timed after epochs 1, 2, 4, 8, ... and repeated between.
+# (runners/trial/cost.py); `cost/latency_ms` is timed after epochs 1, 2, 4, 8, ... and repeated between.
 COST_OBJECTIVES = ("cost/latency_ms", "cost/fps", "cost/params_m", "cost/train_mem_mb", "cost/infer_mem_mb",
                    "cost/epoch_time_s", "cost/train_time_s")
 ASHA_NOTE = "ASHA does not apply to several objectives (it ranks trials on one number): every trial runs to the end"
