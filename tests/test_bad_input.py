@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import edit_annotations
 
-from segtune.runners.launch import main
+from segtune.runners.command import main
 
 SPACE_HEADER = "framework: yolo\nparams:\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segtune.core.record import PreparedDataset, RunSettings
-from segtune.runners.launch import main
+from segtune.runners.command import main
 from segtune.runners.plan.budget import expected_trial_epochs, trials_for_budget
 from segtune.runners.search.stoppers import BUDGET_STATE_FILE, EpochBudget
 from segtune.search_spaces.space import parse_space
@@ -160,11 +160,9 @@ def test_a_trial_cut_by_the_epoch_budget_says_so(tmp_path):
 @pytest.mark.parametrize("option, value", [("sampler", "random"), ("scheduler", "none"), ("budget-epochs", 50)])
 def test_resume_keeps_the_sampler_scheduler_and_budget(tmp_path, option, value):
     from segtune.core.errors import ConfigError
-    from segtune.runners.command.parser import build_parser, given_options
+    from segtune.runners.command.request import parse_request
     from segtune.runners.plan.resume import check_resume_options
 
-    argv = ["--framework", "yolo", "--name", "x", "--resume", f"--{option}", str(value)]
-    args = build_parser().parse_args(argv)
-    args.given = given_options(argv)
+    request = parse_request(["--framework", "yolo", "--name", "x", "--resume", f"--{option}", str(value)])
     with pytest.raises(ConfigError, match=f"--{option} {value} differs from this experiment's"):
-        check_resume_options(args, _settings(tmp_path, budget_epochs=40))
+        check_resume_options(request, _settings(tmp_path, budget_epochs=40))

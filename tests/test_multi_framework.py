@@ -17,7 +17,7 @@ from segtune.analysis.trials import TrialSummary
 from segtune.core.choice import FRAMEWORK_KEY, for_trial, model_key, param_key, trial_framework
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
-from segtune.runners.command.parser import build_parser, validate_args
+from segtune.runners.command.request import FrameworkRequest, ObjectiveRequest, parse_request
 from segtune.runners.plan.frameworks import framework_names, per_framework, resolve_frameworks
 from segtune.runners.plan.objectives import parse_objectives
 from segtune.runners.search.schedulers import FrameworkASHA
@@ -170,10 +170,7 @@ def test_a_single_framework_record_of_before_loads_unchanged(tmp_path):
 
 
 def _args(*argv: str):
-    args = build_parser().parse_args(["--framework", *argv])
-    args.given = set()
-    validate_args(args)
-    return args
+    return parse_request(["--framework", *argv])
 
 
 def test_command_line_names_several_frameworks_and_per_framework_values():
@@ -181,16 +178,20 @@ def test_command_line_names_several_frameworks_and_per_framework_values():
     assert resolve_frameworks(["all"]) == ["yolo", "maskrcnn"]  # both libraries are installed here
     with pytest.raises(ConfigError, match="unknown framework detectron"):
         framework_names("yolo,detectron")
-    args = _args("yolo,maskrcnn", "--model", "yolo=yolo11n-seg.yaml,yolo11s-seg.yaml", "maskrcnn=maskrcnn_resnet18_fpn")
-    assert args.frameworks == ["yolo", "maskrcnn"]
-    assert per_framework(args.model, "--model", args.frameworks) == {
-        "yolo": "yolo11n-seg.yaml,yolo11s-seg.yaml", "maskrcnn": "maskrcnn_resnet18_fpn"}
+    request = _args("yolo,maskrcnn", "--model", "yolo=yolo11n-seg.yaml,yolo11s-seg.yaml",
+                    "maskrcnn=maskrcnn_resnet18_fpn")
+    assert request.names == ("yolo", "maskrcnn") and request.several
+    assert {f.name: f.models for f in request.frameworks} == {
+        "yolo": ("yolo11n-seg.yaml", "yolo11s-seg.yaml"), "maskrcnn": ("maskrcnn_resnet18_fpn",)}
+    assert per_framework(["yolo=a,b", "maskrcnn=c"], "--model", ["yolo", "maskrcnn"]) == {
+        "yolo": "a,b", "maskrcnn": "c"}
     with pytest.raises(ConfigError, match="FRAMEWORK=VALUE"):
         per_framework(["yolo11n-seg.yaml"], "--model", ["yolo", "maskrcnn"])
     with pytest.raises(ConfigError, match="not one of this search's frameworks"):
         per_framework(["detectron2=x"], "--weights", ["yolo", "maskrcnn"])
     single = _args("yolo", "--model", "yolo=yolo11s-seg.yaml", "--weights", "w.pt")
-    assert (single.framework, single.model, single.weights, single.space) == ("yolo", "yolo11s-seg.yaml", "w.pt", None)
+    assert single.frameworks == (FrameworkRequest("yolo", "auto", ("yolo11s-seg.yaml",), "w.pt", None),)
+    assert not single.several
     with pytest.raises(ConfigError, match="model choices are for a search over several frameworks"):
         _args("yolo", "--model", "yolo11n-seg.yaml,yolo11s-seg.yaml")
 
@@ -202,13 +203,10 @@ def test_objectives_parse_and_exclude_asha_options():
                          ("yolo/val/seg_loss:min", "not a metric every trial reports"), ("segm/AP,,", "empty item")]:
         with pytest.raises(ConfigError, match=message):
             parse_objectives(bad)
-    args = _args("yolo", "--objective", "segm/AP:max,cost/latency_ms:min")
-    assert (args.metric, args.mode, args.objectives) == ("segm/AP", "max", [["segm/AP", "max"],
-                                                                            ["cost/latency_ms", "min"]])
-    args = build_parser().parse_args(["--framework", "yolo", "--objective", "segm/AP,cost/fps", "--grace-period", "2"])
-    args.given = {"objective", "grace_period"}
+    request = _args("yolo", "--objective", "segm/AP:max,cost/latency_ms:min")
+    assert request.objective == ObjectiveRequest("segm/AP", "max", (("segm/AP", "max"), ("cost/latency_ms", "min")))
     with pytest.raises(ConfigError, match="ASHA, which does not apply"):
-        validate_args(args)
+        _args("yolo", "--objective", "segm/AP,cost/fps", "--grace-period", "2")
 
 
 def test_asha_per_framework_judges_a_trial_against_its_own_framework_only():

@@ -238,19 +238,18 @@ def test_default_confirmation_is_a_quarter_of_the_search_at_most():
 
 
 def test_cli_refuses_bad_confirmation_options():
-    from segtune.runners.command.parser import build_parser, validate_args
+    from segtune.runners.command.request import parse_request
 
     for argv, text in ((["--confirm-top", "-1"], "--confirm-top"), (["--confirm-seeds", "0"], "--confirm-seeds"),
                        (["--config", "c.yaml", "--start-from", "s.yaml"], "--start-from")):
-        args = build_parser().parse_args(["--framework", "yolo", *argv])
         with pytest.raises(ConfigError, match=text):
-            validate_args(args)
+            parse_request(["--framework", "yolo", *argv])
 
 
 @pytest.mark.parametrize("body, words", [(None, ["does not exist"]), ("- 1\n- 2\n", ["mapping of parameter values"]),
                                          ("framework: maskrcnn\nparams: {SEED: 1}\n", ["maskrcnn config"])])
 def test_a_bad_start_from_file_stops_the_run_before_anything_is_written(capsys, tmp_path, body, words):
-    from segtune.runners.launch import main
+    from segtune.runners.command import main
 
     start = tmp_path / "start.yaml"
     if body is not None:

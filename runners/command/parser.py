@@ -1,14 +1,13 @@
-"""Command-line arguments of `runners/tune.py` and their validation (all before anything is written)."""
+"""The argparse parser of `segtune tune` (`python runners/tune.py`); runners/command/request.py turns what it
+parses into the typed request."""
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from segtune.core.errors import ConfigError, OneLineErrorParser
 from segtune.trainers.registry import BACKENDS, FRAMEWORKS
 
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Options only some adapters understand (they list them in `TrainerAdapter.options`).
 ADAPTER_OPTIONS = ("iters_per_epoch",)
 SAMPLERS = ("tpe", "random")
@@ -26,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = parser.add_argument_group("what to train")
-    what.add_argument("--framework", required=True, type=_framework_list, metavar="|".join(FRAMEWORKS + ("F1,F2", "all")),
+    what.add_argument("--framework", required=True, type=_framework_list,
+                      metavar="|".join(FRAMEWORKS + ("F1,F2", "all")),
                       help="framework adapter; several (comma-separated, or 'all': every one whose library is "
                            "installed) make one search whose trials choose the framework and its model")
     backends = "; ".join(f"{fw}: auto, {', '.join(b)}" for fw, b in BACKENDS.items() if b)
@@ -153,11 +153,6 @@ def _framework_list(text: str) -> str:
     return text
 
 
-def output_mode(args: argparse.Namespace) -> str:
-    """quiet, default or verbose: what the terminal shows while the search runs."""
-    return "quiet" if args.quiet else "verbose" if args.verbose else "default"
-
-
 def given_options(argv: list[str]) -> set[str]:
     """The options written on the command line (argparse destinations), defaults left out: a
     resumed search must tell `--seed 0` typed by the user from the default."""
@@ -165,68 +160,3 @@ def given_options(argv: list[str]) -> set[str]:
     for action in parser._actions:
         action.default = argparse.SUPPRESS
     return set(vars(parser.parse_args(argv)))
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    """Checks that need no Ray and no data; each failure is one line naming the fix."""
-    from segtune.runners.plan.frameworks import check_framework_args
-    from segtune.runners.plan.objectives import check_objective_args
-
-    check_framework_args(args)  # sets args.frameworks; one framework: --model/--weights/--space as single values
-    check_objective_args(args)  # sets args.objectives
-    if args.name is not None and (not _NAME_PATTERN.match(args.name) or ".." in args.name):
-        raise ConfigError(
-            f"--name {args.name!r} must be a plain name (letters, digits, '.', '_', '-'; no path separators or '..')"
-        )
-    if args.resume and not args.name:
-        raise ConfigError("--resume needs --name of the experiment to continue")
-    for flag in ("num_samples", "max_epochs", "grace_period", "iters_per_epoch", "budget_epochs"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be a positive whole number, got {value}")
-    if args.max_epochs is not None and args.grace_period is not None and args.grace_period > args.max_epochs:
-        raise ConfigError(
-            f"--grace-period ({args.grace_period}) is longer than --max-epochs ({args.max_epochs}); lower it"
-        )
-    if args.confirm_top is not None and args.confirm_top < 0:
-        raise ConfigError(f"--confirm-top must be >= 0 (0: no confirmation), got {args.confirm_top}")
-    if args.confirm_seeds < 1:
-        raise ConfigError(f"--confirm-seeds must be >= 1 (--confirm-top 0 skips confirmation), "
-                          f"got {args.confirm_seeds}")
-    if args.config is not None and args.start_from is not None:
-        raise ConfigError("--config trains one fixed configuration; --start-from is for searches, leave one out")
-    if args.scheduler == "none" and args.grace_period is not None:
-        raise ConfigError("--grace-period is ASHA's; leave it out with --scheduler none")
-    if args.reduction_factor <= 1:
-        raise ConfigError(f"--reduction-factor must be > 1, got {args.reduction_factor}")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise ConfigError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
-    if not 0 < args.val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
-        raise ConfigError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
-    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
-        raise ConfigError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    if args.max_failures < 0:
-        raise ConfigError(f"--max-failures must be >= 0, got {args.max_failures}")
-    if args.config is not None and args.space is not None:
-        raise ConfigError("--config trains one fixed configuration; leave out --space")
-    if args.data is not None and (args.train_json or args.train_images):
-        raise ConfigError("give either --data or --train-json/--train-images, not both")
-    if bool(args.train_json) != bool(args.train_images):
-        raise ConfigError("--train-json and --train-images go together")
-    if bool(args.val_json) != bool(args.val_images):
-        raise ConfigError("--val-json and --val-images go together")
-    if args.val_json and not args.train_json:
-        raise ConfigError("--val-json needs --train-json/--train-images too")
-
-
-def adapter_options(args: argparse.Namespace, adapter) -> dict:
-    """The adapter-specific options given on the command line; one the adapter does not take is refused."""
-    given = {name: getattr(args, name) for name in ADAPTER_OPTIONS if getattr(args, name) is not None}
-    for name in given:
-        if name not in adapter.options:
-            raise ConfigError(f"--{name.replace('_', '-')} does not apply to {adapter.display_name()}; leave it out")
-    return given

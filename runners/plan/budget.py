@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from segtune.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from segtune.runners.command.request import BudgetRequest
 
 
 def expected_trial_epochs(max_epochs: int, grace_period: int, reduction_factor: float, early_stopping: bool) -> float:
@@ -37,17 +41,17 @@ def trials_for_budget(budget: int, max_epochs: int, grace_period: int, reduction
     return max(1, math.ceil(trials * 1.5 if early_stopping else trials))
 
 
-def search_budget(args, has_gpu: bool, default_epochs_cpu: int) -> tuple[int, int, int]:
-    """(max_epochs, grace_period, num_samples) of a new search, from the command line and the hardware:
+def search_budget(budget: BudgetRequest, has_gpu: bool, default_epochs_cpu: int) -> tuple[int, int, int]:
+    """(max_epochs, grace_period, num_samples) of a new search, from the request and the hardware:
     on CPU, the adapter's own default epochs and a grace period of a third of them (AP is 0 in every
     trial for the first epochs of a CPU budget: ASHA's early rungs would compare noise, see
     docs/BENCHMARKS.md); with GPUs 100 epochs, grace a tenth; --budget-epochs sets the trial count."""
-    max_epochs = args.max_epochs or (100 if has_gpu else default_epochs_cpu)
-    grace = args.grace_period or max(1, max_epochs // (10 if has_gpu else 3))
+    max_epochs = budget.max_epochs or (100 if has_gpu else default_epochs_cpu)
+    grace = budget.grace_period or max(1, max_epochs // (10 if has_gpu else 3))
     if grace > max_epochs:
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
-    num_samples = args.num_samples or (16 if has_gpu else 8)
-    if args.budget_epochs and not args.num_samples:
-        num_samples = trials_for_budget(args.budget_epochs, max_epochs, grace, args.reduction_factor,
-                                        early_stopping=args.scheduler == "asha")
+    num_samples = budget.num_samples or (16 if has_gpu else 8)
+    if budget.budget_epochs and not budget.num_samples:
+        num_samples = trials_for_budget(budget.budget_epochs, max_epochs, grace, budget.reduction_factor,
+                                        early_stopping=budget.scheduler == "asha")
     return max_epochs, grace, num_samples

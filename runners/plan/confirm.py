@@ -59,12 +59,13 @@ def default_confirm_top(num_samples: int, has_gpu: bool) -> int:
     return min(3 if has_gpu else 2, num_samples // 4)
 
 
-def chosen_confirm_top(args, num_samples: int, has_gpu: bool, searched: bool) -> int:
-    """--confirm-top, or its default; 0 for a fixed configuration (--config) and for several
+def chosen_confirm_top(confirm_top: int | None, several_objectives: bool, num_samples: int, has_gpu: bool,
+                       searched: bool) -> int:
+    """--confirm-top (None: its default); 0 for a fixed configuration (--config) and for several
     objectives (a front, no one best configuration)."""
-    if not searched or args.objectives:
+    if not searched or several_objectives:
         return 0
-    return args.confirm_top if args.confirm_top is not None else default_confirm_top(num_samples, has_gpu)
+    return confirm_top if confirm_top is not None else default_confirm_top(num_samples, has_gpu)
 
 
 def confirmation_seeds(plan: ConfirmPlan, original_seed: Any) -> list[int]:

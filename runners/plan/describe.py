@@ -1,0 +1,73 @@
+"""The plan of a new search in words: the lines `segtune tune` prints before the first trial.
+
+How trials are judged, proposed, stopped and confirmed is the same sentence for one framework and
+for several; the lines about models and trials name each framework when there are several.
+"""
+from __future__ import annotations
+
+from segtune.core.record import RunSettings
+from segtune.core.score import SCORE_KEY, SCORE_WINDOW
+from segtune.runners.plan.confirm import ConfirmPlan, confirm_plan
+from segtune.runners.plan.experiment import Experiment
+from segtune.runners.plan.objectives import ASHA_NOTE
+from segtune.runners.plan.sampler import SamplerPlan, plan_sampler
+
+
+def plan_lines(experiment: Experiment, quiet: bool, warm_start: bool, starts: int) -> list[str]:
+    """The plan's lines, each starting "segtune: ".
+
+    Args:
+        experiment: the planned search.
+        quiet: leave out the model lines (--quiet).
+        warm_start: the study is warm-started (its best points run first).
+        starts: how many points the study tries before it samples (warm start's and first trials, each once).
+    """
+    settings, resources = experiment.settings, experiment.resources
+    lines: list[str] = []
+    if settings.frameworks:
+        if not quiet:
+            for f, entry in settings.frameworks.items():
+                lines.append(f"segtune: {f}: models {', '.join(entry['models'])}" + _start(entry["weights"])
+                             + f"; searching {sorted(experiment.space.branches[f].space.searched)}")
+        lines.append(f"segtune: {settings.num_samples} trials choosing among {', '.join(settings.frameworks)} (the "
+                     f"first {min(settings.num_samples, len(settings.frameworks))} one of each), up to "
+                     f"{settings.max_epochs} epochs each, {resources.max_concurrent} at a time "
+                     f"({resources.gpus_per_trial:g} GPU, {resources.cpus_per_trial:g} CPU per trial)")
+        if not settings.objectives and settings.scheduler == "asha":
+            lines.append("segtune: ASHA compares each trial with trials of its own framework (their learning "
+                         "curves differ)")
+    else:
+        if not quiet:
+            lines.append(f"segtune: model {settings.model}" + _start(settings.weights))
+        lines.append(f"segtune: {settings.num_samples} trials, up to {settings.max_epochs} epochs each, "
+                     f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
+                     f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
+                     f"{resources.cluster_cpus:g} CPUs); searching {sorted(experiment.space.searched)}")
+    if resources.warning:
+        lines.append(f"segtune: warning: {resources.warning}")
+    if settings.frameworks or experiment.space.searched:
+        first = (["the warm start's best"] if warm_start else []) + [label for label, _ in experiment.first]
+        lines += search_plan_lines(settings, plan_sampler(settings.num_samples, starts, settings.sampler), first,
+                                   confirm_plan(settings))
+    return lines
+
+
+def search_plan_lines(settings: RunSettings, sampler_plan: SamplerPlan, first: list[str],
+                      confirm: ConfirmPlan) -> list[str]:
+    """How trials are judged, proposed, stopped and confirmed (one framework or several)."""
+    lines = [f"segtune: a trial's score ({SCORE_KEY}): its best ({settings.mode}) mean of {settings.metric} over "
+             f"{SCORE_WINDOW} consecutive epochs",
+             f"segtune: {sampler_plan.describe()}; first trials: {', '.join(first) or 'none'}"]
+    if settings.objectives:
+        lines.append(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in settings.objectives)}; {ASHA_NOTE}")
+        return lines
+    stopping = "no early stopping" if settings.scheduler == "none" else (
+        f"ASHA (grace {settings.grace_period}, reduction factor {settings.reduction_factor:g}"
+        f"{', per framework' if settings.frameworks else ''})")
+    budget = f"; ends after {settings.budget_epochs} epochs in all" if settings.budget_epochs else ""
+    lines.append(f"segtune: {stopping}{budget}; {confirm.describe()}")
+    return lines
+
+
+def _start(weights: str | None) -> str:
+    return f", starting from {weights}" if weights else ", from scratch"

@@ -1,0 +1,166 @@
+"""A new experiment, planned: the request, what was checked before the start, and the cluster's
+facts (GPUs or not, its nodes) become the `RunSettings` every trial shares, the space the searcher
+samples and the first trials.
+
+A search over one framework is the one-entry case of several; what really differs is kept to a
+few lines: several frameworks make a conditional space (the trial chooses the framework, its keys
+are FRAMEWORK=VALUE ones) with one first trial per framework, and their record keeps each
+framework's backend, model choices, weights and space (`RunSettings.frameworks`), while a single
+framework's record is as it always was. `RunSettings` is constructed here only (`_settings`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.core.record import PreparedDataset, RunSettings
+from segtune.runners.plan.budget import search_budget
+from segtune.runners.plan.confirm import chosen_confirm_top
+from segtune.runners.plan.frameworks import default_model, default_models, framework_first_point
+from segtune.runners.plan.resources import Resources, plan_resources
+from segtune.runners.plan.spaces import framework_space
+from segtune.runners.plan.start_points import start_points
+from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch
+from segtune.search_spaces.space import SearchSpace
+from segtune.trainers.base import TrainerAdapter, TrainingShape
+
+if TYPE_CHECKING:
+    from segtune.runners.command.request import FrameworkRequest, TuneRequest
+
+
+@dataclass(frozen=True)
+class Framework:
+    """One framework of the search, as the trials will see it: its backend and adapter, its
+    (resolved) model choices and weights. A search space comes once the hardware is known."""
+
+    name: str
+    backend: str  # "" for a framework with one library
+    adapter: type[TrainerAdapter]
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What was checked before anything started (runners/launch.py), for the plan."""
+
+    mode: str  # the metric's direction (--mode, or the metric's usual one)
+    options: dict[str, Any]  # adapter options the trials get
+    warm_sources: tuple = ()  # earlier experiments seeding the study (runners/search/warm_start.py)
+    spaces: dict[str, SearchSpace] | None = None  # the --space / --config spaces given, per framework
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The plan of a new search."""
+
+    settings: RunSettings
+    space: SearchSpace | ConditionalSpace  # what the searcher samples (conditional with several frameworks)
+    first: tuple[tuple[str, dict[str, Any]], ...]  # the first trials: (what it is, point)
+    resources: Resources
+
+
+def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], preflight: Preflight,
+                    dataset: PreparedDataset, has_gpu: bool, experiment_dir: Path, name: str,
+                    warn: Callable[[str], None]) -> Experiment:
+    """The budget, spaces, models, first trials, confirmation and resources of a new search.
+
+    Args:
+        request: the checked request.
+        frameworks: one entry per request.frameworks, in the same order.
+        preflight: what was checked before the start.
+        dataset: the prepared data.
+        has_gpu: whether the cluster has GPUs (the defaults of epochs, spaces and models depend on it).
+        experiment_dir, name: where the experiment goes, and the study's name.
+        warn: prints a warning (a --start-from key outside the space).
+
+    Raises:
+        ConfigError: a budget that cannot work (grace period beyond max epochs), a --start-from
+            that sets nothing of the space, resources the cluster cannot hold.
+    """
+    # One max_epochs for all: the largest of the frameworks' own CPU defaults (runners/plan/frameworks.py).
+    max_epochs, grace, num_samples = search_budget(request.budget, has_gpu,
+                                                   max(f.adapter.default_epochs_cpu for f in frameworks))
+    given_spaces = preflight.spaces or {}
+    spaces = {f.name: given_spaces.get(f.name) or framework_space(f.name, f.adapter, request.seed,
+                                                                  cpu_only=not has_gpu)
+              for f in frameworks}
+    models = {f.name: _models(wanted, f.adapter, has_gpu, request.several)
+              for wanted, f in zip(request.frameworks, frameworks, strict=True)}
+    if request.several:
+        space: SearchSpace | ConditionalSpace = ConditionalSpace(
+            {f.name: FrameworkBranch(models[f.name][0], spaces[f.name]) for f in frameworks})
+    else:
+        space = spaces[frameworks[0].name]
+        if not space.searched:  # a fixed configuration (--config) is one trial
+            num_samples = 1
+    searched = request.several or bool(space.searched)
+    first = _first_trials(request, frameworks, spaces, dataset, max_epochs, num_samples, warn) if searched else []
+    confirm_top = chosen_confirm_top(request.confirm.top, bool(request.objective.objectives), num_samples, has_gpu,
+                                     searched)
+    resources = plan_resources(request.resources.gpus_per_trial, request.resources.cpus_per_trial,
+                               request.resources.workers, num_samples)
+    settings = _settings(request, frameworks, preflight, dataset, experiment_dir, name, space, spaces, models,
+                         (max_epochs, grace, num_samples, confirm_top), resources)
+    return Experiment(settings, space, tuple(first), resources)
+
+
+def _models(wanted: FrameworkRequest, adapter: type[TrainerAdapter], has_gpu: bool,
+            several: bool) -> tuple[tuple[str, ...], str | None]:
+    """(model choices, weights) as every trial sees them: the ones given, or the adapter's default
+    (with several frameworks its model choices), resolved (local files made absolute)."""
+    choices = wanted.models or (default_models(adapter, has_gpu) if several else (default_model(adapter, has_gpu),))
+    resolved = [adapter.resolve_model(model, wanted.weights) for model in choices]
+    return tuple(dict.fromkeys(model for model, _ in resolved)), resolved[0][1]
+
+
+def _first_trials(request: TuneRequest, frameworks: tuple[Framework, ...], spaces: dict[str, SearchSpace],
+                  dataset: PreparedDataset, max_epochs: int, num_samples: int,
+                  warn: Callable[[str], None]) -> list[tuple[str, dict[str, Any]]]:
+    """One framework: its defaults (not for a random-search baseline) then --start-from
+    (runners/plan/start_points.py). Several: one trial per framework, its defaults under its keys."""
+    def shape(space: SearchSpace) -> TrainingShape:
+        return TrainingShape(dataset.num_train_images, dataset.num_classes, max_epochs, dict(space.fixed))
+
+    sampler = request.budget.sampler
+    if request.several:
+        return [(f"{f.name}'s defaults", framework_first_point(f.name, f.adapter, spaces[f.name], sampler,
+                                                               shape(spaces[f.name])))
+                for f in frameworks][:num_samples]
+    (framework,) = frameworks
+    space = spaces[framework.name]
+    defaults = framework.adapter.default_params(space.searched, shape(space)) if sampler == "tpe" else {}
+    return start_points(space, defaults, request.study.start_from, framework.name, framework.adapter.seed_key, warn)
+
+
+def _settings(request: TuneRequest, frameworks: tuple[Framework, ...], preflight: Preflight,
+              dataset: PreparedDataset, experiment_dir: Path, name: str, space: SearchSpace | ConditionalSpace,
+              spaces: dict[str, SearchSpace], models: dict[str, tuple[tuple[str, ...], str | None]],
+              budget: tuple[int, int, int, int], resources: Resources) -> RunSettings:
+    """The experiment's record (segtune.json): the one place a RunSettings is made."""
+    max_epochs, grace, num_samples, confirm_top = budget
+    if request.several:
+        per_framework = {f.name: {"backend": f.backend, "models": list(models[f.name][0]),
+                                  "weights": models[f.name][1], "space": spaces[f.name].to_dict()}
+                         for f in frameworks}
+        backend, model, weights, recorded_space = "", "", None, space.union().to_dict()
+    else:
+        (only,) = frameworks
+        per_framework = {}
+        backend, model, weights, recorded_space = only.backend, models[only.name][0][0], models[only.name][1], \
+            space.to_dict()
+    return RunSettings(
+        framework=",".join(f.name for f in frameworks), backend=backend, dataset=dataset,
+        metric=request.objective.metric, mode=preflight.mode, max_epochs=max_epochs, model=model, weights=weights,
+        gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
+        workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
+        seed=request.seed, space=recorded_space, experiment_dir=str(experiment_dir), options=preflight.options,
+        num_samples=num_samples, grace_period=grace, reduction_factor=request.budget.reduction_factor,
+        max_concurrent=resources.max_concurrent, max_failures=request.budget.max_failures,
+        time_budget=request.budget.time_budget, study_storage=request.study.storage or "", study_name=name,
+        warm_start=[str(s.path) for s in preflight.warm_sources], frameworks=per_framework,
+        objectives=[list(o) for o in request.objective.objectives], sampler=request.budget.sampler,
+        scheduler=request.budget.scheduler, budget_epochs=request.budget.budget_epochs,
+        confirm_top=confirm_top, confirm_seeds=request.confirm.seeds if confirm_top else 0,
+    )
