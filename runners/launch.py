@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segtune.core.errors import ConfigError, SpaceError, run_cli
+from segtune.core.errors import ConfigError, ExperimentError, SpaceError, run_cli
 from segtune.core.record import SETTINGS_FILE, RunSettings, absolute_study_url, default_mode
 from segtune.core.score import SCORE_KEY, SCORE_WINDOW
 from segtune.runners.command.parser import adapter_options, build_parser, given_options, output_mode, validate_args
@@ -107,7 +107,7 @@ def _run(args) -> int:
     model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
     model, weights = adapter.resolve_model(model, args.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
-    settings = RunSettings(
+    settings = RunSettings.from_flat(
         framework=args.framework, backend=backend, dataset=dataset, metric=args.metric, mode=mode,
         max_epochs=max_epochs, model=model, weights=weights,
         gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
@@ -160,6 +160,8 @@ def _resume(args, experiment_dir: Path) -> int:
 
     try:
         settings = RunSettings.load(experiment_dir)
+    except ExperimentError:  # a record newer than this segtune: its one line names the fix
+        raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(
             f"{experiment_dir / SETTINGS_FILE} cannot be read ({exc}); it was not written by this version "
@@ -167,10 +169,11 @@ def _resume(args, experiment_dir: Path) -> int:
         ) from None
     # The directory may have moved since it was made (a copy, another mount): trials write here now.
     settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
-    if set(settings.framework.split(",")) != set(args.framework.split(",")):
-        raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework {settings.framework}")
+    if set(settings.framework_names) != set(args.framework.split(",")):
+        recorded = ",".join(settings.framework_names)
+        raise ConfigError(f"{experiment_dir} is a {recorded} experiment; resume it with --framework {recorded}")
     output = output_mode(args)
-    if not settings.num_samples:  # recorded before segtune kept the budget: Ray's own restore, as it was
+    if not settings.budget.recorded:  # recorded before segtune kept the budget (core/migrate.py): Ray's own restore
         check_resume_options(args, settings, legacy=True)
         _start_ray(args.address, output)
         print(f"segtune: resuming {experiment_dir}")
@@ -180,9 +183,10 @@ def _resume(args, experiment_dir: Path) -> int:
     from segtune.search_spaces.space import SearchSpace
 
     _start_ray(args.address, output)
-    space = conditional_space(settings.frameworks) if settings.frameworks else SearchSpace.from_dict(settings.space)
-    print(f"segtune: resuming {experiment_dir}: {settings.num_samples} trials in all"
-          + (f", time budget {settings.time_budget:g}s for this run" if settings.time_budget else ""))
+    space = conditional_space(settings.frameworks) if settings.is_multi else SearchSpace.from_dict(settings.space)
+    budget = settings.budget
+    print(f"segtune: resuming {experiment_dir}: {budget.num_samples} trials in all"
+          + (f", time budget {budget.time_budget:g}s for this run" if budget.time_budget else ""))
     tuner = build_tuner(settings, space, experiment_dir, resume=True, output=output)
     settings.save(experiment_dir)
     _print_study(settings, experiment_dir, SearchSpace.from_dict(settings.space))
@@ -191,16 +195,18 @@ def _resume(args, experiment_dir: Path) -> int:
 
 def print_search_plan(settings: RunSettings, sampler_plan, first: list[str], confirm) -> None:
     """How trials are judged, proposed, stopped and confirmed (also for a search over several frameworks)."""
-    print(f"segtune: a trial's score ({SCORE_KEY}): its best ({settings.mode}) mean of {settings.metric} over "
+    objective, schedule = settings.objective, settings.schedule
+    print(f"segtune: a trial's score ({SCORE_KEY}): its best ({objective.mode}) mean of {objective.metric} over "
           f"{SCORE_WINDOW} consecutive epochs")
     print(f"segtune: {sampler_plan.describe()}; first trials: {', '.join(first) or 'none'}")
-    if settings.objectives:
-        print(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in settings.objectives)}; {ASHA_NOTE}")
+    if objective.objectives:
+        print(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in objective.objectives)}; {ASHA_NOTE}")
         return
-    stopping = "no early stopping" if settings.scheduler == "none" else (
-        f"ASHA (grace {settings.grace_period}, reduction factor {settings.reduction_factor:g}"
-        f"{', per framework' if settings.frameworks else ''})")
-    budget = f"; ends after {settings.budget_epochs} epochs in all" if settings.budget_epochs else ""
+    stopping = "no early stopping" if schedule.scheduler == "none" else (
+        f"ASHA (grace {schedule.grace_period}, reduction factor {schedule.reduction_factor:g}"
+        f"{', per framework' if settings.is_multi else ''})")
+    budget_epochs = settings.budget.budget_epochs
+    budget = f"; ends after {budget_epochs} epochs in all" if budget_epochs else ""
     print(f"segtune: {stopping}{budget}; {confirm.describe()}")
 
 
@@ -225,7 +231,7 @@ def _print_study(settings: RunSettings, experiment_dir: Path, space: SearchSpace
     if space.searched:
         from segtune.runners.search.study import dashboard_command
 
-        print(f"segtune: Optuna study {settings.study_name or experiment_dir.name}; watch it live: "
+        print(f"segtune: Optuna study {settings.study_name_at(experiment_dir)}; watch it live: "
               f"{dashboard_command(settings.study_url(experiment_dir))}")
 
 

@@ -203,7 +203,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
     space = ConditionalSpace(branches)
     confirm_top = chosen_confirm_top(args, num_samples, has_gpu, searched=True)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
-    settings = RunSettings(
+    settings = RunSettings.from_flat(
         framework=",".join(frameworks), backend="", dataset=dataset, metric=args.metric, mode=mode,
         max_epochs=max_epochs, model="", weights=None,
         gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
@@ -258,15 +258,15 @@ def _print_plan(settings: RunSettings, branches: dict[str, FrameworkBranch], num
                 quiet: bool) -> None:
     if not quiet:
         for f, branch in branches.items():
-            weights = settings.frameworks[f]["weights"]
+            weights = settings.framework_entry(f).weights
             print(f"segtune: {f}: models {', '.join(branch.models)}" + (f", starting from {weights}" if weights else
                                                                        ", from scratch")
                   + f"; searching {sorted(branch.space.searched)}")
     print(f"segtune: {num_samples} trials choosing among {', '.join(branches)} (the first "
-          f"{min(num_samples, len(branches))} one of each), up to {settings.max_epochs} epochs each, "
+          f"{min(num_samples, len(branches))} one of each), up to {settings.budget.max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, {resources.cpus_per_trial:g} CPU "
           f"per trial)")
-    if not settings.objectives and settings.scheduler == "asha":
+    if not settings.objective.objectives and settings.schedule.scheduler == "asha":
         print("segtune: ASHA compares each trial with trials of its own framework (their learning curves differ)")
     if resources.warning:
         print(f"segtune: warning: {resources.warning}")

@@ -1,5 +1,5 @@
 """The search's scheduler (`make_scheduler`): ASHA that records its cuts and never cuts a confirmation
-trial (runners/endings.py, runners/confirm.py), ASHA per framework (a search over several
+trial (runners/search/endings.py, runners/search/confirming.py), ASHA per framework (a search over several
 frameworks), and the end of every trial at its last epoch without ASHA (`--scheduler none`,
 several objectives).
 
@@ -9,9 +9,10 @@ ASHA stops a trial at a rung when it is below the best 1/reduction-factor of the
 reached that rung. Across frameworks that compares different learning curves: from scratch on
 small data a Mask R-CNN scores in its first epochs while a YOLO11-seg often has AP 0 for several
 (Ultralytics starts its class bias at a very low prior), so one shared ladder would stop YOLO
-trials for their slow start, not for their configuration. `FrameworkASHA` keeps one ASHA per framework (its own rungs, the same
-max_t, grace period and reduction factor) and hands each trial to its framework's; which framework
-wins is decided at the end, on trials that each had the chance to train in full.
+trials for their slow start, not for their configuration. `FrameworkASHA` keeps one ASHA per
+framework (its own rungs, the same max_t, grace period and reduction factor) and hands each trial
+to its framework's; which framework wins is decided at the end, on trials that each had the chance
+to train in full.
 """
 from __future__ import annotations
 
@@ -21,20 +22,21 @@ from collections.abc import Callable
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from segtune.core.choice import FRAMEWORK_KEY, is_multi
+from segtune.core.choice import FRAMEWORK_KEY
 from segtune.core.record import RunSettings
 from segtune.runners.search.endings import EndLog, RecordingASHA
 
 
 def make_scheduler(settings: RunSettings, end_log: EndLog) -> TrialScheduler:
     """ASHA (one per framework in a search over several); none with `--scheduler none` or several
-    objectives (runners/objectives.py): every trial trains to its last epoch."""
-    if settings.objectives or settings.scheduler == "none":
-        return StopAtMaxEpochs(settings.max_epochs)
+    objectives (runners/plan/objectives.py): every trial trains to its last epoch."""
+    schedule, max_epochs = settings.schedule, settings.budget.max_epochs
+    if settings.objective.objectives or schedule.scheduler == "none":
+        return StopAtMaxEpochs(max_epochs)
     # metric/mode come from TuneConfig (Ray refuses them twice)
-    make = functools.partial(RecordingASHA, end_log, time_attr="training_iteration", max_t=settings.max_epochs,
-                             grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
-    return FrameworkASHA(make) if is_multi(settings) else make()
+    make = functools.partial(RecordingASHA, end_log, time_attr="training_iteration", max_t=max_epochs,
+                             grace_period=schedule.grace_period, reduction_factor=schedule.reduction_factor)
+    return FrameworkASHA(make) if settings.is_multi else make()
 
 
 class FrameworkASHA(FIFOScheduler):

@@ -60,23 +60,24 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     from ray import tune
 
     startup.imports_done()
-    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(settings.resources.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
     hyperparameters, _ = split_marks(config)
-    framework, params = for_trial(settings, hyperparameters)  # the chosen framework's settings and own params
-    context = TrialContext.for_experiment(framework, trial_dir, trial_device(settings.gpus_per_trial))
-    adapter = get_adapter(framework.framework, framework.backend)(
+    single, params = for_trial(settings, hyperparameters)  # the chosen framework's settings and own params
+    context = TrialContext.for_experiment(single, trial_dir, trial_device(settings.resources.gpus_per_trial))
+    adapter = get_adapter(single.sole_framework.name, single.sole_framework.backend)(
         {key: thaw(value) for key, value in params.items()}, context
     )
     startup.mark("adapter_built")
-    evaluator = shared_evaluator(settings.dataset.val_json, settings.dataset.content_hash)
+    evaluator = shared_evaluator(settings.data.val_json, settings.data.content_hash)
     startup.mark("evaluator_ready")
     node_id = _node_id()
     placement = {"segtune/device": context.device, **_gpu_identity(context.use_cuda)}
     started = time.perf_counter()
     last_epoch = 0
     cost = TrialCost(adapter, context.device)
-    score = RunningScore(settings.mode)
+    metric, mode = settings.objective.metric, settings.objective.mode
+    score = RunningScore(mode)
 
     def on_epoch_end(epoch: int, native: dict[str, float]) -> None:
         nonlocal last_epoch
@@ -101,9 +102,9 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
             DIVERGED_KEY: 0,
         }
         result.update(cost.metrics(epoch))
-        if settings.metric not in result:
-            result[settings.metric] = worst_value(settings.mode)
-        result.update(score.add(result[settings.metric]))
+        if metric not in result:
+            result[metric] = worst_value(mode)
+        result.update(score.add(result[metric]))
         if last_epoch == 0:  # before the report: a trial stopped at its first rung ends inside it
             startup.write(trial_dir, adapter.milestones, eval_time)
         # Staged outside the trial dir: Ray syncs that dir and must not see a half-made checkpoint.
@@ -128,9 +129,9 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
         # score (Optuna refuses NaN, and TPE should learn that this region is bad).
         failure = {key: 0.0 for key in METRIC_KEYS}
         failure.update({
-            settings.metric: worst_value(settings.mode),
-            SCORE_KEY: worst_value(settings.mode),
-            WINDOW_KEY: worst_value(settings.mode),
+            metric: worst_value(mode),
+            SCORE_KEY: worst_value(mode),
+            WINDOW_KEY: worst_value(mode),
             "epoch": last_epoch + 1,
             DIVERGED_KEY: 1,
             FAILURE_KEY: f"diverged: {exc}"[:500],
