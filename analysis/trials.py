@@ -376,7 +376,8 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
 
 def recorded_space(settings: RunSettings):
     """The experiment's search space as recorded in segtune.json; for records that only name a file
-    (written before the space was stored inline), that file if it is still there and still a space."""
+    (written before the space was stored inline: `{"source": path}` after core/migrate.py), that
+    file if it is still there and still a space."""
     from segtune.search_spaces.space import SearchSpace, load_space
 
     if "searched" in settings.space:
