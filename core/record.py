@@ -163,8 +163,8 @@ class RunSettings:
     them. Saved with `schema_version`; `load` brings older records up to date (core/migrate.py).
 
     Example:
-        >>> record = RunSettings.load(Path("runs/yolo-demo"))
-        >>> record.framework_names, record.objective.metric, record.budget.num_samples
+        >>> record = RunSettings.load(Path("runs/yolo-demo"))  # doctest: +SKIP
+        >>> record.framework_names, record.objective.metric, record.budget.num_samples  # doctest: +SKIP
         (('yolo',), 'segm/AP', 16)
     """
 
