@@ -95,26 +95,26 @@ def check_out(out: Path, force: bool) -> None:
 
 def retrain_command(exp: Experiment, config_path: Path) -> str:
     """The search's settings with the exported config in place of the search space."""
-    s = exp.settings
-    d = s.dataset
-    args = ["segtune", "tune", "--framework", s.framework]
-    if s.backend:
-        args += ["--backend", s.backend]
-    args += ["--config", str(config_path), "--model", s.model]
-    if s.weights:
-        args += ["--weights", s.weights]
+    s, d, fw = exp.settings, exp.settings.data, exp.settings.sole_framework
+    args = ["segtune", "tune", "--framework", fw.name]
+    if fw.backend:
+        args += ["--backend", fw.backend]
+    args += ["--config", str(config_path), "--model", fw.model]
+    if fw.weights:
+        args += ["--weights", fw.weights]
     # The prepared (validated, split) copies of the data: the same train/val images as the search.
     args += ["--train-json", str(d.train_json), "--train-images", str(d.train_images),
              "--val-json", str(d.val_json), "--val-images", str(d.val_images),
-             "--max-epochs", str(s.max_epochs), "--metric", s.metric, "--mode", s.mode, "--seed", str(s.seed),
+             "--max-epochs", str(s.budget.max_epochs), "--metric", s.objective.metric, "--mode", s.objective.mode,
+             "--seed", str(s.seed),
              "--name", f"{exp.name}-retrain"]
     return shlex.join(args)
 
 
 def write_config(exp: Experiment, trial: TrialSummary, out: Path) -> Path:
-    s = exp.settings
+    fw = exp.settings.sole_framework
     params = {k: thaw(v) for k, v in sorted(trial.params.items())}
-    data = {"framework": s.framework, "backend": s.backend, "model": s.model, "weights": s.weights, "params": params}
+    data = {"framework": fw.name, "backend": fw.backend, "model": fw.model, "weights": fw.weights, "params": params}
     path = out / "config.yaml"
     header = (f"# segtune config: trial {trial.trial_id} of experiment {exp.name} (rank {trial.rank} by "
               f"{exp.metric}, {exp.mode}).\n# Retrain without a search (on the search's data):\n"
@@ -126,7 +126,7 @@ def write_config(exp: Experiment, trial: TrialSummary, out: Path) -> Path:
 
 def write_native_config(adapter_cls, exp: Experiment, trial: TrialSummary, out: Path) -> Path:
     s = exp.settings
-    context = TrialContext.for_experiment(s, out, "cuda:0" if s.gpus_per_trial > 0 else "cpu")
+    context = TrialContext.for_experiment(s, out, "cuda:0" if s.resources.gpus_per_trial > 0 else "cpu")
     native = adapter_cls.native_config({k: thaw(v) for k, v in trial.params.items()}, context)
     path = out / "native_config.yaml"
     path.write_text(f"# {adapter_cls.display_name()} configuration of trial {trial.trial_id}, in the framework's own "
@@ -178,7 +178,7 @@ def _sha256(path: Path) -> str:
 
 def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: list[Path], notes: list[str],
                      framework_packages: tuple[str, ...]) -> Path:
-    s, d = exp.settings, exp.settings.dataset
+    s, d, fw = exp.settings, exp.settings.data, exp.settings.sole_framework
     packages = ["segtune", "torch", *framework_packages, "ray", "optuna"]
     metric_rows = "\n".join(f"| {k} | {trial.best_metrics[k]:.2f} |" if trial.best_metrics.get(k, -1) >= 0
                             else f"| {k} | - (no ground truth of that size) |" for k in METRIC_KEYS
@@ -189,7 +189,7 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
                           for f in files if f.is_file())
     text = f"""# Model card: {exp.name} / trial {trial.trial_id}
 
-{s.framework}{f' ({s.backend})' if s.backend else ''}, model `{s.model}`, started from {f'`{s.weights}`' if s.weights else 'scratch'}.
+{fw.name}{f' ({fw.backend})' if fw.backend else ''}, model `{fw.model}`, started from {f'`{fw.weights}`' if fw.weights else 'scratch'}.
 
 - rank {trial.rank} of {len(exp.trials)} trials by the score of `{exp.metric}` ({exp.mode}; the best mean over {SCORE_WINDOW} consecutive epochs): {format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}
 {confirmation_note(exp, trial)}- {trial.detail}; {trial.epochs} epochs trained
@@ -213,7 +213,7 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
 
 ## Training
 
-- seed: {trial.params.get('seed', s.seed)} (search seed {s.seed}), up to {s.max_epochs} epochs
+- seed: {trial.params.get('seed', s.seed)} (search seed {s.seed}), up to {s.budget.max_epochs} epochs
 - parameters:
 
 | parameter | value | |
@@ -246,23 +246,24 @@ def single_framework_view(exp: Experiment, trial: TrialSummary) -> tuple[Experim
     """A trial of a search over several frameworks as a trial of a search of its framework alone
     (its backend, model, weights and own parameters, unprefixed: core/choice.py), so that it exports
     with its own adapter's native config and inference files; and a note saying so."""
-    if not exp.settings.frameworks:
+    if not exp.settings.is_multi:
         return exp, trial, ""
     settings, params = for_trial(exp.settings, trial.params)
-    view = dataclasses.replace(exp, settings=settings, searched=sorted(own_params(settings.framework, dict.fromkeys(
-        exp.searched))), fixed=own_params(settings.framework, exp.fixed), distributions={})
-    note = (f"chosen among the frameworks {exp.settings.framework.replace(',', ', ')} by one search; this trial "
-            f"trained {settings.framework} ({settings.model})")
+    chosen = settings.sole_framework
+    view = dataclasses.replace(exp, settings=settings, searched=sorted(own_params(chosen.name, dict.fromkeys(
+        exp.searched))), fixed=own_params(chosen.name, exp.fixed), distributions={})
+    note = (f"chosen among the frameworks {', '.join(exp.settings.framework_names)} by one search; this trial "
+            f"trained {chosen.name} ({chosen.model})")
     return view, dataclasses.replace(trial, params=params), note
 
 
 def export(exp: Experiment, trial: TrialSummary, out: Path, onnx: bool = True, why: str = "") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     exp, trial, chosen = single_framework_view(exp, trial)
-    s = exp.settings
+    fw = exp.settings.sole_framework
     notes: list[str] = [n for n in (why, chosen) if n]
     try:
-        adapter_cls = get_adapter(s.framework, s.backend or None)
+        adapter_cls = get_adapter(fw.name, fw.backend or None)
     except ConfigError as exc:  # the framework is not installed here: still export what needs no adapter
         adapter_cls = None
         notes.append(f"no native config: {exc}")
@@ -339,7 +340,7 @@ def _export(args: argparse.Namespace) -> int:
         raise not_writable(out, exc) from None
     latency = f", {trial_latency(trial):.2f} ms per image" if trial_latency(trial) is not None else ""
     seed = f", seed #{trial.confirm_seed} of trial_{trial.confirm_of}'s confirmed configuration" if trial.confirm_of else ""
-    chosen = f"{trial.framework}, " if exp.settings.frameworks else ""
+    chosen = f"{trial.framework}, " if exp.settings.is_multi else ""
     print(f"exported trial {trial.trial_id} ({chosen}rank {trial.rank}{seed}, {exp.metric} score "
           f"{format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}{latency}) to {out}:")
     for f in files:

@@ -55,7 +55,7 @@ def load_all(path: Path, framework: str | None, metric: str | None,
     """One experiment, or several ranked together on one metric."""
     paths = find_experiments(path, framework)
     if len(paths) > 1 and metric is None:
-        metrics = {RunSettings.load(p).metric for p in paths}
+        metrics = {RunSettings.load(p).objective.metric for p in paths}
         metric = metrics.pop() if len(metrics) == 1 else "segm/AP"  # the one metric every framework reports
     experiments = [load_experiment(p, metric, mode) for p in paths]
     modes = {e.mode for e in experiments}
@@ -183,8 +183,9 @@ def confirmed_lines(trials: list[TrialSummary], mode: str, metric: str) -> list[
 def ranking_sentence(exp: Experiment) -> str:
     """How the trials are ordered, in words."""
     score = f"each trial's score: its best ({exp.mode}) mean of `{exp.metric}` over {SCORE_WINDOW} consecutive epochs"
-    if exp.settings.objectives and exp.metric == exp.settings.metric:
-        names = ", ".join(f"`{m}` ({d})" for m, d in exp.settings.objectives)
+    recorded = exp.settings.objective
+    if recorded.objectives and exp.metric == recorded.metric:
+        names = ", ".join(f"`{m}` ({d})" for m, d in recorded.objectives)
         return (f"Ranked by Pareto rank over {names} (front 1: no trial is better on every objective), then by "
                 f"{score}")
     return f"Ranked by {score}; confirmed configurations first, by the mean of their new seeds"

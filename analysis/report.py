@@ -159,7 +159,7 @@ def header(exp: Experiment) -> str:
     best_text = (f'<span class="big"><code>{_esc(best.trial_id)}</code></span><br>{_esc(exp.metric)} '
                  f'score {_esc(format_value(best.best_value, exp.metric))}, window ending at epoch {best.best_epoch}'
                  if best else '<span class="big">none yet</span>')
-    epochs, budget = sum(t.epochs for t in trials), len(trials) * max(s.max_epochs, 1)
+    epochs, budget = sum(t.epochs for t in trials), len(trials) * max(s.budget.max_epochs, 1)
     cards = [
         ("metric", f'<span class="big">{_esc(exp.metric)}</span><br>'
                    f'{"higher" if exp.mode == "max" else "lower"} is better ({exp.mode})'),
@@ -170,10 +170,11 @@ def header(exp: Experiment) -> str:
             "search still running" if any(t.status in ("running", "pending", "paused") for t in trials)
             else f"{100 * (1 - epochs / budget):.0f} % saved by early stopping")),
     ]
-    summary = (f"{describe_frameworks(s)}{f', weights {s.weights}' if s.weights else ''}"
-               f"{'' if s.weights or s.frameworks else ', from scratch'}; data {s.dataset.name} "
-               f"(content hash {s.dataset.content_hash[:16]}), {s.dataset.num_train_images} train / "
-               f"{s.dataset.num_val_images} val images; up to {s.max_epochs} epochs per trial; seed {s.seed}")
+    weights = None if s.is_multi else s.sole_framework.weights
+    summary = (f"{describe_frameworks(s)}{f', weights {weights}' if weights else ''}"
+               f"{'' if weights or s.is_multi else ', from scratch'}; data {s.data.name} "
+               f"(content hash {s.data.content_hash[:16]}), {s.data.num_train_images} train / "
+               f"{s.data.num_val_images} val images; up to {s.budget.max_epochs} epochs per trial; seed {s.seed}")
     return (f"<header><h1>segtune report: {_esc(exp.name)}</h1><p class=\"sub\">{_esc(summary)}</p>"
             f'<p class="sub"><code>{_esc(exp.path)}</code></p><div class="cards">'
             + "".join(f'<div class="card"><b>{title}</b>{body}</div>' for title, body in cards) + "</div></header>")

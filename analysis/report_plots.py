@@ -166,7 +166,7 @@ def plot_curves(exp: Experiment) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_ylabel(key + (" (%)" if key.startswith(("segm/", "bbox/")) else ""))
         ax.set_title(f"{key} per epoch" + (f" (ranked by it, {exp.mode})" if key == exp.metric else ""))
-        ax.set_xlim(0.5, max(exp.settings.max_epochs, 1) + 0.5)
+        ax.set_xlim(0.5, max(exp.settings.budget.max_epochs, 1) + 0.5)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early"),
                Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed"),

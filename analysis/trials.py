@@ -70,7 +70,7 @@ class TrialSummary:
     best_value: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)  # segm/* and bbox/* at the best epoch
     last_metrics: dict[str, float] = field(default_factory=dict)  # ... and at the last epoch
-    costs: dict[str, Any] = field(default_factory=dict)  # cost/* (runners/cost.py) in the best epoch's row
+    costs: dict[str, Any] = field(default_factory=dict)  # cost/* (runners/trial/cost.py) in the best epoch's row
     wall_time_s: float | None = None
     checkpoint: Path | None = None  # best epoch's checkpoint if kept, else the latest
     experiment: str = ""
@@ -140,16 +140,17 @@ def find_experiments(path: Path, framework: str | None = None) -> list[Path]:
 
 def _framework_of(path: Path) -> str:
     try:
-        return str(json.loads((path / SETTINGS_FILE).read_text()).get("framework", "?"))
-    except (OSError, ValueError):
+        return ",".join(RunSettings.load(path).framework_names)
+    except (OSError, ValueError, TypeError, KeyError):
         return "?"
 
 
 def resolve_metric(settings: RunSettings, metric: str | None, mode: str | None) -> tuple[str, str]:
     """The ranking metric (default: the search's) and its direction (the search's, or guessed from the name)."""
-    metric = metric or settings.metric
+    recorded = settings.objective
+    metric = metric or recorded.metric
     if mode is None:
-        mode = settings.mode if metric == settings.metric else default_mode(metric)
+        mode = recorded.mode if metric == recorded.metric else default_mode(metric)
     return metric, mode
 
 
@@ -160,6 +161,8 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
         raise ExperimentError(f"{path} is not a segtune experiment (no {SETTINGS_FILE}); pass <storage>/<name>")
     try:
         settings = RunSettings.load(path)
+    except ExperimentError:  # a record newer than this segtune: its one line names the file and the fix
+        raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ExperimentError(
             f"{path / SETTINGS_FILE} cannot be read ({exc}); was it written by runners/tune.py?") from None
@@ -179,12 +182,13 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
     searched, fixed, distributions = _split_params(settings, trials, ray_trials)
     experiment = Experiment(path, settings, trials, metric, mode, searched, fixed, distributions, reader)
     reported = any(metric in row for t in trials for row in t.history)
-    if not reported and metric not in METRIC_KEYS and metric != settings.metric and any(t.history for t in trials):
+    recorded = settings.objective
+    if not reported and metric not in METRIC_KEYS and metric != recorded.metric and any(t.history for t in trials):
         known = ", ".join(n for n in experiment.metric_names() if "/" in n)
         raise ExperimentError(f"metric {metric!r} was never reported in {path.name}; choose one of: {known}")
     rank_trials(trials, mode)
-    if settings.objectives and metric == settings.metric:  # a search for a trade-off: by Pareto rank first
-        rank_by_objectives(trials, [tuple(o) for o in settings.objectives], metric)
+    if recorded.objectives and metric == recorded.metric:  # a search for a trade-off: by Pareto rank first
+        rank_by_objectives(trials, list(recorded.objectives), metric)
     return experiment
 
 
@@ -245,7 +249,7 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     history = [r for r in rows if not r.get(DIVERGED_KEY)]  # the diverged row is a placeholder score
     config = info.get("config") or _read_params(trial_dir) or (rows[-1].get("config", {}) if rows else {})
     config, marks = split_marks(config)
-    # runners/experiment.py names trial dirs trial_<id>; Ray's own names (<trainable>_<id>_...) hold more
+    # runners/search/tuner.py names trial dirs trial_<id>; Ray's own names (<trainable>_<id>_...) hold more
     trial_id = trial_dir.name.removeprefix("trial_") if trial_dir.name.startswith("trial_") else (
         (rows[-1].get("trial_id") if rows else None) or trial_dir.name)
     summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
@@ -255,7 +259,7 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     summary.end_reason = str(_read_json(trial_dir / END_REASON_FILE).get("reason", ""))
     number = _read_json(trial_dir / OPTUNA_TRIAL_FILE).get("number")
     summary.optuna_trial = number if isinstance(number, int) else None
-    _set_status(summary, info, diverged, rows, settings.max_epochs)
+    _set_status(summary, info, diverged, rows, settings.budget.max_epochs)
 
     scored = [r for r in history if _is_number(r.get(metric))]
     if scored:  # the score as the trial reported it (core/score.py), recomputed for any --metric
@@ -291,7 +295,7 @@ def _set_status(summary: TrialSummary, info: dict[str, Any], diverged: list[dict
     elif summary.epochs >= max_epochs and (done or ray_status == "TERMINATED"):
         summary.status, summary.detail = "finished", f"finished all {max_epochs} epochs"
     elif done or ray_status == "TERMINATED" or summary.end_reason in _STOPPED_BY:
-        # Short but ended: the driver recorded who stopped it (runners/endings.py).
+        # Short but ended: the driver recorded who stopped it (runners/search/endings.py).
         summary.status = "stopped"
         words = _STOPPED_BY.get(summary.end_reason, "stopped early")
         where = "before its first epoch" if summary.epochs == 0 else f"at epoch {summary.epochs} of {max_epochs}"
@@ -360,7 +364,7 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
     space = recorded_space(settings)
     if space is not None:
         distributions = {k: d for k, d in space.searched.items() if _all_contained(d, k, trials)}
-        if not searched or settings.frameworks:  # Ray counts a framework's fixed values as suggested
+        if not searched or settings.is_multi:  # Ray counts a framework's fixed values as suggested
             searched = set(space.searched) & set(keys)
     if not searched and not ray_trials and space is None:
         searched = {k for k in keys
@@ -372,7 +376,8 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
 
 def recorded_space(settings: RunSettings):
     """The experiment's search space as recorded in segtune.json; for records that only name a file
-    (written before the space was stored inline), that file if it is still there and still a space."""
+    (written before the space was stored inline: `{"source": path}` after core/migrate.py), that
+    file if it is still there and still a space."""
     from segtune.search_spaces.space import SearchSpace, load_space
 
     if "searched" in settings.space:

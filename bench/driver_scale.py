@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def trivial_trial(config: dict, settings) -> None:
-    """Reports like runners/trial.py:run_trial, epoch after epoch, without training anything."""
+    """Reports like runners/trial/loop.py:run_trial, epoch after epoch, without training anything."""
     from ray import tune
 
     from segtune.cocodata.evaluator import METRIC_KEYS
@@ -38,15 +38,16 @@ def trivial_trial(config: dict, settings) -> None:
     from segtune.core.score import RunningScore
 
     quality = math.exp(-(math.log10(config["lr0"]) + 2.3) ** 2) * (1.2 - abs(config["momentum"] - 0.9) * 4)
-    running = RunningScore(settings.mode)
-    for epoch in range(1, settings.max_epochs + 1):
+    metric, mode = settings.objective.metric, settings.objective.mode
+    running = RunningScore(mode)
+    for epoch in range(1, settings.budget.max_epochs + 1):
         ap = 50.0 * quality * (1 - math.exp(-epoch / 3))
         result = {key: ap * (0.8 if key.startswith("bbox") else 1.0) for key in METRIC_KEYS}
         result.update({"yolo/train/box_loss": 2.0 - ap / 50, "yolo/train/seg_loss": 3.0 - ap / 40,
                        "yolo/lr/pg0": config["lr0"], "epoch": epoch, "segtune/eval_time_s": 0.0,
                        "segtune/num_predictions": 100, "segtune/trial_time_s": 0.0, "segtune/node_id": "bench",
                        "segtune/diverged": 0})
-        result.update(running.add(result[settings.metric]))
+        result.update(running.add(result[metric]))
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             (Path(tmp) / "last.pt").write_bytes(b"\0" * 1024)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -89,6 +90,7 @@ def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
 
     from segtune.cocodata.prepare import prepare_dataset
     from segtune.core.record import RunSettings
+    from segtune.core.sections import Budget, FrameworkEntry, Objective, Resources, Schedule
     from segtune.runners.cluster.connect import init_ray
     from segtune.runners.search import tuner as project_tuner
     from segtune.search_spaces.space import default_space_path, load_space
@@ -102,15 +104,18 @@ def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
     cpus = ray.cluster_resources().get("CPU", 1)
     experiment_dir = storage / "driver-scale"
     settings = RunSettings(
-        framework="yolo", backend="", dataset=dataset, metric="segm/AP", mode="max", max_epochs=args.max_epochs,
-        model=YoloAdapter.default_model, weights=None, gpus_per_trial=0, cpus_per_trial=cpus / args.concurrent,
-        workers=0, max_detections=100, seed=0, space=space.to_dict(), experiment_dir=str(experiment_dir),
-        num_samples=args.trials, grace_period=1, reduction_factor=3, max_concurrent=args.concurrent,
+        data=dataset, frameworks=(FrameworkEntry("yolo", models=(YoloAdapter.default_model,), space=space.to_dict()),),
+        space=space.to_dict(), objective=Objective("segm/AP", "max"),
+        budget=Budget(max_epochs=args.max_epochs, num_samples=args.trials),
+        schedule=Schedule(grace_period=1, reduction_factor=3),
+        resources=Resources(gpus_per_trial=0, cpus_per_trial=cpus / args.concurrent, workers=0, max_detections=100,
+                            max_concurrent=args.concurrent),
+        seed=0, experiment_dir=str(experiment_dir),
     )
 
     def trivial_trainable(settings: RunSettings):
         return tune.with_resources(tune.with_parameters(trivial_trial, settings=settings),
-                                   {"cpu": settings.cpus_per_trial, "gpu": 0})
+                                   {"cpu": settings.resources.cpus_per_trial, "gpu": 0})
 
     experiment_dir.mkdir(parents=True)
     settings.save(experiment_dir)

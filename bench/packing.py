@@ -5,7 +5,7 @@
 
 Ray is started with fake resources: by default a simulated three-node cluster on this host
 (`ray.cluster_utils.Cluster`: a CPU-only head and two GPU workers, 4 GPUs in all, of uneven
-size) so that the per-node plan of `runners/resources.py` is exercised; `--layout single` is one
+size) so that the per-node plan of `runners/plan/resources.py` is exercised; `--layout single` is one
 node with 4 GPUs. Each trial sleeps a fixed time per "epoch" and reports (it never touches CUDA);
 an epoch takes --epoch-s on a whole GPU and epoch-s / g on g GPUs (see epoch_seconds).
 The search is the project's own: `plan_resources` on the live cluster, then `build_tuner`
@@ -39,6 +39,8 @@ from pathlib import Path
 from unittest import mock
 
 from segtune.core.record import RunSettings
+from segtune.core.sections import Budget, FrameworkEntry, Objective, Schedule
+from segtune.core.sections import Resources as TrialResources
 from segtune.runners.plan.resources import Resources, plan_resources
 from segtune.runners.search import tuner as project_tuner
 from segtune.search_spaces.space import parse_space
@@ -108,15 +110,18 @@ def run_search(gpus_per_trial: float, args: argparse.Namespace, storage: Path) -
     experiment_dir = storage / f"gpt{gpus_per_trial:g}"
     experiment_dir.mkdir(parents=True)
     settings = RunSettings(
-        framework="bench", backend="", dataset=None, metric=METRIC, mode="max",  # no data: nothing reads it
-        max_epochs=args.max_epochs, model="", weights=None, gpus_per_trial=plan.gpus_per_trial,
-        cpus_per_trial=plan.cpus_per_trial, workers=plan.workers, max_detections=0, seed=0,
-        space=space.to_dict(), experiment_dir=str(experiment_dir), num_samples=args.trials, grace_period=1,
-        reduction_factor=3, max_concurrent=plan.max_concurrent,
+        data=None, frameworks=(FrameworkEntry("bench", space=space.to_dict()),),  # no data: nothing reads it
+        space=space.to_dict(), objective=Objective(METRIC, "max"),
+        budget=Budget(max_epochs=args.max_epochs, num_samples=args.trials),
+        schedule=Schedule(grace_period=1, reduction_factor=3),
+        resources=TrialResources(gpus_per_trial=plan.gpus_per_trial, cpus_per_trial=plan.cpus_per_trial,
+                            workers=plan.workers, max_concurrent=plan.max_concurrent),
+        seed=0, experiment_dir=str(experiment_dir),
     )
 
     def sleeping_trainable(settings: RunSettings):
-        return tune.with_resources(sleeping_trial, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+        resources = settings.resources
+        return tune.with_resources(sleeping_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
     # The project's Tuner, searcher and scheduler, with the sleeping trainable in place of run_trial
     # (which, like YOLO's and torchvision's, may run in a reused process).

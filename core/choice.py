@@ -1,7 +1,7 @@
 """Which framework a trial trained: the keys of a multi-framework trial's config, read back.
 
-In a search over several frameworks (`RunSettings.frameworks`) every trial's config says what it
-chose, in flat keys (search_spaces/conditional.py samples them):
+In a search over several frameworks (`RunSettings.frameworks`, `is_multi`) every trial's config says what
+it chose, in flat keys (search_spaces/conditional.py samples them):
 
     segtune:framework        the framework, e.g. "yolo"
     segtune:model:<fw>       its model, e.g. "yolo11s-seg.yaml" (one key per framework: Optuna needs
@@ -36,18 +36,14 @@ def param_key(framework: str, key: str) -> str:
     return f"{framework}{SEPARATOR}{key}"
 
 
-def is_multi(settings: RunSettings) -> bool:
-    return bool(settings.frameworks)
-
-
 def chosen_framework(settings: RunSettings, config: Mapping[str, Any]) -> str:
     """The framework of a trial: the search's one, or the one its config chose."""
-    if not is_multi(settings):
-        return settings.framework
+    if not settings.is_multi:
+        return settings.sole_framework.name
     framework = config.get(FRAMEWORK_KEY)
-    if framework not in settings.frameworks:
+    if framework not in settings.framework_names:
         raise KeyError(f"the trial's config names no framework of this search ({FRAMEWORK_KEY}={framework!r}; "
-                       f"the search has {', '.join(settings.frameworks)})")
+                       f"the search has {', '.join(settings.framework_names)})")
     return str(framework)
 
 
@@ -59,17 +55,12 @@ def own_params(framework: str, config: Mapping[str, Any]) -> dict[str, Any]:
 
 def for_trial(settings: RunSettings, config: Mapping[str, Any]) -> tuple[RunSettings, dict[str, Any]]:
     """(the settings of a single-framework experiment of the trial's framework, its own params)."""
-    if not is_multi(settings):
+    if not settings.is_multi:
         return settings, dict(config)
-    framework = chosen_framework(settings, config)
-    entry = settings.frameworks[framework]
-    models = list(entry.get("models") or [])
-    model = str(config.get(model_key(framework)) or (models[0] if models else ""))
-    single = dataclasses.replace(
-        settings, framework=framework, backend=str(entry.get("backend") or ""), model=model,
-        weights=entry.get("weights"), space=dict(entry.get("space") or {}), frameworks={},
-    )
-    return single, own_params(framework, config)
+    entry = settings.framework_entry(chosen_framework(settings, config))
+    model = str(config.get(model_key(entry.name)) or entry.model)
+    single = dataclasses.replace(entry, models=(model,) if model else ())
+    return dataclasses.replace(settings, frameworks=(single,), space=dict(entry.space)), own_params(entry.name, config)
 
 
 def trial_framework(settings: RunSettings, config: Mapping[str, Any]) -> tuple[str, str]:
@@ -79,16 +70,17 @@ def trial_framework(settings: RunSettings, config: Mapping[str, Any]) -> tuple[s
         single, _ = for_trial(settings, config)
     except KeyError:
         return "", ""
-    return single.framework, single.model
+    return single.sole_framework.name, single.sole_framework.model
 
 
 def describe_frameworks(settings: RunSettings) -> str:
     """e.g. "yolo (yolo11n-seg.yaml, yolo11s-seg.yaml) or maskrcnn (torchvision: maskrcnn_resnet18_fpn)"."""
-    if not is_multi(settings):
-        return f"{settings.framework}{f' ({settings.backend})' if settings.backend else ''}, model {settings.model}"
+    if not settings.is_multi:
+        entry = settings.sole_framework
+        return f"{entry.name}{f' ({entry.backend})' if entry.backend else ''}, model {entry.model}"
     parts = []
-    for framework, entry in settings.frameworks.items():
-        backend = f"{entry['backend']}: " if entry.get("backend") else ""
-        weights = f"; weights {entry['weights']}" if entry.get("weights") else ""
-        parts.append(f"{framework} ({backend}{', '.join(entry.get('models') or [])}{weights})")
+    for entry in settings.frameworks:
+        backend = f"{entry.backend}: " if entry.backend else ""
+        weights = f"; weights {entry.weights}" if entry.weights else ""
+        parts.append(f"{entry.name} ({backend}{', '.join(entry.models)}{weights})")
     return " or ".join(parts)

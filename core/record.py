@@ -1,17 +1,24 @@
 """The experiment record: what the runner writes and the analysis scripts read.
 
-`<experiment>/segtune.json` holds one `RunSettings`: the framework, the prepared dataset, the
-search space itself (not a path to a file that may change or move), the budget and the resources.
+`<experiment>/segtune.json` holds one `RunSettings`, in sections by concern (core/sections.py):
+the prepared dataset, the frameworks, the search space itself (not a path to a file that may change
+or move), the objective, the budget, the schedule, the resources, the study and the confirmation.
+It carries a `schema_version`; older records are brought up to date by core/migrate.py when read.
 Result rows use the keys below besides the metrics. Written by `runners/`, read by `runners/`
-(resume) and `analysis/`; this module imports nothing else of segtune.
+(resume) and `analysis/`; this module imports nothing of segtune but core/errors, core/sections
+and core/migrate.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from segtune.core.errors import ConfigError, ExperimentError
+from segtune.core.migrate import SCHEMA_KEY, SCHEMA_VERSION, migrate
+from segtune.core.sections import Budget, Confirmation, FrameworkEntry, Objective, Resources, Schedule, Study
 
 SETTINGS_FILE = "segtune.json"
 DIVERGED_KEY = "segtune/diverged"  # 1 in the placeholder row of a trial whose loss became NaN/Inf
@@ -51,8 +58,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-# Config keys of a confirmation trial (runners/confirm.py): the search trial whose configuration it
-# trains again, and which of its new seeds it is (1..S). Never handed to an adapter.
+# Config keys of a confirmation trial (runners/search/confirming.py): the search trial whose
+# configuration it trains again, and which of its new seeds it is (1..S). Never handed to an adapter.
 CONFIRM_OF_KEY = "segtune_confirm_of"
 CONFIRM_SEED_KEY = "segtune_confirm_seed"
 MARK_KEYS = (CONFIRM_OF_KEY, CONFIRM_SEED_KEY)
@@ -124,12 +131,9 @@ class PreparedDataset:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreparedDataset:
+        """The dataset as `to_dict` wrote it (an experiment record's older forms: core/migrate.py)."""
         values = dict(data)
-        legacy_yaml = values.pop("yolo_yaml", None)  # records written before layouts existed
-        layouts = dict(values.get("layouts") or {})
-        if legacy_yaml and "ultralytics" not in layouts:
-            layouts["ultralytics"] = legacy_yaml
-        values["layouts"] = {k: Path(v) for k, v in layouts.items()}
+        values["layouts"] = {k: Path(v) for k, v in (values.get("layouts") or {}).items()}
         for key in ("train_json", "train_images", "val_json", "val_images"):
             values[key] = Path(values[key])
         for key in ("train_images_source", "val_images_source"):
@@ -148,77 +152,101 @@ class PreparedDataset:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What every trial of an experiment shares; saved as `<experiment>/segtune.json`."""
+    """What every trial of an experiment shares, by concern; saved as `<experiment>/segtune.json`.
 
-    framework: str
-    backend: str
-    dataset: PreparedDataset
-    metric: str
-    mode: str
-    max_epochs: int
-    model: str
-    weights: str | None
-    gpus_per_trial: float
-    cpus_per_trial: float
-    workers: int
-    max_detections: int
+    `frameworks`: what the search trains, one entry per framework (a single-framework search is
+    the one-entry case; core/choice.py reads a trial's choice among several). `space`: the space
+    as the searcher sees it (`SearchSpace.to_dict`): the one framework's own, or the union of
+    several. `options`: the adapter-specific command-line options the adapters declared (e.g.
+    iterations per epoch). `experiment_dir`: where trials write their framework output (shared
+    storage on a cluster). The sections check their own values; the record checks what spans
+    them. Saved with `schema_version`; `load` brings older records up to date (core/migrate.py).
+
+    Example:
+        >>> record = RunSettings.load(Path("runs/yolo-demo"))  # doctest: +SKIP
+        >>> record.framework_names, record.objective.metric, record.budget.num_samples  # doctest: +SKIP
+        (('yolo',), 'segm/AP', 16)
+    """
+
+    data: PreparedDataset
+    frameworks: tuple[FrameworkEntry, ...]
+    space: dict[str, Any]
+    objective: Objective
+    budget: Budget
+    schedule: Schedule = field(default_factory=Schedule)
+    resources: Resources = field(default_factory=Resources)
+    study: Study = field(default_factory=Study)
+    confirmation: Confirmation = field(default_factory=Confirmation)
     seed: int = 0
-    # The search space as written by `search_spaces.space.SearchSpace.to_dict` (its source file,
-    # the searched keys' Optuna distributions as JSON, the fixed values).
-    space: dict[str, Any] = field(default_factory=dict)
-    experiment_dir: str = ""  # where trials write their framework output (shared storage on a cluster)
-    # Adapter-specific command-line options the adapter declared (e.g. iterations per epoch).
     options: dict[str, Any] = field(default_factory=dict)
-    # The search's budget and schedule, as the last run of the experiment used them (`--resume`
-    # may grow num_samples and give a new time_budget). num_samples 0: a record made before these
-    # were kept.
-    num_samples: int = 0
-    grace_period: int = 0
-    reduction_factor: float = 3.0
-    max_concurrent: int = 1
-    max_failures: int = 0
-    time_budget: float | None = None
-    # How configurations are proposed ("tpe" or "random"), whether ASHA stops trials ("asha" or
-    # "none"), and the search's epoch budget (None: none; runners/budget.py).
-    sampler: str = "tpe"
-    scheduler: str = "asha"
-    budget_epochs: int | None = None
-    # Confirmation (runners/confirm.py): the top `confirm_top` configurations of the search are
-    # trained again with `confirm_seeds` new seeds each; 0: none.
-    confirm_top: int = 0
-    confirm_seeds: int = 0
-    # The Optuna study: an RDB URL ("" = SQLite `<experiment>/optuna.db`) and its name.
-    study_storage: str = ""
-    study_name: str = ""
-    warm_start: list[str] = field(default_factory=list)  # experiments whose trials seeded the study
-    # A search over several frameworks (core/choice.py): framework -> {"backend", "models" (the model
-    # choices), "weights", "space" (its own SearchSpace.to_dict)}; then `framework` names them all
-    # ("yolo,maskrcnn"), `space` is their union as the searcher sees it, and `model`/`weights` are
-    # empty. {} for a single-framework search, whose record is as it always was.
-    frameworks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Several objectives ([[metric, mode], ...], the first = `metric`/`mode`): Optuna's
-    # multi-objective TPE, no ASHA, trials ranked by Pareto rank. [] for one objective.
-    objectives: list[list[str]] = field(default_factory=list)
+    experiment_dir: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frameworks", tuple(self.frameworks))
+        names = self.framework_names
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"frameworks must name each framework of the search once, got {list(names)}")
+        if not self.is_multi and self.frameworks[0].space != self.space:
+            raise ConfigError("space must be the framework's own space in a single-framework record")
+        grace = self.schedule.grace_period
+        if grace is not None and grace > self.budget.max_epochs:
+            raise ConfigError(f"schedule.grace_period ({grace}) is longer than budget.max_epochs "
+                              f"({self.budget.max_epochs})")
+
+    @property
+    def framework_names(self) -> tuple[str, ...]:
+        return tuple(entry.name for entry in self.frameworks)
+
+    @property
+    def is_multi(self) -> bool:
+        """A search over several frameworks: each trial's config says which it trained (core/choice.py)."""
+        return len(self.frameworks) > 1
+
+    @property
+    def sole_framework(self) -> FrameworkEntry:
+        """The framework of a single-framework record (of a multi-framework one: `core.choice.for_trial`)."""
+        if self.is_multi:
+            raise ValueError(f"a search over {', '.join(self.framework_names)} has no one framework; "
+                             f"core.choice.for_trial gives a trial's")
+        return self.frameworks[0]
+
+    def framework_entry(self, name: str) -> FrameworkEntry:
+        """The entry of framework `name`; KeyError naming the search's frameworks when it has none."""
+        for entry in self.frameworks:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"the search has no framework {name!r} (it has {', '.join(self.framework_names)})")
 
     def study_url(self, experiment_dir: Path) -> str:
         """The study's storage URL; the default one follows the experiment directory when it moves."""
-        return self.study_storage or f"sqlite:///{Path(experiment_dir).resolve() / STUDY_FILE}"
+        return self.study.storage or f"sqlite:///{Path(experiment_dir).resolve() / STUDY_FILE}"
+
+    def study_name_at(self, experiment_dir: Path) -> str:
+        """The study's name: the recorded one, else the experiment directory's."""
+        return self.study.name or Path(experiment_dir).name
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["dataset"] = self.dataset.to_dict()
+        data = {SCHEMA_KEY: SCHEMA_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        for key, value in data.items():
+            if key == "data":
+                data[key] = value.to_dict()
+            elif key == "frameworks":
+                data[key] = [_json_ready(asdict(entry)) for entry in value]
+            elif is_dataclass(value):
+                data[key] = _json_ready(asdict(value))
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
-        values = dict(data)
-        # Records written before the space was stored inline, or before adapter options existed.
-        if isinstance(values.get("space"), str):
-            values["space"] = {"source": values["space"]} if values["space"] else {}
-        legacy_iters = values.pop("iters_per_epoch", None)
-        if legacy_iters:
-            values["options"] = {**(values.get("options") or {}), "iters_per_epoch": legacy_iters}
-        return cls(**{**values, "dataset": PreparedDataset.from_dict(values["dataset"])})
+        """A record of the current schema (`migrate` brings an older one to it)."""
+        values = {key: value for key, value in data.items() if key != SCHEMA_KEY}
+        sections = {"objective": Objective, "budget": Budget, "schedule": Schedule, "resources": Resources,
+                    "study": Study, "confirmation": Confirmation}
+        for key, section in sections.items():
+            if key in values:
+                values[key] = section(**values[key])
+        return cls(**{**values, "data": PreparedDataset.from_dict(values["data"]),
+                      "frameworks": tuple(FrameworkEntry(**entry) for entry in values["frameworks"])})
 
     def save(self, experiment_dir: Path) -> None:
         # Written atomically: a killed driver never leaves a half-written settings file.
@@ -226,4 +254,23 @@ class RunSettings:
 
     @classmethod
     def load(cls, experiment_dir: Path) -> RunSettings:
-        return cls.from_dict(json.loads((Path(experiment_dir) / SETTINGS_FILE).read_text()))
+        """Read, migrate, build: a record of any schema version up to this code's.
+
+        Raises:
+            OSError: the file cannot be read. ExperimentError: the record is newer than this code (its one
+            line, naming the file, says to upgrade segtune). ValueError (`ConfigError` for a bad value),
+            TypeError or KeyError: it is not a record segtune can use.
+        """
+        path = Path(experiment_dir) / SETTINGS_FILE
+        data = json.loads(path.read_text())
+        try:
+            data = migrate(data)
+        except ExperimentError as exc:
+            raise ExperimentError(f"{path}: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _json_ready(data: dict[str, Any]) -> dict[str, Any]:
+    """Tuples as lists, as JSON writes them (and as `json.loads` gives them back)."""
+    return {key: [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, tuple) else value
+            for key, value in data.items()}

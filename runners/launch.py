@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from segtune.core.errors import ConfigError
+from segtune.core.errors import ConfigError, ExperimentError
 from segtune.core.record import SETTINGS_FILE, RunSettings, default_mode
 from segtune.runners.command.request import TuneRequest
 from segtune.runners.plan.describe import plan_lines
@@ -101,13 +101,13 @@ def _search(experiment: Experiment, preflight: Preflight, output: str, experimen
     from segtune.runners.search.tuner import build_tuner, ordered_first_points
 
     settings, space = experiment.settings, experiment.space
-    searched = bool(settings.frameworks) or bool(space.searched)
+    searched = settings.is_multi or bool(space.searched)
     warm_start = None
     if preflight.warm_sources and searched:
         from segtune.runners.search.warm_start import load_warm_start
 
-        warm_start = load_warm_start(list(preflight.warm_sources), space, settings.mode,
-                                     num_points=max(1, min(3, settings.num_samples // 4)))
+        warm_start = load_warm_start(list(preflight.warm_sources), space, settings.objective.mode,
+                                     num_points=max(1, min(3, settings.budget.num_samples // 4)))
         print(f"segtune: {warm_start.note}")
         if warm_start.warning:
             print(f"segtune: warning: {warm_start.warning}")
@@ -134,6 +134,8 @@ def _resume(request: TuneRequest, experiment_dir: Path) -> int:
 
     try:
         settings = RunSettings.load(experiment_dir)
+    except ExperimentError:  # a record newer than this segtune: its one line names the fix
+        raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(
             f"{experiment_dir / SETTINGS_FILE} cannot be read ({exc}); it was not written by this version "
@@ -141,11 +143,11 @@ def _resume(request: TuneRequest, experiment_dir: Path) -> int:
         ) from None
     # The directory may have moved since it was made (a copy, another mount): trials write here now.
     settings = dataclasses.replace(settings, experiment_dir=str(experiment_dir))
-    if set(settings.framework.split(",")) != set(request.names):
-        raise ConfigError(f"{experiment_dir} is a {settings.framework} experiment; resume it with --framework "
-                          f"{settings.framework}")
+    if set(settings.framework_names) != set(request.names):
+        recorded = ",".join(settings.framework_names)
+        raise ConfigError(f"{experiment_dir} is a {recorded} experiment; resume it with --framework {recorded}")
     output = request.output.verbosity
-    if not settings.num_samples:  # recorded before segtune kept the budget: Ray's own restore, as it was
+    if not settings.budget.recorded:  # recorded before segtune kept the budget (core/migrate.py): Ray's own restore
         check_resume_options(request, settings, legacy=True)
         _start_ray(request.resources.address, output)
         print(f"segtune: resuming {experiment_dir}")
@@ -154,9 +156,10 @@ def _resume(request: TuneRequest, experiment_dir: Path) -> int:
     from segtune.runners.search.tuner import build_tuner
 
     _start_ray(request.resources.address, output)
-    space = conditional_space(settings.frameworks) if settings.frameworks else SearchSpace.from_dict(settings.space)
-    print(f"segtune: resuming {experiment_dir}: {settings.num_samples} trials in all"
-          + (f", time budget {settings.time_budget:g}s for this run" if settings.time_budget else ""))
+    space = conditional_space(settings.frameworks) if settings.is_multi else SearchSpace.from_dict(settings.space)
+    budget = settings.budget
+    print(f"segtune: resuming {experiment_dir}: {budget.num_samples} trials in all"
+          + (f", time budget {budget.time_budget:g}s for this run" if budget.time_budget else ""))
     tuner = build_tuner(settings, space, experiment_dir, resume=True, output=output)
     settings.save(experiment_dir)
     _print_study(settings, experiment_dir, bool(SearchSpace.from_dict(settings.space).searched))
@@ -185,7 +188,7 @@ def _print_study(settings: RunSettings, experiment_dir: Path, searched: bool) ->
     if searched:
         from segtune.runners.search.study import dashboard_command
 
-        print(f"segtune: Optuna study {settings.study_name or experiment_dir.name}; watch it live: "
+        print(f"segtune: Optuna study {settings.study_name_at(experiment_dir)}; watch it live: "
               f"{dashboard_command(settings.study_url(experiment_dir))}")
 
 

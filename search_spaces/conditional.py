@@ -15,12 +15,14 @@ searched keys.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from segtune.core.choice import FRAMEWORK_KEY, model_key, param_key
+from segtune.core.sections import FrameworkEntry
 from segtune.search_spaces.space import SearchSpace
 
 
@@ -90,9 +92,8 @@ def suggest(trial, name: str, distribution: BaseDistribution) -> Any:
     raise TypeError(f"{name}: unsupported distribution {type(distribution).__name__}")
 
 
-def conditional_space(frameworks: dict[str, dict[str, Any]]) -> ConditionalSpace:
+def conditional_space(frameworks: Sequence[FrameworkEntry]) -> ConditionalSpace:
     """The space of a recorded multi-framework search (`RunSettings.frameworks`)."""
     return ConditionalSpace({
-        framework: FrameworkBranch(tuple(entry["models"]), SearchSpace.from_dict(entry["space"]))
-        for framework, entry in frameworks.items()
+        entry.name: FrameworkBranch(entry.models, SearchSpace.from_dict(entry.space)) for entry in frameworks
     })

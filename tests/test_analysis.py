@@ -136,15 +136,15 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = _csv(tmp_path / "a" / "ranking.csv")
     values = [float(r["score"]) for r in rows if r["score"]]
-    assert values == sorted(values, reverse=settings["mode"] == "max") and len(values) == len(rows)
+    assert values == sorted(values, reverse=settings["objective"]["mode"] == "max") and len(values) == len(rows)
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     # the other direction: each trial's score is its best window the other way round, ranked so
-    other = "max" if settings["mode"] == "min" else "min"
+    other = "max" if settings["objective"]["mode"] == "min" else "min"
     assert _run("analysis/rank.py", yolo_experiment, "--out", tmp_path / "b", "--mode", other).returncode == 0
     flipped = {r["trial"]: float(r["score"]) for r in _csv(tmp_path / "b" / "ranking.csv")}
     assert list(flipped.values()) == sorted(flipped.values(), reverse=other == "max")
     for trial in load_experiment(yolo_experiment).trials:
-        history = [row[settings["metric"]] for row in trial.history]
+        history = [row[settings["objective"]["metric"]] for row in trial.history]
         assert flipped[trial.trial_id] == pytest.approx(best_window(history, other)[1])
         assert trial.best_value == pytest.approx(trial.history[-1][SCORE_KEY])  # as the trial reported it
     # another metric, its direction guessed from the name; the Markdown table is written too. The
@@ -175,7 +175,7 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
 @e2e
 def test_statuses_of_the_real_search(yolo_experiment, tmp_path):
     exp = load_experiment(yolo_experiment)
-    max_epochs = exp.settings.max_epochs
+    max_epochs = exp.settings.budget.max_epochs
     proc = _run("analysis/rank.py", yolo_experiment, "--out", tmp_path)
     for trial in exp.trials:
         assert len(trial.history) == trial.epochs >= 1
@@ -220,7 +220,7 @@ def test_failed_diverged_running_and_stopped_trials(modified_experiment, tmp_pat
     assert diverged.status == "diverged" and "loss is not finite" in diverged.reason and diverged.epochs == 1
     assert running.status == "running" and running.epochs == 1  # the half-written line is skipped
     assert stopped.status == "stopped" and stopped.short_status == "stopped by time budget at epoch 1"
-    assert stopped.detail == f"stopped by the time budget at epoch 1 of {exp.settings.max_epochs}"
+    assert stopped.detail == f"stopped by the time budget at epoch 1 of {exp.settings.budget.max_epochs}"
     proc = _run("analysis/rank.py", path, "--out", tmp_path / "rank")
     assert proc.returncode == 0, proc.stderr
     assert "CUDA out of memory" in proc.stdout and "stopped by time budget at epoch 1" in proc.stdout
@@ -278,7 +278,7 @@ def test_export_writes_config_weights_onnx_and_model_card(exported, moved_experi
     onnx.checker.check_model(onnx.load(str(exported / "best.onnx")))
     card = (exported / "MODEL_CARD.md").read_text()
     settings = json.loads((moved_experiment / "segtune.json").read_text())
-    for text in (best.trial_id, settings["dataset"]["content_hash"], "segm/AP75", "bbox/APm", "ultralytics:",
+    for text in (best.trial_id, settings["data"]["content_hash"], "segm/AP75", "bbox/APm", "ultralytics:",
                  "ray:", "optuna:", "torch:", "segtune tune --framework yolo --config"):
         assert text in card, text
 

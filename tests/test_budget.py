@@ -1,4 +1,4 @@
-"""The epoch budget of a search (runners/budget.py) and the --sampler / --scheduler / --budget-epochs options."""
+"""The epoch budget of a search (runners/plan/budget.py) and the --sampler / --scheduler / --budget-epochs options."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from segtune.core.record import PreparedDataset, RunSettings
+from segtune.core.sections import Budget, FrameworkEntry, Objective, Resources, Schedule
 from segtune.runners.command import main
 from segtune.runners.plan.budget import expected_trial_epochs, trials_for_budget
 from segtune.runners.search.stoppers import BUDGET_STATE_FILE, EpochBudget
@@ -88,12 +89,15 @@ def test_budget_ends_a_real_ray_search(tmp_path):
 
 
 # ---- the options ---------------------------------------------------------------------------------
-def _settings(tmp_path: Path, **search) -> RunSettings:
+def _settings(tmp_path: Path, sampler: str = "tpe", scheduler: str = "asha", budget_epochs: int | None = None
+              ) -> RunSettings:
     dataset = PreparedDataset("d", "h", tmp_path, tmp_path, tmp_path, tmp_path, (1,), ("a",))
     space = parse_space({"lr0": {"type": "float", "low": 1e-3, "high": 1e-2}, "imgsz": 64}, framework="yolo")
-    return RunSettings("yolo", "", dataset, "segm/AP", "max", 6, "yolo11n-seg.yaml", None, 0.0, 1.0, 0, 100,
-                       space=space.to_dict(), experiment_dir=str(tmp_path / "exp"), num_samples=4, grace_period=1,
-                       max_concurrent=2, **search)
+    return RunSettings(dataset, (FrameworkEntry("yolo", models=("yolo11n-seg.yaml",), space=space.to_dict()),),
+                       space.to_dict(), Objective("segm/AP", "max"),
+                       Budget(6, num_samples=4, budget_epochs=budget_epochs),
+                       Schedule(sampler, scheduler, grace_period=1),
+                       Resources(max_concurrent=2), experiment_dir=str(tmp_path / "exp"))
 
 
 @pytest.mark.parametrize("search", [{}, {"sampler": "random", "scheduler": "none", "budget_epochs": 12}])

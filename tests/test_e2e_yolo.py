@@ -29,7 +29,7 @@ def test_every_trial_reports_coco_metrics_each_epoch(yolo_experiment):
     trials = _trials(yolo_experiment)
     assert len(trials) >= 3
     settings = json.loads((yolo_experiment / "segtune.json").read_text())
-    no_ground_truth = keys_without_ground_truth(Path(settings["dataset"]["val_json"]))
+    no_ground_truth = keys_without_ground_truth(Path(settings["data"]["val_json"]))
     assert no_ground_truth == {"segm/APl", "bbox/APl"}  # the demo's objects are small and medium
     for trial in trials:
         rows = _results(trial)
@@ -82,8 +82,8 @@ def test_tensorboard_has_per_epoch_metrics(yolo_experiment):
 
 def test_settings_and_summary(yolo_experiment):
     settings = json.loads((yolo_experiment / "segtune.json").read_text())
-    assert settings["framework"] == "yolo" and settings["max_epochs"] == MAX_EPOCHS
-    assert Path(settings["dataset"]["layouts"]["ultralytics"]).is_file()
+    assert [f["name"] for f in settings["frameworks"]] == ["yolo"] and settings["budget"]["max_epochs"] == MAX_EPOCHS
+    assert Path(settings["data"]["layouts"]["ultralytics"]).is_file()
     stdout = (yolo_experiment.parent / "yolo-e2e.stdout.txt").read_text()
     assert "best trial: trial_" in stdout and "tensorboard --logdir" in stdout
     for trial in _trials(yolo_experiment):

@@ -79,9 +79,10 @@ def test_a_two_framework_search_trains_both_each_with_its_own_keys(two_framework
     experiment, proc = two_frameworks
     assert "ASHA compares each trial with trials of its own framework" in proc.stdout
     record = json.loads((experiment / "segtune.json").read_text())
-    assert record["framework"] == "yolo,maskrcnn" and set(record["frameworks"]) == {"yolo", "maskrcnn"}
-    assert record["frameworks"]["maskrcnn"]["backend"] == "torchvision"
-    assert record["frameworks"]["yolo"]["models"] == ["yolo11n-seg.yaml"]
+    entries = {entry["name"]: entry for entry in record["frameworks"]}
+    assert len(record["frameworks"]) == 2 and set(entries) == {"yolo", "maskrcnn"}
+    assert entries["maskrcnn"]["backend"] == "torchvision"
+    assert entries["yolo"]["models"] == ["yolo11n-seg.yaml"]
     frameworks = []
     for trial in sorted(experiment.glob("trial_*")):
         config = json.loads((trial / "params.json").read_text())

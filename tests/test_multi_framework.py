@@ -17,6 +17,7 @@ from segtune.analysis.trials import TrialSummary
 from segtune.core.choice import FRAMEWORK_KEY, for_trial, model_key, param_key, trial_framework
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
+from segtune.core.sections import Budget, FrameworkEntry, Objective
 from segtune.runners.command.request import FrameworkRequest, ObjectiveRequest, parse_request
 from segtune.runners.plan.frameworks import framework_names, per_framework, resolve_frameworks
 from segtune.runners.plan.objectives import parse_objectives
@@ -123,49 +124,49 @@ def test_the_union_lists_every_branch_and_survives_the_record(space):
     assert param_key("yolo", "lr0") in union.searched and param_key("maskrcnn", "SOLVER.BASE_LR") in union.searched
     assert union.fixed[param_key("yolo", "imgsz")] == 128 and union.fixed[param_key("maskrcnn", "SEED")] == 0
     assert space.fixed == {}  # a framework's fixed values come with its branch, never to every trial
-    record = {f: {"backend": "", "models": list(b.models), "weights": None, "space": b.space.to_dict()}
-              for f, b in space.branches.items()}
-    rebuilt = conditional_space(json.loads(json.dumps(record)))
+    record = [FrameworkEntry(f, models=b.models, space=json.loads(json.dumps(b.space.to_dict())))
+              for f, b in space.branches.items()]
+    rebuilt = conditional_space(record)
     assert rebuilt.union().to_dict() == union.to_dict()
 
 
-def _settings(tmp_path: Path, **extra) -> RunSettings:
+def test_record_round_trip_and_what_a_trial_chose(tmp_path, space):
     dataset = PreparedDataset(name="d", content_hash="h", train_json=tmp_path / "t.json", train_images=tmp_path,
                               val_json=tmp_path / "v.json", val_images=tmp_path, category_ids=(1,),
                               category_names=("a",))
-    return RunSettings(framework="yolo", backend="", dataset=dataset, metric="segm/AP", mode="max", max_epochs=3,
-                       model="yolo11n-seg.yaml", weights=None, gpus_per_trial=0, cpus_per_trial=1, workers=0,
-                       max_detections=100, **extra)
-
-
-def test_record_round_trip_and_what_a_trial_chose(tmp_path, space):
-    frameworks = {"yolo": {"backend": "", "models": list(YOLO_MODELS), "weights": None,
-                           "space": space.branches["yolo"].space.to_dict()},
-                  "maskrcnn": {"backend": "torchvision", "models": list(MASKRCNN_MODELS), "weights": "DEFAULT",
-                               "space": space.branches["maskrcnn"].space.to_dict()}}
-    settings = _settings(tmp_path, frameworks=frameworks, objectives=[["segm/AP", "max"], ["cost/latency_ms", "min"]])
-    settings = RunSettings.from_dict({**settings.to_dict(), "framework": "yolo,maskrcnn", "model": ""})
+    frameworks = (FrameworkEntry("yolo", "", YOLO_MODELS, None, space.branches["yolo"].space.to_dict()),
+                  FrameworkEntry("maskrcnn", "torchvision", MASKRCNN_MODELS, "DEFAULT",
+                                 space.branches["maskrcnn"].space.to_dict()))
+    objectives = (("segm/AP", "max"), ("cost/latency_ms", "min"))
+    settings = RunSettings(dataset, frameworks, space.union().to_dict(), Objective("segm/AP", "max", objectives),
+                           Budget(3, num_samples=4))
     settings.save(tmp_path)
     loaded = RunSettings.load(tmp_path)
-    assert loaded == settings and loaded.frameworks == frameworks and loaded.objectives[1] == ["cost/latency_ms", "min"]
+    assert loaded == settings and loaded.frameworks == frameworks and loaded.objective.objectives == objectives
+    assert loaded.is_multi and loaded.framework_names == ("yolo", "maskrcnn")
 
     config = {FRAMEWORK_KEY: "maskrcnn", model_key("maskrcnn"): "maskrcnn_resnet18_fpn",
               param_key("maskrcnn", "SOLVER.BASE_LR"): 0.01, param_key("maskrcnn", "SEED"): 0}
     single, params = for_trial(loaded, config)
-    assert (single.framework, single.backend, single.model, single.weights) == (
+    chosen = single.sole_framework
+    assert (chosen.name, chosen.backend, chosen.model, chosen.weights) == (
         "maskrcnn", "torchvision", "maskrcnn_resnet18_fpn", "DEFAULT")
-    assert params == {"SOLVER.BASE_LR": 0.01, "SEED": 0} and not single.frameworks
+    assert params == {"SOLVER.BASE_LR": 0.01, "SEED": 0} and not single.is_multi
+    assert single.space == frameworks[1].space
     assert trial_framework(loaded, config) == ("maskrcnn", "maskrcnn_resnet18_fpn")
     with pytest.raises(KeyError):
         for_trial(loaded, {FRAMEWORK_KEY: "unknown"})
 
 
 def test_a_single_framework_record_of_before_loads_unchanged(tmp_path):
-    old = _settings(tmp_path).to_dict()
-    del old["frameworks"], old["objectives"]  # written before several frameworks existed
-    (tmp_path / "segtune.json").write_text(json.dumps(old))
+    old = {"framework": "yolo", "backend": "", "model": "yolo11n-seg.yaml", "weights": None, "metric": "segm/AP",
+           "mode": "max", "max_epochs": 3, "gpus_per_trial": 0, "cpus_per_trial": 1, "workers": 0,
+           "max_detections": 100, "num_samples": 4, "grace_period": 1, "space": {"searched": {}, "fixed": {}},
+           "dataset": {"name": "d", "content_hash": "h", "train_json": "t.json", "train_images": "t",
+                       "val_json": "v.json", "val_images": "v", "category_ids": [1], "category_names": ["a"]}}
+    (tmp_path / "segtune.json").write_text(json.dumps(old))  # written before several frameworks existed
     loaded = RunSettings.load(tmp_path)
-    assert loaded.frameworks == {} and loaded.objectives == []
+    assert not loaded.is_multi and loaded.framework_names == ("yolo",) and loaded.objective.objectives == ()
     assert for_trial(loaded, {"lr0": 0.01}) == (loaded, {"lr0": 0.01})
 
 

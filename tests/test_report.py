@@ -22,6 +22,7 @@ from segtune.analysis.report import PNG_NAMES, build_report
 from segtune.analysis.study import importance, scored_study, study_from_experiment
 from segtune.analysis.trials import Experiment, TrialSummary, load_experiment
 from segtune.core.record import PreparedDataset, RunSettings
+from segtune.core.sections import Budget, FrameworkEntry, Objective, Resources
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it: "
@@ -60,8 +61,8 @@ WIDE_PARAMS = {
 def _settings(metric: str = "segm/AP", mode: str = "max") -> RunSettings:
     dataset = PreparedDataset("synthetic", "0" * 64, Path("train.json"), Path("train"), Path("val.json"),
                               Path("val"), (1,), ("shape",), num_train_images=32, num_val_images=8)
-    return RunSettings("maskrcnn", "torchvision", dataset, metric, mode, 4, "maskrcnn_resnet18_fpn", None,
-                       0.0, 2.0, 0, 100)
+    return RunSettings(dataset, (FrameworkEntry("maskrcnn", "torchvision", ("maskrcnn_resnet18_fpn",)),), {},
+                       Objective(metric, mode), Budget(4, num_samples=None), resources=Resources(cpus_per_trial=2.0))
 
 
 def _trial(trial_id: str, status: str, values: list[float], i: int) -> TrialSummary:

@@ -13,6 +13,7 @@ from segtune.analysis.ranking import best_trial, rank_trials, table_rows
 from segtune.analysis.trials import TrialSummary, load_experiment
 from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, PreparedDataset, RunSettings
 from segtune.core.score import SCORE_KEY, WINDOW_KEY, RunningScore, best_window, window_means
+from segtune.core.sections import Budget, FrameworkEntry, Objective
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,10 @@ def _experiment(tmp_path: Path, trials: dict[str, list[float]], marks: dict[str,
                               (1,), ("shape",))
     exp = tmp_path / "exp"
     exp.mkdir()
-    RunSettings("yolo", "", dataset, "segm/AP", "max", max_epochs, "yolo11n-seg.yaml", None, 0, 1, 0, 100,
-                space={"source": "", "searched": {"lr0": {"name": "FloatDistribution", "attributes": {
-                    "low": 0.001, "high": 0.1, "log": True, "step": None}}}, "fixed": {"seed": 0}}).save(exp)
+    space = {"source": "", "searched": {"lr0": {"name": "FloatDistribution", "attributes": {
+        "low": 0.001, "high": 0.1, "log": True, "step": None}}}, "fixed": {"seed": 0}}
+    RunSettings(dataset, (FrameworkEntry("yolo", models=("yolo11n-seg.yaml",), space=space),), space,
+                Objective("segm/AP", "max"), Budget(max_epochs, num_samples=None)).save(exp)
     for n, (trial_id, values) in enumerate(trials.items()):
         trial = exp / f"trial_{trial_id}"
         (trial / "checkpoint_000000").mkdir(parents=True)

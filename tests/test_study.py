@@ -16,19 +16,20 @@ from optuna.trial import TrialState
 
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
+from segtune.core.sections import Budget, FrameworkEntry, Objective, Resources, Schedule
 from segtune.search_spaces.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _settings(framework: str = "yolo", metric: str = "segm/AP", mode: str = "max", **changes) -> RunSettings:
+def _settings(framework: str = "yolo", metric: str = "segm/AP", mode: str = "max", space: dict | None = None,
+              time_budget: float | None = None) -> RunSettings:
     dataset = PreparedDataset(name="d", content_hash="0", train_json=Path("t.json"), train_images=Path("t"),
                               val_json=Path("v.json"), val_images=Path("v"), category_ids=(1,), category_names=("a",))
-    values = dict(framework=framework, backend="", dataset=dataset, metric=metric, mode=mode, max_epochs=3,
-                  model="m", weights=None, gpus_per_trial=0.0, cpus_per_trial=1.0, workers=0, max_detections=100,
-                  num_samples=4, grace_period=1, max_concurrent=2)
-    values.update(changes)
-    return RunSettings(**values)
+    space = space or {}
+    return RunSettings(data=dataset, frameworks=(FrameworkEntry(framework, models=("m",), space=space),), space=space,
+                       objective=Objective(metric, mode), budget=Budget(3, num_samples=4, time_budget=time_budget),
+                       schedule=Schedule(grace_period=1), resources=Resources(max_concurrent=2))
 
 
 def _experiment(path: Path, trials: list[dict], settings: RunSettings | None = None,
@@ -380,7 +381,7 @@ def test_resume_grows_the_search_and_takes_a_new_time_budget():
     same = check_resume_options(_resume_args({"max-epochs": 3, "seed": 0, "metric": "segm/AP"}), settings)
     assert same == settings  # the recorded values, typed again, are fine
     grown = check_resume_options(_resume_args({"num-samples": 9, "time-budget": 30}), settings)
-    assert (grown.num_samples, grown.time_budget) == (9, 30.0)
+    assert (grown.budget.num_samples, grown.budget.time_budget) == (9, 30.0)
     with pytest.raises(ConfigError, match="one fixed configuration"):
         check_resume_options(_resume_args({"num-samples": 9}), _settings(space={"searched": {}}))
     with pytest.raises(ConfigError, match="earlier segtune"):

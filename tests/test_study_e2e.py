@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 def _study(experiment: Path) -> optuna.Study:
     settings = RunSettings.load(experiment)
-    return optuna.load_study(study_name=settings.study_name, storage=settings.study_url(experiment))
+    return optuna.load_study(study_name=settings.study.name, storage=settings.study_url(experiment))
 
 
 def _own(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
@@ -73,7 +73,7 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_with_every_epoch(yolo_experi
     own = check_study_matches_trials(yolo_experiment)
     pruned = [t for t in own.values() if t.state == TrialState.PRUNED]
     assert pruned and all(t.user_attrs["end_reason"] == "asha" for t in pruned)
-    max_epochs = RunSettings.load(yolo_experiment).max_epochs
+    max_epochs = RunSettings.load(yolo_experiment).budget.max_epochs
     for trial in pruned:  # the epoch ASHA cut it at is there too (Ray never hands it to on_trial_result)
         assert max(trial.intermediate_values) == trial.user_attrs["epochs"] < max_epochs
         assert trial.value == trial.intermediate_values[max(trial.intermediate_values)]
@@ -117,7 +117,7 @@ def test_the_study_holds_every_trial_with_its_epochs(grown):
 
 def test_resume_with_more_samples_grows_the_search(grown):
     experiment = grown["experiment"]
-    assert len(_trial_ids(experiment)) == 3 and RunSettings.load(experiment).num_samples == 3
+    assert len(_trial_ids(experiment)) == 3 and RunSettings.load(experiment).budget.num_samples == 3
     for tid, text in grown["before"].items():  # the first run's trials are kept, not run again
         assert (experiment / f"trial_{tid}" / "result.json").read_text() == text
     assert {tid: t.number for tid, t in _own(_study(experiment)).items() if tid in grown["numbers"]} == grown["numbers"]
@@ -195,4 +195,4 @@ def test_resume_takes_a_new_time_budget_and_grows_a_search_the_budget_ended(warm
     assert trial.status == "finished" and trial.epochs == 2
     own = check_study_matches_trials(experiment)
     assert sorted(t.user_attrs["end_reason"] for t in own.values()) == ["finished", "time_budget", "time_budget"]
-    assert RunSettings.load(experiment).time_budget == 600
+    assert RunSettings.load(experiment).budget.time_budget == 600

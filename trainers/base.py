@@ -100,11 +100,14 @@ class TrialContext:
 
     @classmethod
     def for_experiment(cls, settings: RunSettings, output_dir: Path, device: str) -> TrialContext:
-        """The context of a trial (or of an export) of the experiment `settings` describes."""
+        """The context of a trial (or of an export) of the single-framework experiment `settings`
+        describes (a trial of a search over several: `core.choice.for_trial` gives its settings)."""
+        entry = settings.sole_framework
         return cls(
-            dataset=settings.dataset, output_dir=output_dir, max_epochs=settings.max_epochs, device=device,
-            workers=settings.workers, model=settings.model, weights=settings.weights,
-            max_detections=settings.max_detections, options=dict(settings.options), metric=settings.metric,
+            dataset=settings.data, output_dir=output_dir, max_epochs=settings.budget.max_epochs, device=device,
+            workers=settings.resources.workers, model=entry.model, weights=entry.weights,
+            max_detections=settings.resources.max_detections, options=dict(settings.options),
+            metric=settings.objective.metric,
         )
 
 

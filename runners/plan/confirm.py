@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from segtune.core.choice import FRAMEWORK_KEY, is_multi, param_key
+from segtune.core.choice import FRAMEWORK_KEY, param_key
 from segtune.core.record import RunSettings
 
 
@@ -42,15 +42,16 @@ def confirm_plan(settings: RunSettings) -> ConfirmPlan:
     best configuration to confirm)."""
     from segtune.trainers.registry import get_adapter
 
-    top_k = 0 if settings.objectives else settings.confirm_top
-    seeds = settings.confirm_seeds if top_k else 0
+    top_k = 0 if settings.objective.objectives else settings.confirmation.top
+    seeds = settings.confirmation.seeds if top_k else 0
     if not top_k:
         return ConfirmPlan(0, 0, "", settings.seed)
-    if is_multi(settings):
-        keys = {f: param_key(f, get_adapter(f, entry.get("backend") or "auto").seed_key)
-                for f, entry in settings.frameworks.items()}
+    if settings.is_multi:
+        keys = {entry.name: param_key(entry.name, get_adapter(entry.name, entry.backend or "auto").seed_key)
+                for entry in settings.frameworks}
         return ConfirmPlan(top_k, seeds, "", settings.seed, framework_seed_keys=keys)
-    return ConfirmPlan(top_k, seeds, get_adapter(settings.framework, settings.backend).seed_key, settings.seed)
+    entry = settings.sole_framework
+    return ConfirmPlan(top_k, seeds, get_adapter(entry.name, entry.backend).seed_key, settings.seed)
 
 
 def default_confirm_top(num_samples: int, has_gpu: bool) -> int:

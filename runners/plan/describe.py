@@ -23,48 +23,53 @@ def plan_lines(experiment: Experiment, quiet: bool, warm_start: bool, starts: in
         starts: how many points the study tries before it samples (warm start's and first trials, each once).
     """
     settings, resources = experiment.settings, experiment.resources
+    budget = settings.budget
     lines: list[str] = []
-    if settings.frameworks:
+    if settings.is_multi:
+        names = settings.framework_names
         if not quiet:
-            for f, entry in settings.frameworks.items():
-                lines.append(f"segtune: {f}: models {', '.join(entry['models'])}" + _start(entry["weights"])
-                             + f"; searching {sorted(experiment.space.branches[f].space.searched)}")
-        lines.append(f"segtune: {settings.num_samples} trials choosing among {', '.join(settings.frameworks)} (the "
-                     f"first {min(settings.num_samples, len(settings.frameworks))} one of each), up to "
-                     f"{settings.max_epochs} epochs each, {resources.max_concurrent} at a time "
+            for entry in settings.frameworks:
+                lines.append(f"segtune: {entry.name}: models {', '.join(entry.models)}" + _start(entry.weights)
+                             + f"; searching {sorted(experiment.space.branches[entry.name].space.searched)}")
+        lines.append(f"segtune: {budget.num_samples} trials choosing among {', '.join(names)} (the "
+                     f"first {min(budget.num_samples, len(names))} one of each), up to "
+                     f"{budget.max_epochs} epochs each, {resources.max_concurrent} at a time "
                      f"({resources.gpus_per_trial:g} GPU, {resources.cpus_per_trial:g} CPU per trial)")
-        if not settings.objectives and settings.scheduler == "asha":
+        if not settings.objective.objectives and settings.schedule.scheduler == "asha":
             lines.append("segtune: ASHA compares each trial with trials of its own framework (their learning "
                          "curves differ)")
     else:
+        entry = settings.sole_framework
         if not quiet:
-            lines.append(f"segtune: model {settings.model}" + _start(settings.weights))
-        lines.append(f"segtune: {settings.num_samples} trials, up to {settings.max_epochs} epochs each, "
+            lines.append(f"segtune: model {entry.model}" + _start(entry.weights))
+        lines.append(f"segtune: {budget.num_samples} trials, up to {budget.max_epochs} epochs each, "
                      f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
                      f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
                      f"{resources.cluster_cpus:g} CPUs); searching {sorted(experiment.space.searched)}")
     if resources.warning:
         lines.append(f"segtune: warning: {resources.warning}")
-    if settings.frameworks or experiment.space.searched:
+    if settings.is_multi or experiment.space.searched:
         first = (["the warm start's best"] if warm_start else []) + [label for label, _ in experiment.first]
-        lines += search_plan_lines(settings, plan_sampler(settings.num_samples, starts, settings.sampler), first,
-                                   confirm_plan(settings))
+        lines += search_plan_lines(settings, plan_sampler(budget.num_samples, starts, settings.schedule.sampler),
+                                   first, confirm_plan(settings))
     return lines
 
 
 def search_plan_lines(settings: RunSettings, sampler_plan: SamplerPlan, first: list[str],
                       confirm: ConfirmPlan) -> list[str]:
     """How trials are judged, proposed, stopped and confirmed (one framework or several)."""
-    lines = [f"segtune: a trial's score ({SCORE_KEY}): its best ({settings.mode}) mean of {settings.metric} over "
+    objective, schedule = settings.objective, settings.schedule
+    lines = [f"segtune: a trial's score ({SCORE_KEY}): its best ({objective.mode}) mean of {objective.metric} over "
              f"{SCORE_WINDOW} consecutive epochs",
              f"segtune: {sampler_plan.describe()}; first trials: {', '.join(first) or 'none'}"]
-    if settings.objectives:
-        lines.append(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in settings.objectives)}; {ASHA_NOTE}")
+    if objective.objectives:
+        lines.append(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in objective.objectives)}; {ASHA_NOTE}")
         return lines
-    stopping = "no early stopping" if settings.scheduler == "none" else (
-        f"ASHA (grace {settings.grace_period}, reduction factor {settings.reduction_factor:g}"
-        f"{', per framework' if settings.frameworks else ''})")
-    budget = f"; ends after {settings.budget_epochs} epochs in all" if settings.budget_epochs else ""
+    stopping = "no early stopping" if schedule.scheduler == "none" else (
+        f"ASHA (grace {schedule.grace_period}, reduction factor {schedule.reduction_factor:g}"
+        f"{', per framework' if settings.is_multi else ''})")
+    budget_epochs = settings.budget.budget_epochs
+    budget = f"; ends after {budget_epochs} epochs in all" if budget_epochs else ""
     lines.append(f"segtune: {stopping}{budget}; {confirm.describe()}")
     return lines
 

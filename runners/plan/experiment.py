@@ -5,8 +5,8 @@ samples and the first trials.
 A search over one framework is the one-entry case of several; what really differs is kept to a
 few lines: several frameworks make a conditional space (the trial chooses the framework, its keys
 are FRAMEWORK=VALUE ones) with one first trial per framework, and their record keeps each
-framework's backend, model choices, weights and space (`RunSettings.frameworks`), while a single
-framework's record is as it always was. `RunSettings` is constructed here only (`_settings`).
+framework's backend, model choices, weights and space (`RunSettings.frameworks`: one entry per
+framework, one for a single framework). `RunSettings` is constructed here only (`_settings`).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segtune.cocodata.evaluator import CocoEvaluator
+from segtune.core import sections
 from segtune.core.record import PreparedDataset, RunSettings
 from segtune.runners.plan.budget import search_budget
 from segtune.runners.plan.confirm import chosen_confirm_top
@@ -140,27 +141,26 @@ def _settings(request: TuneRequest, frameworks: tuple[Framework, ...], preflight
               budget: tuple[int, int, int, int], resources: Resources) -> RunSettings:
     """The experiment's record (segtune.json): the one place a RunSettings is made."""
     max_epochs, grace, num_samples, confirm_top = budget
-    if request.several:
-        per_framework = {f.name: {"backend": f.backend, "models": list(models[f.name][0]),
-                                  "weights": models[f.name][1], "space": spaces[f.name].to_dict()}
-                         for f in frameworks}
-        backend, model, weights, recorded_space = "", "", None, space.union().to_dict()
-    else:
-        (only,) = frameworks
-        per_framework = {}
-        backend, model, weights, recorded_space = only.backend, models[only.name][0][0], models[only.name][1], \
-            space.to_dict()
+    entries = tuple(sections.FrameworkEntry(name=f.name, backend=f.backend, models=models[f.name][0],
+                                   weights=models[f.name][1], space=spaces[f.name].to_dict())
+                    for f in frameworks)
     return RunSettings(
-        framework=",".join(f.name for f in frameworks), backend=backend, dataset=dataset,
-        metric=request.objective.metric, mode=preflight.mode, max_epochs=max_epochs, model=model, weights=weights,
-        gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
-        workers=resources.workers, max_detections=CocoEvaluator(dataset.val_json).max_dets,
-        seed=request.seed, space=recorded_space, experiment_dir=str(experiment_dir), options=preflight.options,
-        num_samples=num_samples, grace_period=grace, reduction_factor=request.budget.reduction_factor,
-        max_concurrent=resources.max_concurrent, max_failures=request.budget.max_failures,
-        time_budget=request.budget.time_budget, study_storage=request.study.storage or "", study_name=name,
-        warm_start=[str(s.path) for s in preflight.warm_sources], frameworks=per_framework,
-        objectives=[list(o) for o in request.objective.objectives], sampler=request.budget.sampler,
-        scheduler=request.budget.scheduler, budget_epochs=request.budget.budget_epochs,
-        confirm_top=confirm_top, confirm_seeds=request.confirm.seeds if confirm_top else 0,
+        data=dataset,
+        frameworks=entries,
+        space=space.union().to_dict() if request.several else space.to_dict(),
+        objective=sections.Objective(request.objective.metric, preflight.mode, tuple(request.objective.objectives)),
+        budget=sections.Budget(max_epochs=max_epochs, num_samples=num_samples, budget_epochs=request.budget.budget_epochs,
+                      time_budget=request.budget.time_budget),
+        schedule=sections.Schedule(sampler=request.budget.sampler, scheduler=request.budget.scheduler, grace_period=grace,
+                          reduction_factor=request.budget.reduction_factor),
+        resources=sections.Resources(gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
+                            workers=resources.workers, max_concurrent=resources.max_concurrent,
+                            max_failures=request.budget.max_failures,
+                            max_detections=CocoEvaluator(dataset.val_json).max_dets),
+        study=sections.Study(storage=request.study.storage or "", name=name,
+                    warm_start=tuple(str(s.path) for s in preflight.warm_sources)),
+        confirmation=sections.Confirmation(top=confirm_top, seeds=request.confirm.seeds if confirm_top else 0),
+        seed=request.seed,
+        options=dict(preflight.options),
+        experiment_dir=str(experiment_dir),
     )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from segtune.core.choice import FRAMEWORK_KEY, is_multi
+from segtune.core.choice import FRAMEWORK_KEY
 from segtune.core.record import RunSettings
 from segtune.runners.search.endings import EndLog, RecordingASHA
 
@@ -30,12 +30,13 @@ from segtune.runners.search.endings import EndLog, RecordingASHA
 def make_scheduler(settings: RunSettings, end_log: EndLog) -> TrialScheduler:
     """ASHA (one per framework in a search over several); none with `--scheduler none` or several
     objectives (runners/plan/objectives.py): every trial trains to its last epoch."""
-    if settings.objectives or settings.scheduler == "none":
-        return StopAtMaxEpochs(settings.max_epochs)
+    schedule, max_epochs = settings.schedule, settings.budget.max_epochs
+    if settings.objective.objectives or schedule.scheduler == "none":
+        return StopAtMaxEpochs(max_epochs)
     # metric/mode come from TuneConfig (Ray refuses them twice)
-    make = functools.partial(RecordingASHA, end_log, time_attr="training_iteration", max_t=settings.max_epochs,
-                             grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
-    return FrameworkASHA(make) if is_multi(settings) else make()
+    make = functools.partial(RecordingASHA, end_log, time_attr="training_iteration", max_t=max_epochs,
+                             grace_period=schedule.grace_period, reduction_factor=schedule.reduction_factor)
+    return FrameworkASHA(make) if settings.is_multi else make()
 
 
 class FrameworkASHA(FIFOScheduler):

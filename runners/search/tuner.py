@@ -16,7 +16,6 @@ from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-from segtune.core.choice import is_multi
 from segtune.core.record import RunSettings, trial_dir_name
 from segtune.core.score import SCORE_KEY, WINDOW_KEY
 from segtune.runners.plan.confirm import confirm_plan
@@ -85,17 +84,16 @@ class GrowableSearch(SearchGenerator):
 def make_trainable(settings: RunSettings):
     from ray import tune
 
-    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    resources = {"cpu": settings.resources.cpus_per_trial, "gpu": settings.resources.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
 
 
 def reuse_processes(settings: RunSettings) -> bool:
     """Ray's `reuse_actors`: a finished trial's process runs the next trial (no process start,
     imports or caches paid again) where every framework of the search leaves no per-process state."""
-    if is_multi(settings):
-        return all(get_adapter(f, entry.get("backend") or "auto").reuse_process
-                   for f, entry in settings.frameworks.items())
-    return get_adapter(settings.framework, settings.backend).reuse_process
+    if settings.is_multi:
+        return all(get_adapter(entry.name, entry.backend or "auto").reuse_process for entry in settings.frameworks)
+    return get_adapter(settings.sole_framework.name, settings.sole_framework.backend).reuse_process
 
 
 def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
@@ -104,8 +102,8 @@ def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
     whose trials it also learns from, and then `first_points` (the framework's defaults, --start-from;
     one per framework in a search over several)."""
     return StudyPlace(
-        url=settings.study_url(experiment_dir), name=settings.study_name or experiment_dir.name,
-        experiment_dir=experiment_dir, framework=settings.framework,
+        url=settings.study_url(experiment_dir), name=settings.study_name_at(experiment_dir),
+        experiment_dir=experiment_dir, framework=",".join(settings.framework_names),
         warm_trials=warm_start.trials if warm_start else (),
         first_points=ordered_first_points(warm_start, first_points),
     )
@@ -126,7 +124,7 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
     """The Tuner of `settings` (budget, schedule, study and confirmation included); `resume`
     continues the experiment already in `experiment_dir`; `output` is the terminal mode
     (runners/view/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
-    `settings.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it (with several
+    `settings.objective.metric`: ASHA's rungs, Optuna and the ranking all judge a trial by it (with several
     objectives, the score stands for the first)."""
     from ray import tune
     from ray.tune.stopper import CombinedStopper
@@ -135,20 +133,21 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
 
     if resume:
         _report_set_aside(experiment_dir)
-    budget = TimeBudget(settings.time_budget)
-    epoch_budget = EpochBudget(settings.budget_epochs, experiment_dir) if settings.budget_epochs else None
-    end_log = EndLog(experiment_dir, settings.max_epochs, budget, epoch_budget)
+    spend, objective, resources = settings.budget, settings.objective, settings.resources
+    budget = TimeBudget(spend.time_budget)
+    epoch_budget = EpochBudget(spend.budget_epochs, experiment_dir) if spend.budget_epochs else None
+    end_log = EndLog(experiment_dir, spend.max_epochs, budget, epoch_budget)
     place = study_place(settings, experiment_dir, warm_start, first_points)
-    metric, mode = SCORE_KEY, settings.mode
-    if settings.objectives:
-        metric = [SCORE_KEY] + [m for m, _ in settings.objectives[1:]]
-        mode = [d for _, d in settings.objectives]
-    plan = plan_sampler(settings.num_samples, len(place.first_points), settings.sampler)
+    metric, mode = SCORE_KEY, objective.mode
+    if objective.objectives:
+        metric = [SCORE_KEY] + [m for m, _ in objective.objectives[1:]]
+        mode = [d for _, d in objective.objectives]
+    plan = plan_sampler(spend.num_samples, len(place.first_points), settings.schedule.sampler)
     searcher = make_searcher(space, metric, mode, settings.seed, study=place, end_log=end_log, plan=plan)
-    total = settings.num_samples
+    total = spend.num_samples
     confirm = confirm_plan(settings)
     if searcher is not None and confirm.trials:
-        searcher = ConfirmingSearcher(searcher, settings.num_samples, confirm)
+        searcher = ConfirmingSearcher(searcher, spend.num_samples, confirm)
         total += confirm.trials
     scheduler = make_scheduler(settings, end_log)
     return resuming_tuner(
@@ -156,10 +155,10 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(
             # Ray admits one pending trial for a custom searcher unless it is concurrency-limited.
-            search_alg=GrowableSearch(searcher, total, settings.max_concurrent) if searcher else None,
-            scheduler=scheduler, metric=SCORE_KEY, mode=settings.mode,
+            search_alg=GrowableSearch(searcher, total, resources.max_concurrent) if searcher else None,
+            scheduler=scheduler, metric=SCORE_KEY, mode=objective.mode,
             num_samples=total if searcher else 1,
-            max_concurrent_trials=None if searcher else settings.max_concurrent,
+            max_concurrent_trials=None if searcher else resources.max_concurrent,
             reuse_actors=reuse_processes(settings),
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
@@ -176,9 +175,9 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
             # equal scores Ray keeps the later checkpoint).
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=WINDOW_KEY,
-                checkpoint_score_order=settings.mode,
+                checkpoint_score_order=objective.mode,
             ),
-            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         ),
         # What Tuner.restore itself hands to Ray: finished and errored trials stay as they are,
         # unfinished ones continue from their last checkpoint.
@@ -193,14 +192,16 @@ def _trial_name(trial) -> str:
 def _progress_view(settings: RunSettings, output: str):
     from segtune.runners.view.progress import SearchProgress
 
-    return SearchProgress(metric=settings.metric, mode=settings.mode, max_epochs=settings.max_epochs,
+    return SearchProgress(metric=settings.objective.metric, mode=settings.objective.mode,
+                          max_epochs=settings.budget.max_epochs,
                           searched=SearchSpace.from_dict(settings.space).searched,
                           experiment_dir=settings.experiment_dir, output=output,
-                          time_budget=settings.time_budget)
+                          time_budget=settings.budget.time_budget)
 
 
 def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "default"):
-    """An experiment recorded before segtune kept its budget in segtune.json: Ray's own restore."""
+    """An experiment recorded before segtune kept its budget in segtune.json (`settings.budget.recorded`
+    is False, core/migrate.py): Ray's own restore."""
     from ray import tune
 
     from segtune.runners.view.progress import SearchProgress, ray_verbosity

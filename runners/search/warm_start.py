@@ -61,13 +61,15 @@ def find_sources(names: list[Path], storage: Path, framework: str, metric: str, 
             settings = RunSettings.load(path)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"--warm-start {name}: {path / SETTINGS_FILE} cannot be read ({exc})") from None
-        if settings.framework != framework:
-            raise ConfigError(f"--warm-start {name} is a {settings.framework} experiment; this search is {framework} "
+        recorded = ",".join(settings.framework_names)
+        if recorded != framework:
+            raise ConfigError(f"--warm-start {name} is a {recorded} experiment; this search is {framework} "
                               f"(warm-start from {framework} experiments only)")
-        if (settings.metric, settings.mode) != (metric, mode):
-            raise ConfigError(f"--warm-start {name} optimised {settings.metric} ({settings.mode}); this search "
+        objective = settings.objective
+        if (objective.metric, objective.mode) != (metric, mode):
+            raise ConfigError(f"--warm-start {name} optimised {objective.metric} ({objective.mode}); this search "
                               f"optimises {metric} ({mode}): use the same --metric and --mode")
-        source = WarmSource(path.resolve(), settings.study_url(path), settings.study_name or path.name)
+        source = WarmSource(path.resolve(), settings.study_url(path), settings.study_name_at(path))
         if not read_study_trials(source.study_url, source.study_name):
             raise ConfigError(f"--warm-start {name} has no Optuna study with trials (made by an earlier segtune, "
                               f"or no trial has run); choose another experiment")

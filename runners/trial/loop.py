@@ -71,16 +71,16 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     import torch
 
     startup.imports_done()
-    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(settings.resources.cpus_per_trial)))
     trial_dir = _trial_output_dir(settings)
     hyperparameters, _ = split_marks(config)
-    framework, params = for_trial(settings, hyperparameters)  # the chosen framework's settings and own params
-    context = TrialContext.for_experiment(framework, trial_dir, trial_device(settings.gpus_per_trial))
-    adapter = get_adapter(framework.framework, framework.backend)(
+    single, params = for_trial(settings, hyperparameters)  # the chosen framework's settings and own params
+    context = TrialContext.for_experiment(single, trial_dir, trial_device(settings.resources.gpus_per_trial))
+    adapter = get_adapter(single.sole_framework.name, single.sole_framework.backend)(
         {key: thaw(value) for key, value in params.items()}, context
     )
     startup.mark("adapter_built")
-    evaluator = shared_evaluator(settings.dataset.val_json, settings.dataset.content_hash)
+    evaluator = shared_evaluator(settings.data.val_json, settings.data.content_hash)
     startup.mark("evaluator_ready")
     hooks = trial_hooks(adapter, context, evaluator, settings, startup)
     TrialLoop(adapter, hooks).run(trial_dir, Path(settings.experiment_dir or trial_dir.parent))
@@ -92,9 +92,9 @@ def trial_hooks(adapter: TrainerAdapter, context: TrialContext, evaluator: CocoE
     return [
         EvaluationHook(adapter, evaluator),
         ContextHook(adapter, context),  # the trial's time runs from here
-        DivergenceHook(settings.metric, settings.mode),
+        DivergenceHook(settings.objective.metric, settings.objective.mode),
         CostHook(TrialCost(adapter, context.device)),  # the first epoch's clock starts here
-        ScoreHook(settings.metric, settings.mode),
+        ScoreHook(settings.objective.metric, settings.objective.mode),
         StartupHook(startup, context.output_dir, adapter),
         CheckpointHook(adapter),
         *extra_hooks(),  # what tests add (hooks.EXTRA_HOOKS_ENV); none otherwise

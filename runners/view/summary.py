@@ -42,8 +42,9 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         elif metrics.get(DIVERGED_KEY):
             failures.append(str(metrics.get(FAILURE_KEY, "diverged")))
     total = len(results)
-    if settings.time_budget and not failures and not any((r.metrics or {}).get("training_iteration") for r in results):
-        return 1, (f"the time budget ({settings.time_budget:g} s) ran out before any trial reported an epoch; "
+    time_budget, metric = settings.budget.time_budget, settings.objective.metric
+    if time_budget and not failures and not any((r.metrics or {}).get("training_iteration") for r in results):
+        return 1, (f"the time budget ({time_budget:g} s) ran out before any trial reported an epoch; "
                    f"continue with --resume --name {experiment_dir.name} --time-budget SECONDS (longer)")
     if total == 0 or len(failures) == total:
         common = collections.Counter(_reason_kind(f) for f in failures).most_common(1)
@@ -56,25 +57,26 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
     lines = [f"{len(search)} {'search ' if confirming else ''}trials: {_count_endings(search)}"]
     if confirming:
         lines.append(f"{len(confirming)} confirmation trials: {_count_endings(confirming)}")
-    groups = [g for g in confirmed_configs(experiment.trials, settings.mode) if g.mean is not None]
+    groups = [g for g in confirmed_configs(experiment.trials, settings.objective.mode) if g.mean is not None]
     if groups:
         lines.append(f"best configuration: trial_{groups[0].original_id}, confirmed with new seeds: score "
                      f"{describe(groups[0])} (its search score is not counted: it was selected for being high)")
-        lines.append(f"  {lead_vs_spread(groups, settings.metric)}")
+        lines.append(f"  {lead_vs_spread(groups, metric)}")
     if best is None:
-        lines.append("no trial reported a value of " + settings.metric)
+        lines.append("no trial reported a value of " + metric)
     else:
         first = max(1, best.best_epoch - SCORE_WINDOW + 1) if best.best_epoch else None
         metrics = ", ".join(f"{k}={best.best_metrics[k]:.2f}" for k in SUMMARY_METRICS if k in best.best_metrics)
-        if settings.objectives:
+        if settings.objective.objectives:
             front = [t.trial_id for t in experiment.trials if t.pareto_rank == 1]
-            lines.append(f"Pareto front of {', '.join(f'{m} ({d})' for m, d in settings.objectives)}: "
-                         f"{len(front)} trials ({', '.join(front)}); ranked by Pareto rank, then {settings.metric}")
+            names = ", ".join(f"{m} ({d})" for m, d in settings.objective.objectives)
+            lines.append(f"Pareto front of {names}: {len(front)} trials ({', '.join(front)}); ranked by Pareto rank, "
+                         f"then {metric}")
         seed = f" (seed #{best.confirm_seed} of trial_{best.confirm_of}'s configuration)" if best.confirm_of else ""
-        chosen = f" ({best.framework}, {best.model})" if settings.frameworks else ""
+        chosen = f" ({best.framework}, {best.model})" if settings.is_multi else ""
         lines += [
             f"best trial: trial_{best.trial_id}{chosen}{seed}",
-            f"  score {best.best_value:.3f}: mean {settings.metric} of epochs {first}-{best.best_epoch}",
+            f"  score {best.best_value:.3f}: mean {metric} of epochs {first}-{best.best_epoch}",
             f"  at epoch {best.best_epoch}: {metrics}",
             f"  config: {best.params}",
             f"  checkpoint: {best.checkpoint or '(none)'}",
@@ -82,7 +84,7 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
     lines += [
         f"watch curves:  tensorboard --logdir {experiment_dir}",
         f"rank trials:   segtune rank {experiment_dir}"
-        + ("  (compares the frameworks)" if settings.frameworks else ""),
+        + ("  (compares the frameworks)" if settings.is_multi else ""),
         f"export best:   segtune export {experiment_dir} --out {experiment_dir}/best",
     ]
     return 0, "\n".join(lines)
