@@ -18,9 +18,10 @@ from segtune.core.choice import FRAMEWORK_KEY, for_trial, model_key, param_key, 
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
 from segtune.core.sections import Budget, FrameworkEntry, Objective
-from segtune.runners.command.request import FrameworkRequest, ObjectiveRequest, parse_request
+from segtune.runners.command.request import parse_request
 from segtune.runners.plan.frameworks import framework_names, per_framework, resolve_frameworks
 from segtune.runners.plan.objectives import parse_objectives
+from segtune.runners.request import FrameworkRequest, ObjectiveRequest
 from segtune.runners.search.schedulers import FrameworkASHA
 from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch, conditional_space
 from segtune.search_spaces.membership import holds

@@ -127,3 +127,34 @@ def test_no_module_uses_another_modules_private_names():
                   and node.attr.startswith("_") and not node.attr.startswith("__")):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert offenders == []
+
+
+# runners/ in layers, top to bottom (runners/__init__.py): each may import only the ones listed.
+LAYERS = {
+    "tune": {"command"},  # the script shim
+    "command": {"launch", "plan", "request"},
+    "launch": {"plan", "search", "cluster", "view", "request"},
+    "search": {"plan", "trial", "view"},
+    "plan": {"request"},
+    "trial": set(),
+    "view": {"cluster"},
+    "cluster": set(),
+    "request": set(),
+}
+
+
+def test_the_runners_layers_depend_one_way():
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO_ROOT / "runners").rglob("*.py")):
+        rel = path.relative_to(REPO_ROOT / "runners")
+        layer = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        if layer == "__init__":
+            continue
+        assert layer in LAYERS, f"runners/{rel}: a new layer; add it to LAYERS and to runners/__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segtune.runners."):
+                other = node.module.split(".")[2]
+                if other != layer:
+                    found.setdefault(layer, set()).add(other)
+    wrong = {layer: sorted(others - LAYERS[layer]) for layer, others in found.items() if others - LAYERS[layer]}
+    assert wrong == {}, "an import against the layers' order: move the code, or pass it in from above"

@@ -11,7 +11,8 @@ import tomllib
 from conftest import REPO_ROOT
 
 from segtune.core.errors import ConfigError
-from segtune.runners.command.request import FrameworkRequest, TuneRequest, parse_request
+from segtune.runners.command.request import parse_request
+from segtune.runners.request import FrameworkRequest, TuneRequest
 
 
 def test_parse_request_returns_a_frozen_typed_request(tmp_path):

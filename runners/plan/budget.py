@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from segtune.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from segtune.runners.command.request import BudgetRequest
+    from segtune.runners.request import BudgetRequest
 
 
 def expected_trial_epochs(max_epochs: int, grace_period: int, reduction_factor: float, early_stopping: bool) -> float:

@@ -29,7 +29,7 @@ from segtune.search_spaces.space import SearchSpace
 from segtune.trainers.base import TrainerAdapter, TrainingShape
 
 if TYPE_CHECKING:
-    from segtune.runners.command.request import FrameworkRequest, TuneRequest
+    from segtune.runners.request import FrameworkRequest, TuneRequest
 
 
 @dataclass(frozen=True)

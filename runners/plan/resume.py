@@ -15,7 +15,7 @@ from segtune.core.errors import ConfigError
 from segtune.core.record import RunSettings
 
 if TYPE_CHECKING:
-    from segtune.runners.command.request import TuneRequest
+    from segtune.runners.request import TuneRequest
 
 _START_NEW = "or start a new experiment (--warm-start NAME reuses what this one learned)"
 
