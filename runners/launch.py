@@ -22,6 +22,7 @@ from segtune.runners.plan.objectives import ASHA_NOTE, COST_OBJECTIVES
 from segtune.runners.plan.resume import check_resume_options
 from segtune.runners.plan.sampler import plan_sampler
 from segtune.runners.plan.start_points import read_params_file, start_points
+from segtune.runners.plan.starting_point import FROM_SCRATCH, given_weights, starting_point
 from segtune.search_spaces.conditional import conditional_space
 from segtune.search_spaces.space import SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw
 from segtune.trainers.base import TrainerAdapter, TrainingShape
@@ -80,8 +81,8 @@ def _run(args) -> int:
     user_space = _load_space(args, adapter, False, config) if (args.space or args.config) else None
     if args.start_from is not None:
         read_params_file(args.start_from, args.framework)
-    if args.model or args.weights:
-        adapter.resolve_model(args.model, args.weights)
+    if args.model or given_weights(args.weights):
+        adapter.resolve_model(args.model, given_weights(args.weights))
     if args.address is None and args.gpus_per_trial:
         _check_local_gpus(args.gpus_per_trial)
     dataset = _prepare_data(args, adapter.data_layouts())
@@ -94,8 +95,10 @@ def _run(args) -> int:
 
     _start_ray(args.address, output_mode(args))
     has_gpu = _cluster_has_gpu()
-    max_epochs, grace, num_samples = search_budget(args, has_gpu, adapter.default_epochs_cpu)
-    space = user_space or _load_space(args, adapter, not has_gpu, None)
+    start = starting_point(adapter, model=args.model, weights=args.weights, space=args.space or args.config,
+                           has_gpu=has_gpu)
+    max_epochs, grace, num_samples = search_budget(args, has_gpu, adapter.default_epochs_cpu, start.pretrained)
+    space = user_space or _load_space(args, adapter, not has_gpu, None, start.space_path)
     if not space.searched:  # a fixed configuration (--config) is one trial
         num_samples = 1
     # A random-search baseline starts from nothing of segtune's (an explicit --start-from still counts).
@@ -104,8 +107,7 @@ def _run(args) -> int:
     first = start_points(space, defaults, args.start_from, args.framework,
                          adapter.seed_key, lambda text: print(f"segtune: warning: {text}")) if space.searched else []
     confirm_top = chosen_confirm_top(args, num_samples, has_gpu, bool(space.searched))
-    model = args.model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
-    model, weights = adapter.resolve_model(model, args.weights)
+    model, weights = adapter.resolve_model(start.model, start.weights)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
     settings = RunSettings(
         framework=args.framework, backend=backend, dataset=dataset, metric=args.metric, mode=mode,
@@ -128,8 +130,8 @@ def _run(args) -> int:
         print(f"segtune: {warm_start.note}")
         if warm_start.warning:
             print(f"segtune: warning: {warm_start.warning}")
-    if not args.quiet:
-        print(f"segtune: model {model}" + (f", starting from {weights}" if weights else ", from scratch"))
+    if not args.quiet or start.note:
+        print(f"segtune: {dataclasses.replace(start, model=model, weights=weights).header()}")
     print(f"segtune: {num_samples} trials, up to {max_epochs} epochs each, "
           f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
           f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
@@ -257,6 +259,8 @@ def _apply_config_defaults(args, config: dict) -> None:
         args.model = str(config["model"])
     if args.weights is None and config.get("weights"):
         args.weights = str(config["weights"])
+    elif args.weights is None and "weights" in config:  # null: it was trained from scratch
+        args.weights = FROM_SCRATCH
 
 
 def _prepare_data(args, layouts: tuple):
@@ -317,9 +321,10 @@ def _check_metric(metric: str, adapter: type[TrainerAdapter]) -> None:
     )
 
 
-def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool, config: Any) -> SearchSpace:
-    """The search space (--space, or the framework's default), or the fixed values of --config
-    (`config`, already read)."""
+def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool, config: Any,
+                default_path: Path | None = None) -> SearchSpace:
+    """The search space (--space, or `default_path`: the starting point's default), or the fixed values
+    of --config (`config`, already read)."""
     if args.config is not None:
         params = config.get("params", config) if isinstance(config, dict) else None
         if not isinstance(params, dict) or not params:
@@ -328,7 +333,7 @@ def _load_space(args, adapter: type[TrainerAdapter], cpu_only: bool, config: Any
             raise SpaceError(f"{args.config}: --config takes fixed values only; put ranges in a --space file")
         space = parse_space(params, source=str(args.config), framework=args.framework)
     else:
-        path = args.space or default_space_path(args.framework, cpu_only=cpu_only)
+        path = args.space or default_path or default_space_path(args.framework, cpu_only=cpu_only)
         space = load_space(path)
         if space.framework and space.framework != args.framework:
             raise SpaceError(f"{path} is a {space.framework} search space; pass a {args.framework} one with --space")

@@ -26,8 +26,9 @@ from segtune.core.choice import FRAMEWORK_KEY, param_key
 from segtune.core.errors import ConfigError, SpaceError
 from segtune.core.record import RunSettings, default_mode
 from segtune.runners.plan.start_points import default_point
+from segtune.runners.plan.starting_point import given_weights, starting_point_of_choices
 from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch
-from segtune.search_spaces.space import SearchSpace, default_space_path, load_space
+from segtune.search_spaces.space import SearchSpace, load_space
 from segtune.trainers.base import TrainerAdapter, TrainingShape
 from segtune.trainers.registry import BACKENDS, FRAMEWORKS, get_adapter, resolve_backend
 
@@ -178,7 +179,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
     user_spaces = _user_spaces(args.space, frameworks)
     for f, choices in models.items():  # what the user wrote is checked before anything starts
         for model in choices:
-            adapters[f].resolve_model(model, weights.get(f))
+            adapters[f].resolve_model(model, given_weights(weights.get(f)))
     if args.address is None and args.gpus_per_trial:
         steps._check_local_gpus(args.gpus_per_trial)
     layouts = {layout.name: layout for a in adapters.values() for layout in a.data_layouts()}
@@ -193,13 +194,21 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
 
     steps._start_ray(args.address, steps.output_mode(args))
     has_gpu = steps._cluster_has_gpu()
-    # One max_epochs for all: the largest of the frameworks' own CPU defaults (see the module docstring).
-    max_epochs, grace, num_samples = search_budget(args, has_gpu, max(a.default_epochs_cpu for a in adapters.values()))
+    starts = {f: starting_point_of_choices(a, models=models.get(f, ()), weights=weights.get(f), has_gpu=has_gpu,
+                                           space=Path(user_spaces[f].source) if f in user_spaces else None)
+              for f, a in adapters.items()}
+    # One max_epochs for all: the largest of the frameworks' own CPU defaults (see the module docstring),
+    # fine-tuning defaults only when every framework fine-tunes.
+    max_epochs, grace, num_samples = search_budget(args, has_gpu, max(a.default_epochs_cpu for a in adapters.values()),
+                                                   all(s.pretrained for s in starts.values()))
     branches, chosen_weights = {}, {}
     for f, adapter in adapters.items():
-        space = user_spaces.get(f) or load_space(default_space_path(f, cpu_only=not has_gpu))
-        branches[f], chosen_weights[f] = _branch(f, adapter, space, models.get(f) or default_models(adapter, has_gpu),
-                                                 weights.get(f), args.seed, steps)
+        start = starts[f]
+        space = user_spaces.get(f) or load_space(start.space_path)
+        choices = models.get(f) or ((start.model,) if start.pretrained else default_models(adapter, has_gpu))
+        branches[f], chosen_weights[f] = _branch(f, adapter, space, choices, start.weights, args.seed, steps)
+        if start.note or not args.quiet:
+            print(f"segtune: {f}: {start.header()}")
     space = ConditionalSpace(branches)
     confirm_top = chosen_confirm_top(args, num_samples, has_gpu, searched=True)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)
