@@ -100,9 +100,8 @@ def retrain_command(exp: Experiment, config_path: Path) -> str:
     args = ["segtune", "tune", "--framework", s.framework]
     if s.backend:
         args += ["--backend", s.backend]
-    args += ["--config", str(config_path), "--model", s.model]
-    if s.weights:
-        args += ["--weights", s.weights]
+    # The same starting point: its weights, or `--weights none` for a from-scratch search (the default would fine-tune).
+    args += ["--config", str(config_path), "--model", s.model, "--weights", s.weights or "none"]
     # The prepared (validated, split) copies of the data: the same train/val images as the search.
     args += ["--train-json", str(d.train_json), "--train-images", str(d.train_images),
              "--val-json", str(d.val_json), "--val-images", str(d.val_images),

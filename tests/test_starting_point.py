@@ -105,7 +105,8 @@ def test_a_failed_download_trains_from_scratch_and_says_why():
 def test_weights_none_trains_from_scratch_without_looking(weights):
     start = starting_point(_fake_adapter(None), model="", weights=weights, space=None, has_gpu=False)
     assert (start.model, start.weights, start.pretrained, start.note) == ("yolo11n-cpu.yaml", None, False, None)
-    assert start.header() == "model yolo11n-cpu.yaml, from scratch (--weights none); search space search_spaces/yolo_cpu.yaml"
+    assert start.header() == ("model yolo11n-cpu.yaml, from scratch (--weights none); "
+                              "search space search_spaces/yolo_cpu.yaml")
 
 
 def test_given_weights_are_fine_tuned_from_without_looking():
