@@ -21,9 +21,10 @@ from conftest import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 
-def _tune(env: dict[str, str], storage: Path, *args: str) -> subprocess.CompletedProcess:
+def _tune(env: dict[str, str], storage: Path, *args: str, samples: int = 2) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "runners/tune.py", *args, "--num-samples", "2", "--max-epochs", "1", "--cpus-per-trial", "2",
+        [sys.executable, "runners/tune.py", *args, "--num-samples", str(samples), "--max-epochs", "1",
+         "--cpus-per-trial", "2",
          "--confirm-top", "0", "--storage", str(storage), "--name", "run", "--cache-dir", str(storage / "cache")],
         cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, capture_output=True, text=True, timeout=900,
     )
@@ -50,9 +51,10 @@ def yolo_weights_dir(tmp_path) -> tuple[dict[str, str], Path]:
     from ultralytics.utils import SETTINGS
 
     config, weights = tmp_path / "ultralytics-config", tmp_path / "weights"
-    config.mkdir()
+    settings = config / "Ultralytics" / "settings.json"  # Ultralytics reads $YOLO_CONFIG_DIR/Ultralytics/
+    settings.parent.mkdir(parents=True)
     weights.mkdir()
-    (config / "settings.json").write_text(json.dumps({**SETTINGS.defaults, "weights_dir": str(weights)}))
+    settings.write_text(json.dumps({**SETTINGS.defaults, "weights_dir": str(weights)}))
     return {"YOLO_CONFIG_DIR": str(config)}, weights
 
 
@@ -104,10 +106,11 @@ def test_default_yolo_search_without_the_weights_trains_from_scratch_and_says_wh
 
 
 # ---- torchvision Mask R-CNN -----------------------------------------------------------------------------
-TV_ARGS = ("--framework", "maskrcnn", "--backend", "torchvision", "--iters-per-epoch", "2")
+# One trial of one iteration on the smallest data: the fine-tuned ResNet-50 costs ~15x the small model on a CPU.
+TV_ARGS = ("--framework", "maskrcnn", "--backend", "torchvision", "--iters-per-epoch", "1")
 
 
-def test_default_torchvision_search_fine_tunes_the_weights_in_torch_hub(tmp_path, tiny_demo_data):
+def test_default_torchvision_search_fine_tunes_the_weights_in_torch_hub(tmp_path, small_coco):
     import torch
     from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
 
@@ -119,7 +122,8 @@ def test_default_torchvision_search_fine_tunes_the_weights_in_torch_hub(tmp_path
     torch.save(state, placed)
     stem = state["backbone.body.conv1.weight"]
 
-    proc = _tune({"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(tiny_demo_data))
+    proc = _tune({"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(small_coco),
+                 samples=1)
     header = _one_line(proc.stdout, "segtune: model ")
     assert header == ("segtune: model maskrcnn_resnet50_fpn_v2, starting from MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 "
                       f"(COCO-pretrained MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, found at {placed}); search space "
@@ -133,13 +137,14 @@ def test_default_torchvision_search_fine_tunes_the_weights_in_torch_hub(tmp_path
         assert torch.equal(saved["model"]["backbone.body.conv1.weight"], stem), checkpoint
 
 
-def test_default_torchvision_search_without_the_weights_trains_from_scratch_and_says_why(tmp_path, tiny_demo_data):
+def test_default_torchvision_search_without_the_weights_trains_from_scratch_and_says_why(tmp_path, small_coco):
     from segtune.trainers.pretrained import host_reachable
 
     if host_reachable("https://download.pytorch.org"):
         pytest.skip("this machine is online: torchvision would download the COCO weights")
     hub = tmp_path / "torch" / "hub" / "checkpoints"
-    proc = _tune({"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(tiny_demo_data))
+    proc = _tune({"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(small_coco),
+                 samples=1)
     header = _one_line(proc.stdout, "wanted COCO-pretrained")
     assert header == ("segtune: model maskrcnn_resnet18_fpn, from scratch (wanted COCO-pretrained "
                       "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 for maskrcnn_resnet50_fpn_v2, but not in "

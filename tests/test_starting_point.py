@@ -261,3 +261,31 @@ def test_yolo_looks_where_ultralytics_looks(tmp_path, monkeypatch, offline):
     custom = starting_point(YoloAdapter, model=str(tmp_path / "yolo11n-seg.pt"), weights=None, space=None,
                             has_gpu=False)
     assert custom.pretrained and custom.weights is None
+
+
+def test_detectron2_looks_in_iopaths_cache(tmp_path, monkeypatch, offline):
+    pytest.importorskip("detectron2", reason="Detectron2 is not on PyPI; build it from source to run this test")
+    import pickle
+
+    from segtune.trainers.maskrcnn.detectron2.adapter import FINETUNE_MODEL, Detectron2MaskRCNN
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "iopath"))  # where iopath caches Detectron2's downloads
+    start = starting_point(Detectron2MaskRCNN, model="", weights=None, space=None, has_gpu=True)
+    assert (start.model, start.pretrained) == (Detectron2MaskRCNN.default_model, False)
+    assert "wanted COCO-pretrained model_final_" in start.note and f"for {FINETUNE_MODEL}, but not in" in start.note
+    found = Detectron2MaskRCNN.pretrained_weights("", has_gpu=True)
+    assert str(found.cache_path).startswith(str(tmp_path / "iopath"))
+    found.cache_path.parent.mkdir(parents=True)
+    found.cache_path.write_bytes(pickle.dumps({"model": {}}))
+    start = starting_point(Detectron2MaskRCNN, model="", weights=None, space=None, has_gpu=True)
+    assert (start.model, start.weights, start.pretrained) == (FINETUNE_MODEL, str(found.cache_path), True)
+    assert start.space_path.name == "maskrcnn_finetune.yaml"
+    small = Detectron2MaskRCNN.pretrained_weights("segtune/mask_rcnn_R_18_FPN_small", has_gpu=False)
+    assert small.wanted is None and not small.available
+
+
+def test_several_frameworks_name_every_model_choice_in_the_header():
+    start = starting_point_of_choices(_fake_adapter(None), models=("a.yaml", "b.yaml"), weights=None, space=None,
+                                      has_gpu=True)
+    assert start.header(("a.yaml", "b.yaml")).startswith("models a.yaml, b.yaml, from scratch (several --model")
+    assert start.header(("a.yaml",)).startswith("model a.yaml, from scratch")

@@ -208,7 +208,7 @@ def run_search(args: argparse.Namespace, steps: ModuleType) -> int:
         choices = models.get(f) or ((start.model,) if start.pretrained else default_models(adapter, has_gpu))
         branches[f], chosen_weights[f] = _branch(f, adapter, space, choices, start.weights, args.seed, steps)
         if start.note or not args.quiet:
-            print(f"segtune: {f}: {start.header()}")
+            print(f"segtune: {f}: {start.header(choices)}")
     space = ConditionalSpace(branches)
     confirm_top = chosen_confirm_top(args, num_samples, has_gpu, searched=True)
     resources = plan_resources(args.gpus_per_trial, args.cpus_per_trial, args.workers, num_samples)

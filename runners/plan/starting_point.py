@@ -41,15 +41,17 @@ class StartingPoint:
     note: str | None  # pretrained weights were wanted but cannot be had: what, why not, how to give them
     space_path: Path  # the search space: the user's --space, or the default for this starting point
 
-    def header(self) -> str:
-        """The one header line that names the starting point and where it came from."""
+    def header(self, models: tuple[str, ...] = ()) -> str:
+        """The one header line that names the starting point and where it came from (`models`: the model
+        choices of a search over several frameworks, when they are not just `model`)."""
         space = self.space_path
         shown = f"search_spaces/{space.name}" if space.parent == SPACES_DIR else str(space)
         if self.pretrained:
             start = f"starting from {self.weights or self.model} ({self.source})"
         else:
             start = f"from scratch ({self.note or self.source})"
-        return f"model {self.model}, {start}; search space {shown}"
+        named = f"models {', '.join(models)}" if len(models) > 1 else f"model {models[0] if models else self.model}"
+        return f"{named}, {start}; search space {shown}"
 
 
 def given_weights(weights: str | None) -> str | None:

@@ -205,7 +205,7 @@ class YoloAdapter(TrainerAdapter):
             elif not is_online():
                 raise ConfigError(
                     f"yolo: {path} needs a download and this machine is offline; pass a local weights file "
-                    f"or --weights none to train from scratch"
+                    f"or train from scratch with --model {Path(path).stem}.yaml --weights none"
                 )
             else:
                 local = Path(attempt_download_asset(str(cached)))

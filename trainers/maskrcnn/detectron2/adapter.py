@@ -110,13 +110,12 @@ class Detectron2MaskRCNN(TrainerAdapter):
             return PretrainedWeights(model, None, why_not=f"the Detectron2 model zoo publishes no weights for {model}")
         cache = d2weights.cached_path(url)
         found, can_download, why_not = locate(cache, url)
-        return PretrainedWeights(model, model, found, cache, url, can_download, why_not)
+        return PretrainedWeights(model, url.split("/")[-1], found, cache, url, can_download, why_not)
 
     @classmethod
     def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
         """Detectron2's own download (PathManager) into iopath's cache; trials load the local file."""
-        assert weights.wanted is not None
-        return d2weights.resolve_weights(weights.wanted)
+        return d2weights.resolve_weights(str(weights.found_at or weights.url))
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:
