@@ -160,6 +160,16 @@ def copy_weights(adapter_cls, trial: TrialSummary, out: Path) -> Path:
     return target
 
 
+def starting_weights(model: str, weights: str | None) -> str:
+    """What training started from, for the model card: the weights, the model file's own weights (a
+    YOLO .pt given as the model), or scratch (docs/PRETRAINED.md)."""
+    if weights:
+        return f"`{weights}`"
+    if model.endswith((".pt", ".pth", ".pkl")):
+        return f"the weights in `{model}`"
+    return "scratch"
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -188,7 +198,7 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
                           for f in files if f.is_file())
     text = f"""# Model card: {exp.name} / trial {trial.trial_id}
 
-{s.framework}{f' ({s.backend})' if s.backend else ''}, model `{s.model}`, started from {f'`{s.weights}`' if s.weights else 'scratch'}.
+{s.framework}{f' ({s.backend})' if s.backend else ''}, model `{s.model}`, started from {starting_weights(s.model, s.weights)}.
 
 - rank {trial.rank} of {len(exp.trials)} trials by the score of `{exp.metric}` ({exp.mode}; the best mean over {SCORE_WINDOW} consecutive epochs): {format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}
 {confirmation_note(exp, trial)}- {trial.detail}; {trial.epochs} epochs trained
