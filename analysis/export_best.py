@@ -99,9 +99,8 @@ def retrain_command(exp: Experiment, config_path: Path) -> str:
     args = ["segtune", "tune", "--framework", fw.name]
     if fw.backend:
         args += ["--backend", fw.backend]
-    args += ["--config", str(config_path), "--model", fw.model]
-    if fw.weights:
-        args += ["--weights", fw.weights]
+    # The same starting point: its weights, or `--weights none` for a from-scratch search (the default would fine-tune).
+    args += ["--config", str(config_path), "--model", fw.model, "--weights", fw.weights or "none"]
     # The prepared (validated, split) copies of the data: the same train/val images as the search.
     args += ["--train-json", str(d.train_json), "--train-images", str(d.train_images),
              "--val-json", str(d.val_json), "--val-images", str(d.val_images),
@@ -161,6 +160,16 @@ def copy_weights(adapter_cls, trial: TrialSummary, out: Path) -> Path:
     return target
 
 
+def starting_weights(model: str, weights: str | None) -> str:
+    """What training started from, for the model card: the weights, the model file's own weights (a
+    YOLO .pt given as the model), or scratch (docs/PRETRAINED.md)."""
+    if weights:
+        return f"`{weights}`"
+    if model.endswith((".pt", ".pth", ".pkl")):
+        return f"the weights in `{model}`"
+    return "scratch"
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -189,7 +198,7 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
                           for f in files if f.is_file())
     text = f"""# Model card: {exp.name} / trial {trial.trial_id}
 
-{fw.name}{f' ({fw.backend})' if fw.backend else ''}, model `{fw.model}`, started from {f'`{fw.weights}`' if fw.weights else 'scratch'}.
+{fw.name}{f' ({fw.backend})' if fw.backend else ''}, model `{fw.model}`, started from {starting_weights(fw.model, fw.weights)}.
 
 - rank {trial.rank} of {len(exp.trials)} trials by the score of `{exp.metric}` ({exp.mode}; the best mean over {SCORE_WINDOW} consecutive epochs): {format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}
 {confirmation_note(exp, trial)}- {trial.detail}; {trial.epochs} epochs trained

@@ -4,8 +4,11 @@
     python bench/gpu_check.py --dry-run                     # anywhere: checks this script's own logic
 
 Runs four short searches on the demo data as a user would (`runners/tune.py`, default GPU search
-spaces and models): YOLO and torchvision Mask R-CNN, each with 1 and with 0.5 GPUs per trial, two
-trials per slot. While they run it samples every GPU with `nvidia-smi` twice a second. Then it checks
+spaces and models): YOLO and torchvision Mask R-CNN from scratch (`--weights none`), each with 1 and
+with 0.5 GPUs per trial, two trials per slot; and, when the framework's COCO-pretrained weights can be
+had (in its cache or downloadable: docs/PRETRAINED.md), a fine-tuning search of each (the default
+start, with its fine-tuning space) next to the one-GPU from-scratch one, and prints both (start and best
+segm/AP). While they run it samples every GPU with `nvidia-smi` twice a second. Then it checks
 every trial's result rows (`segtune/device`, `segtune/gpu_uuid`, `segtune/amp`, written by
 runners/trial.py): every trial trained on CUDA with AMP, the trials spread over every GPU, and with
 0.5 GPUs per trial two trials shared a GPU at once. It prints GPU utilisation and memory per search
@@ -27,7 +30,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-SEARCHES = (("yolo", "", 1.0), ("yolo", "", 0.5), ("maskrcnn", "torchvision", 1.0), ("maskrcnn", "torchvision", 0.5))
+# (framework, backend, GPUs per trial, origin): "scratch" is --weights none, "pretrained" the default start.
+SEARCHES = (("yolo", "", 1.0, "scratch"), ("yolo", "", 0.5, "scratch"),
+            ("maskrcnn", "torchvision", 1.0, "scratch"), ("maskrcnn", "torchvision", 0.5, "scratch"))
+FINETUNING = (("yolo", "", 1.0, "pretrained"), ("maskrcnn", "torchvision", 1.0, "pretrained"))
 SMI_QUERY = "timestamp,index,uuid,utilization.gpu,memory.used"
 
 
@@ -150,8 +156,8 @@ def main() -> int:
             sampler = subprocess.Popen(["nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits",
                                         "-lms", "500"], stdout=out, stderr=subprocess.DEVNULL)
             try:
-                results = [run_search(fw, be, gpt, gpus, args.epochs, storage, Path(tmp) / "cache")
-                           for fw, be, gpt in SEARCHES]
+                results = [run_search(fw, be, gpt, origin, gpus, args.epochs, storage, Path(tmp) / "cache")
+                           for fw, be, gpt, origin in searches_to_run()]
             finally:
                 sampler.terminate()
                 sampler.wait()
@@ -169,24 +175,49 @@ def main() -> int:
     return 0
 
 
-def run_search(framework: str, backend: str, gpus_per_trial: float, gpus: int, epochs: int, storage: Path,
-               cache: Path) -> tuple[str, float, float, list[str], list[str]]:
+def searches_to_run() -> list[tuple[str, str, float, str]]:
+    """SEARCHES, each fine-tuning search after its framework's first from-scratch one when the framework's
+    COCO-pretrained weights can be had here (said, with the reason, when not)."""
+    from segtune.trainers.registry import get_adapter
+
+    searches = list(SEARCHES)
+    for framework, backend, gpus_per_trial, origin in FINETUNING:
+        found = get_adapter(framework, backend or None).pretrained_weights("", has_gpu=True)
+        if not found.available:
+            print(f"gpu_check: no fine-tuning search of {framework}: {found.why_not} (docs/PRETRAINED.md)")
+            continue
+        first = next(i for i, s in enumerate(searches) if s[:2] == (framework, backend))
+        searches.insert(first + 1, (framework, backend, gpus_per_trial, origin))
+    return searches
+
+
+def run_search(framework: str, backend: str, gpus_per_trial: float, origin: str, gpus: int, epochs: int,
+               storage: Path, cache: Path) -> tuple[str, float, float, list[str], list[str]]:
     slots = int(gpus / gpus_per_trial)
     trials = 2 * slots  # every slot runs a fresh and a reused trial process
-    name = f"gpu-check-{framework}-{gpus_per_trial:g}".replace(".", "_")
+    name = f"gpu-check-{framework}-{gpus_per_trial:g}-{origin}".replace(".", "_")
     command = [sys.executable, "runners/tune.py", "--framework", framework, "--num-samples", str(trials),
                "--max-epochs", str(epochs), "--grace-period", str(epochs), "--gpus-per-trial", str(gpus_per_trial),
                "--storage", str(storage), "--name", name, "--cache-dir", str(cache)]
     if backend:
         command += ["--backend", backend]
-    title = f"{framework}{f' ({backend})' if backend else ''}, {gpus_per_trial:g} GPU per trial, {trials} trials"
+    if origin == "scratch":
+        command += ["--weights", "none"]
+    title = (f"{framework}{f' ({backend})' if backend else ''}, {'fine-tuning' if origin == 'pretrained' else origin}, "
+             f"{gpus_per_trial:g} GPU per trial, {trials} trials")
     start = time.time()
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     end = time.time()
     title += f", {end - start:.0f} s"
     if proc.returncode != 0:
         return title, start, end, [], [f"runners/tune.py exit {proc.returncode}: {proc.stderr.strip()[-500:]}"]
-    facts, failures = check_search(read_trials(storage / name), gpus, gpus_per_trial)
+    trials = read_trials(storage / name)
+    facts, failures = check_search(trials, gpus, gpus_per_trial)
+    # What the search started from, as its header said (a fine-tuning search whose download failed trains
+    # from scratch and says so), and the best AP it reached: fine-tuning and from scratch, side by side.
+    facts += [line.removeprefix("segtune: ") for line in proc.stdout.splitlines() if line.startswith("segtune: model ")]
+    best = max((r.get("segm/AP", -1.0) for t in trials for r in t["rows"]), default=-1.0)
+    facts.append(f"best segm/AP {best:.1f} after {epochs} epochs")
     return title, start, end, facts, failures
 
 

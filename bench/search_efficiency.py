@@ -206,9 +206,10 @@ class Bench:
         return confirm
 
     def _common(self, profile: Profile) -> list[str]:
-        """Options of every segtune run: the CPU (the Ultralytics tuners train there too), the data."""
-        return ["--gpus-per-trial", "0", "--cpus-per-trial", str(self.cpus_per_trial), "--cache-dir",
-                str(self.cache_dir), *(["--data", str(profile.data)] if profile.data else [])]
+        """Options of every segtune run: from scratch, as the Ultralytics tuners here (segtune's default would
+        fine-tune COCO weights where it can have them: docs/PRETRAINED.md); the CPU; the data."""
+        return ["--weights", "none", "--gpus-per-trial", "0", "--cpus-per-trial", str(self.cpus_per_trial),
+                "--cache-dir", str(self.cache_dir), *(["--data", str(profile.data)] if profile.data else [])]
 
     def _space_file(self, profile: Profile) -> Path:
         """segtune's CPU search space (whatever it is today) with this dataset's image size."""

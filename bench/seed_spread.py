@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(experiment, ignore_errors=True)  # a run cut short: this bench's own scratch
             command = [sys.executable, "runners/tune.py", "--framework", args.framework, "--num-samples", "1",
+                       "--weights", "none",  # from scratch, as measured (docs/PRETRAINED.md)
                        "--confirm-top", "0", "--max-epochs", str(args.max_epochs), "--seed", str(seed),
                        "--cpus-per-trial", str(os.cpu_count() or 1),  # one trial at a time: every core
                        "--storage", str(out), "--name", experiment.name, "--cache-dir", str(args.cache_dir),

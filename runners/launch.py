@@ -23,6 +23,7 @@ from segtune.runners.plan.objectives import check_metric
 from segtune.runners.plan.resume import check_resume_options
 from segtune.runners.plan.spaces import framework_space
 from segtune.runners.plan.start_points import read_params_file
+from segtune.runners.plan.starting_point import given_weights, search_starting_points
 from segtune.runners.request import TuneRequest
 from segtune.search_spaces.conditional import conditional_space
 from segtune.search_spaces.space import SearchSpace
@@ -56,7 +57,11 @@ def launch(request: TuneRequest) -> int:
     layouts = {layout.name: layout for f in frameworks for layout in f.adapter.data_layouts()}
     dataset = _prepare_data(request, tuple(layouts.values()))
     _start_ray(request.resources.address, request.output.verbosity)
-    experiment = plan_experiment(request, frameworks, preflight, dataset, _cluster_has_gpu(), experiment_dir, name,
+    has_gpu = _cluster_has_gpu()
+    # Pretrained weights are looked up (and fetched, once, into the framework's own cache) before any trial.
+    starts = search_starting_points(request.frameworks, {f.name: f.adapter for f in frameworks}, has_gpu,
+                                    request.study.config)
+    experiment = plan_experiment(request, frameworks, preflight, dataset, has_gpu, experiment_dir, name, starts,
                                  warn=lambda text: print(f"segtune: warning: {text}"))
     return _search(experiment, preflight, request.output.verbosity, experiment_dir)
 
@@ -89,8 +94,9 @@ def _check(request: TuneRequest, frameworks: tuple[Framework, ...], name: str, s
     if request.study.start_from is not None:
         read_params_file(request.study.start_from, request.names[0])
     for f in request.frameworks:
-        for model in (f.models or ("",)) if f.models or f.weights else ():
-            adapters[f.name].resolve_model(model, f.weights)
+        weights = given_weights(f.weights)
+        for model in (f.models or ("",)) if f.models or weights else ():
+            adapters[f.name].resolve_model(model, weights)
     if request.resources.address is None and request.resources.gpus_per_trial:
         _check_local_gpus(request.resources.gpus_per_trial)
     return Preflight(mode, options, tuple(warm_sources), spaces)

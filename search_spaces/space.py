@@ -78,11 +78,18 @@ class SearchSpace:
         return cls(str(data.get("source", "")), data.get("framework"), searched, dict(data.get("fixed") or {}))
 
 
-def default_space_path(framework: str, cpu_only: bool = False) -> Path:
-    """`search_spaces/<framework>.yaml`, or its `_cpu` variant for CPU-only demo runs."""
-    cpu_variant = SPACES_DIR / f"{framework}_cpu.yaml"
-    if cpu_only and cpu_variant.exists():
-        return cpu_variant
+def default_space_path(framework: str, cpu_only: bool = False, finetune: bool = False) -> Path:
+    """The one rule for every framework: `search_spaces/<framework>[_finetune][_cpu].yaml`.
+
+    `_finetune`: ranges for starting from pretrained weights (runners/plan/starting_point.py);
+    `_cpu`: for CPU-only runs. A variant the framework does not ship falls back to the next most
+    specific file (_finetune_cpu -> _finetune -> _cpu -> plain).
+    """
+    suffixes = (["_finetune_cpu"] if finetune and cpu_only else []) + (["_finetune"] if finetune else [])
+    suffixes += (["_cpu"] if cpu_only else []) + [""]
+    for suffix in suffixes:
+        if (SPACES_DIR / f"{framework}{suffix}.yaml").exists():
+            return SPACES_DIR / f"{framework}{suffix}.yaml"
     return SPACES_DIR / f"{framework}.yaml"
 
 

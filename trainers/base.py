@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from segtune.cocodata.results import ImageRecord, list_images
 from segtune.core.errors import ConfigError
 from segtune.core.record import PreparedDataset, RunSettings
+from segtune.trainers.pretrained import PretrainedWeights
 
 if TYPE_CHECKING:
     from segtune.cocodata.prepare import DataLayout
@@ -236,6 +237,58 @@ class TrainerAdapter(ABC):
         if weights and Path(weights).expanduser().exists():
             weights = str(Path(weights).expanduser().resolve())
         return model or cls.default_model, weights
+
+    @classmethod
+    def pretrained_weights(cls, model: str, has_gpu: bool) -> PretrainedWeights:
+        """The COCO-pretrained weights the framework publishes for `model`, and whether they can be had.
+
+        A search starts from them unless the user passes `--weights` (`none`: from scratch); the
+        decision is `segtune.runners.plan.starting_point`'s. Nothing is downloaded here: the answer
+        says whether the file is already where the framework looks, or else whether its download
+        host answers (`segtune.trainers.pretrained.locate`: a 2-second probe at most).
+
+        Args:
+            model: as the user gave it; "" for the model a fine-tuning search trains by default
+                (it may differ from `default_model`, which is the from-scratch default).
+            has_gpu: whether the trials get GPUs (the default model may depend on it).
+
+        Returns:
+            A PretrainedWeights; `wanted=None` (with `why_not`) when the framework publishes no COCO
+            weights for `model` (the default: this adapter knows of none).
+
+        Raises:
+            ConfigError: `model` is not a model of this framework.
+
+        Example:
+            ::
+
+                @classmethod
+                def pretrained_weights(cls, model, has_gpu):
+                    model = model or "mine-small.yaml"
+                    url = f"https://example.org/{Path(model).stem}-coco.pt"
+                    cache = Path.home() / ".cache" / "mine" / Path(url).name
+                    found, can_download, why_not = locate(cache, url)
+                    return PretrainedWeights(model, Path(url).name, found, cache, url, can_download, why_not)
+        """
+        return PretrainedWeights(model or cls.default_model, None,
+                                 why_not=f"segtune knows no COCO-pretrained weights of {cls.display_name()}")
+
+    @classmethod
+    def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
+        """`weights` made ready for the trials: downloaded once, before any trial, into the framework's
+        own cache when they are not there yet, and loaded once (a corrupt file fails here).
+
+        Args:
+            weights: this adapter's `pretrained_weights` answer, found or with `can_download` True.
+
+        Returns:
+            The weights as every trial gets them (`TrialContext.weights`): a local file, or a name the
+            framework resolves from its cache without a download.
+
+        Raises:
+            ConfigError: the download failed (the search then trains from scratch and says why).
+        """
+        raise ConfigError(f"{cls.display_name()} cannot download pretrained weights")
 
     @classmethod
     def native_metric_names(cls) -> frozenset[str]:

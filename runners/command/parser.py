@@ -38,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "names them (see the README; default: the adapter's, smaller without a GPU); with several "
                            "frameworks, the model choices of each: FRAMEWORK=MODEL[,MODEL...] ...")
     what.add_argument("--weights", nargs="+", default=None, metavar="WEIGHTS",
-                      help="weights to start from: a local file or a model-zoo name (needs a download); "
-                           "default: train from scratch (or from the --model weights file itself); with several "
-                           "frameworks: FRAMEWORK=WEIGHTS ...")
+                      help="weights to start from: a local file or a model-zoo name (needs a download); 'none': "
+                           "train from scratch; default: the framework's COCO-pretrained weights of the model, from "
+                           "its own cache or downloaded once before any trial (from scratch, saying why, when they "
+                           "cannot be had; see docs/PRETRAINED.md); with several frameworks: FRAMEWORK=WEIGHTS ...")
     what.add_argument("--space", type=Path, nargs="+", default=None, metavar="YAML",
-                      help="search space YAML (default search_spaces/<framework>.yaml; "
-                           "search_spaces/<framework>_cpu.yaml when there is no GPU); with several frameworks, "
+                      help="search space YAML (default search_spaces/<framework>[_finetune][_cpu].yaml: _finetune "
+                           "when starting from pretrained weights, _cpu when there is no GPU); with several frameworks, "
                            "one file for each framework whose default it replaces (the file names its framework)")
     what.add_argument("--config", type=Path, default=None,
                       help="train this one configuration (a params YAML, e.g. from export_best.py) "
@@ -64,13 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = parser.add_argument_group("search")
     search.add_argument("--num-samples", type=int, default=None,
-                        help="number of trials (default 16 with GPUs, 8 on CPU)")
+                        help="number of trials (default 16 with GPUs, 24 fine-tuning; 8 on CPU)")
     search.add_argument("--max-epochs", type=int, default=None,
                         help="epochs of a trial that is never stopped; ASHA's max_t (default 100 with GPUs; "
-                             "on CPU the adapter's own default)")
+                             "on CPU the adapter's own default; a third of that, 30 with GPUs, when fine-tuning)")
     search.add_argument("--grace-period", type=int, default=None,
                         help="epochs every trial gets before ASHA may stop it (default max-epochs/10 with GPUs, "
-                             "max-epochs/3 on CPU; at least 1)")
+                             "max-epochs/3 on CPU, max-epochs/5 on CPU when fine-tuning; at least 1)")
     search.add_argument("--reduction-factor", type=float, default=3,
                         help="ASHA keeps the best 1/reduction-factor of trials at each rung")
     search.add_argument("--sampler", choices=SAMPLERS, default="tpe",

@@ -29,6 +29,7 @@ from segtune.runners.plan.frameworks import (
     spaces_by_framework,
 )
 from segtune.runners.plan.objectives import chosen_objectives
+from segtune.runners.plan.starting_point import FROM_SCRATCH
 from segtune.runners.request import (
     BudgetRequest,
     ConfirmRequest,
@@ -140,9 +141,16 @@ def _with_config_defaults(framework: FrameworkRequest, config_path: Path) -> Fra
         framework,
         backend=config["backend"] if framework.backend == "auto" and config.get("backend") else framework.backend,
         models=framework.models or ((str(config["model"]),) if config.get("model") else ()),
-        weights=framework.weights if framework.weights is not None else
-        (str(config["weights"]) if config.get("weights") else None),
+        weights=framework.weights if framework.weights is not None else _config_weights(config),
     )
+
+
+def _config_weights(config: dict) -> str | None:
+    """The starting weights an exported config records; `weights: null` means it was trained from
+    scratch, so it trains from scratch again (the default would fine-tune)."""
+    if config.get("weights"):
+        return str(config["weights"])
+    return FROM_SCRATCH if "weights" in config else None
 
 
 def _check_values(args: argparse.Namespace) -> None:

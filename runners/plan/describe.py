@@ -5,6 +5,8 @@ for several; the lines about models and trials name each framework when there ar
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from segtune.core.record import RunSettings
 from segtune.core.score import SCORE_KEY, SCORE_WINDOW
 from segtune.runners.plan.confirm import ConfirmPlan, confirm_plan
@@ -27,10 +29,11 @@ def plan_lines(experiment: Experiment, quiet: bool, warm_start: bool, starts: in
     lines: list[str] = []
     if settings.is_multi:
         names = settings.framework_names
-        if not quiet:
-            for entry in settings.frameworks:
-                lines.append(f"segtune: {entry.name}: models {', '.join(entry.models)}" + _start(entry.weights)
-                             + f"; searching {sorted(experiment.space.branches[entry.name].space.searched)}")
+        for entry in settings.frameworks:
+            start = replace(experiment.starts[entry.name], weights=entry.weights)
+            if not quiet or start.note:
+                lines.append(f"segtune: {entry.name}: {start.header(entry.models)}; "
+                             f"searching {sorted(experiment.space.branches[entry.name].space.searched)}")
         lines.append(f"segtune: {budget.num_samples} trials choosing among {', '.join(names)} (the "
                      f"first {min(budget.num_samples, len(names))} one of each), up to "
                      f"{budget.max_epochs} epochs each, {resources.max_concurrent} at a time "
@@ -40,8 +43,9 @@ def plan_lines(experiment: Experiment, quiet: bool, warm_start: bool, starts: in
                          "curves differ)")
     else:
         entry = settings.sole_framework
-        if not quiet:
-            lines.append(f"segtune: model {entry.model}" + _start(entry.weights))
+        start = replace(experiment.starts[entry.name], model=entry.model, weights=entry.weights)
+        if not quiet or start.note:  # the starting point, and why not pretrained weights when they were wanted
+            lines.append(f"segtune: {start.header()}")
         lines.append(f"segtune: {budget.num_samples} trials, up to {budget.max_epochs} epochs each, "
                      f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
                      f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
@@ -72,7 +76,3 @@ def search_plan_lines(settings: RunSettings, sampler_plan: SamplerPlan, first: l
     budget = f"; ends after {budget_epochs} epochs in all" if budget_epochs else ""
     lines.append(f"segtune: {stopping}{budget}; {confirm.describe()}")
     return lines
-
-
-def _start(weights: str | None) -> str:
-    return f", starting from {weights}" if weights else ", from scratch"

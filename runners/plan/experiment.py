@@ -20,10 +20,11 @@ from segtune.core import sections
 from segtune.core.record import PreparedDataset, RunSettings
 from segtune.runners.plan.budget import search_budget
 from segtune.runners.plan.confirm import chosen_confirm_top
-from segtune.runners.plan.frameworks import default_model, default_models, framework_first_point
+from segtune.runners.plan.frameworks import default_models, framework_first_point
 from segtune.runners.plan.resources import Resources, plan_resources
 from segtune.runners.plan.spaces import framework_space
 from segtune.runners.plan.start_points import start_points
+from segtune.runners.plan.starting_point import StartingPoint
 from segtune.search_spaces.conditional import ConditionalSpace, FrameworkBranch
 from segtune.search_spaces.space import SearchSpace
 from segtune.trainers.base import TrainerAdapter, TrainingShape
@@ -60,11 +61,12 @@ class Experiment:
     space: SearchSpace | ConditionalSpace  # what the searcher samples (conditional with several frameworks)
     first: tuple[tuple[str, dict[str, Any]], ...]  # the first trials: (what it is, point)
     resources: Resources
+    starts: dict[str, StartingPoint]  # each framework's starting point (pretrained or from scratch, and why)
 
 
 def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], preflight: Preflight,
                     dataset: PreparedDataset, has_gpu: bool, experiment_dir: Path, name: str,
-                    warn: Callable[[str], None]) -> Experiment:
+                    starts: dict[str, StartingPoint], warn: Callable[[str], None]) -> Experiment:
     """The budget, spaces, models, first trials, confirmation and resources of a new search.
 
     Args:
@@ -74,6 +76,8 @@ def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], pre
         dataset: the prepared data.
         has_gpu: whether the cluster has GPUs (the defaults of epochs, spaces and models depend on it).
         experiment_dir, name: where the experiment goes, and the study's name.
+        starts: each framework's starting point (runners/plan/starting_point.py): its model, weights,
+            default space, and whether the defaults are fine-tuning ones.
         warn: prints a warning (a --start-from key outside the space).
 
     Raises:
@@ -82,12 +86,13 @@ def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], pre
     """
     # One max_epochs for all: the largest of the frameworks' own CPU defaults (runners/plan/frameworks.py).
     max_epochs, grace, num_samples = search_budget(request.budget, has_gpu,
-                                                   max(f.adapter.default_epochs_cpu for f in frameworks))
+                                                   max(f.adapter.default_epochs_cpu for f in frameworks),
+                                                   pretrained=all(s.pretrained for s in starts.values()))
     given_spaces = preflight.spaces or {}
     spaces = {f.name: given_spaces.get(f.name) or framework_space(f.name, f.adapter, request.seed,
-                                                                  cpu_only=not has_gpu)
+                                                                  space_file=starts[f.name].space_path)
               for f in frameworks}
-    models = {f.name: _models(wanted, f.adapter, has_gpu, request.several)
+    models = {f.name: _models(starts[f.name], wanted, f.adapter, has_gpu, request.several)
               for wanted, f in zip(request.frameworks, frameworks, strict=True)}
     if request.several:
         space: SearchSpace | ConditionalSpace = ConditionalSpace(
@@ -104,15 +109,19 @@ def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], pre
                                request.resources.workers, num_samples)
     settings = _settings(request, frameworks, preflight, dataset, experiment_dir, name, space, spaces, models,
                          (max_epochs, grace, num_samples, confirm_top), resources)
-    return Experiment(settings, space, tuple(first), resources)
+    return Experiment(settings, space, tuple(first), resources, starts)
 
 
-def _models(wanted: FrameworkRequest, adapter: type[TrainerAdapter], has_gpu: bool,
+def _models(start: StartingPoint, wanted: FrameworkRequest, adapter: type[TrainerAdapter], has_gpu: bool,
             several: bool) -> tuple[tuple[str, ...], str | None]:
-    """(model choices, weights) as every trial sees them: the ones given, or the adapter's default
-    (with several frameworks its model choices), resolved (local files made absolute)."""
-    choices = wanted.models or (default_models(adapter, has_gpu) if several else (default_model(adapter, has_gpu),))
-    resolved = [adapter.resolve_model(model, wanted.weights) for model in choices]
+    """(model choices, weights) as every trial sees them, resolved (local files made absolute): the
+    starting point's model and weights; with several frameworks the choices given, or the adapter's
+    model choices when training from scratch (pretrained weights belong to one model)."""
+    if several:
+        choices = wanted.models or ((start.model,) if start.pretrained else default_models(adapter, has_gpu))
+    else:
+        choices = (start.model,)
+    resolved = [adapter.resolve_model(model, start.weights) for model in choices]
     return tuple(dict.fromkeys(model for model, _ in resolved)), resolved[0][1]
 
 

@@ -27,6 +27,7 @@ from segtune.trainers.base import (
     TrainingShape,
     TrialContext,
 )
+from segtune.trainers.pretrained import PretrainedWeights, locate
 from segtune.trainers.yolo.dataset_yaml import LAYOUT
 
 # Arguments the trial sets itself; a search space may not touch them.
@@ -68,6 +69,15 @@ def auto_optimizer(defaults: Mapping[str, Any], training: TrainingShape | None) 
     return {"optimizer": "AdamW", "lr0": round(0.002 * 5 / (4 + training.num_classes), 6), "momentum": 0.9}
 
 
+def _assets_release() -> str:
+    """The release of ultralytics/assets that Ultralytics downloads its weights from."""
+    import inspect
+
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    return str(inspect.signature(attempt_download_asset).parameters["release"].default)
+
+
 def _is_yolo_weights(path: str) -> bool:
     return path.endswith((".pt", ".pth"))
 
@@ -101,7 +111,38 @@ class YoloAdapter(TrainerAdapter):
         if defaults.get("optimizer") == "auto":
             # 'auto' is refused in a search (it ignores lr0 and momentum): what it would pick instead.
             defaults.update(auto_optimizer(defaults, training))
+        if defaults.get("freeze") is None:
+            defaults["freeze"] = 0  # None: nothing frozen, as 0 (a search space cannot hold None)
         return {k: defaults[k] for k in keys if defaults.get(k) is not None}
+
+    @classmethod
+    def pretrained_weights(cls, model: str, has_gpu: bool) -> PretrainedWeights:
+        """Ultralytics' COCO weights of a model YAML of its own (yolo11n-seg.yaml -> yolo11n-seg.pt),
+        looked for where Ultralytics looks: the path as given (the working directory), then
+        SETTINGS["weights_dir"]; a .pt model is itself the starting point."""
+        model = model or cls.default_model  # nano on a GPU and on a CPU alike
+        if _is_yolo_weights(model):
+            return PretrainedWeights(model, model, in_model=True)
+        from ultralytics.utils import SETTINGS
+        from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, GITHUB_ASSETS_REPO
+
+        name = Path(model).stem + ".pt"
+        if name not in GITHUB_ASSETS_NAMES:
+            return PretrainedWeights(model, None, why_not=f"Ultralytics publishes no weights for {Path(model).name}")
+        cache = (Path(SETTINGS["weights_dir"]).expanduser() / name).absolute()
+        url = f"https://github.com/{GITHUB_ASSETS_REPO}/releases/download/{_assets_release()}/{name}"
+        found, can_download, why_not = locate(cache, url, candidates=(Path(name),))
+        return PretrainedWeights(model, name, found, cache, url, can_download, why_not)
+
+    @classmethod
+    def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
+        """The file found, or Ultralytics' own download (attempt_download_asset) into SETTINGS["weights_dir"];
+        loaded once here, so that a corrupt file fails before any trial."""
+        if weights.found_at is not None:
+            return cls._resolve_weights(str(weights.found_at))
+        assert weights.cache_path is not None
+        weights.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        return cls._resolve_weights(str(weights.cache_path))
 
     @classmethod
     def native_metric_names(cls) -> frozenset[str]:
@@ -164,7 +205,7 @@ class YoloAdapter(TrainerAdapter):
             elif not is_online():
                 raise ConfigError(
                     f"yolo: {path} needs a download and this machine is offline; pass a local weights file "
-                    f"or train from scratch with --model yolo11n-seg.yaml"
+                    f"or train from scratch with --model {Path(path).stem}.yaml --weights none"
                 )
             else:
                 local = Path(attempt_download_asset(str(cached)))

@@ -45,6 +45,10 @@ from segtune.trainers.maskrcnn.detectron2 import weights as d2weights
 from segtune.trainers.maskrcnn.detectron2 import zoo
 from segtune.trainers.maskrcnn.detectron2.config import build_cfg
 from segtune.trainers.maskrcnn.params import default_values
+from segtune.trainers.pretrained import PretrainedWeights, locate
+
+# What a fine-tuning search trains by default (GPU and CPU alike): the model zoo's R50-FPN Mask R-CNN.
+FINETUNE_MODEL = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
 
 CHECKPOINT_FILE = "model_checkpoint.pth"
 CONFIG_FILE = "config.yaml"
@@ -94,6 +98,24 @@ class Detectron2MaskRCNN(TrainerAdapter):
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
         d2params.normalise_params(params)
+
+    @classmethod
+    def pretrained_weights(cls, model: str, has_gpu: bool) -> PretrainedWeights:
+        """The model zoo's trained weights of a zoo config (a COCO instance-segmentation one by default), in
+        iopath's cache, where Detectron2's checkpointer downloads them."""
+        model = model or FINETUNE_MODEL
+        name = model.removeprefix("configs/").removesuffix(".yaml")
+        url = zoo.zoo_weight_urls().get(name)
+        if url is None:
+            return PretrainedWeights(model, None, why_not=f"the Detectron2 model zoo publishes no weights for {model}")
+        cache = d2weights.cached_path(url)
+        found, can_download, why_not = locate(cache, url)
+        return PretrainedWeights(model, url.split("/")[-1], found, cache, url, can_download, why_not)
+
+    @classmethod
+    def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
+        """Detectron2's own download (PathManager) into iopath's cache; trials load the local file."""
+        return d2weights.resolve_weights(str(weights.found_at or weights.url))
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:

@@ -46,6 +46,7 @@ from segtune.trainers.maskrcnn.params import (
 from segtune.trainers.maskrcnn.torchvision import models as tvm
 from segtune.trainers.maskrcnn.torchvision import rng, solver
 from segtune.trainers.maskrcnn.torchvision.data import CocoInstances, decode_image, train_loader
+from segtune.trainers.pretrained import PretrainedWeights, locate
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "segtune-maskrcnn-torchvision/1"
@@ -88,6 +89,26 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:
         tvm.check_model(model or cls.default_model, weights)
+
+    @classmethod
+    def pretrained_weights(cls, model: str, has_gpu: bool) -> PretrainedWeights:
+        """torchvision's COCO weights of the model, in torch.hub's cache ($TORCH_HOME/hub/checkpoints/<file
+        name of the weights URL>). Fine-tuning trains the ResNet-50 FPN v2 model by default, on a CPU too:
+        the small from-scratch model has no COCO weights."""
+        model = model or cls.default_model
+        coco = tvm.coco_weights(model)
+        if coco is None:
+            return PretrainedWeights(model, None, why_not=f"torchvision publishes no COCO weights for {model}")
+        cache = tvm.hub_file(coco)
+        found, can_download, why_not = locate(cache, coco.url)
+        return PretrainedWeights(model, tvm.weights_name(coco), found, cache, coco.url, can_download, why_not)
+
+    @classmethod
+    def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
+        """torchvision's own download (hash-checked) into torch.hub's cache; trials load them from there."""
+        assert weights.wanted is not None
+        tvm.fetch_state_dict(tvm.resolve_weights(weights.model, weights.wanted).enum)
+        return weights.wanted
 
     @classmethod
     def native_metric_names(cls) -> frozenset[str]:

@@ -133,6 +133,18 @@ def resolve_weights(model: str, weights: str | None) -> WeightsSource:
     )
 
 
+def coco_weights(model: str) -> Any:
+    """The torchvision COCO weights member of a model (e.g. MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1),
+    or None when torchvision publishes none for it (the small ResNet-18 model)."""
+    spec = _check_model_name(model)
+    return spec.detection_weights.COCO_V1 if spec.detection_weights is not None else None
+
+
+def weights_name(weights_enum: Any) -> str:
+    """A weights member as `resolve_weights` reads it back, e.g. "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"."""
+    return f"{type(weights_enum).__name__}.{weights_enum.name}"
+
+
 def hub_file(weights_enum: Any) -> Path:
     """Where torch.hub keeps (or would keep) the download of a torchvision weights member."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights_enum.url).path)
