@@ -282,9 +282,10 @@ def test_export_writes_config_weights_onnx_and_model_card(exported, moved_experi
                  "ray:", "optuna:", "torch:", "segtune tune --framework yolo --config"):
         assert text in card, text
     # the starting weights (docs/PRETRAINED.md): the retrain command starts from them too
-    start = f"`{settings['weights']}`" if settings["weights"] else "scratch"
-    assert f"model `{settings['model']}`, started from {start}." in card
-    assert f"--weights {settings['weights'] or 'none'}" in card
+    (framework,) = settings["frameworks"]
+    start = f"`{framework['weights']}`" if framework["weights"] else "scratch"
+    assert f"model `{framework['models'][0]}`, started from {start}." in card
+    assert f"--weights {framework['weights'] or 'none'}" in card
 
 
 @e2e

@@ -77,7 +77,7 @@ def test_default_yolo_search_fine_tunes_the_weights_where_ultralytics_looks(tmp_
                       f"found at {placed}); search space search_spaces/yolo_finetune_cpu.yaml")
     assert "wanted COCO-pretrained" not in proc.stdout
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
-    assert (settings["model"], settings["weights"]) == ("yolo11n-seg.yaml", str(placed))
+    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == ("yolo11n-seg.yaml", str(placed))
     assert "freeze" in settings["space"]["searched"]
     for checkpoint in _trial_checkpoints(tmp_path / "runs" / "run", "last.pt"):
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -101,7 +101,7 @@ def test_default_yolo_search_without_the_weights_trains_from_scratch_and_says_wh
                       f"fine-tune, place the file at {weights_dir / 'yolo11n-seg.pt'} or pass --weights FILE "
                       f"(--weights none: from scratch, without this note)); search space search_spaces/yolo_cpu.yaml")
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
-    assert (settings["model"], settings["weights"]) == ("yolo11n-seg.yaml", None)
+    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == ("yolo11n-seg.yaml", None)
     assert "freeze" not in settings["space"]["searched"]
 
 
@@ -129,8 +129,8 @@ def test_default_torchvision_search_fine_tunes_the_weights_in_torch_hub(tmp_path
                       f"(COCO-pretrained MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, found at {placed}); search space "
                       "search_spaces/maskrcnn_finetune_cpu.yaml")
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
-    assert settings["model"] == "maskrcnn_resnet50_fpn_v2"
-    assert settings["weights"] == "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"
+    assert settings["frameworks"][0]["models"] == ["maskrcnn_resnet50_fpn_v2"]
+    assert settings["frameworks"][0]["weights"] == "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"
     for checkpoint in _trial_checkpoints(tmp_path / "runs" / "run", "checkpoint.pt"):
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         assert saved["params"]["MODEL.BACKBONE.FREEZE_AT"] >= 1  # the stem is frozen: it keeps the placed values
@@ -152,4 +152,4 @@ def test_default_torchvision_search_without_the_weights_trains_from_scratch_and_
                       f"{hub / 'maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth'} or pass --weights FILE (--weights none: "
                       "from scratch, without this note)); search space search_spaces/maskrcnn_cpu.yaml")
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
-    assert (settings["model"], settings["weights"]) == ("maskrcnn_resnet18_fpn", None)
+    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == ("maskrcnn_resnet18_fpn", None)
