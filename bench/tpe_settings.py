@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from segtune.runners.plan.sampler import plan_sampler
+from segtune.runners.plan.budget import plan_sampler
 from segtune.search_spaces.space import load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,13 +16,11 @@ from pathlib import Path
 
 from segtune.core.errors import ConfigError, ExperimentError
 from segtune.core.record import SETTINGS_FILE, RunSettings, default_mode
-from segtune.runners.plan.describe import plan_lines
-from segtune.runners.plan.experiment import Experiment, Framework, Preflight, plan_experiment
-from segtune.runners.plan.frameworks import ALL, adapter_options, framework_backend
+from segtune.runners.plan.experiment import Experiment, Framework, Preflight, plan_experiment, plan_lines
+from segtune.runners.plan.first_trials import read_params_file
+from segtune.runners.plan.frameworks import ALL, adapter_options, framework_backend, framework_space
 from segtune.runners.plan.objectives import check_metric
 from segtune.runners.plan.resume import check_resume_options
-from segtune.runners.plan.spaces import framework_space
-from segtune.runners.plan.start_points import read_params_file
 from segtune.runners.plan.starting_point import given_weights, search_starting_points
 from segtune.runners.request import TuneRequest
 from segtune.search_spaces.conditional import conditional_space

@@ -11,7 +11,7 @@ from segtune.core.record import PreparedDataset, RunSettings
 from segtune.core.sections import Budget, FrameworkEntry, Objective, Resources, Schedule
 from segtune.runners.command import main
 from segtune.runners.plan.budget import expected_trial_epochs, trials_for_budget
-from segtune.runners.search.stoppers import BUDGET_STATE_FILE, EpochBudget
+from segtune.runners.search.endings import BUDGET_STATE_FILE, EpochBudget
 from segtune.search_spaces.space import parse_space
 
 

@@ -10,8 +10,8 @@ import yaml
 from segtune.core.errors import ConfigError
 from segtune.core.record import CONFIRM_OF_KEY, CONFIRM_SEED_KEY, DIVERGED_KEY
 from segtune.core.score import SCORE_KEY
-from segtune.runners.plan.sampler import plan_sampler
-from segtune.runners.plan.start_points import LEFT_OUT, default_point, fit_into, start_points
+from segtune.runners.plan.budget import plan_sampler
+from segtune.runners.plan.first_trials import LEFT_OUT, default_point, fit_into, start_points
 from segtune.runners.search.searcher import make_searcher
 from segtune.search_spaces.membership import holds
 from segtune.search_spaces.space import default_space_path, load_space, parse_space

@@ -193,7 +193,7 @@ def test_finetuning_spaces_search_lower_learning_rates_and_frozen_layers():
 def test_first_finetuning_trial_is_the_frameworks_defaults(cpu_only, images, optimizer):
     """The first YOLO trial is what YOLO('yolo11n-seg.pt').train() uses: every searched key's own default
     is inside the fine-tuning space (nothing clipped), the optimizer as 'auto' picks it."""
-    from segtune.runners.plan.start_points import default_point
+    from segtune.runners.plan.first_trials import default_point
     from segtune.trainers.base import TrainingShape
     from segtune.trainers.yolo.adapter import YoloAdapter
 

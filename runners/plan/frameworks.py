@@ -22,8 +22,8 @@ from typing import Any
 
 from segtune.core.choice import FRAMEWORK_KEY, param_key
 from segtune.core.errors import ConfigError, SpaceError
-from segtune.runners.plan.start_points import default_point
-from segtune.search_spaces.space import SearchSpace, load_space
+from segtune.runners.plan.first_trials import default_point
+from segtune.search_spaces.space import SearchSpace, default_space_path, load_space, load_yaml, parse_space, thaw
 from segtune.trainers.base import TrainerAdapter, TrainingShape
 from segtune.trainers.registry import BACKENDS, FRAMEWORKS, get_adapter, resolve_backend
 
@@ -129,7 +129,7 @@ def default_models(adapter: type[TrainerAdapter], has_gpu: bool) -> tuple[str, .
 def framework_first_point(framework: str, adapter: type[TrainerAdapter], space: SearchSpace, sampler: str,
                           shape: TrainingShape) -> dict[str, Any]:
     """One framework's first trial in a search over several: its defaults fitted into its space
-    (runners/plan/start_points.py), under the framework's keys; only the framework's choice for a
+    (runners/plan/first_trials.py), under the framework's keys; only the framework's choice for a
     random-search baseline."""
     point: dict[str, Any] = {FRAMEWORK_KEY: framework}
     if sampler == "tpe":
@@ -150,3 +150,57 @@ def adapter_options(given: dict[str, Any], adapters: dict[str, type[TrainerAdapt
             raise ConfigError(f"{flag} does not apply to {adapter.display_name()}; leave it out")
         raise ConfigError(f"{flag} applies to none of {', '.join(adapters)}; leave it out")
     return dict(given)
+
+
+def framework_space(framework: str, adapter: type[TrainerAdapter], seed: int, *, space_file: Path | None = None,
+                    config: Path | None = None, cpu_only: bool = False) -> SearchSpace:
+    """The space of `framework`'s trials, checked.
+
+    Args:
+        framework: the framework's name (a --space file naming another is refused).
+        adapter: the framework's adapter; its seed key and parameter checks apply.
+        seed: --seed, fixed under the adapter's seed key unless the space names that key.
+        space_file: a --space file; None: search_spaces/<framework>(_cpu).yaml.
+        config: a --config file: its fixed values are the space (one configuration, nothing searched).
+        cpu_only: the default space is the _cpu variant (there is no GPU).
+
+    Raises:
+        SpaceError, ConfigError: one line naming the file and the fix.
+    """
+    if config is not None:
+        space = _config_space(framework, config)
+    else:
+        path = space_file or default_space_path(framework, cpu_only=cpu_only)
+        space = load_space(path)
+        if space.framework and space.framework != framework:
+            raise SpaceError(f"{path} is a {space.framework} search space; pass a {framework} one with --space")
+    if adapter.seed_key not in space.keys:
+        space = space.with_fixed({adapter.seed_key: seed})
+    _check_space_keys(space, adapter)
+    return space
+
+
+def _config_space(framework: str, config: Path) -> SearchSpace:
+    """The fixed values of a --config file (export_best.py's config.yaml, or a params mapping)."""
+    data = load_yaml(config, "config")
+    params = data.get("params", data) if isinstance(data, dict) else None
+    if not isinstance(params, dict) or not params:
+        raise SpaceError(f"{config}: a config is a mapping of parameter values (or a 'params' mapping)")
+    if any(isinstance(v, dict) for v in params.values()):
+        raise SpaceError(f"{config}: --config takes fixed values only; put ranges in a --space file")
+    return parse_space(params, source=str(config), framework=framework)
+
+
+def _check_space_keys(space: SearchSpace, adapter: type[TrainerAdapter]) -> None:
+    """Every key must be the framework's; each categorical choice must be a value it accepts."""
+    base = {k: thaw(v) for k, v in space.fixed.items()}
+    for key, dist in space.searched.items():
+        choices = getattr(dist, "choices", None)
+        base[key] = thaw(choices[0]) if choices else dist.low
+    try:
+        adapter.check_params(base)
+        for key, dist in space.searched.items():
+            for choice in getattr(dist, "choices", ())[1:]:
+                adapter.check_params({**base, key: thaw(choice)})
+    except ConfigError as exc:
+        raise ConfigError(f"{space.source}: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-from segtune.runners.plan.sampler import SamplerPlan, plan_sampler
+from segtune.runners.plan.budget import SamplerPlan, plan_sampler
 from segtune.runners.search.endings import EndLog
 from segtune.runners.search.study import StudyPlace, StudySearch
 from segtune.search_spaces.conditional import ConditionalSpace

@@ -18,10 +18,10 @@ from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from segtune.core.record import RunSettings, trial_dir_name
 from segtune.core.score import SCORE_KEY, WINDOW_KEY
+from segtune.runners.plan.budget import plan_sampler
 from segtune.runners.plan.confirm import confirm_plan
-from segtune.runners.plan.sampler import plan_sampler
 from segtune.runners.search.confirming import ConfirmingSearcher
-from segtune.runners.search.endings import EndLog, EndReasonCallback, TimeBudget
+from segtune.runners.search.endings import EndLog, EndReasonCallback, EpochBudget, TimeBudget
 from segtune.runners.search.internals import (
     grown_state,
     resuming_tuner,
@@ -31,7 +31,6 @@ from segtune.runners.search.internals import (
 )
 from segtune.runners.search.schedulers import make_scheduler
 from segtune.runners.search.searcher import make_searcher
-from segtune.runners.search.stoppers import EpochBudget
 from segtune.runners.search.study import StudyPlace
 from segtune.runners.trial.loop import run_trial
 from segtune.search_spaces.conditional import ConditionalSpace
