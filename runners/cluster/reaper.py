@@ -17,9 +17,6 @@ do not say whose they are; someone's `tail -f` of a log is not hit).
 Each is terminated, then killed after a short grace (psutil checks start times: a reused pid is
 never hit).
 
-It runs in a session of its own: Ctrl-C, a closed terminal (SIGHUP) or a CI runner's SIGTERM to
-the driver's process group are for the driver; the reaper must outlive the driver to clean up.
-
     python runners/cluster/reaper.py DRIVER_PID   (stdin: the driver's pipe)
 """
 from __future__ import annotations
@@ -120,7 +117,7 @@ def start() -> None:
         return
     _started.append(subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), str(os.getpid())],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     ))
 
 
