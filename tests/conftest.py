@@ -150,6 +150,15 @@ params:
 
 
 @pytest.fixture(scope="session")
+def yolo_test_space(tmp_path_factory) -> Path:
+    """YOLO_TEST_SPACE in a file: small, fast trials (96 px, 2 batches an epoch; the shipped CPU space
+    trains 128 px in 4), for searches whose tests are about something else than the space."""
+    path = tmp_path_factory.mktemp("space") / "yolo-test-space.yaml"
+    path.write_text(YOLO_TEST_SPACE)
+    return path
+
+
+@pytest.fixture(scope="session")
 def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
     """A real YOLO search: Ray Tune + Optuna + ASHA + Ultralytics, 4 trials of up to 4 epochs,
     one at a time (2 CPUs each) so that ASHA sees them in the sampler's order."""
