@@ -134,10 +134,10 @@ def test_kill_and_resume_again_and_again(tmp_path, tiny_demo_data, yolo_test_spa
         before_numbers.update({t.user_attrs["segtune_trial_id"]: t.number for t in after_kill.trials
                                if "segtune_trial_id" in t.user_attrs})
         snapshot = _snapshot(experiment)
-        newly_recorded = {name for name, t in snapshot.items() if t["checkpointed"]} - recorded
+        checkpointed = {name for name, t in snapshot.items() if t["checkpointed"]}
         if kill_point != "trials_started":
-            assert newly_recorded, f"the snapshot named no new checkpoint at the kill point {kill_point}"
-        recorded |= newly_recorded
+            assert checkpointed, f"the snapshot named no checkpoint at the kill point {kill_point}"
+        recorded |= checkpointed
         for name in {name for name, t in snapshot.items() if t["status"] == "TERMINATED"} - finished:
             finished.add(name)
             before[name] = _rows(experiment / name)
