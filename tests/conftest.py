@@ -6,13 +6,79 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "microcontroller_seg"
+
+# Every Ray this test run starts (in this process, in `segtune tune` subprocesses, `ray start` in
+# test_cluster.py) keeps its session under this private directory (Ray reads RAY_TMPDIR), so the run
+# can tell its own Ray processes from those of other people on this machine and check that none is
+# left behind (`no_ray_process_left_behind`). Short: Ray's socket paths inside it must fit 107 bytes.
+RAY_TMPDIR = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp" if os.path.isdir("/tmp") else None))
+os.environ["RAY_TMPDIR"] = str(RAY_TMPDIR)
+LEFTOVER_WAIT_S = 30  # a driver's reaper needs a few seconds; Ray's shutdown of an in-process cluster too
+
+
+def ray_processes_under(root: Path) -> list[psutil.Process]:
+    """The live processes of the Ray sessions under `root` (a RAY_TMPDIR): those whose command line
+    names it, and those whose stdout or stderr is a log there (Ray renames its workers and agents,
+    "ray::IDLE", and they may be orphans: only their open logs say whose they are)."""
+    found = []
+    prefix = os.path.join(str(root), "")
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if prefix in " ".join(process.cmdline()) or any(
+                    f.fd in (1, 2) and f.path.startswith(prefix) for f in process.open_files()):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
+
+
+def end_processes(processes: list[psutil.Process]) -> list[str]:
+    """Terminate, then kill, these processes; `name (pid)` of each that was still running."""
+    names = []
+    for process in processes:
+        try:
+            names.append(f"{process.name()} ({process.pid})")
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_ray_process_left_behind():
+    """After the last test: shut down the Ray that tests started in this process (`tune.with_parameters`
+    starts one by itself), then fail if any Ray process of this run outlives it, ending it first."""
+    yield
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
+    left = ray_processes_under(RAY_TMPDIR)
+    _, alive = psutil.wait_procs(left, timeout=LEFTOVER_WAIT_S)
+    names = end_processes(alive)
+    shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+    if names:
+        pytest.fail(f"Ray processes of this test run still running {LEFTOVER_WAIT_S} s after its last test "
+                    f"(ended now): {', '.join(names)}", pytrace=False)
 
 
 def edit_annotations(dataset: Path, split: str, change: Callable[[dict], object]) -> None:
@@ -81,6 +147,15 @@ params:
   close_mosaic: 2
   cache: ram
 """
+
+
+@pytest.fixture(scope="session")
+def yolo_test_space(tmp_path_factory) -> Path:
+    """YOLO_TEST_SPACE in a file: small, fast trials (96 px, 2 batches an epoch; the shipped CPU space
+    trains 128 px in 4), for searches whose tests are about something else than the space."""
+    path = tmp_path_factory.mktemp("space") / "yolo-test-space.yaml"
+    path.write_text(YOLO_TEST_SPACE)
+    return path
 
 
 @pytest.fixture(scope="session")

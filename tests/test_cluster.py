@@ -8,12 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import run_tune
+from conftest import RAY_TMPDIR, end_processes, ray_processes_under, run_tune
 
 pytestmark = pytest.mark.e2e
 
@@ -38,38 +38,33 @@ def two_node_cluster(monkeypatch):
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    # This cluster's own session directory: its processes are told from every other Ray by it.
+    own = Path(tempfile.mkdtemp(prefix="c-", dir=RAY_TMPDIR))
 
     def ray(*args: str) -> None:
-        subprocess.run([ray_cli, *args], check=True, capture_output=True, timeout=120, env=os.environ)
+        subprocess.run([ray_cli, *args], check=True, capture_output=True, timeout=120,
+                       env={**os.environ, "RAY_TMPDIR": str(own)})
 
     try:
         ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
         ray("start", f"--address={address}", *common)
         yield address
     finally:
-        _stop_cluster(address)
+        _stop_cluster(own)
 
 
-def _stop_cluster(address: str) -> None:
-    """End this cluster's processes only. `ray stop` would end every Ray on the machine, the user's and
-    other test runs' included; every process of this cluster names its unique GCS address."""
-    def ours() -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter(["cmdline"]):
-            if address in " ".join(process.info["cmdline"] or ()):
-                found.append(process)
-        return found
-
-    for process in ours():
-        process.terminate()
-    _, alive = psutil.wait_procs(ours(), timeout=15)
-    for process in alive:
-        process.kill()
+def _stop_cluster(own: Path) -> None:
+    """End this cluster's processes only, and check that they ended. `ray stop` would end every Ray on
+    the machine, the user's and other test runs' included. (The cluster's address is no mark: Ray
+    names the machine's own IP address in its processes' command lines, and the GCS names only its
+    port; `ray start` detaches them from this process.)"""
+    end_processes(ray_processes_under(own))
     deadline = time.monotonic() + 15
-    while ours() and time.monotonic() < deadline:  # workers a raylet started may need a moment
-        for process in ours():
-            process.kill()
+    while ray_processes_under(own) and time.monotonic() < deadline:  # workers a raylet started late
+        end_processes(ray_processes_under(own))
         time.sleep(0.5)
+    left = [f"{p.name()} ({p.pid})" for p in ray_processes_under(own)]
+    assert not left, f"the test cluster's processes outlived its stop: {left}"
 
 
 def test_search_spreads_over_both_nodes(tmp_path, tiny_demo_data, two_node_cluster):

@@ -61,7 +61,7 @@ def test_search_with_a_diverging_trial_completes(tmp_path, tiny_demo_data, backe
     proc = run_tune(
         "--framework", "maskrcnn", "--backend", backend, "--data", str(tiny_demo_data), "--space", str(space),
         "--num-samples", "4", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2",
-        "--seed", "1", "--confirm-top", "0",
+        "--iters-per-epoch", "2", "--seed", "1", "--confirm-top", "0",  # epochs of 2 iterations, not 8
         "--storage", str(tmp_path), "--name", "exp", "--cache-dir", str(tmp_path / "cache"),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -99,7 +99,7 @@ def test_terminal_output_is_compact(yolo_experiment):
     stdout = (yolo_experiment.parent / "yolo-e2e.stdout.txt").read_text()
     stderr = (yolo_experiment.parent / "yolo-e2e.stderr.txt").read_text()
     output = stdout + stderr
-    for ray_noise in ("╭", "│ Trial name", "Trial status:", "Current best trial", "/tmp/ray/session_",
+    for ray_noise in ("╭", "│ Trial name", "Trial status:", "Current best trial", "/ray/session_",
                       "Trial task failed", "A new study created"):
         assert ray_noise not in output, ray_noise
     trials = [t.name for t in _trials(yolo_experiment)]

@@ -1,24 +1,29 @@
 """Kill the driver with SIGKILL at several points of a real search, resume, and lose nothing:
-not a trial, not an epoch, not a trial of the Optuna study (which must hold each trial once)."""
+not a trial, not an epoch, not a trial of the Optuna study (which must hold each trial once).
+Each killed driver leaves no process of its Ray session behind (runners/cluster/reaper.py)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
-from conftest import REPO_ROOT, run_tune
+from conftest import RAY_TMPDIR, REPO_ROOT, end_processes, ray_processes_under, run_tune
 from test_study_e2e import check_study_matches_trials
 
 pytestmark = pytest.mark.e2e
-MAX_EPOCHS = 3
+MAX_EPOCHS = 2
 NUM_SAMPLES = 3
+SETTLE_S = 30  # Ray's agents outlived a killed driver by a minute or more before (indefinitely, reported)
 
 
 def _rows(trial_dir: Path) -> list[dict]:
@@ -32,17 +37,23 @@ def _trials(experiment: Path) -> list[Path]:
     return sorted(p for p in experiment.glob("trial_*") if p.is_dir())
 
 
-def _start(experiment: Path, data: Path) -> subprocess.Popen:
-    args = ["--framework", "yolo", "--data", str(data), "--num-samples", str(NUM_SAMPLES),
+def _new_search_args(experiment: Path, data: Path, space: Path) -> list[str]:
+    return ["--framework", "yolo", "--data", str(data), "--space", str(space), "--num-samples", str(NUM_SAMPLES),
             "--max-epochs", str(MAX_EPOCHS), "--grace-period", str(MAX_EPOCHS), "--seed", "3",
             "--storage", str(experiment.parent), "--name", experiment.name,
             "--cache-dir", str(experiment.parent / "cache")]
+
+
+def _start(experiment: Path, args: list[str], ray_tmpdir: Path) -> subprocess.Popen:
     log = open(experiment.parent / f"{experiment.name}.log", "a")
     return subprocess.Popen([sys.executable, "runners/tune.py", *args], cwd=REPO_ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(ray_tmpdir)})
 
 
-def _kill_when(proc: subprocess.Popen, condition, timeout: float = 240, before_kill=None) -> None:
+def _kill_when(proc: subprocess.Popen, condition, ray_tmpdir: Path, timeout: float = 240, before_kill=None) -> None:
+    """SIGKILL the driver once `condition()` holds, then check that no process of its Ray session
+    (`ray_tmpdir`: its own) outlives it: those it had at the kill, and any other."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, "the search ended before the kill point"
@@ -50,14 +61,26 @@ def _kill_when(proc: subprocess.Popen, condition, timeout: float = 240, before_k
         time.sleep(0.2)
     if before_kill is not None:
         before_kill()
+    session = psutil.Process(proc.pid).children(recursive=True)
+    names = sorted({p.name() for p in session if p.is_running()})
+    assert "raylet" in names and any(n.startswith("ray::DashboardAgent") for n in names), names
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(2)  # let the orphaned local Ray processes notice their driver is gone
+    try:
+        _, alive = psutil.wait_procs(session, timeout=SETTLE_S)
+        _, others = psutil.wait_procs([p for p in ray_processes_under(ray_tmpdir) if p not in alive], timeout=5)
+        alive += others
+        assert not alive, f"still running after the driver was killed: {[(p.pid, p.name()) for p in alive]}"
+    finally:
+        end_processes([p for p in session if p.is_running()] + ray_processes_under(ray_tmpdir))  # this test's only
 
 
-def _resume(experiment: Path) -> subprocess.CompletedProcess:
-    return run_tune("--framework", "yolo", "--storage", str(experiment.parent), "--name", experiment.name,
-                    "--resume", timeout=600)
+def _read_study_while_it_runs(experiment: Path, seen_running: list) -> None:
+    """From this process, while the driver writes: the study opens, and a trial whose checkpoint Ray has
+    recorded has its first epoch in the study already (Ray hands a result to the searcher before it
+    writes the snapshot)."""
+    study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+    seen_running.extend(t for t in study.trials if t.intermediate_values)
 
 
 def _snapshot(experiment: Path) -> dict[str, dict]:
@@ -80,34 +103,46 @@ def _snapshot(experiment: Path) -> dict[str, dict]:
     return trials
 
 
-@pytest.mark.parametrize("kill_point", ["trials_started", "checkpoint_recorded", "trial_finished"])
-def test_kill_and_resume(tmp_path, tiny_demo_data, kill_point):
+def test_kill_and_resume_again_and_again(tmp_path, tiny_demo_data, yolo_test_space):
+    """One search, its driver killed at each point in turn: the new search once its trials have started,
+    the resumed one once Ray has recorded a checkpoint, the one resumed again once a trial has finished;
+    then a last resume completes it. Whatever was checkpointed or finished at any kill is kept."""
     experiment = tmp_path / "killed"
-    conditions = {
+    conditions = {  # something new since the last kill (`recorded`, `finished`: what the snapshots held then)
         "trials_started": lambda: bool(_trials(experiment)),
-        "checkpoint_recorded": lambda: any(t["checkpointed"] for t in _snapshot(experiment).values()),
-        "trial_finished": lambda: any(t["status"] == "TERMINATED" for t in _snapshot(experiment).values()),
+        "checkpoint_recorded": lambda: bool({n for n, t in _snapshot(experiment).items() if t["checkpointed"]}
+                                            - recorded),
+        "trial_finished": lambda: bool({n for n, t in _snapshot(experiment).items() if t["status"] == "TERMINATED"}
+                                       - finished),
     }
-    seen_running: list = []
+    recorded: set[str] = set()
+    finished: set[str] = set()
+    before: dict[str, list[dict]] = {}  # a finished trial's rows when a kill found it finished
+    before_numbers: dict[str, int] = {}  # segtune trial id -> its study trial's number, at the kills
+    resume = ["--framework", "yolo", "--storage", str(experiment.parent), "--name", experiment.name, "--resume"]
+    for kill_point in conditions:
+        seen_running: list = []
+        ray_tmpdir = Path(tempfile.mkdtemp(prefix="k-", dir=RAY_TMPDIR))  # the killed driver's Ray, and only it
+        new = kill_point == "trials_started"
+        args = _new_search_args(experiment, tiny_demo_data, yolo_test_space) if new else resume
+        _kill_when(_start(experiment, args, ray_tmpdir), conditions[kill_point], ray_tmpdir,
+                   before_kill=functools.partial(_read_study_while_it_runs, experiment, seen_running))
+        if kill_point != "trials_started":
+            assert seen_running, f"no intermediate value in the study while the search ran ({kill_point})"
+        after_kill = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
+        assert after_kill.trials  # a killed driver leaves a readable study
+        before_numbers.update({t.user_attrs["segtune_trial_id"]: t.number for t in after_kill.trials
+                               if "segtune_trial_id" in t.user_attrs})
+        snapshot = _snapshot(experiment)
+        checkpointed = {name for name, t in snapshot.items() if t["checkpointed"]}
+        if kill_point != "trials_started":
+            assert checkpointed, f"the snapshot named no checkpoint at the kill point {kill_point}"
+        recorded |= checkpointed
+        for name in {name for name, t in snapshot.items() if t["status"] == "TERMINATED"} - finished:
+            finished.add(name)
+            before[name] = _rows(experiment / name)
 
-    def read_study_while_it_runs() -> None:
-        """From this process, while the driver writes: the study opens, and a trial whose checkpoint
-        Ray has recorded has its first epoch in the study already (Ray hands a result to the searcher
-        before it writes the snapshot)."""
-        study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
-        seen_running.extend(t for t in study.trials if t.intermediate_values)
-
-    _kill_when(_start(experiment, tiny_demo_data), conditions[kill_point], before_kill=read_study_while_it_runs)
-    if kill_point != "trials_started":
-        assert seen_running, "no intermediate value in the study while the search ran"
-    after_kill = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
-    assert after_kill.trials  # a killed driver leaves a readable study
-    snapshot = _snapshot(experiment)
-    recorded = {name for name, t in snapshot.items() if t["checkpointed"]}
-    finished = {name for name, t in snapshot.items() if t["status"] == "TERMINATED"}
-    before = {t.name: _rows(t) for t in _trials(experiment)}
-
-    proc = _resume(experiment)
+    proc = run_tune(*resume, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     trials = _trials(experiment)
@@ -119,13 +154,10 @@ def test_kill_and_resume(tmp_path, tiny_demo_data, kill_point):
             assert iterations.count(1) == 1, f"{trial.name} restarted from scratch: {iterations}"
         if trial.name in finished:  # completed work is kept, not run again
             assert _rows(trial) == before[trial.name]
-    if kill_point != "trials_started":
-        assert recorded, "the snapshot named no checkpoint at the kill point"
+    assert finished, "no trial had finished at the last kill"
     final = json.loads(sorted(experiment.glob("experiment_state-*.json"))[-1].read_text())
     assert "ERROR" not in json.dumps(final)
-    # The resumed driver reconnected to the study: the trials from before the kill are in it once,
+    # The resumed drivers reconnected to the study: the trials from before each kill are in it once,
     # with the epochs they ran then and after, none left RUNNING.
     own = check_study_matches_trials(experiment)
-    before_numbers = {t.user_attrs["segtune_trial_id"]: t.number for t in after_kill.trials
-                      if "segtune_trial_id" in t.user_attrs}
     assert {tid: own[tid].number for tid in before_numbers} == before_numbers

@@ -1,4 +1,5 @@
-"""Ray itself: start a local instance (ended with the driver, by the reaper) or join an existing cluster.
+"""Ray itself: a local instance that ends with its driver however the driver ends (connect.py starts
+reaper.py before Ray), or an existing cluster joined with `--address`, which segtune leaves running.
 
     connect  `init_ray`: a local Ray or `--address`
     reaper   ends the local Ray's processes once the driver that started them is gone

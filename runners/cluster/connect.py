@@ -7,6 +7,15 @@ from segtune.core.errors import ConfigError
 
 
 def init_ray(address: str | None) -> None:
+    """Start a local Ray for this driver (address None) or join the cluster at `address`.
+
+    A local Ray is ours: the reaper (reaper.py) ends every process of it once this driver is gone,
+    however it went, so that no Ray outlives `segtune tune` on a user's machine. A joined cluster is
+    someone else's and is left running.
+
+    Raises:
+        ConfigError: `address` is malformed or unreachable, or Ray refuses the connection.
+    """
     import ray
 
     if address and address != "auto":
