@@ -8,6 +8,7 @@ fastest trial, how many trials are on the accuracy-latency Pareto front, and whe
 its best configuration's mean and sd over the new seeds. Shown by rank.py, the
 report (first section) and written into ranking.md.
 """
+
 from __future__ import annotations
 
 import html
@@ -22,9 +23,11 @@ from segtune.analysis.ranking import format_value
 if TYPE_CHECKING:
     from segtune.analysis.trials import TrialSummary
 
-COMPARISON_NOTE = ("per framework: its best trial by the ranking metric, and what that trial's model costs at its best "
-                   "epoch; latency: median of timed single-image inferences at batch 1 on the trial's own device; "
-                   "memory: peak, GPU memory on CUDA, the process's resident memory on a CPU")
+COMPARISON_NOTE = (
+    "per framework: its best trial by the ranking metric, and what that trial's model costs at its best "
+    "epoch; latency: median of timed single-image inferences at batch 1 on the trial's own device; "
+    "memory: peak, GPU memory on CUDA, the process's resident memory on a CPU"
+)
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,18 @@ def comparison_rows(trials: Sequence[TrialSummary], metric: str, mode: str) -> l
         return format_cost(t.costs.get(key), key) if t is not None else ""
 
     def at_best(key: str, label: str) -> tuple[str, list[str]]:
-        return label, [format_value(c.best.best_value if key == metric else c.best.best_metrics.get(key), key)
-                       if c.best else "" for c in cols]
+        return label, [
+            format_value(c.best.best_value if key == metric else c.best.best_metrics.get(key), key) if c.best else ""
+            for c in cols
+        ]
 
     rows = [("best trial (model)", [f"{c.best.trial_id} ({c.best.model})" if c.best else "none scored" for c in cols])]
     rows.append(at_best(metric, f"{metric} (best trial)"))
     groups = [g for g in confirmed_configs(trials, mode) if g.mean is not None]
     if groups:  # the new seeds' mean is the figure to compare; one seed's best is partly luck
-        rows.append((f"{metric} confirmed (best configuration, new seeds)", [_confirmed(groups, c.framework) for c in cols]))
+        rows.append(
+            (f"{metric} confirmed (best configuration, new seeds)", [_confirmed(groups, c.framework) for c in cols])
+        )
     for key in ("segm/AP", "bbox/AP", "segm/AP50"):
         if key != metric:
             rows.append(at_best(key, f"{key} (best trial)"))
@@ -79,8 +86,10 @@ def comparison_rows(trials: Sequence[TrialSummary], metric: str, mode: str) -> l
         ("time per epoch, s", [cost(c.best, "cost/epoch_time_s") for c in cols]),
         ("model size, M parameters", [cost(c.best, "cost/params_m") for c in cols]),
         ("fastest trial: ms (its " + metric + ")", [_fastest(c, metric) for c in cols]),
-        ("trials (on the accuracy-latency front)", [f"{len(c.trials)} ({sum(t.path in front for t in c.trials)})"
-                                                    for c in cols]),
+        (
+            "trials (on the accuracy-latency front)",
+            [f"{len(c.trials)} ({sum(t.path in front for t in c.trials)})" for c in cols],
+        ),
         ("measured on", [str(c.best.costs.get("cost/device", "")) if c.best else "" for c in cols]),
     ]
     return rows
@@ -116,23 +125,31 @@ def _header(trials: Sequence[TrialSummary], mode: str) -> list[str]:
 def markdown_comparison(trials: Sequence[TrialSummary], metric: str, mode: str) -> str:
     header = ["", *_header(trials, mode)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([what, *cells]).replace("\n", " ") + " |"
-              for what, cells in comparison_rows(trials, metric, mode)]
+    lines += [
+        "| " + " | ".join([what, *cells]).replace("\n", " ") + " |"
+        for what, cells in comparison_rows(trials, metric, mode)
+    ]
     return "\n".join(lines)
 
 
 def text_comparison(trials: Sequence[TrialSummary], metric: str, mode: str) -> str:
     rows = [["", *_header(trials, mode)], *([what, *cells] for what, cells in comparison_rows(trials, metric, mode))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                               enumerate(zip(row, widths))).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    )
 
 
 def html_comparison(trials: Sequence[TrialSummary], metric: str, mode: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *_header(trials, mode)])
-    body = "".join("<tr>" + f'<td class="l">{html.escape(what)}</td>'
-                   + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-                   for what, cells in comparison_rows(trials, metric, mode))
+    body = "".join(
+        "<tr>"
+        + f'<td class="l">{html.escape(what)}</td>'
+        + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        + "</tr>"
+        for what, cells in comparison_rows(trials, metric, mode)
+    )
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 

@@ -6,6 +6,7 @@ because it scored high, so its score is biased upwards (the winner's curse) and 
 Used by the ranking (confirmed configurations first, by mean), rank.py, the closing summary, the
 report's spread section and export_best.py (the best seed of the best confirmed configuration).
 """
+
 from __future__ import annotations
 
 import html
@@ -67,8 +68,14 @@ def confirmed_configs(trials: list[TrialSummary], mode: str) -> list[ConfirmedCo
             group = groups.setdefault(trial.confirm_of, ConfirmedConfig(trial.confirm_of, by_id.get(trial.confirm_of)))
             group.confirmations.append(trial)
     for group in groups.values():
-        group.confirmations.sort(key=lambda t: (t.best_value is None or t.status != "finished",
-                                                sign * (t.best_value or 0.0), t.confirm_seed or 0, t.trial_id))
+        group.confirmations.sort(
+            key=lambda t: (
+                t.best_value is None or t.status != "finished",
+                sign * (t.best_value or 0.0),
+                t.confirm_seed or 0,
+                t.trial_id,
+            )
+        )
     return sorted(groups.values(), key=lambda g: (g.mean is None, sign * (g.mean or 0.0), g.original_id))
 
 
@@ -89,8 +96,10 @@ def lead_vs_spread(groups: list[ConfirmedConfig], metric: str) -> str:
     if len(scored) == 1:
         return f"one configuration confirmed ({spread_text}); no runner-up to compare with"
     lead = abs(scored[0].mean - scored[1].mean)
-    head = (f"the winner's lead over the runner-up (trial_{scored[1].original_id}) is {lead:.2f} {metric} score; "
-            f"{spread_text}")
+    head = (
+        f"the winner's lead over the runner-up (trial_{scored[1].original_id}) is {lead:.2f} {metric} score; "
+        f"{spread_text}"
+    )
     if spread is None:
         return head
     if lead > spread:
@@ -112,8 +121,9 @@ def confirmation_html(groups: list[ConfirmedConfig], metric: str) -> str:
     its seeds' scores (filled dots), its mean +- sd (bar) and the original search score (hollow)."""
     if not groups:
         return ""
-    values = [v for g in groups for v in g.scores] + [g.original.best_value for g in groups
-                                                       if g.original is not None and g.original.best_value is not None]
+    values = [v for g in groups for v in g.scores] + [
+        g.original.best_value for g in groups if g.original is not None and g.original.best_value is not None
+    ]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     pad = (high - low) * 0.1 or 1.0
     low, high = low - pad, high + pad
@@ -123,29 +133,48 @@ def confirmation_html(groups: list[ConfirmedConfig], metric: str) -> str:
 
     rows = []
     for rank, group in enumerate(groups, 1):
-        svg = ['<svg width="300" height="22">',
-               '<line x1="10" y1="11" x2="290" y2="11" stroke="#ddd"/>']
+        svg = ['<svg width="300" height="22">', '<line x1="10" y1="11" x2="290" y2="11" stroke="#ddd"/>']
         if group.mean is not None and group.sd is not None:
-            svg.append(f'<line x1="{x(group.mean - group.sd):.1f}" y1="11" x2="{x(group.mean + group.sd):.1f}" '
-                       f'y2="11" stroke="#1f77b4" stroke-width="6" stroke-opacity="0.3"/>')
+            svg.append(
+                f'<line x1="{x(group.mean - group.sd):.1f}" y1="11" x2="{x(group.mean + group.sd):.1f}" '
+                f'y2="11" stroke="#1f77b4" stroke-width="6" stroke-opacity="0.3"/>'
+            )
         svg += [f'<circle cx="{x(v):.1f}" cy="11" r="4" fill="#1f77b4"/>' for v in group.scores]
         if group.original is not None and group.original.best_value is not None:
             svg.append(f'<circle cx="{x(group.original.best_value):.1f}" cy="11" r="4" fill="none" stroke="#d62728"/>')
         svg.append("</svg>")
         original = group.original.best_value if group.original is not None else None
-        cells = [rank, f"trial_{group.original_id}", "" if group.mean is None else f"{group.mean:.2f}",
-                 "" if group.sd is None else f"{group.sd:.2f}", group.seeds,
-                 ", ".join(f"{v:.2f}" for v in group.scores), "" if original is None else f"{original:.2f}",
-                 f"trial_{group.best.trial_id}" if group.best else ""]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                    + f"<td>{''.join(svg)}</td></tr>")
+        cells = [
+            rank,
+            f"trial_{group.original_id}",
+            "" if group.mean is None else f"{group.mean:.2f}",
+            "" if group.sd is None else f"{group.sd:.2f}",
+            group.seeds,
+            ", ".join(f"{v:.2f}" for v in group.scores),
+            "" if original is None else f"{original:.2f}",
+            f"trial_{group.best.trial_id}" if group.best else "",
+        ]
+        rows.append(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + f"<td>{''.join(svg)}</td></tr>"
+        )
     verdict = lead_vs_spread(groups, metric)
     verdict = verdict[:1].upper() + verdict[1:] + "." if verdict else ""
-    head = ["rank", "configuration", f"{metric} mean", f"{metric} sd", "seeds", "seed scores",
-            "search score (biased)", "best seed", f"spread ({low:.1f} .. {high:.1f})"]
-    return (f"<h2>Confirmed configurations</h2><p>The top configurations of the search trained again with new "
-            f"seeds at the full budget. Ranked by the mean of the new seeds' scores (each the best mean of "
-            f"<code>{html.escape(metric)}</code> over {SCORE_WINDOW} consecutive epochs); the search trial's own score "
-            f"(hollow red) was selected for being high and enters no mean; the bar is mean +- sd. "
-            f"{html.escape(verdict)}</p>"
-            "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+    head = [
+        "rank",
+        "configuration",
+        f"{metric} mean",
+        f"{metric} sd",
+        "seeds",
+        "seed scores",
+        "search score (biased)",
+        "best seed",
+        f"spread ({low:.1f} .. {high:.1f})",
+    ]
+    return (
+        f"<h2>Confirmed configurations</h2><p>The top configurations of the search trained again with new "
+        f"seeds at the full budget. Ranked by the mean of the new seeds' scores (each the best mean of "
+        f"<code>{html.escape(metric)}</code> over {SCORE_WINDOW} consecutive epochs); the search trial's own score "
+        f"(hollow red) was selected for being high and enters no mean; the bar is mean +- sd. "
+        f"{html.escape(verdict)}</p>"
+        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+    )

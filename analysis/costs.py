@@ -3,6 +3,7 @@ section, the accuracy-latency front, and choosing trials by latency.
 
 Shared by rank.py (terminal table, ranking.csv, ranking.md), the report and export_best.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -66,8 +67,9 @@ def trial_latency(trial: TrialSummary) -> float | None:
 
 
 def _no_costs(exp: Experiment, option: str) -> ExperimentError:
-    return ExperimentError(f"no trial of {exp.name} recorded {LATENCY} (it ran before segtune measured costs); "
-                           f"drop {option}")
+    return ExperimentError(
+        f"no trial of {exp.name} recorded {LATENCY} (it ran before segtune measured costs); drop {option}"
+    )
 
 
 def pick_within_latency(exp: Experiment, max_latency_ms: float) -> TrialSummary:
@@ -80,8 +82,10 @@ def pick_within_latency(exp: Experiment, max_latency_ms: float) -> TrialSummary:
     within = [t for t in timed if trial_latency(t) <= max_latency_ms]
     if not within:
         fastest = min(timed, key=trial_latency)
-        raise ExperimentError(f"no trial of {exp.name} has {LATENCY} <= {max_latency_ms:g}; the fastest, trial "
-                              f"{fastest.trial_id}, takes {trial_latency(fastest):.2f} ms: raise --max-latency-ms")
+        raise ExperimentError(
+            f"no trial of {exp.name} has {LATENCY} <= {max_latency_ms:g}; the fastest, trial "
+            f"{fastest.trial_id}, takes {trial_latency(fastest):.2f} ms: raise --max-latency-ms"
+        )
     return within[0]
 
 
@@ -97,7 +101,9 @@ def model_card_costs(trial: TrialSummary) -> str:
     rows = cost_rows(trial)
     if not rows:
         return "Not measured (the experiment ran before segtune measured costs)."
-    return ("Recorded by the trial at its best epoch (`cost/*` metrics; latency: median of timed single-image "
-            "inferences at batch 1, image in memory to full-resolution masks in host memory; a CPU's latency "
-            "says nothing about a GPU's).\n\n| cost | value |\n|---|---|\n"
-            + "\n".join(f"| {what} | {value} |" for what, value in rows))
+    return (
+        "Recorded by the trial at its best epoch (`cost/*` metrics; latency: median of timed single-image "
+        "inferences at batch 1, image in memory to full-resolution masks in host memory; a CPU's latency "
+        "says nothing about a GPU's).\n\n| cost | value |\n|---|---|\n"
+        + "\n".join(f"| {what} | {value} |" for what, value in rows)
+    )

@@ -5,6 +5,7 @@
 prints the metrics as JSON on stdout; exits 2 with one `evaluate.py: error: ...` line on stderr
 when a file is missing, unreadable or not what it should be.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,13 +27,13 @@ def _load_json(path: Path, what: str, fix: str) -> Any:
     try:
         return orjson.loads(Path(path).read_bytes())  # 2-3x json's speed on large result files
     except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist; {fix}")
+        raise UserError(f"{what} {path} does not exist; {fix}") from None
     except IsADirectoryError:
-        raise UserError(f"{what} {path} is a directory; pass the JSON file inside it")
+        raise UserError(f"{what} {path} is a directory; pass the JSON file inside it") from None
     except PermissionError:
-        raise UserError(f"{what} {path} is not readable; check its permissions")
+        raise UserError(f"{what} {path} is not readable; check its permissions") from None
     except orjson.JSONDecodeError as exc:  # a ValueError, also for bytes that are not UTF-8
-        raise UserError(f"{what} {path} is not valid JSON ({exc}); {fix}")
+        raise UserError(f"{what} {path} is not valid JSON ({exc}); {fix}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
             "Example: segtune evaluate data/annotations/instances_val.json preds.json"
         ),
     )
-    parser.add_argument("gt_json", type=Path, metavar="GT_JSON",
-                        help="ground truth: a COCO instances file "
-                             "(images, annotations, categories)")
-    parser.add_argument("pred_json", type=Path, metavar="PRED_JSON",
-                        help="predictions: a COCO results file (a JSON list) for those images")
+    parser.add_argument(
+        "gt_json",
+        type=Path,
+        metavar="GT_JSON",
+        help="ground truth: a COCO instances file (images, annotations, categories)",
+    )
+    parser.add_argument(
+        "pred_json",
+        type=Path,
+        metavar="PRED_JSON",
+        help="predictions: a COCO results file (a JSON list) for those images",
+    )
     return parser
 
 
@@ -80,20 +88,24 @@ def _evaluate(args: argparse.Namespace) -> dict:
     gt = _load_json(args.gt_json, "ground-truth file", "pass a COCO instances JSON as GT_JSON")
     preds = _load_json(args.pred_json, "predictions file", "pass a COCO results JSON as PRED_JSON")
     if not isinstance(gt, dict):
-        raise UserError(f"ground-truth file {args.gt_json} is not a COCO instances file (a JSON object); "
-              "are GT_JSON and PRED_JSON swapped?")
+        raise UserError(
+            f"ground-truth file {args.gt_json} is not a COCO instances file (a JSON object); "
+            "are GT_JSON and PRED_JSON swapped?"
+        )
     if not isinstance(preds, list):
         hint = " (it looks like a ground-truth file)" if isinstance(preds, dict) else ""
-        raise UserError(f"predictions file {args.pred_json} is not a JSON list of COCO results{hint}; "
-              "pass the results list as PRED_JSON")
+        raise UserError(
+            f"predictions file {args.pred_json} is not a JSON list of COCO results{hint}; "
+            "pass the results list as PRED_JSON"
+        )
     try:
         evaluator = CocoEvaluator(gt)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"ground-truth file {args.gt_json} is not a usable COCO instances file: {exc}")
+        raise UserError(f"ground-truth file {args.gt_json} is not a usable COCO instances file: {exc}") from None
     try:
         metrics = evaluator.evaluate(preds)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"predictions file {args.pred_json} does not fit {args.gt_json}: {exc}")
+        raise UserError(f"predictions file {args.pred_json} does not fit {args.gt_json}: {exc}") from None
     return {
         **metrics,
         "max_dets": evaluator.max_dets,

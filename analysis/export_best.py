@@ -14,6 +14,7 @@ DIR must be new or empty (--force writes into a non-empty one; files of other na
 exports every trial on the Pareto front of the ranking metric against cost/latency_ms, each into
 DIR/trial_<id>/ with its own model card.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,17 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python analysis/export_best.py",
         description="Export the best trial of an experiment: a re-trainable config, the framework's native "
-                    "config, the weights (and ONNX for YOLO) and a model card.",
+        "config, the weights (and ONNX for YOLO) and a model card.",
     )
     parser.add_argument("experiment", type=Path, help="experiment directory (<storage>/<name>)")
     parser.add_argument("--out", type=Path, required=True, help="output directory (new or empty)")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--trial", default=None, help="export this trial id instead of the best one")
-    choice.add_argument("--max-latency-ms", type=float, default=None, metavar="X",
-                        help="export the best trial whose measured latency (cost/latency_ms) is at most X")
-    choice.add_argument("--pareto", action="store_true",
-                        help="export every trial on the Pareto front of the metric against cost/latency_ms, "
-                             "each into OUT/trial_<id>/")
+    choice.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        metavar="X",
+        help="export the best trial whose measured latency (cost/latency_ms) is at most X",
+    )
+    choice.add_argument(
+        "--pareto",
+        action="store_true",
+        help="export every trial on the Pareto front of the metric against cost/latency_ms, each into OUT/trial_<id>/",
+    )
     parser.add_argument("--metric", default=None, help="choose the best trial by this metric (default: the search's)")
     parser.add_argument("--mode", choices=("max", "min"), default=None, help="max or min (default: the search's)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (YOLO)")
@@ -72,17 +80,23 @@ def pick_trial(exp: Experiment, trial_id: str | None) -> TrialSummary:
         if best is None or best.checkpoint is None:
             waiting = any(t.status in ("running", "pending") for t in exp.trials)
             states = ", ".join(sorted({t.status for t in exp.trials})) or "no trials"
-            raise ExperimentError(f"no trial of {exp.name} has a checkpoint" + (
-                " yet; wait for the first epoch to finish" if waiting else f" (trials: {states}); nothing to export"))
+            raise ExperimentError(
+                f"no trial of {exp.name} has a checkpoint"
+                + (" yet; wait for the first epoch to finish" if waiting else f" (trials: {states}); nothing to export")
+            )
         return best
     wanted = trial_id.removeprefix("trial_")
-    matches = [t for t in exp.trials if t.trial_id == wanted] or [t for t in exp.trials if t.trial_id.startswith(wanted)]
+    matches = [t for t in exp.trials if t.trial_id == wanted] or [
+        t for t in exp.trials if t.trial_id.startswith(wanted)
+    ]
     if len(matches) != 1:
         known = ", ".join(t.trial_id for t in exp.trials)
         what = "matches several trials" if matches else "is not a trial"
         raise ExperimentError(f"--trial {trial_id!r} {what} of {exp.name}; choose one of: {known}")
     if matches[0].checkpoint is None:
-        raise ExperimentError(f"trial {matches[0].trial_id} has no checkpoint ({matches[0].detail}); pick another --trial")
+        raise ExperimentError(
+            f"trial {matches[0].trial_id} has no checkpoint ({matches[0].detail}); pick another --trial"
+        )
     return matches[0]
 
 
@@ -102,11 +116,26 @@ def retrain_command(exp: Experiment, config_path: Path) -> str:
     # The same starting point: its weights, or `--weights none` for a from-scratch search (the default would fine-tune).
     args += ["--config", str(config_path), "--model", fw.model, "--weights", fw.weights or "none"]
     # The prepared (validated, split) copies of the data: the same train/val images as the search.
-    args += ["--train-json", str(d.train_json), "--train-images", str(d.train_images),
-             "--val-json", str(d.val_json), "--val-images", str(d.val_images),
-             "--max-epochs", str(s.budget.max_epochs), "--metric", s.objective.metric, "--mode", s.objective.mode,
-             "--seed", str(s.seed),
-             "--name", f"{exp.name}-retrain"]
+    args += [
+        "--train-json",
+        str(d.train_json),
+        "--train-images",
+        str(d.train_images),
+        "--val-json",
+        str(d.val_json),
+        "--val-images",
+        str(d.val_images),
+        "--max-epochs",
+        str(s.budget.max_epochs),
+        "--metric",
+        s.objective.metric,
+        "--mode",
+        s.objective.mode,
+        "--seed",
+        str(s.seed),
+        "--name",
+        f"{exp.name}-retrain",
+    ]
     return shlex.join(args)
 
 
@@ -115,10 +144,12 @@ def write_config(exp: Experiment, trial: TrialSummary, out: Path) -> Path:
     params = {k: thaw(v) for k, v in sorted(trial.params.items())}
     data = {"framework": fw.name, "backend": fw.backend, "model": fw.model, "weights": fw.weights, "params": params}
     path = out / "config.yaml"
-    header = (f"# segtune config: trial {trial.trial_id} of experiment {exp.name} (rank {trial.rank} by "
-              f"{exp.metric}, {exp.mode}).\n# Retrain without a search (on the search's data):\n"
-              f"#   {retrain_command(exp, path)}\n# 'weights' is what training started from "
-              f"(null: from scratch); the trained weights are in weights/.\n")
+    header = (
+        f"# segtune config: trial {trial.trial_id} of experiment {exp.name} (rank {trial.rank} by "
+        f"{exp.metric}, {exp.mode}).\n# Retrain without a search (on the search's data):\n"
+        f"#   {retrain_command(exp, path)}\n# 'weights' is what training started from "
+        f"(null: from scratch); the trained weights are in weights/.\n"
+    )
     path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -128,9 +159,10 @@ def write_native_config(adapter_cls, exp: Experiment, trial: TrialSummary, out: 
     context = TrialContext.for_experiment(s, out, "cuda:0" if s.resources.gpus_per_trial > 0 else "cpu")
     native = adapter_cls.native_config({k: thaw(v) for k, v in trial.params.items()}, context)
     path = out / "native_config.yaml"
-    path.write_text(f"# {adapter_cls.display_name()} configuration of trial {trial.trial_id}, in the framework's own "
-                    f"terms (written by the adapter's native_config)\n"
-                    + yaml.safe_dump(_plain(native), sort_keys=False))
+    path.write_text(
+        f"# {adapter_cls.display_name()} configuration of trial {trial.trial_id}, in the framework's own "
+        f"terms (written by the adapter's native_config)\n" + yaml.safe_dump(_plain(native), sort_keys=False)
+    )
     return path
 
 
@@ -185,24 +217,48 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: list[Path], notes: list[str],
-                     framework_packages: tuple[str, ...]) -> Path:
+def write_model_card(
+    exp: Experiment,
+    trial: TrialSummary,
+    out: Path,
+    files: list[Path],
+    notes: list[str],
+    framework_packages: tuple[str, ...],
+) -> Path:
     s, d, fw = exp.settings, exp.settings.data, exp.settings.sole_framework
     packages = ["segtune", "torch", *framework_packages, "ray", "optuna"]
-    metric_rows = "\n".join(f"| {k} | {trial.best_metrics[k]:.2f} |" if trial.best_metrics.get(k, -1) >= 0
-                            else f"| {k} | - (no ground truth of that size) |" for k in METRIC_KEYS
-                            if k in trial.best_metrics)
-    params = "\n".join(f"| {k} | {thaw(v)!r} | {'searched' if k in exp.searched else 'fixed'} |"
-                       for k, v in sorted(trial.params.items()))
-    file_rows = "\n".join(f"| {f.relative_to(out)} | {f.stat().st_size / 1e6:.1f} MB | `{_sha256(f)[:16]}` |"
-                          for f in files if f.is_file())
+    metric_rows = "\n".join(
+        f"| {k} | {trial.best_metrics[k]:.2f} |"
+        if trial.best_metrics.get(k, -1) >= 0
+        else f"| {k} | - (no ground truth of that size) |"
+        for k in METRIC_KEYS
+        if k in trial.best_metrics
+    )
+    params = "\n".join(
+        f"| {k} | {thaw(v)!r} | {'searched' if k in exp.searched else 'fixed'} |"
+        for k, v in sorted(trial.params.items())
+    )
+    file_rows = "\n".join(
+        f"| {f.relative_to(out)} | {f.stat().st_size / 1e6:.1f} MB | `{_sha256(f)[:16]}` |"
+        for f in files
+        if f.is_file()
+    )
+    backend = f" ({fw.backend})" if fw.backend else ""
+    framework_line = f"{fw.name}{backend}, model `{fw.model}`, started from {starting_weights(fw.model, fw.weights)}."
+    rank_line = (
+        f"- rank {trial.rank} of {len(exp.trials)} trials by the score of `{exp.metric}` ({exp.mode}; the best "
+        f"mean over {SCORE_WINDOW} consecutive epochs): {format_value(trial.best_value)}, window ending at epoch "
+        f"{trial.best_epoch}"
+    )
+    kept = "" if _checkpoint_epoch(trial) == trial.best_epoch else " (the best epoch was not kept)"
+    weights_line = f"- the weights are from epoch {_checkpoint_epoch(trial)}{kept}."
     text = f"""# Model card: {exp.name} / trial {trial.trial_id}
 
-{fw.name}{f' ({fw.backend})' if fw.backend else ''}, model `{fw.model}`, started from {starting_weights(fw.model, fw.weights)}.
+{framework_line}
 
-- rank {trial.rank} of {len(exp.trials)} trials by the score of `{exp.metric}` ({exp.mode}; the best mean over {SCORE_WINDOW} consecutive epochs): {format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}
+{rank_line}
 {confirmation_note(exp, trial)}- {trial.detail}; {trial.epochs} epochs trained
-- the weights are from epoch {_checkpoint_epoch(trial)}{'' if _checkpoint_epoch(trial) == trial.best_epoch else ' (the best epoch was not kept)'}.
+{weights_line}
 - source: checkpoint `{trial.checkpoint.name}` of `{trial.path}`
 
 ## COCO metrics at the best epoch (segtune's evaluator, percent)
@@ -218,11 +274,11 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
 ## Data
 
 - dataset: `{d.name}`, content hash `{d.content_hash}`
-- {d.num_train_images} train / {d.num_val_images} val images, classes: {', '.join(d.category_names)}
+- {d.num_train_images} train / {d.num_val_images} val images, classes: {", ".join(d.category_names)}
 
 ## Training
 
-- seed: {trial.params.get('seed', s.seed)} (search seed {s.seed}), up to {s.budget.max_epochs} epochs
+- seed: {trial.params.get("seed", s.seed)} (search seed {s.seed}), up to {s.budget.max_epochs} epochs
 - parameters:
 
 | parameter | value | |
@@ -232,7 +288,7 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
 ## Retrain
 
 ```
-{retrain_command(exp, out / 'config.yaml')}
+{retrain_command(exp, out / "config.yaml")}
 ```
 
 ## Files
@@ -243,7 +299,7 @@ def write_model_card(exp: Experiment, trial: TrialSummary, out: Path, files: lis
 
 ## Versions
 
-{chr(10).join(f'- {p}: {_version(p)}' for p in packages)}
+{chr(10).join(f"- {p}: {_version(p)}" for p in packages)}
 - python: {sys.version.split()[0]}
 """ + ("\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
     path = out / "MODEL_CARD.md"
@@ -259,10 +315,17 @@ def single_framework_view(exp: Experiment, trial: TrialSummary) -> tuple[Experim
         return exp, trial, ""
     settings, params = for_trial(exp.settings, trial.params)
     chosen = settings.sole_framework
-    view = dataclasses.replace(exp, settings=settings, searched=sorted(own_params(chosen.name, dict.fromkeys(
-        exp.searched))), fixed=own_params(chosen.name, exp.fixed), distributions={})
-    note = (f"chosen among the frameworks {', '.join(exp.settings.framework_names)} by one search; this trial "
-            f"trained {chosen.name} ({chosen.model})")
+    view = dataclasses.replace(
+        exp,
+        settings=settings,
+        searched=sorted(own_params(chosen.name, dict.fromkeys(exp.searched))),
+        fixed=own_params(chosen.name, exp.fixed),
+        distributions={},
+    )
+    note = (
+        f"chosen among the frameworks {', '.join(exp.settings.framework_names)} by one search; this trial "
+        f"trained {chosen.name} ({chosen.model})"
+    )
     return view, dataclasses.replace(trial, params=params), note
 
 
@@ -305,9 +368,15 @@ def confirmation_note(exp: Experiment, trial: TrialSummary) -> str:
         return ""
     group = next((g for g in confirmed_configs(exp.trials, exp.mode) if g.original_id == trial.confirm_of), None)
     seeds = ", ".join(f"trial_{t.trial_id} {t.best_value:.2f}" for t in group.counted) if group else ""
-    return (f"- confirmation trial: seed #{trial.confirm_seed} of the configuration of search trial "
+    return (
+        (
+            f"- confirmation trial: seed #{trial.confirm_seed} of the configuration of search trial "
             f"trial_{trial.confirm_of}, trained again with new seeds; confirmed score {describe(group)} "
-            f"({seeds}). These weights are this seed's: the best of them.\n") if group else ""
+            f"({seeds}). These weights are this seed's: the best of them.\n"
+        )
+        if group
+        else ""
+    )
 
 
 def _checkpoint_epoch(trial: TrialSummary) -> int | None:
@@ -348,10 +417,16 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise not_writable(out, exc) from None
     latency = f", {trial_latency(trial):.2f} ms per image" if trial_latency(trial) is not None else ""
-    seed = f", seed #{trial.confirm_seed} of trial_{trial.confirm_of}'s confirmed configuration" if trial.confirm_of else ""
+    seed = (
+        f", seed #{trial.confirm_seed} of trial_{trial.confirm_of}'s confirmed configuration"
+        if trial.confirm_of
+        else ""
+    )
     chosen = f"{trial.framework}, " if exp.settings.is_multi else ""
-    print(f"exported trial {trial.trial_id} ({chosen}rank {trial.rank}{seed}, {exp.metric} score "
-          f"{format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}{latency}) to {out}:")
+    print(
+        f"exported trial {trial.trial_id} ({chosen}rank {trial.rank}{seed}, {exp.metric} score "
+        f"{format_value(trial.best_value)}, window ending at epoch {trial.best_epoch}{latency}) to {out}:"
+    )
     for f in files:
         print(f"  {f.relative_to(out) if f.is_relative_to(out) else f}")
     return 0
@@ -364,8 +439,10 @@ def _export_front(exp: Experiment, out: Path, onnx: bool) -> int:
         raise ExperimentError(f"no trial of {exp.name} with a checkpoint is on the Pareto front; nothing to export")
     why = f"on the Pareto front of {exp.metric} ({exp.mode}) against {LATENCY} (export_best.py --pareto)"
     failed = 0
-    print(f"{len(front)} trials on the Pareto front of {exp.metric} ({exp.mode}) against {LATENCY} (min), "
-          f"exported to {out}:")
+    print(
+        f"{len(front)} trials on the Pareto front of {exp.metric} ({exp.mode}) against {LATENCY} (min), "
+        f"exported to {out}:"
+    )
     for trial in front:
         target = out / f"trial_{trial.trial_id}"
         try:
@@ -375,8 +452,10 @@ def _export_front(exp: Experiment, out: Path, onnx: bool) -> int:
             print(f"{PROG}: trial {trial.trial_id}: {exc}; everything else is in {target}", file=sys.stderr)
         except OSError as exc:
             raise not_writable(target, exc) from None
-        print(f"  {target.name}/  rank {trial.rank}, {exp.metric} {format_value(trial.best_value, exp.metric)}, "
-              f"{trial_latency(trial):.2f} ms per image")
+        print(
+            f"  {target.name}/  rank {trial.rank}, {exp.metric} {format_value(trial.best_value, exp.metric)}, "
+            f"{trial_latency(trial):.2f} ms per image"
+        )
     return 1 if failed else 0
 
 

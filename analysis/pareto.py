@@ -9,6 +9,7 @@ front, 2 = the front once the first is removed, ...), which is how a multi-objec
 `trial_objectives` reads the objectives of ranked trials (the accuracy at each trial's best epoch
 and its recorded cost/* metrics), so rank, report and export mark the same trials.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,20 +72,23 @@ def objective_value(trial: TrialSummary, key: str, ranking_metric: str) -> float
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def trial_objectives(trials: Sequence[TrialSummary], objectives: Sequence[Objective],
-                     ranking_metric: str) -> list[list[float | None]]:
+def trial_objectives(
+    trials: Sequence[TrialSummary], objectives: Sequence[Objective], ranking_metric: str
+) -> list[list[float | None]]:
     return [[objective_value(t, key, ranking_metric) for key, _ in objectives] for t in trials]
 
 
-def front_of_trials(trials: Sequence[TrialSummary], objectives: Sequence[Objective],
-                    ranking_metric: str) -> list[TrialSummary]:
+def front_of_trials(
+    trials: Sequence[TrialSummary], objectives: Sequence[Objective], ranking_metric: str
+) -> list[TrialSummary]:
     """The trials on the Pareto front of `objectives`, in the order given (ranked order stays ranked)."""
     points = trial_objectives(trials, objectives, ranking_metric)
     return [trials[i] for i in pareto_front(points, [d for _, d in objectives])]
 
 
-def rank_by_objectives(trials: list[TrialSummary], objectives: Sequence[Objective],
-                       ranking_metric: str) -> list[TrialSummary]:
+def rank_by_objectives(
+    trials: list[TrialSummary], objectives: Sequence[Objective], ranking_metric: str
+) -> list[TrialSummary]:
     """How a multi-objective search ranks: by Pareto rank over `objectives` (each trial's values at
     its best epoch), then by the order the trials already have (the first objective's); trials
     without every value last. Sets `pareto_rank` and `rank`; sorts in place."""

@@ -6,6 +6,7 @@ EXP_DIR/analysis/, a folder Ray never reads). EXP_DIR may also be a folder of se
 across frameworks because every adapter reports through the same COCO evaluator.
 Works on finished, running and copied experiments; nothing is written into the experiment itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,25 +34,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python analysis/rank.py",
         description="Rank the trials of a segtune experiment (or of several experiments in one folder).",
     )
-    parser.add_argument("experiment", type=Path, help="experiment directory (<storage>/<name>) or a folder of experiments")
-    parser.add_argument("--metric", default=None,
-                        help="rank by this metric (default: the search's metric; several experiments: segm/AP "
-                             "unless they all searched the same one)")
-    parser.add_argument("--mode", choices=("max", "min"), default=None,
-                        help="max or min (default: the search's mode for its metric, else min for losses and times)")
+    parser.add_argument(
+        "experiment", type=Path, help="experiment directory (<storage>/<name>) or a folder of experiments"
+    )
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="rank by this metric (default: the search's metric; several experiments: segm/AP "
+        "unless they all searched the same one)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("max", "min"),
+        default=None,
+        help="max or min (default: the search's mode for its metric, else min for losses and times)",
+    )
     parser.add_argument("--top", type=int, default=None, help="show only the best K trials in the terminal")
-    parser.add_argument("--framework", choices=FRAMEWORKS, default=None,
-                        help="only experiments of this framework (when EXP_DIR holds several)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where ranking.csv and ranking.md go (default: EXP_DIR/analysis/)")
-    parser.add_argument("--pareto", action="store_true",
-                        help="show only the trials on the Pareto front of the metric against cost/latency_ms "
-                             "(the files keep every trial, marked in their pareto column)")
+    parser.add_argument(
+        "--framework",
+        choices=FRAMEWORKS,
+        default=None,
+        help="only experiments of this framework (when EXP_DIR holds several)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where ranking.csv and ranking.md go (default: EXP_DIR/analysis/)"
+    )
+    parser.add_argument(
+        "--pareto",
+        action="store_true",
+        help="show only the trials on the Pareto front of the metric against cost/latency_ms "
+        "(the files keep every trial, marked in their pareto column)",
+    )
     return parser
 
 
-def load_all(path: Path, framework: str | None, metric: str | None,
-             mode: str | None) -> tuple[list[Experiment], list[TrialSummary]]:
+def load_all(
+    path: Path, framework: str | None, metric: str | None, mode: str | None
+) -> tuple[list[Experiment], list[TrialSummary]]:
     """One experiment, or several ranked together on one metric."""
     paths = find_experiments(path, framework)
     if len(paths) > 1 and metric is None:
@@ -70,8 +89,14 @@ def searched_keys(experiments: list[Experiment]) -> list[str]:
     return sorted({k for e in experiments for k in e.searched})
 
 
-def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
-                   width: int | None = None, front: set[Path] | None = None) -> str:
+def terminal_table(
+    trials: list[TrialSummary],
+    metric: str,
+    params: list[str],
+    several: bool,
+    width: int | None = None,
+    front: set[Path] | None = None,
+) -> str:
     """Fixed columns first (the metric as 'best value @epoch'), then as many searched parameters as fit."""
     width = width or max(130, shutil.get_terminal_size((130, 24)).columns)
     columns: list[tuple[str, Any]] = [("rank", lambda t: str(t.rank))]
@@ -85,8 +110,10 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
     columns += [
         ("status", lambda t: t.short_status),
         ("epochs", lambda t: str(t.epochs)),
-        (f"{metric} score", lambda t: "" if t.best_value is None
-         else f"{format_value(t.best_value, metric)} @{t.best_epoch}"),
+        (
+            f"{metric} score",
+            lambda t: "" if t.best_value is None else f"{format_value(t.best_value, metric)} @{t.best_epoch}",
+        ),
         ("confirms", lambda t: f"{t.confirm_of} #{t.confirm_seed}" if t.confirm_of else ""),
     ]
     columns += [(k, lambda t, k=k: format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS]
@@ -104,31 +131,55 @@ def terminal_table(trials: list[TrialSummary], metric: str, params: list[str], s
             row.append(value)
         widths.append(extra)
     left = {i for i, (name, _) in enumerate(columns) if name in ("experiment", "trial", "framework", "model", "status")}
-    lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in cells
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
-def markdown_table(trials: list[TrialSummary], metric: str, params: list[str], several: bool,
-                   front: set[Path] | None = None) -> str:
+def markdown_table(
+    trials: list[TrialSummary], metric: str, params: list[str], several: bool, front: set[Path] | None = None
+) -> str:
     costs = [key for key, _, _ in COSTS] if has_costs(trials) else []
     frameworks = several_frameworks(trials)
-    header = ["rank"] + (["experiment"] if several else []) + ["trial", *(["framework", "model"] if frameworks else []),
-                                                               "status", "epochs", f"{metric} score",
-                                                               "best epoch", "confirms", *TABLE_METRICS, *costs,
-                                                               *(["pareto"] if costs else []), *params]
+    header = (
+        ["rank"]
+        + (["experiment"] if several else [])
+        + [
+            "trial",
+            *(["framework", "model"] if frameworks else []),
+            "status",
+            "epochs",
+            f"{metric} score",
+            "best epoch",
+            "confirms",
+            *TABLE_METRICS,
+            *costs,
+            *(["pareto"] if costs else []),
+            *params,
+        ]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
-        row = [str(t.rank)] + ([t.experiment] if several else []) + [
-            f"`{t.trial_id}`", *([t.framework, t.model] if frameworks else []), t.short_status, str(t.epochs),
-            format_value(t.best_value, metric), str(t.best_epoch or ""),
-            f"`{t.confirm_of}` #{t.confirm_seed}" if t.confirm_of else "",
-            *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
-            *(format_cost(t.costs.get(k), k) for k in costs), *(["yes" if front and t.path in front else ""]
-                                                                 if costs else []),
-            *(format_value(t.params.get(k)) for k in params),
-        ]
+        row = (
+            [str(t.rank)]
+            + ([t.experiment] if several else [])
+            + [
+                f"`{t.trial_id}`",
+                *([t.framework, t.model] if frameworks else []),
+                t.short_status,
+                str(t.epochs),
+                format_value(t.best_value, metric),
+                str(t.best_epoch or ""),
+                f"`{t.confirm_of}` #{t.confirm_seed}" if t.confirm_of else "",
+                *(format_value(t.best_metrics.get(k), k) for k in TABLE_METRICS),
+                *(format_cost(t.costs.get(k), k) for k in costs),
+                *(["yes" if front and t.path in front else ""] if costs else []),
+                *(format_value(t.params.get(k)) for k in params),
+            ]
+        )
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     return "\n".join(lines)
 
@@ -152,15 +203,27 @@ def write_outputs(out: Path, trials: list[TrialSummary], experiments: list[Exper
     confirmed = confirmed_lines(trials, mode, metric)
     md_path.write_text(
         f"# Ranking: {title}\n\n"
-        + (f"## Frameworks compared\n\n{COMPARISON_NOTE[0].upper()}{COMPARISON_NOTE[1:]}.\n\n"
-           f"{markdown_comparison(trials, metric, mode)}\n\n## Trials\n\n" if several_frameworks(trials) else "")
+        + (
+            f"## Frameworks compared\n\n{COMPARISON_NOTE[0].upper()}{COMPARISON_NOTE[1:]}.\n\n"
+            f"{markdown_comparison(trials, metric, mode)}\n\n## Trials\n\n"
+            if several_frameworks(trials)
+            else ""
+        )
         + f"{ranking_sentence(experiments[0])}; the best epoch ends the best window, and the AP columns (percent, "
         f"'-': no ground truth of that size) are at that epoch.\n\n"
-        + ("## Confirmed configurations\n\n" + "\n".join(f"- {line}" for line in confirmed) + "\n\n"
-           if confirmed else "")
-        + markdown_table(trials, metric, params, several, front) + "\n"
-        + (f"\nCosts (cost/*) as recorded in each trial's best epoch; pareto: on the front of `{metric}` "
-           f"against `cost/latency_ms`.\n" if front is not None else "")
+        + (
+            "## Confirmed configurations\n\n" + "\n".join(f"- {line}" for line in confirmed) + "\n\n"
+            if confirmed
+            else ""
+        )
+        + markdown_table(trials, metric, params, several, front)
+        + "\n"
+        + (
+            f"\nCosts (cost/*) as recorded in each trial's best epoch; pareto: on the front of `{metric}` "
+            f"against `cost/latency_ms`.\n"
+            if front is not None
+            else ""
+        )
         + ("\n" + "\n".join(f"- {line}" for line in notes) + "\n" if notes else "")
     )
     return csv_path, md_path
@@ -172,10 +235,15 @@ def confirmed_lines(trials: list[TrialSummary], mode: str, metric: str) -> list[
     lines = []
     for i, group in enumerate(groups, 1):
         original = group.original.best_value if group.original and group.original.best_value is not None else None
-        lines.append(f"{i}. trial_{group.original_id}: {metric} score {describe(group)}"
-                     + (f"; best seed trial_{group.best.trial_id}" if group.best else "")
-                     + (f" (its search score {format_value(original, metric)} was selected for being high: "
-                        f"not in the mean)" if original is not None else ""))
+        lines.append(
+            f"{i}. trial_{group.original_id}: {metric} score {describe(group)}"
+            + (f"; best seed trial_{group.best.trial_id}" if group.best else "")
+            + (
+                f" (its search score {format_value(original, metric)} was selected for being high: not in the mean)"
+                if original is not None
+                else ""
+            )
+        )
     verdict = lead_vs_spread(groups, metric)
     return lines + ([verdict] if verdict else [])
 
@@ -186,8 +254,7 @@ def ranking_sentence(exp: Experiment) -> str:
     recorded = exp.settings.objective
     if recorded.objectives and exp.metric == recorded.metric:
         names = ", ".join(f"`{m}` ({d})" for m, d in recorded.objectives)
-        return (f"Ranked by Pareto rank over {names} (front 1: no trial is better on every objective), then by "
-                f"{score}")
+        return f"Ranked by Pareto rank over {names} (front 1: no trial is better on every objective), then by {score}"
     return f"Ranked by {score}; confirmed configurations first, by the mean of their new seeds"
 
 
@@ -211,8 +278,9 @@ def _rank(args: argparse.Namespace) -> int:
     several = len(experiments) > 1
     exp = experiments[0]
     if args.pareto and not has_costs(trials):
-        raise ExperimentError(f"no trial in {args.experiment} recorded cost/latency_ms (run before segtune measured "
-                              f"costs); drop --pareto")
+        raise ExperimentError(
+            f"no trial in {args.experiment} recorded cost/latency_ms (run before segtune measured costs); drop --pareto"
+        )
     out = args.out or args.experiment.expanduser() / "analysis"
     try:
         csv_path, md_path = write_outputs(out, trials, experiments)

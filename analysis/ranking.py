@@ -7,6 +7,7 @@ its original search trial. Every consumer (the closing summary, `rank.py`, `repo
 all name the same one: the best seed of the best confirmed configuration, or without confirmation
 the trial with the best score.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,13 @@ def merge_ranked(experiments: list[Experiment]) -> list[TrialSummary]:
     return rank_trials(trials, experiments[0].mode) if experiments else []
 
 
-def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
-               with_experiment: bool = False, front: set[Path] | None = None) -> list[dict[str, Any]]:
+def table_rows(
+    trials: list[TrialSummary],
+    metric: str,
+    searched: list[str],
+    with_experiment: bool = False,
+    front: set[Path] | None = None,
+) -> list[dict[str, Any]]:
     """Every column of the ranking (CSV); the terminal and Markdown tables show a subset. `score` is the
     ranking value; `{metric} mean`, `{metric} sd` and `seeds` describe a confirmed configuration (on its
     original's and its confirmation trials' rows): the mean and sd of the new seeds' scores. `front`:
@@ -67,15 +73,31 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
         row: dict[str, Any] = {"rank": t.rank}
         if with_experiment:
             row["experiment"] = t.experiment
-        row.update({
-            "trial": t.trial_id, "framework": t.framework, "model": t.model, "status": t.status,
-            "end_reason": t.end_reason, "optuna_trial": t.optuna_trial, "detail": t.detail, "epochs": t.epochs,
-            "score": t.best_value, "best_epoch": t.best_epoch, f"{metric}@best": value_at_best(t, metric),
-            "confirm_of": t.confirm_of or "", "confirm_seed": t.confirm_seed or "",
-        })
+        row.update(
+            {
+                "trial": t.trial_id,
+                "framework": t.framework,
+                "model": t.model,
+                "status": t.status,
+                "end_reason": t.end_reason,
+                "optuna_trial": t.optuna_trial,
+                "detail": t.detail,
+                "epochs": t.epochs,
+                "score": t.best_value,
+                "best_epoch": t.best_epoch,
+                f"{metric}@best": value_at_best(t, metric),
+                "confirm_of": t.confirm_of or "",
+                "confirm_seed": t.confirm_seed or "",
+            }
+        )
         group = groups.get(t.confirm_of or t.trial_id)
-        row.update({f"{metric} mean": group.mean if group else None, f"{metric} sd": group.sd if group else None,
-                    "seeds": group.seeds if group else None})
+        row.update(
+            {
+                f"{metric} mean": group.mean if group else None,
+                f"{metric} sd": group.sd if group else None,
+                "seeds": group.seeds if group else None,
+            }
+        )
         row.update({f"{k}@best": t.best_metrics.get(k) for k in METRIC_KEYS if k != metric})
         row.update({f"{k}@last": t.last_metrics.get(k) for k in METRIC_KEYS})
         row.update({k: t.costs.get(k) for k in costs})
@@ -85,8 +107,14 @@ def table_rows(trials: list[TrialSummary], metric: str, searched: list[str],
             row["pareto_rank"] = t.pareto_rank
         row.update({f"config/{k}": thaw(t.params.get(k)) for k in searched})
         row.update({f"config/{k}": thaw(v) for k, v in sorted(t.params.items()) if k not in searched})
-        row.update({"wall_time_s": t.wall_time_s, "checkpoint": str(t.checkpoint or ""), "reason": t.reason,
-                    "path": str(t.path)})
+        row.update(
+            {
+                "wall_time_s": t.wall_time_s,
+                "checkpoint": str(t.checkpoint or ""),
+                "reason": t.reason,
+                "path": str(t.path),
+            }
+        )
         rows.append(row)
     return rows
 

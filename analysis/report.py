@@ -7,6 +7,7 @@ print and PDF, or when scripts are off. The PNGs are also written beside the pag
 window: fixed columns in the ranking, the searched parameters in their own table, and a table wider
 than the page scrolls inside its box. Reads finished, running and copied experiments; writes only into --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,15 @@ from segtune.core.errors import not_writable, run_cli
 PROG = "report.py"
 PNG_NAMES = ("curves.png", "importance.png", "parallel.png", "slice.png", "edf.png", "progress.png", PARETO_PNG)
 # In the order the header counts them: healthy first.
-_STATUS_WORDS = {"finished": "finished", "stopped": "stopped early", "running": "running",
-                 "pending": "pending", "paused": "paused", "diverged": "diverged", "failed": "failed"}
+_STATUS_WORDS = {
+    "finished": "finished",
+    "stopped": "stopped early",
+    "running": "running",
+    "pending": "pending",
+    "paused": "paused",
+    "diverged": "diverged",
+    "failed": "failed",
+}
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0 auto;
   max-width:1240px;padding:0 24px 48px;line-height:1.45}
@@ -64,11 +72,13 @@ details{margin:.5em 0}summary{cursor:pointer;color:#1f5fa8}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python analysis/report.py",
-                                     description="Write a self-contained HTML report of a segtune experiment.")
+    parser = argparse.ArgumentParser(
+        prog="python analysis/report.py", description="Write a self-contained HTML report of a segtune experiment."
+    )
     parser.add_argument("experiment", type=Path, help="experiment directory (<storage>/<name>)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder for report.html and the PNGs (default: EXP_DIR/analysis/)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder for report.html and the PNGs (default: EXP_DIR/analysis/)"
+    )
     parser.add_argument("--metric", default=None, help="metric to rank and plot (default: the search's)")
     parser.add_argument("--mode", choices=("max", "min"), default=None, help="max or min (default: the search's)")
     return parser
@@ -92,10 +102,12 @@ def _badge(status: str, text: str | None = None) -> str:
     return f'<span class="badge s-{_esc(status)}">{_esc(text or status)}</span>'
 
 
-def _table(head: list[str], rows: list[list[str]], left: frozenset[int] | set[int] = frozenset(),
-           pin: int | None = None) -> str:
+def _table(
+    head: list[str], rows: list[list[str]], left: frozenset[int] | set[int] = frozenset(), pin: int | None = None
+) -> str:
     """An HTML table (cells already escaped) in a box that scrolls sideways when wider than the page;
     column `pin` (the trial id) stays in view while scrolling."""
+
     def cls(i: int) -> str:
         names = (["l"] if i in left else []) + (["pin"] if i == pin else [])
         return f' class="{" ".join(names)}"' if names else ""
@@ -107,13 +119,31 @@ def _table(head: list[str], rows: list[list[str]], left: frozenset[int] | set[in
 
 def ranking_table(exp: Experiment) -> str:
     confirms = any(t.confirm_of for t in exp.trials)
-    head = ["rank", "trial", "status", "epochs", f"{_breakable(exp.metric)} score", "best epoch",
-            *(["confirms"] if confirms else []), *map(_breakable, TABLE_METRICS), "wall time (s)"]
-    rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _badge(t.status, t.short_status), str(t.epochs),
-             _esc(format_value(t.best_value, exp.metric)), _esc(t.best_epoch or ""),
-             *([f"<code>{_esc(t.confirm_of)}</code> #{t.confirm_seed}" if t.confirm_of else ""] if confirms else []),
-             *(_esc(format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS),
-             "" if t.wall_time_s is None else f"{t.wall_time_s:.0f}"] for t in exp.trials]
+    head = [
+        "rank",
+        "trial",
+        "status",
+        "epochs",
+        f"{_breakable(exp.metric)} score",
+        "best epoch",
+        *(["confirms"] if confirms else []),
+        *map(_breakable, TABLE_METRICS),
+        "wall time (s)",
+    ]
+    rows = [
+        [
+            str(t.rank),
+            f"<code>{_esc(t.trial_id)}</code>",
+            _badge(t.status, t.short_status),
+            str(t.epochs),
+            _esc(format_value(t.best_value, exp.metric)),
+            _esc(t.best_epoch or ""),
+            *([f"<code>{_esc(t.confirm_of)}</code> #{t.confirm_seed}" if t.confirm_of else ""] if confirms else []),
+            *(_esc(format_value(t.best_metrics.get(k), k)) for k in TABLE_METRICS),
+            "" if t.wall_time_s is None else f"{t.wall_time_s:.0f}",
+        ]
+        for t in exp.trials
+    ]
     if any(t.pareto_rank is not None for t in exp.trials):  # a multi-objective search: its fronts
         head.insert(2, "front")
         for row, t in zip(rows, exp.trials):
@@ -127,8 +157,15 @@ def ranking_table(exp: Experiment) -> str:
 
 def params_table(exp: Experiment) -> str:
     head = ["rank", "trial", f"{_esc(exp.metric)}<br>score", *map(_breakable, exp.searched)]
-    rows = [[str(t.rank), f"<code>{_esc(t.trial_id)}</code>", _esc(format_value(t.best_value, exp.metric)),
-             *(_esc(format_value(t.params.get(k))) for k in exp.searched)] for t in exp.trials]
+    rows = [
+        [
+            str(t.rank),
+            f"<code>{_esc(t.trial_id)}</code>",
+            _esc(format_value(t.best_value, exp.metric)),
+            *(_esc(format_value(t.params.get(k))) for k in exp.searched),
+        ]
+        for t in exp.trials
+    ]
     return _table(head, rows, left={1}, pin=1)
 
 
@@ -141,8 +178,9 @@ def _png(fig: Figure, path: Path, alt: str) -> str:
 
 def _view(name: str, figures: list, static: str) -> str:
     """Interactive figures on screen, the static image in print (and without scripts)."""
-    divs = "".join(f'<div class="plot">{plots.figure_html(fig, f"plot-{name}-{i}")}</div>'
-                   for i, fig in enumerate(figures))
+    divs = "".join(
+        f'<div class="plot">{plots.figure_html(fig, f"plot-{name}-{i}")}</div>' for i, fig in enumerate(figures)
+    )
     return f'<div class="screen-only">{divs}</div><div class="print-only">{static}</div>'
 
 
@@ -156,59 +194,98 @@ def header(exp: Experiment) -> str:
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
     best = next((t for t in trials if t.best_value is not None), None)
-    best_text = (f'<span class="big"><code>{_esc(best.trial_id)}</code></span><br>{_esc(exp.metric)} '
-                 f'score {_esc(format_value(best.best_value, exp.metric))}, window ending at epoch {best.best_epoch}'
-                 if best else '<span class="big">none yet</span>')
+    best_text = (
+        f'<span class="big"><code>{_esc(best.trial_id)}</code></span><br>{_esc(exp.metric)} '
+        f"score {_esc(format_value(best.best_value, exp.metric))}, window ending at epoch {best.best_epoch}"
+        if best
+        else '<span class="big">none yet</span>'
+    )
     epochs, budget = sum(t.epochs for t in trials), len(trials) * max(s.budget.max_epochs, 1)
     cards = [
-        ("metric", f'<span class="big">{_esc(exp.metric)}</span><br>'
-                   f'{"higher" if exp.mode == "max" else "lower"} is better ({exp.mode})'),
+        (
+            "metric",
+            f'<span class="big">{_esc(exp.metric)}</span><br>'
+            f"{'higher' if exp.mode == 'max' else 'lower'} is better ({exp.mode})",
+        ),
         ("best trial", best_text),
-        ("trials", f'<span class="big">{len(trials)}</span><br>'
-                   + " ".join(_badge(k, f"{counts[k]} {word}") for k, word in _STATUS_WORDS.items() if k in counts)),
-        ("epochs trained", f'<span class="big">{epochs}</span> of {budget} possible<br>' + (
-            "search still running" if any(t.status in ("running", "pending", "paused") for t in trials)
-            else f"{100 * (1 - epochs / budget):.0f} % saved by early stopping")),
+        (
+            "trials",
+            f'<span class="big">{len(trials)}</span><br>'
+            + " ".join(_badge(k, f"{counts[k]} {word}") for k, word in _STATUS_WORDS.items() if k in counts),
+        ),
+        (
+            "epochs trained",
+            f'<span class="big">{epochs}</span> of {budget} possible<br>'
+            + (
+                "search still running"
+                if any(t.status in ("running", "pending", "paused") for t in trials)
+                else f"{100 * (1 - epochs / budget):.0f} % saved by early stopping"
+            ),
+        ),
     ]
     weights = None if s.is_multi else s.sole_framework.weights
-    summary = (f"{describe_frameworks(s)}{f', weights {weights}' if weights else ''}"
-               f"{'' if weights or s.is_multi else ', from scratch'}; data {s.data.name} "
-               f"(content hash {s.data.content_hash[:16]}), {s.data.num_train_images} train / "
-               f"{s.data.num_val_images} val images; up to {s.budget.max_epochs} epochs per trial; seed {s.seed}")
-    return (f"<header><h1>segtune report: {_esc(exp.name)}</h1><p class=\"sub\">{_esc(summary)}</p>"
-            f'<p class="sub"><code>{_esc(exp.path)}</code></p><div class="cards">'
-            + "".join(f'<div class="card"><b>{title}</b>{body}</div>' for title, body in cards) + "</div></header>")
+    summary = (
+        f"{describe_frameworks(s)}{f', weights {weights}' if weights else ''}"
+        f"{'' if weights or s.is_multi else ', from scratch'}; data {s.data.name} "
+        f"(content hash {s.data.content_hash[:16]}), {s.data.num_train_images} train / "
+        f"{s.data.num_val_images} val images; up to {s.budget.max_epochs} epochs per trial; seed {s.seed}"
+    )
+    return (
+        f'<header><h1>segtune report: {_esc(exp.name)}</h1><p class="sub">{_esc(summary)}</p>'
+        f'<p class="sub"><code>{_esc(exp.path)}</code></p><div class="cards">'
+        + "".join(f'<div class="card"><b>{title}</b>{body}</div>' for title, body in cards)
+        + "</div></header>"
+    )
 
 
 def _tables(exp: Experiment) -> list[tuple[str, str, str]]:
-    ranking = (f"<p>{_esc(ranking_sentence(exp).replace('`', ''))}; COCO AP in percent at the epoch ending the "
-               f"best window ('-': no ground truth of that size).</p>{ranking_table(exp)}"
-               + confirmation_html(confirmed_configs(exp.trials, exp.mode), exp.metric)
-               + "".join(f'<p class="note">{_esc(n)}</p>' for n in failure_notes(exp.trials)))
-    params = (f"<p>What the search chose for each trial, in ranking order.</p>{params_table(exp)}" if exp.searched
-              else "<p>No searched hyperparameters (a --config run).</p>")
+    ranking = (
+        f"<p>{_esc(ranking_sentence(exp).replace('`', ''))}; COCO AP in percent at the epoch ending the "
+        f"best window ('-': no ground truth of that size).</p>{ranking_table(exp)}"
+        + confirmation_html(confirmed_configs(exp.trials, exp.mode), exp.metric)
+        + "".join(f'<p class="note">{_esc(n)}</p>' for n in failure_notes(exp.trials))
+    )
+    params = (
+        f"<p>What the search chose for each trial, in ranking order.</p>{params_table(exp)}"
+        if exp.searched
+        else "<p>No searched hyperparameters (a --config run).</p>"
+    )
     if exp.fixed:
         fixed = ", ".join(f"{_esc(k)} = {_esc(format_value(v))}" for k, v in sorted(exp.fixed.items()))
-        params += f"<details><summary>Fixed in every trial ({len(exp.fixed)} settings)</summary><p>{fixed}</p></details>"
+        params += (
+            f"<details><summary>Fixed in every trial ({len(exp.fixed)} settings)</summary><p>{fixed}</p></details>"
+        )
     return [_section("ranking", "Ranking", ranking), _section("params", "Hyperparameters", params)]
 
 
 def _curves(exp: Experiment, study: optuna.Study, out: Path) -> tuple[str, str, str]:
     also = "segm/AP too, " if exp.metric != "segm/AP" else ""
-    text = (f"<p><code>{_esc(exp.metric)}</code> after every epoch. Hover a line for its trial; click legend entries "
-            "to hide or show trials, double-click one to see it alone. Dashed red: failed or diverged. Printed, "
-            f"the page shows {also}a black bar where a trial was stopped early (ASHA, the time budget or the framework: the ranking says which) and a red cross where one failed.</p>")
+    text = (
+        f"<p><code>{_esc(exp.metric)}</code> after every epoch. Hover a line for its trial; click legend entries "
+        "to hide or show trials, double-click one to see it alone. Dashed red: failed or diverged. Printed, "
+        f"the page shows {also}a black bar where a trial was stopped early (ASHA, the time budget or the "
+        "framework: the ranking says which) and a red cross where one failed.</p>"
+    )
     figure = plots.curves_figure(study, exp.metric)
-    return _section("curves", "Learning curves", text + _view(
-        "curves", [figure] if figure else [], _png(plots.plot_curves(exp), out / "curves.png", "learning curves")))
+    return _section(
+        "curves",
+        "Learning curves",
+        text
+        + _view(
+            "curves", [figure] if figure else [], _png(plots.plot_curves(exp), out / "curves.png", "learning curves")
+        ),
+    )
 
 
 def _importance(exp: Experiment, scored: optuna.Study, out: Path) -> tuple[str, str, str]:
     values, explanation = importance(scored, exp.metric)
     body = f"<p>{_esc(explanation)}</p>"
     if values:
-        body += _view("importance", [plots.importance_figure(scored, exp.metric)],
-                      _png(plots.plot_importance(values), out / "importance.png", "importance"))
+        body += _view(
+            "importance",
+            [plots.importance_figure(scored, exp.metric)],
+            _png(plots.plot_importance(values), out / "importance.png", "importance"),
+        )
         body += _table(["parameter", "importance"], [[_esc(k), f"{v:.3f}"] for k, v in values.items()], left={0})
     return _section("importance", "Hyperparameter importance", body)
 
@@ -217,27 +294,45 @@ def _search_space(exp: Experiment, scored: optuna.Study, out: Path) -> list[tupl
     """Parallel coordinates and slice: both need two scored trials whose parameters differ."""
     m = _esc(exp.metric)
     if len(scored.get_trials(deepcopy=False)) < 2 or not varied_params(scored):
-        why = ("<p>Not enough scored trials with searched parameters to draw (needs 2 finished or "
-               "ASHA-stopped trials whose parameters differ).</p>")
+        why = (
+            "<p>Not enough scored trials with searched parameters to draw (needs 2 finished or "
+            "ASHA-stopped trials whose parameters differ).</p>"
+        )
         return [_section("parallel", "Parallel coordinates", why), _section("slice", "Slice", why)]
-    parallel = (f"<p>One line per trial through its parameters, coloured by its best <code>{m}</code>. Drag along "
-                "an axis to select a range.</p>" + _view(
-                    "parallel", [plots.parallel_figure(scored, exp.metric)],
-                    _png(plots.plot_parallel(scored, exp.metric), out / "parallel.png", "parallel coordinates")))
+    parallel = (
+        f"<p>One line per trial through its parameters, coloured by its best <code>{m}</code>. Drag along "
+        "an axis to select a range.</p>"
+        + _view(
+            "parallel",
+            [plots.parallel_figure(scored, exp.metric)],
+            _png(plots.plot_parallel(scored, exp.metric), out / "parallel.png", "parallel coordinates"),
+        )
+    )
     slices = f"<p>Each trial's best <code>{m}</code> against each parameter.</p>" + _view(
-        "slice", plots.slice_figures(scored, exp.metric), _png(plots.plot_slice(scored, exp.metric),
-                                                               out / "slice.png", "slice"))
+        "slice",
+        plots.slice_figures(scored, exp.metric),
+        _png(plots.plot_slice(scored, exp.metric), out / "slice.png", "slice"),
+    )
     return [_section("parallel", "Parallel coordinates", parallel), _section("slice", "Slice", slices)]
 
 
 def _results(exp: Experiment, scored: optuna.Study, out: Path) -> list[tuple[str, str, str]]:
     """The distribution of the trials' results, and the best one against the epochs spent."""
     m = _esc(exp.metric)
-    edf = (f"<p>The fraction of trials whose best <code>{m}</code> is at most a given value.</p>" + _view(
-        "edf", [plots.edf_figure(scored, exp.metric)], _png(plots.plot_edf(scored, exp.metric), out / "edf.png", "EDF"))
-        if scored.get_trials(deepcopy=False) else "<p>No finished or ASHA-stopped trial yet.</p>")
-    progress = ("<p>Best value found against the epochs spent by all trials together, in the order they were "
-                "trained.</p>" + _png(plots.plot_progress(exp), out / "progress.png", "search progress"))
+    edf = (
+        f"<p>The fraction of trials whose best <code>{m}</code> is at most a given value.</p>"
+        + _view(
+            "edf",
+            [plots.edf_figure(scored, exp.metric)],
+            _png(plots.plot_edf(scored, exp.metric), out / "edf.png", "EDF"),
+        )
+        if scored.get_trials(deepcopy=False)
+        else "<p>No finished or ASHA-stopped trial yet.</p>"
+    )
+    progress = (
+        "<p>Best value found against the epochs spent by all trials together, in the order they were "
+        "trained.</p>" + _png(plots.plot_progress(exp), out / "progress.png", "search progress")
+    )
     return [_section("edf", "Distribution of results (EDF)", edf), _section("progress", "Search progress", progress)]
 
 
@@ -246,11 +341,27 @@ def sections(exp: Experiment, study: optuna.Study, out: Path) -> list[tuple[str,
     curves read the whole study, the other plots its scored trials (analysis/study.py: scored_study)."""
     scored = scored_study(study)
     pareto = _section("pareto", "Accuracy against latency", pareto_section(exp.trials, exp.metric, exp.mode, out))
-    compared = [_section("frameworks", "Frameworks compared", f"<p>Measured in this experiment, {_esc(COMPARISON_NOTE)}."
-                         f"</p>{html_comparison(exp.trials, exp.metric, exp.mode)}")] \
-        if several_frameworks(exp.trials) else []
-    return [*compared, *_tables(exp), _curves(exp, study, out), _importance(exp, scored, out),
-            *_search_space(exp, scored, out), *_results(exp, scored, out), pareto]
+    compared = (
+        [
+            _section(
+                "frameworks",
+                "Frameworks compared",
+                f"<p>Measured in this experiment, {_esc(COMPARISON_NOTE)}."
+                f"</p>{html_comparison(exp.trials, exp.metric, exp.mode)}",
+            )
+        ]
+        if several_frameworks(exp.trials)
+        else []
+    )
+    return [
+        *compared,
+        *_tables(exp),
+        _curves(exp, study, out),
+        _importance(exp, scored, out),
+        *_search_space(exp, scored, out),
+        *_results(exp, scored, out),
+        pareto,
+    ]
 
 
 def build_report(exp: Experiment, out: Path, study: optuna.Study | None = None) -> Path:
@@ -267,7 +378,7 @@ def build_report(exp: Experiment, out: Path, study: optuna.Study | None = None) 
 <noscript><style>.screen-only{{display:none}}.print-only{{display:block}}</style></noscript>
 <script>{plots.plotly_js()}</script></head>
 <body>{header(exp)}<nav>{nav}</nav>
-{''.join(body for _, _, body in parts)}
+{"".join(body for _, _, body in parts)}
 </body></html>
 """
     target = out / "report.html"

@@ -2,6 +2,7 @@
 latency, the Pareto front highlighted, and a table of the trials on it (what export_best.py --pareto
 exports). A section of its own so that the page around it can change without touching it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +23,14 @@ from segtune.analysis.ranking import format_value
 from segtune.analysis.trials import TrialSummary
 
 PNG_NAME = "pareto.png"
-_TABLE_COSTS = (("latency (ms)", LATENCY), ("FPS", "cost/fps"), ("params (M)", "cost/params_m"),
-                ("train mem (MB)", "cost/train_mem_mb"), ("infer mem (MB)", "cost/infer_mem_mb"),
-                ("epoch (s)", "cost/epoch_time_s"))
+_TABLE_COSTS = (
+    ("latency (ms)", LATENCY),
+    ("FPS", "cost/fps"),
+    ("params (M)", "cost/params_m"),
+    ("train mem (MB)", "cost/train_mem_mb"),
+    ("infer mem (MB)", "cost/infer_mem_mb"),
+    ("epoch (s)", "cost/epoch_time_s"),
+)
 
 
 def plot_pareto(trials: Sequence[TrialSummary], front: Sequence[TrialSummary], metric: str, mode: str) -> Figure:
@@ -37,8 +43,14 @@ def plot_pareto(trials: Sequence[TrialSummary], front: Sequence[TrialSummary], m
     groups = sorted({group_of(t) for t in timed})
     for i, group in enumerate(groups):
         members = [t for t in timed if group_of(t) == group]
-        ax.scatter([trial_latency(t) for t in members], [t.best_value for t in members], s=28, alpha=0.75,
-                   color=plt.cm.tab10(i % 10), label=group if len(groups) > 1 else "trials")
+        ax.scatter(
+            [trial_latency(t) for t in members],
+            [t.best_value for t in members],
+            s=28,
+            alpha=0.75,
+            color=plt.cm.tab10(i % 10),
+            label=group if len(groups) > 1 else "trials",
+        )
     ordered = sorted(front, key=trial_latency)
     xs, ys = [trial_latency(t) for t in ordered], [t.best_value for t in ordered]
     ax.step(xs, ys, where="post", color="black", lw=1.2, zorder=1)
@@ -58,8 +70,9 @@ def plot_pareto(trials: Sequence[TrialSummary], front: Sequence[TrialSummary], m
 def pareto_section(trials: Sequence[TrialSummary], metric: str, mode: str, out: Path) -> str:
     """The section's body HTML (the plot embedded as base64, and written to out/pareto.png)."""
     if not any(trial_latency(t) is not None for t in trials):
-        return ("<p>No trial recorded <code>cost/latency_ms</code> (the experiment ran before segtune "
-                        "measured costs).</p>")
+        return (
+            "<p>No trial recorded <code>cost/latency_ms</code> (the experiment ran before segtune measured costs).</p>"
+        )
     front = sorted(front_of_trials(trials, accuracy_latency(metric, mode), metric), key=trial_latency)
     buffer = io.BytesIO()
     fig = plot_pareto(trials, front, metric, mode)
@@ -69,15 +82,29 @@ def pareto_section(trials: Sequence[TrialSummary], metric: str, mode: str, out: 
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
     head = ["trial", f"{metric} (best)", *(name for name, _ in _TABLE_COSTS)]
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [
-            t.trial_id, format_value(t.best_value, metric), *(format_cost(t.costs.get(k), k) for _, k in _TABLE_COSTS)
-        ]) + "</tr>" for t in front)
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(c)}</td>"
+            for c in [
+                t.trial_id,
+                format_value(t.best_value, metric),
+                *(format_cost(t.costs.get(k), k) for _, k in _TABLE_COSTS),
+            ]
+        )
+        + "</tr>"
+        for t in front
+    )
     device = next((str(t.costs["cost/device"]) for t in trials if "cost/device" in t.costs), "")
-    return (f"<p>Each trial's <code>{html.escape(metric)}</code> at its best epoch against its measured "
-            f"latency: the median of timed single-image inferences (batch 1, the image in memory to full-resolution "
-            f"masks in host memory), on the trial's own device{f' ({html.escape(device)})' if device else ''}; "
-            f"a CPU's latency says nothing about a GPU's. Circled: the Pareto front, the trials no other trial "
-            f"beats on both (<code>rank.py</code> marks them; <code>export_best.py --pareto</code> exports them).</p>"
-            f'<img alt="accuracy against latency" src="data:image/png;base64,{image}">'
-            '<div class="scroll"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-            + rows + "</table></div>")
+    return (
+        f"<p>Each trial's <code>{html.escape(metric)}</code> at its best epoch against its measured "
+        f"latency: the median of timed single-image inferences (batch 1, the image in memory to full-resolution "
+        f"masks in host memory), on the trial's own device{f' ({html.escape(device)})' if device else ''}; "
+        f"a CPU's latency says nothing about a GPU's. Circled: the Pareto front, the trials no other trial "
+        f"beats on both (<code>rank.py</code> marks them; <code>export_best.py --pareto</code> exports them).</p>"
+        f'<img alt="accuracy against latency" src="data:image/png;base64,{image}">'
+        '<div class="scroll"><table><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr>"
+        + rows
+        + "</table></div>"
+    )

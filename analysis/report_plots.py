@@ -4,6 +4,7 @@ for print and PDF, and for anyone who wants the images beside the page.
 The interactive figures take an `optuna.Study` (see analysis/study.py): the full study for the learning
 curves, its `scored_study` for the rest. Static plots that need the trials' history take the Experiment.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,12 +43,18 @@ def plotly_js() -> str:
 
 def figure_html(fig: go.Figure, div_id: str) -> str:
     """A figure as a <div> and the script that draws it; plotly.js is on the page once, not per figure."""
-    fig.update_layout(autosize=True, width=None, template="plotly_white",
-                      margin={"l": 60, "r": 30, "t": 50, "b": 50})
+    fig.update_layout(autosize=True, width=None, template="plotly_white", margin={"l": 60, "r": 30, "t": 50, "b": 50})
     if fig.layout.height is None:
         fig.update_layout(height=PLOT_HEIGHT)
-    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=_PLOTLY_CONFIG,
-                       default_width="100%", default_height=f"{fig.layout.height}px")
+    return pio.to_html(
+        fig,
+        include_plotlyjs=False,
+        full_html=False,
+        div_id=div_id,
+        config=_PLOTLY_CONFIG,
+        default_width="100%",
+        default_height=f"{fig.layout.height}px",
+    )
 
 
 def _quiet(plot: Any, *args: Any, **kwargs: Any) -> Any:
@@ -68,21 +75,30 @@ def curves_figure(study: optuna.Study, metric: str) -> go.Figure | None:
         trial = by_name.get(trace.name)
         if trial is not None:
             rank = trial.user_attrs.get("rank")
-            trace.update(name=names[trial.number], legendrank=rank or 1000,
-                         line={"width": 3.5 if rank == 1 else 1.6})
+            trace.update(name=names[trial.number], legendrank=rank or 1000, line={"width": 3.5 if rank == 1 else 1.6})
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if t.intermediate_values:
             steps = sorted(t.intermediate_values)
-            fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers",
-                                     name=names[t.number], line={"dash": "dash", "color": "#d62728"},
-                                     legendrank=t.user_attrs.get("rank") or 1000))
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[t.intermediate_values[s] for s in steps],
+                    mode="lines+markers",
+                    name=names[t.number],
+                    line={"dash": "dash", "color": "#d62728"},
+                    legendrank=t.user_attrs.get("rank") or 1000,
+                )
+            )
     if not fig.data:
         return None
     ys = [y for trace in fig.data for y in trace.y]
-    fig.update_layout(title=f"{metric} per epoch, one line per trial", showlegend=True,
-                      xaxis={"title": "epoch", "dtick": 1 if max(max(tr.x) for tr in fig.data) <= 30 else None},
-                      yaxis={"title": metric, "type": "log" if _spans_orders(ys) else "linear"},
-                      legend={"title": "rank, trial (status)"})
+    fig.update_layout(
+        title=f"{metric} per epoch, one line per trial",
+        showlegend=True,
+        xaxis={"title": "epoch", "dtick": 1 if max(max(tr.x) for tr in fig.data) <= 30 else None},
+        yaxis={"title": metric, "type": "log" if _spans_orders(ys) else "linear"},
+        legend={"title": "rank, trial (status)"},
+    )
     return fig
 
 
@@ -94,15 +110,21 @@ def _spans_orders(ys: list[float]) -> bool:
 
 def importance_figure(scored: optuna.Study, metric: str) -> go.Figure:
     evaluator, _ = evaluator_for(len(scored.get_trials(deepcopy=False)))  # the evaluator analysis/study.importance used
-    fig = _quiet(optuna.visualization.plot_param_importances, scored, evaluator=evaluator,
-                 params=varied_params(scored), target_name=metric)
+    fig = _quiet(
+        optuna.visualization.plot_param_importances,
+        scored,
+        evaluator=evaluator,
+        params=varied_params(scored),
+        target_name=metric,
+    )
     fig.update_layout(height=max(260, 40 * len(varied_params(scored)) + 140))
     return fig
 
 
 def parallel_figure(scored: optuna.Study, metric: str) -> go.Figure:
-    fig = _quiet(optuna.visualization.plot_parallel_coordinate, scored, params=varied_params(scored),
-                 target_name=metric)
+    fig = _quiet(
+        optuna.visualization.plot_parallel_coordinate, scored, params=varied_params(scored), target_name=metric
+    )
     return fig.update_layout(height=500)  # room for the axis names, which Optuna writes at a slant
 
 
@@ -114,7 +136,7 @@ def slice_figures(scored: optuna.Study, metric: str) -> list[go.Figure]:
     figures, start = [], 0
     for row in range(rows):
         size = len(params) // rows + (row < len(params) % rows)
-        fig = _quiet(optuna.visualization.plot_slice, scored, params=params[start:start + size], target_name=metric)
+        fig = _quiet(optuna.visualization.plot_slice, scored, params=params[start : start + size], target_name=metric)
         figures.append(fig.update_layout(title=None, height=340))
         start += size
     return figures
@@ -145,8 +167,11 @@ def plot_curves(exp: Experiment) -> Figure:
     colours = _colours(exp.trials)
     for ax, key in zip(axes[0], keys):
         for t in exp.trials:
-            points = [(r.get("epoch") or r["training_iteration"], r[key]) for r in t.history
-                      if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            points = [
+                (r.get("epoch") or r["training_iteration"], r[key])
+                for r in t.history
+                if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+            ]
             if not points:
                 continue
             xs, ys = zip(*points)
@@ -168,9 +193,11 @@ def plot_curves(exp: Experiment) -> Figure:
         ax.set_title(f"{key} per epoch" + (f" (ranked by it, {exp.mode})" if key == exp.metric else ""))
         ax.set_xlim(0.5, max(exp.settings.budget.max_epochs, 1) + 0.5)
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early"),
-               Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed"),
-               Line2D([], [], ls="", marker=">", ms=8, color="0.4", label="still running")]
+    handles = [
+        Line2D([], [], ls="", marker="|", ms=12, mew=2.5, color="black", label="stopped early"),
+        Line2D([], [], ls="", marker="X", ms=9, color="red", label="diverged / failed"),
+        Line2D([], [], ls="", marker=">", ms=8, color="0.4", label="still running"),
+    ]
     axes[0][-1].add_artist(axes[0][-1].legend(handles=handles, fontsize=7, loc="lower right"))
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=7, title="rank, trial", title_fontsize=7, loc="best")
@@ -245,7 +272,7 @@ def plot_slice(scored: optuna.Study, metric: str) -> Figure:
             ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(params):]:
+    for ax in axes.flat[len(params) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(metric)

@@ -4,6 +4,7 @@
 keeps its own study in memory, and it is gone when the search ends). Everything downstream takes an
 `optuna.Study`, so a study that Optuna stored itself can be handed to the report instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ from segtune.search_spaces.space import freeze, thaw
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # with fewer, any importance estimate is noise
 # Our statuses -> Optuna's. Pending and paused trials have nothing to plot and are left out.
-STATES = {"finished": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "diverged": TrialState.FAIL,
-          "failed": TrialState.FAIL, "running": TrialState.RUNNING}
+STATES = {
+    "finished": TrialState.COMPLETE,
+    "stopped": TrialState.PRUNED,
+    "diverged": TrialState.FAIL,
+    "failed": TrialState.FAIL,
+    "running": TrialState.RUNNING,
+}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -40,15 +46,21 @@ def study_from_experiment(exp: Experiment) -> optuna.Study:
         state = STATES[t.status]
         if state == TrialState.COMPLETE and t.best_value is None:
             continue  # a finished trial that never reported this metric has no point to plot
-        study.add_trial(create_trial(
-            state=state,
-            value=t.best_value if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
-            params={k: _scalar(freeze(t.params[k])) for k in distributions},
-            distributions=distributions,
-            intermediate_values=_intermediate_values(t, exp.metric),
-            user_attrs={"trial_id": t.trial_id, "status": t.status, "rank": t.rank,
-                        **({"confirm_of": t.confirm_of} if t.confirm_of else {})},
-        ))
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=t.best_value if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+                params={k: _scalar(freeze(t.params[k])) for k in distributions},
+                distributions=distributions,
+                intermediate_values=_intermediate_values(t, exp.metric),
+                user_attrs={
+                    "trial_id": t.trial_id,
+                    "status": t.status,
+                    "rank": t.rank,
+                    **({"confirm_of": t.confirm_of} if t.confirm_of else {}),
+                },
+            )
+        )
     return study
 
 
@@ -116,9 +128,13 @@ def scored_study(study: optuna.Study) -> optuna.Study:
 
 
 def _as_complete(t: FrozenTrial, value: float) -> FrozenTrial:
-    return create_trial(value=value, params=t.params, distributions=t.distributions,
-                        intermediate_values=t.intermediate_values,
-                        user_attrs={**t.user_attrs, "state": t.state.name})
+    return create_trial(
+        value=value,
+        params=t.params,
+        distributions=t.distributions,
+        intermediate_values=t.intermediate_values,
+        user_attrs={**t.user_attrs, "state": t.state.name},
+    )
 
 
 def varied_params(study: optuna.Study) -> list[str]:
@@ -141,7 +157,8 @@ def evaluator_for(n_trials: int) -> tuple[BaseImportanceEvaluator, str]:
         quantile = min(0.5, max(0.1, 2.0 / max(n_trials, 1)))
         return PedAnovaImportanceEvaluator(target_quantile=quantile), (
             f"PED-ANOVA (Optuna's PedAnovaImportanceEvaluator, target quantile {quantile:.2f}; "
-            f"scikit-learn is not installed, so fANOVA is unavailable)")
+            f"scikit-learn is not installed, so fANOVA is unavailable)"
+        )
 
 
 def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | None, str]:
@@ -150,8 +167,9 @@ def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | No
     if not any(t.params for t in scored.get_trials(deepcopy=False)):
         return None, "no searched hyperparameters (a --config run): nothing to rank by importance"
     if n < MIN_TRIALS_FOR_IMPORTANCE:
-        return None, (f"not enough trials for importance: {n} with a value, at least "
-                      f"{MIN_TRIALS_FOR_IMPORTANCE} needed")
+        return None, (
+            f"not enough trials for importance: {n} with a value, at least {MIN_TRIALS_FOR_IMPORTANCE} needed"
+        )
     params = varied_params(scored)
     if not params:
         return None, "every searched hyperparameter has one value in these trials: nothing to compare"
@@ -165,9 +183,11 @@ def importance(scored: optuna.Study, metric: str) -> tuple[dict[str, float] | No
             values = get_param_importances(scored, evaluator=evaluator, params=params)
     except Exception as exc:  # an evaluator that cannot fit these values: say so instead of failing the page
         return None, f"importance could not be computed ({type(exc).__name__}: {exc})"
-    return values, (f"{name}, over {n} trials, each with its score (best 3-epoch mean of {metric}); ASHA-stopped "
-                    f"trials enter with the value they reached before being stopped, failed, diverged and running "
-                    f"ones not at all")
+    return values, (
+        f"{name}, over {n} trials, each with its score (best 3-epoch mean of {metric}); ASHA-stopped "
+        f"trials enter with the value they reached before being stopped, failed, diverged and running "
+        f"ones not at all"
+    )
 
 
 def labels(study: optuna.Study) -> dict[int, str]:
@@ -175,6 +195,7 @@ def labels(study: optuna.Study) -> dict[int, str]:
     result: dict[int, str] = {}
     for t in study.get_trials(deepcopy=False):
         attrs: dict[str, Any] = t.user_attrs
-        result[t.number] = (f"#{attrs['rank']} {attrs['trial_id']} ({attrs['status']})" if "trial_id" in attrs
-                            else f"Trial{t.number}")
+        result[t.number] = (
+            f"#{attrs['rank']} {attrs['trial_id']} ({attrs['status']})" if "trial_id" in attrs else f"Trial{t.number}"
+        )
     return result

@@ -8,6 +8,7 @@ line is half-written (a running trial) and we want every complete line. When Ray
 or unreadable (a search that just started, a partial copy) the trial directories alone are read.
 Nothing is ever written into the experiment directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,18 @@ from segtune.core.score import best_window
 # Ray's statuses of trials without results -> ours (the others are decided from their result rows).
 _RAY_STATUS = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 # Why a "stopped" trial stopped (core.record END_*), as its status says it.
-_STOPPED_BY = {END_ASHA: "stopped early by ASHA", END_TIME_BUDGET: "stopped by the time budget",
-               END_EPOCH_BUDGET: "stopped by the epoch budget",
-               END_FRAMEWORK: "stopped early by the framework itself (its own early stopping)"}
-_STOPPED_SHORT = {END_ASHA: "ASHA", END_TIME_BUDGET: "time budget", END_EPOCH_BUDGET: "epoch budget",
-                  END_FRAMEWORK: "framework"}
+_STOPPED_BY = {
+    END_ASHA: "stopped early by ASHA",
+    END_TIME_BUDGET: "stopped by the time budget",
+    END_EPOCH_BUDGET: "stopped by the epoch budget",
+    END_FRAMEWORK: "stopped early by the framework itself (its own early stopping)",
+}
+_STOPPED_SHORT = {
+    END_ASHA: "ASHA",
+    END_TIME_BUDGET: "time budget",
+    END_EPOCH_BUDGET: "epoch budget",
+    END_FRAMEWORK: "framework",
+}
 
 
 @dataclass
@@ -121,8 +129,10 @@ def find_experiments(path: Path, framework: str | None = None) -> list[Path]:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise ExperimentError(f"{path} is not a directory; pass an experiment directory (<storage>/<name>)")
-    candidates = [path] if (path / SETTINGS_FILE).is_file() else sorted(
-        p for p in path.iterdir() if p.is_dir() and (p / SETTINGS_FILE).is_file()
+    candidates = (
+        [path]
+        if (path / SETTINGS_FILE).is_file()
+        else sorted(p for p in path.iterdir() if p.is_dir() and (p / SETTINGS_FILE).is_file())
     )
     if not candidates:
         raise ExperimentError(
@@ -165,7 +175,8 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
         raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ExperimentError(
-            f"{path / SETTINGS_FILE} cannot be read ({exc}); was it written by runners/tune.py?") from None
+            f"{path / SETTINGS_FILE} cannot be read ({exc}); was it written by runners/tune.py?"
+        ) from None
     metric, mode = resolve_metric(settings, metric, mode)
     if mode not in ("max", "min"):
         raise ExperimentError(f"--mode must be max or min, got {mode!r}")
@@ -175,8 +186,10 @@ def load_experiment(path: Path, metric: str | None = None, mode: str | None = No
     by_dir = {Path(t["path"]).name: t for t in ray_trials or []}
     # Directories Ray's last snapshot does not know yet (a running search) are read from files too.
     for trial_dir in sorted(p for p in path.glob("trial_*") if p.is_dir()):
-        by_dir.setdefault(trial_dir.name, {"path": str(trial_dir), "status": None, "config": None,
-                                           "searched": None, "error_file": None})
+        by_dir.setdefault(
+            trial_dir.name,
+            {"path": str(trial_dir), "status": None, "config": None, "searched": None, "error_file": None},
+        )
     trials = [_summarize_trial(path / name, info, settings, metric, mode) for name, info in by_dir.items()]
 
     searched, fixed, distributions = _split_params(settings, trials, ray_trials)
@@ -209,16 +222,18 @@ def snapshot_trials(path: Path) -> list[dict[str, Any]] | None:
         for trial_json, metadata_json in trial_data:
             trial, metadata = json.loads(trial_json), json.loads(metadata_json)
             config = trial.get("config") or {}
-            trials.append({
-                "trial_id": trial.get("trial_id"),
-                "path": str(path / trial["relative_logdir"]),
-                "status": trial["status"],
-                # a value Ray could only pickle (never one of ours) -> read params.json instead
-                "config": None if "CLOUDPICKLE_FALLBACK" in json.dumps(config) else dict(config),
-                "searched": list((trial.get("evaluated_params") or {}).keys()),
-                "error_file": metadata.get("error_filename"),
-                "start_time": metadata.get("start_time"),  # when Ray started the trial (time.time())
-            })
+            trials.append(
+                {
+                    "trial_id": trial.get("trial_id"),
+                    "path": str(path / trial["relative_logdir"]),
+                    "status": trial["status"],
+                    # a value Ray could only pickle (never one of ours) -> read params.json instead
+                    "config": None if "CLOUDPICKLE_FALLBACK" in json.dumps(config) else dict(config),
+                    "searched": list((trial.get("evaluated_params") or {}).keys()),
+                    "error_file": metadata.get("error_filename"),
+                    "start_time": metadata.get("start_time"),  # when Ray started the trial (time.time())
+                }
+            )
     except (OSError, ValueError, KeyError, TypeError):  # being rewritten, another Ray version, ...: read the files
         return None
     return trials
@@ -242,19 +257,31 @@ def read_results(trial_dir: Path) -> list[dict[str, Any]]:
     return [rows[i] for i in sorted(rows)]
 
 
-def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSettings, metric: str,
-                     mode: str) -> TrialSummary:
+def _summarize_trial(
+    trial_dir: Path, info: dict[str, Any], settings: RunSettings, metric: str, mode: str
+) -> TrialSummary:
     rows = read_results(trial_dir)
     diverged = [r for r in rows if r.get(DIVERGED_KEY)]
     history = [r for r in rows if not r.get(DIVERGED_KEY)]  # the diverged row is a placeholder score
     config = info.get("config") or _read_params(trial_dir) or (rows[-1].get("config", {}) if rows else {})
     config, marks = split_marks(config)
     # runners/search/tuner.py names trial dirs trial_<id>; Ray's own names (<trainable>_<id>_...) hold more
-    trial_id = trial_dir.name.removeprefix("trial_") if trial_dir.name.startswith("trial_") else (
-        (rows[-1].get("trial_id") if rows else None) or trial_dir.name)
-    summary = TrialSummary(trial_id=str(trial_id), path=trial_dir, status="pending", detail="", params=dict(config),
-                           history=history, epochs=_epoch(history[-1]) if history else 0,
-                           confirm_of=marks.get(CONFIRM_OF_KEY), confirm_seed=marks.get(CONFIRM_SEED_KEY))
+    trial_id = (
+        trial_dir.name.removeprefix("trial_")
+        if trial_dir.name.startswith("trial_")
+        else ((rows[-1].get("trial_id") if rows else None) or trial_dir.name)
+    )
+    summary = TrialSummary(
+        trial_id=str(trial_id),
+        path=trial_dir,
+        status="pending",
+        detail="",
+        params=dict(config),
+        history=history,
+        epochs=_epoch(history[-1]) if history else 0,
+        confirm_of=marks.get(CONFIRM_OF_KEY),
+        confirm_seed=marks.get(CONFIRM_SEED_KEY),
+    )
     summary.framework, summary.model = trial_framework(settings, config)
     summary.end_reason = str(_read_json(trial_dir / END_REASON_FILE).get("reason", ""))
     number = _read_json(trial_dir / OPTUNA_TRIAL_FILE).get("number")
@@ -270,8 +297,9 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
         best = history[-1] if history else None
     if best is not None:
         summary.best_metrics = {k: float(best[k]) for k in METRIC_KEYS if _is_number(best.get(k))}
-        summary.costs = {k: v for k, v in best.items()
-                         if k.startswith("cost/") and (_is_number(v) or isinstance(v, str))}
+        summary.costs = {
+            k: v for k, v in best.items() if k.startswith("cost/") and (_is_number(v) or isinstance(v, str))
+        }
     if history:
         summary.last_metrics = {k: float(history[-1][k]) for k in METRIC_KEYS if _is_number(history[-1].get(k))}
         summary.wall_time_s = float(history[-1].get("time_total_s") or 0.0) or None
@@ -279,8 +307,9 @@ def _summarize_trial(trial_dir: Path, info: dict[str, Any], settings: RunSetting
     return summary
 
 
-def _set_status(summary: TrialSummary, info: dict[str, Any], diverged: list[dict], rows: list[dict],
-                max_epochs: int) -> None:
+def _set_status(
+    summary: TrialSummary, info: dict[str, Any], diverged: list[dict], rows: list[dict], max_epochs: int
+) -> None:
     """Ray's snapshot is written every few seconds and lags behind the trial directories, so its status is
     reconciled with the files: Ray marks a trial's final result row `done` (ASHA's stop included)."""
     ray_status = info.get("status")
@@ -338,6 +367,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _checkpoint(trial_dir: Path, history: list[dict], best: dict | None) -> Path | None:
     """Only checkpoints named by a result row: a row is written after its checkpoint is complete."""
+
     def usable(row: dict | None) -> Path | None:
         name = (row or {}).get("checkpoint_dir_name")
         if not name:
@@ -352,14 +382,16 @@ def _checkpoint(trial_dir: Path, history: list[dict], best: dict | None) -> Path
     return None
 
 
-def _split_params(settings: RunSettings, trials: list[TrialSummary],
-                  ray_trials: list[dict] | None) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+def _split_params(
+    settings: RunSettings, trials: list[TrialSummary], ray_trials: list[dict] | None
+) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """Searched keys from Ray (what the searcher suggested), else from the recorded space, else the keys
     whose values differ between trials; distributions from the recorded space (for the importance study)."""
     keys = sorted({k for t in trials for k in t.params})
     # What the searcher suggested; a confirmation trial's suggestion (a new seed, marks) is no search.
-    searched: set[str] = {k for t in ray_trials or [] if CONFIRM_OF_KEY not in (t.get("config") or {})
-                          for k in t.get("searched") or []}
+    searched: set[str] = {
+        k for t in ray_trials or [] if CONFIRM_OF_KEY not in (t.get("config") or {}) for k in t.get("searched") or []
+    }
     distributions: dict[str, Any] = {}
     space = recorded_space(settings)
     if space is not None:
@@ -367,8 +399,9 @@ def _split_params(settings: RunSettings, trials: list[TrialSummary],
         if not searched or settings.is_multi:  # Ray counts a framework's fixed values as suggested
             searched = set(space.searched) & set(keys)
     if not searched and not ray_trials and space is None:
-        searched = {k for k in keys
-                    if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1}
+        searched = {
+            k for k in keys if len({json.dumps(t.params.get(k), sort_keys=True, default=str) for t in trials}) > 1
+        }
     searches_first = sorted(trials, key=lambda t: t.confirm_of is not None)  # confirmations change the seed
     fixed = {k: next(t.params[k] for t in searches_first if k in t.params) for k in keys if k not in searched}
     return sorted(searched), fixed, {k: d for k, d in distributions.items() if k in searched}

@@ -10,6 +10,7 @@ without Ray, two at a time. Printed per configuration: the first epoch with segm
 AP at the end, and the AP of every epoch. What it is for: choosing search-space ranges and fixed
 values that train within the CPU budget (docs/BENCHMARKS.md, "Trials that never leave AP 0").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def train_one(params: dict, epochs: int, out: Path, cache_dir: Path) -> list[flo
 
     torch.set_num_threads(1)
     dataset = prepare_dataset(cache_dir=cache_dir, layouts=YoloAdapter.data_layouts(), log=lambda _: None)
-    context = TrialContext(dataset=dataset, output_dir=out, max_epochs=epochs, device="cpu",
-                           model=YoloAdapter.default_model)
+    context = TrialContext(
+        dataset=dataset, output_dir=out, max_epochs=epochs, device="cpu", model=YoloAdapter.default_model
+    )
     adapter = YoloAdapter({**CPU_FIXED, **params}, context)
     evaluator = CocoEvaluator(dataset.val_json)
     aps: list[float] = []
@@ -58,9 +60,21 @@ def main() -> int:
         return 0
 
     def run(config: str) -> tuple[str, list[float]]:
-        proc = subprocess.run([sys.executable, __file__, "--epochs", str(args.epochs), "--cache-dir",
-                               str(args.cache_dir), "--one", config], capture_output=True, text=True,
-                              env={**os.environ, "YOLO_OFFLINE": "1"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--epochs",
+                str(args.epochs),
+                "--cache-dir",
+                str(args.cache_dir),
+                "--one",
+                config,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "YOLO_OFFLINE": "1"},
+        )
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:
             print(f"{config}\n  failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -72,8 +86,10 @@ def main() -> int:
             if not aps:
                 continue
             start = next((i for i, ap in enumerate(aps, 1) if ap > 0.5), None)
-            print(f"{config}\n  first AP > 0.5 at epoch {start or '-'}; AP at the end "
-                  f"{aps[-1]:.1f}; per epoch: {' '.join(f'{a:.0f}' for a in aps)}")
+            print(
+                f"{config}\n  first AP > 0.5 at epoch {start or '-'}; AP at the end "
+                f"{aps[-1]:.1f}; per epoch: {' '.join(f'{a:.0f}' for a in aps)}"
+            )
     return 0
 
 

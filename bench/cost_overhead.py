@@ -10,6 +10,7 @@ From the experiment's own per-epoch records (the default search space, on the de
 - the latency the first and the last measurement of each trial gave (the model's number of instances
   changes as it learns, and with it the postprocessing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,22 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "runners/tune.py", "--framework", args.framework, "--num-samples", str(args.trials),
-            "--max-epochs", str(args.epochs), "--grace-period", str(args.epochs), "--storage", tmp,
-            "--name", "bench", "--cache-dir", str(Path(tmp) / "cache"),
+            sys.executable,
+            "runners/tune.py",
+            "--framework",
+            args.framework,
+            "--num-samples",
+            str(args.trials),
+            "--max-epochs",
+            str(args.epochs),
+            "--grace-period",
+            str(args.epochs),
+            "--storage",
+            tmp,
+            "--name",
+            "bench",
+            "--cache-dir",
+            str(Path(tmp) / "cache"),
         ]
         if args.framework == "maskrcnn":
             command += ["--backend", args.backend]
@@ -57,27 +71,35 @@ def report(experiment: Path, default_epochs: int) -> None:
             continue
         measured = {r["cost/latency_epoch"]: r["cost/latency_ms"] for r in rows}
         overhead = rows[-1]["segtune/cost_time_s"]
-        steady = (statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1
-                  else rows[0]["time_this_iter_s"])
+        steady = (
+            statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1 else rows[0]["time_this_iter_s"]
+        )
         per_measurement.append(overhead / len(measured))
         in_epochs.append(per_measurement[-1] / steady)
         shares.append(overhead / rows[-1]["time_total_s"])
         measurements = math.floor(math.log2(default_epochs)) + 1
         projected.append(measurements * per_measurement[-1] / (default_epochs * steady))
-        latencies.append((measured[min(measured)], measured[max(measured)], max(measured),
-                          rows[-1]["segtune/num_predictions"]))
+        latencies.append(
+            (measured[min(measured)], measured[max(measured)], max(measured), rows[-1]["segtune/num_predictions"])
+        )
     if not per_measurement:
         print("no trial recorded costs")
         return
     print(f"{len(per_measurement)} trials of {rows[-1]['epoch']} epochs, measured on {rows[-1]['cost/device']}")
-    print(f"one cost measurement: {statistics.median(per_measurement):.2f} s = "
-          f"{statistics.median(in_epochs):.2f} steady epochs (median over trials)")
+    print(
+        f"one cost measurement: {statistics.median(per_measurement):.2f} s = "
+        f"{statistics.median(in_epochs):.2f} steady epochs (median over trials)"
+    )
     print(f"overhead in these trials: {100 * statistics.median(shares):.1f} % of trial time")
-    print(f"overhead in a {default_epochs}-epoch trial (projected from the same figures): "
-          f"{100 * statistics.median(projected):.1f} %")
+    print(
+        f"overhead in a {default_epochs}-epoch trial (projected from the same figures): "
+        f"{100 * statistics.median(projected):.1f} %"
+    )
     for first, last, at, predictions in latencies:
-        print(f"latency after epoch 1: {first:.1f} ms; after epoch {at}: {last:.1f} ms "
-              f"(val predictions at the end: {predictions})")
+        print(
+            f"latency after epoch 1: {first:.1f} ms; after epoch {at}: {last:.1f} ms "
+            f"(val predictions at the end: {predictions})"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ driver's (Ray Tune, the searcher, the scheduler, logging, checkpoint bookkeeping
 `analysis/rank.py` and `analysis/report.py` on that experiment, run as a user runs them.
 Prints driver wall time and CPU time per trial, and the scripts' wall times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,25 @@ def trivial_trial(config: dict, settings) -> None:
     # A smooth, seeded response to the searched values, so that TPE and ASHA have something to rank.
     from segtune.core.score import RunningScore
 
-    quality = math.exp(-(math.log10(config["lr0"]) + 2.3) ** 2) * (1.2 - abs(config["momentum"] - 0.9) * 4)
+    quality = math.exp(-((math.log10(config["lr0"]) + 2.3) ** 2)) * (1.2 - abs(config["momentum"] - 0.9) * 4)
     metric, mode = settings.objective.metric, settings.objective.mode
     running = RunningScore(mode)
     for epoch in range(1, settings.budget.max_epochs + 1):
         ap = 50.0 * quality * (1 - math.exp(-epoch / 3))
         result = {key: ap * (0.8 if key.startswith("bbox") else 1.0) for key in METRIC_KEYS}
-        result.update({"yolo/train/box_loss": 2.0 - ap / 50, "yolo/train/seg_loss": 3.0 - ap / 40,
-                       "yolo/lr/pg0": config["lr0"], "epoch": epoch, "segtune/eval_time_s": 0.0,
-                       "segtune/num_predictions": 100, "segtune/trial_time_s": 0.0, "segtune/node_id": "bench",
-                       "segtune/diverged": 0})
+        result.update(
+            {
+                "yolo/train/box_loss": 2.0 - ap / 50,
+                "yolo/train/seg_loss": 3.0 - ap / 40,
+                "yolo/lr/pg0": config["lr0"],
+                "epoch": epoch,
+                "segtune/eval_time_s": 0.0,
+                "segtune/num_predictions": 100,
+                "segtune/trial_time_s": 0.0,
+                "segtune/node_id": "bench",
+                "segtune/diverged": 0,
+            }
+        )
         result.update(running.add(result[metric]))
         with tempfile.TemporaryDirectory(prefix="segtune-ckpt-") as tmp:
             (Path(tmp) / "last.pt").write_bytes(b"\0" * 1024)
@@ -68,15 +78,21 @@ def main() -> int:
             return 2
         driver_wall, driver_cpu = run_search(args, storage, Path(tmp) / "cache")
         per_wall, per_cpu = driver_wall / args.trials * 1000, driver_cpu / args.trials * 1000
-        print(f"driver: {args.trials} trials in {driver_wall:.1f} s wall, {driver_cpu:.1f} s CPU: "
-              f"{per_wall:.0f} ms wall and {per_cpu:.0f} ms CPU per trial ({args.concurrent} at a time)")
+        print(
+            f"driver: {args.trials} trials in {driver_wall:.1f} s wall, {driver_cpu:.1f} s CPU: "
+            f"{per_wall:.0f} ms wall and {per_cpu:.0f} ms CPU per trial ({args.concurrent} at a time)"
+        )
         epochs = sum(1 for p in experiment.glob("trial_*/result.json") for _ in p.open())
         print(f"epochs reported: {epochs} ({epochs / args.trials:.2f} per trial after ASHA)")
         for script in ("rank.py", "report.py"):
             out = Path(tmp) / script.removesuffix(".py")
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, f"analysis/{script}", str(experiment), "--out", str(out)],
-                                  cwd=REPO_ROOT, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, f"analysis/{script}", str(experiment), "--out", str(out)],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+            )
             seconds = time.perf_counter() - started
             state = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
             print(f"analysis/{script} on {args.trials} trials: {seconds:.1f} s ({state})")
@@ -104,18 +120,27 @@ def run_search(args, storage: Path, cache_dir: Path) -> tuple[float, float]:
     cpus = ray.cluster_resources().get("CPU", 1)
     experiment_dir = storage / "driver-scale"
     settings = RunSettings(
-        data=dataset, frameworks=(FrameworkEntry("yolo", models=(YoloAdapter.default_model,), space=space.to_dict()),),
-        space=space.to_dict(), objective=Objective("segm/AP", "max"),
+        data=dataset,
+        frameworks=(FrameworkEntry("yolo", models=(YoloAdapter.default_model,), space=space.to_dict()),),
+        space=space.to_dict(),
+        objective=Objective("segm/AP", "max"),
         budget=Budget(max_epochs=args.max_epochs, num_samples=args.trials),
         schedule=Schedule(grace_period=1, reduction_factor=3),
-        resources=Resources(gpus_per_trial=0, cpus_per_trial=cpus / args.concurrent, workers=0, max_detections=100,
-                            max_concurrent=args.concurrent),
-        seed=0, experiment_dir=str(experiment_dir),
+        resources=Resources(
+            gpus_per_trial=0,
+            cpus_per_trial=cpus / args.concurrent,
+            workers=0,
+            max_detections=100,
+            max_concurrent=args.concurrent,
+        ),
+        seed=0,
+        experiment_dir=str(experiment_dir),
     )
 
     def trivial_trainable(settings: RunSettings):
-        return tune.with_resources(tune.with_parameters(trivial_trial, settings=settings),
-                                   {"cpu": settings.resources.cpus_per_trial, "gpu": 0})
+        return tune.with_resources(
+            tune.with_parameters(trivial_trial, settings=settings), {"cpu": settings.resources.cpus_per_trial, "gpu": 0}
+        )
 
     experiment_dir.mkdir(parents=True)
     settings.save(experiment_dir)

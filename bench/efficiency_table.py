@@ -5,6 +5,7 @@ target, and one row per method. No training here: plain functions of the recorde
 A cell's `records` are its search's epochs, one per trained epoch of any trial: {"run", "epoch",
 "time" (when the epoch was scored; orders the epochs of concurrent trials), "segm/AP", "bbox/AP"}.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,16 +64,21 @@ def method_rows(cells: Sequence[dict[str, Any]], methods: Sequence[str]) -> list
         reached = [r for r in reach if r is not None]
         confirmed = [c["confirm"][METRIC] for c in mine]
         confirmed_bbox = [c["confirm"]["bbox/AP"] for c in mine]
-        rows.append({
-            "method": method, "seeds": len(mine),
-            "epochs_spent": statistics.fmean(len(c["records"]) for c in mine),
-            "search_best": mean_sd([search_best(c["records"]) for c in mine]),
-            "confirmed": mean_sd(confirmed), "confirmed_bbox": mean_sd(confirmed_bbox),
-            "target": target, "reached": len(reached),
-            "epochs_to_target": statistics.fmean(reached) if reached else None,
-            "search_min": statistics.fmean(c["search_s"] for c in mine) / 60,
-            "confirm_min": statistics.fmean(c["confirm"]["wall_s"] for c in mine) / 60,
-        })
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(mine),
+                "epochs_spent": statistics.fmean(len(c["records"]) for c in mine),
+                "search_best": mean_sd([search_best(c["records"]) for c in mine]),
+                "confirmed": mean_sd(confirmed),
+                "confirmed_bbox": mean_sd(confirmed_bbox),
+                "target": target,
+                "reached": len(reached),
+                "epochs_to_target": statistics.fmean(reached) if reached else None,
+                "search_min": statistics.fmean(c["search_s"] for c in mine) / 60,
+                "confirm_min": statistics.fmean(c["confirm"]["wall_s"] for c in mine) / 60,
+            }
+        )
     return rows
 
 
@@ -83,8 +89,10 @@ def _pm(pair: tuple[float | None, float | None]) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
     """A Markdown table: one line per method."""
-    head = ("| method | seeds | epochs spent | best segm/AP in search | confirmed segm/AP | confirmed bbox/AP "
-            "| epochs to reach random's best | search min | confirm min |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| method | seeds | epochs spent | best segm/AP in search | confirmed segm/AP | confirmed bbox/AP "
+        "| epochs to reach random's best | search min | confirm min |\n|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for row in rows:
         if row["target"] is None:
@@ -116,7 +124,8 @@ def verdict(rows: Sequence[dict[str, Any]], default: str, rivals: Sequence[str])
             lines.append(
                 f"{default} reached random search's final best ({mine['target']:.1f}) after "
                 f"{mine['epochs_to_target']:.0f} epochs ({mine['reached']}/{mine['seeds']} seeds), "
-                f"{ratio:.2f}x random's {random_row['epochs_spent']:.0f}: goal (<= 0.5x) {met}")
+                f"{ratio:.2f}x random's {random_row['epochs_spent']:.0f}: goal (<= 0.5x) {met}"
+            )
     for rival in rivals:
         theirs = by_method.get(rival)
         if not (mine and theirs and mine["confirmed"][0] is not None and theirs["confirmed"][0] is not None):
@@ -125,5 +134,6 @@ def verdict(rows: Sequence[dict[str, Any]], default: str, rivals: Sequence[str])
         lines.append(
             f"{default} vs {rival}: confirmed segm/AP {_pm(mine['confirmed'])} vs {_pm(theirs['confirmed'])} "
             f"at {mine['epochs_spent']:.0f} vs {theirs['epochs_spent']:.0f} epochs: "
-            + (f"beats it by {difference:.1f}" if difference > 0 else f"does not beat it ({difference:+.1f})"))
+            + (f"beats it by {difference:.1f}" if difference > 0 else f"does not beat it ({difference:+.1f})")
+        )
     return lines

@@ -19,6 +19,7 @@ on CPU time (steadier on a shared machine). Also prints what
 `instances_to_coco` costs per image (masks -> RLE at full resolution), next to pycocotools'
 `encode` of the same stack. Exits 1 when any AP differs from the reference by more than 1e-4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ TOLERANCE = 1e-4
 
 # ---------------------------------------------------------------- the dense case
 
+
 def _polygon(rng: np.random.Generator, cx: float, cy: float, radius: float) -> np.ndarray:
     """A star-convex polygon of 6-12 vertices around (cx, cy), clipped to the image."""
     n = int(rng.integers(6, 13))
@@ -64,8 +66,7 @@ def _polygon(rng: np.random.Generator, cx: float, cy: float, radius: float) -> n
 
 def _radius(rng: np.random.Generator) -> float:
     # Mostly small and medium objects, a few large ones: all three COCO size ranges get GT.
-    return float(rng.choice([rng.uniform(3, 16), rng.uniform(16, 50), rng.uniform(50, 110)],
-                            p=[0.45, 0.45, 0.10]))
+    return float(rng.choice([rng.uniform(3, 16), rng.uniform(16, 50), rng.uniform(50, 110)], p=[0.45, 0.45, 0.10]))
 
 
 def _rles(polygons: list[np.ndarray]) -> list[dict]:
@@ -76,34 +77,43 @@ def _json_rle(rle: dict) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def make_dense_case(n_images: int, seed: int = 0,
-                    weights: tuple[float, ...] = CATEGORY_WEIGHTS) -> tuple[dict, list[dict]]:
+def make_dense_case(
+    n_images: int, seed: int = 0, weights: tuple[float, ...] = CATEGORY_WEIGHTS
+) -> tuple[dict, list[dict]]:
     """(GT dict with polygon annotations, COCO result dicts with RLE masks and boxes); GT
     categories drawn with `weights` (pycocotools' cost grows with instances per category)."""
     rng = np.random.default_rng(seed)
     images, annotations, predictions = [], [], []
     for image_id in range(1, n_images + 1):
-        images.append({"id": image_id, "file_name": f"{image_id:06d}.jpg",
-                       "height": HEIGHT, "width": WIDTH})
+        images.append({"id": image_id, "file_name": f"{image_id:06d}.jpg", "height": HEIGHT, "width": WIDTH})
         n = int(rng.integers(40, 226))
         centres = rng.uniform([0, 0], [WIDTH, HEIGHT], size=(n, 2))
         gt_polys = [_polygon(rng, cx, cy, _radius(rng)) for cx, cy in centres]
         categories = rng.choice(CATEGORY_IDS, size=n, p=weights)
         for poly, rle, cat in zip(gt_polys, _rles(gt_polys), categories):
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cat),
-                "segmentation": [poly.ravel().round(2).tolist()], "iscrowd": 0,
-                "area": float(mask_utils.area(rle)),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cat),
+                    "segmentation": [poly.ravel().round(2).tolist()],
+                    "iscrowd": 0,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                }
+            )
         predictions += _predictions(rng, image_id, gt_polys, categories)
-    gt = {"images": images, "annotations": annotations,
-          "categories": [{"id": c, "name": f"class{c}"} for c in CATEGORY_IDS]}
+    gt = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c, "name": f"class{c}"} for c in CATEGORY_IDS],
+    }
     return gt, predictions
 
 
-def _predictions(rng: np.random.Generator, image_id: int, gt_polys: list[np.ndarray],
-                 categories: np.ndarray) -> list[dict]:
+def _predictions(
+    rng: np.random.Generator, image_id: int, gt_polys: list[np.ndarray], categories: np.ndarray
+) -> list[dict]:
     """Jittered copies of the GT (8% missed, 5% duplicated, 3% wrong class) plus 8% FPs."""
     polys, cats, scores = [], [], []
     for poly, cat in zip(gt_polys, categories):
@@ -127,12 +137,20 @@ def _predictions(rng: np.random.Generator, image_id: int, gt_polys: list[np.ndar
     for rle, cat, score in zip(_rles(polys), cats, scores):
         box = mask_utils.toBbox(rle) + rng.normal(0, 1.0, size=4)
         box[2:] = np.maximum(box[2:], 1.0)
-        out.append({"image_id": image_id, "category_id": cat, "score": score,
-                    "bbox": [float(v) for v in box], "segmentation": _json_rle(rle)})
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": cat,
+                "score": score,
+                "bbox": [float(v) for v in box],
+                "segmentation": _json_rle(rle),
+            }
+        )
     return out
 
 
 # ---------------------------------------------------------------- the evaluators
+
 
 def pycocotools_metrics(gt: dict, preds: list[dict], max_dets: int) -> dict[str, float]:
     """The reference: plain pycocotools, the AP figures CocoEvaluator reports (precision at the
@@ -189,13 +207,17 @@ def _max_diff(ours: dict[str, float], ref: dict[str, float]) -> float:
 def run_cli(gt_path: Path, pred_path: Path) -> tuple[dict, Cost]:
     """`python analysis/evaluate.py GT PRED` in a fresh interpreter: (its JSON, its cost)."""
     wall, cpu = time.perf_counter(), _children_cpu()
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "analysis/evaluate.py"),
-                           str(gt_path), str(pred_path)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "analysis/evaluate.py"), str(gt_path), str(pred_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout), Cost(time.perf_counter() - wall, _children_cpu() - cpu)
 
 
 # ---------------------------------------------------------------- prediction side
+
 
 def _mask_stack(n: int, height: int, width: int) -> np.ndarray:
     """Blobs of realistic extent, not noise: what an RLE encoder pays for follows the runs."""
@@ -204,7 +226,7 @@ def _mask_stack(n: int, height: int, width: int) -> np.ndarray:
     for i in range(n):
         y, x = rng.integers(0, height - 40), rng.integers(0, width - 40)
         h, w = rng.integers(8, min(200, height - y)), rng.integers(8, min(200, width - x))
-        masks[i, y:y + h, x:x + w] = True
+        masks[i, y : y + h, x : x + w] = True
     return masks
 
 
@@ -228,25 +250,29 @@ def bench_instances_to_coco(n: int, height: int, width: int, repeats: int) -> tu
 
 # ---------------------------------------------------------------- main
 
+
 def _report_case(gt: dict, preds: list[dict], built: Cost) -> None:
     per_image = np.bincount([a["image_id"] for a in gt["annotations"]])
     preds_per_image = np.bincount([p["image_id"] for p in preds])
-    print(f"dense case: {len(gt['images'])} images {WIDTH}x{HEIGHT}, "
-          f"{len(gt['annotations'])} GT (max {per_image.max()}/image), {len(preds)} predictions "
-          f"(max {preds_per_image.max()}/image); built in {built.wall:.1f} s")
+    print(
+        f"dense case: {len(gt['images'])} images {WIDTH}x{HEIGHT}, "
+        f"{len(gt['annotations'])} GT (max {per_image.max()}/image), {len(preds)} predictions "
+        f"(max {preds_per_image.max()}/image); built in {built.wall:.1f} s"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="30 images instead of 234")
     parser.add_argument("--images", type=int, help="number of images (overrides --quick)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--single-class", action="store_true",
-                        help="all GT in one class (predictions still name a wrong class at "
-                             "times): denser per category, pycocotools slower")
-    parser.add_argument("--write", type=Path, metavar="DIR",
-                        help="keep the case as DIR/gt.json and DIR/preds.json")
+    parser.add_argument(
+        "--single-class",
+        action="store_true",
+        help="all GT in one class (predictions still name a wrong class at "
+        "times): denser per category, pycocotools slower",
+    )
+    parser.add_argument("--write", type=Path, metavar="DIR", help="keep the case as DIR/gt.json and DIR/preds.json")
     args = parser.parse_args()
     n_images = args.images or (30 if args.quick else 234)
 
@@ -265,24 +291,30 @@ def main() -> int:
         ref, t_ref = _timed(pycocotools_metrics, gt, preds, evaluator.max_dets)
 
     diff = max(_max_diff(ours, ref), _max_diff(cli, ref))
-    print(f"maxDets {evaluator.max_dets}; segm/AP {ref['segm/AP']:.4f}, bbox/AP "
-          f"{ref['bbox/AP']:.4f} (pycocotools)")
+    print(f"maxDets {evaluator.max_dets}; segm/AP {ref['segm/AP']:.4f}, bbox/AP {ref['bbox/AP']:.4f} (pycocotools)")
     print(f"{'':40s} {'wall s':>8s} {'faster':>7s} {'CPU s':>8s} {'faster':>7s}")
-    rows = [("pycocotools COCOeval, both tasks", t_ref),
-            ("CocoEvaluator.evaluate(preds)", t_eval),
-            ("CocoEvaluator(gt) + evaluate(preds)", t_init + t_eval),
-            ("python analysis/evaluate.py GT PRED", t_cli)]
+    rows = [
+        ("pycocotools COCOeval, both tasks", t_ref),
+        ("CocoEvaluator.evaluate(preds)", t_eval),
+        ("CocoEvaluator(gt) + evaluate(preds)", t_init + t_eval),
+        ("python analysis/evaluate.py GT PRED", t_cli),
+    ]
     for label, cost in rows:
-        print(f"{label:40s} {cost.wall:8.2f} {t_ref.wall / cost.wall:6.1f}x "
-              f"{cost.cpu:8.2f} {t_ref.cpu / cost.cpu:6.1f}x")
-    print("(the CLI row is a whole process: interpreter, imports, JSON, GT normalisation; the "
-          "reference is pycocotools' evaluation alone)")
+        print(
+            f"{label:40s} {cost.wall:8.2f} {t_ref.wall / cost.wall:6.1f}x {cost.cpu:8.2f} {t_ref.cpu / cost.cpu:6.1f}x"
+        )
+    print(
+        "(the CLI row is a whole process: interpreter, imports, JSON, GT normalisation; the "
+        "reference is pycocotools' evaluation alone)"
+    )
     print(f"max |AP difference| over the 12 keys (evaluate() and the CLI): {diff:.1e}")
 
     for n, height, width in ((100, 480, 640), (300, 768, 1024)):
         ours_s, encode_s = bench_instances_to_coco(n, height, width, repeats=3)
-        print(f"instances_to_coco, {n} masks {width}x{height}: {ours_s * 1000:6.1f} ms/image "
-              f"(pycocotools encode of the stack: {encode_s * 1000:.1f} ms)")
+        print(
+            f"instances_to_coco, {n} masks {width}x{height}: {ours_s * 1000:6.1f} ms/image "
+            f"(pycocotools encode of the stack: {encode_s * 1000:.1f} ms)"
+        )
     return 0 if diff <= TOLERANCE else 1
 
 

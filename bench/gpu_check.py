@@ -14,6 +14,7 @@ runners/trial.py): every trial trained on CUDA with AMP, the trials spread over 
 0.5 GPUs per trial two trials shared a GPU at once. It prints GPU utilisation and memory per search
 and ends with OK (exit 0) or the list of failures (exit 1). Without a CUDA GPU it says so (exit 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # (framework, backend, GPUs per trial, origin): "scratch" is --weights none, "pretrained" the default start.
-SEARCHES = (("yolo", "", 1.0, "scratch"), ("yolo", "", 0.5, "scratch"),
-            ("maskrcnn", "torchvision", 1.0, "scratch"), ("maskrcnn", "torchvision", 0.5, "scratch"))
+SEARCHES = (
+    ("yolo", "", 1.0, "scratch"),
+    ("yolo", "", 0.5, "scratch"),
+    ("maskrcnn", "torchvision", 1.0, "scratch"),
+    ("maskrcnn", "torchvision", 0.5, "scratch"),
+)
 FINETUNING = (("yolo", "", 1.0, "pretrained"), ("maskrcnn", "torchvision", 1.0, "pretrained"))
 SMI_QUERY = "timestamp,index,uuid,utilization.gpu,memory.used"
 
@@ -71,8 +76,14 @@ def read_trials(experiment: Path) -> list[dict]:
         rows = read_results(trial_dir)
         startup = trial_dir / "startup.json"
         start = json.loads(startup.read_text())["trial_start"] if startup.is_file() else None
-        trials.append({"name": trial_dir.name, "rows": rows, "start": start,
-                       "end": start + rows[-1]["time_total_s"] if rows and start else None})
+        trials.append(
+            {
+                "name": trial_dir.name,
+                "rows": rows,
+                "start": start,
+                "end": start + rows[-1]["time_total_s"] if rows and start else None,
+            }
+        )
     return trials
 
 
@@ -82,13 +93,16 @@ def check_search(trials: list[dict], gpus: int, gpus_per_trial: float) -> tuple[
     rows = [r for t in trials for r in t["rows"]]
     if not rows:
         return [], ["no trial reported an epoch"]
-    cuda = sum(all(str(r.get("segtune/device", "")).startswith("cuda") for r in t["rows"]) and bool(t["rows"])
-               for t in trials)
+    cuda = sum(
+        all(str(r.get("segtune/device", "")).startswith("cuda") for r in t["rows"]) and bool(t["rows"]) for t in trials
+    )
     amp = sum(bool(t["rows"]) and all(r.get("segtune/amp") == 1 for r in t["rows"]) for t in trials)
     used = {(r.get("segtune/node_id"), r.get("segtune/gpu_uuid")) for r in rows if r.get("segtune/gpu_uuid")}
     sharing = _most_at_once_per_gpu(trials)
-    facts = [f"trials on CUDA: {cuda}/{len(trials)}; with AMP: {amp}/{len(trials)}; GPUs used: {len(used)}/{gpus}; "
-             f"most trials at once on one GPU: {sharing}"]
+    facts = [
+        f"trials on CUDA: {cuda}/{len(trials)}; with AMP: {amp}/{len(trials)}; GPUs used: {len(used)}/{gpus}; "
+        f"most trials at once on one GPU: {sharing}"
+    ]
     if cuda < len(trials):
         failures.append(f"{len(trials) - cuda} trial(s) did not train on CUDA")
     if amp < len(trials):
@@ -97,8 +111,10 @@ def check_search(trials: list[dict], gpus: int, gpus_per_trial: float) -> tuple[
         failures.append(f"trials used {len(used)} of {gpus} GPUs")
     expected = round(1 / gpus_per_trial) if gpus_per_trial < 1 else 1
     if sharing < expected and len(trials) >= expected * gpus:
-        failures.append(f"with {gpus_per_trial:g} GPUs per trial at most {sharing} trial(s) ran at once on a GPU "
-                        f"(expected {expected})")
+        failures.append(
+            f"with {gpus_per_trial:g} GPUs per trial at most {sharing} trial(s) ran at once on a GPU "
+            f"(expected {expected})"
+        )
     return facts, failures
 
 
@@ -125,9 +141,11 @@ def utilization_lines(samples: list[GpuSample], start: float, end: float) -> lis
     lines = []
     for index in sorted(by_gpu):
         values = [s.utilization for s in by_gpu[index]]
-        lines.append(f"GPU {index}: utilisation mean {statistics.mean(values):.0f} %, median "
-                     f"{statistics.median(values):.0f} %, max {max(values):.0f} %; memory max "
-                     f"{max(s.memory_mib for s in by_gpu[index]) / 1024:.1f} GiB ({len(values)} samples)")
+        lines.append(
+            f"GPU {index}: utilisation mean {statistics.mean(values):.0f} %, median "
+            f"{statistics.median(values):.0f} %, max {max(values):.0f} %; memory max "
+            f"{max(s.memory_mib for s in by_gpu[index]) / 1024:.1f} GiB ({len(values)} samples)"
+        )
     return lines or ["no GPU utilisation samples in this interval"]
 
 
@@ -143,9 +161,12 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available() or shutil.which("nvidia-smi") is None:
-        print("gpu_check: no CUDA GPU here (torch.cuda.is_available() is "
-              f"{torch.cuda.is_available()}, nvidia-smi {'found' if shutil.which('nvidia-smi') else 'missing'}); "
-              "run it on a machine with NVIDIA GPUs and their driver", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA GPU here (torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()}, nvidia-smi {'found' if shutil.which('nvidia-smi') else 'missing'}); "
+            "run it on a machine with NVIDIA GPUs and their driver",
+            file=sys.stderr,
+        )
         return 2
     gpus = torch.cuda.device_count()
     print(f"gpu_check: {gpus} GPU(s): {', '.join(sorted({torch.cuda.get_device_name(i) for i in range(gpus)}))}")
@@ -153,17 +174,22 @@ def main() -> int:
         storage = (args.keep or Path(tmp)).resolve()
         smi_file = Path(tmp) / "smi.csv"
         with smi_file.open("w") as out:
-            sampler = subprocess.Popen(["nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits",
-                                        "-lms", "500"], stdout=out, stderr=subprocess.DEVNULL)
+            sampler = subprocess.Popen(
+                ["nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits", "-lms", "500"],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+            )
             try:
-                results = [run_search(fw, be, gpt, origin, gpus, args.epochs, storage, Path(tmp) / "cache")
-                           for fw, be, gpt, origin in searches_to_run()]
+                results = [
+                    run_search(fw, be, gpt, origin, gpus, args.epochs, storage, Path(tmp) / "cache")
+                    for fw, be, gpt, origin in searches_to_run()
+                ]
             finally:
                 sampler.terminate()
                 sampler.wait()
         samples = parse_smi(smi_file.read_text().splitlines())
     failures = []
-    for (title, start, end, facts, problems) in results:
+    for title, start, end, facts, problems in results:
         print(f"== {title}")
         for line in facts + utilization_lines(samples, start, end):
             print(f"   {line}")
@@ -191,20 +217,40 @@ def searches_to_run() -> list[tuple[str, str, float, str]]:
     return searches
 
 
-def run_search(framework: str, backend: str, gpus_per_trial: float, origin: str, gpus: int, epochs: int,
-               storage: Path, cache: Path) -> tuple[str, float, float, list[str], list[str]]:
+def run_search(
+    framework: str, backend: str, gpus_per_trial: float, origin: str, gpus: int, epochs: int, storage: Path, cache: Path
+) -> tuple[str, float, float, list[str], list[str]]:
     slots = int(gpus / gpus_per_trial)
     trials = 2 * slots  # every slot runs a fresh and a reused trial process
     name = f"gpu-check-{framework}-{gpus_per_trial:g}-{origin}".replace(".", "_")
-    command = [sys.executable, "runners/tune.py", "--framework", framework, "--num-samples", str(trials),
-               "--max-epochs", str(epochs), "--grace-period", str(epochs), "--gpus-per-trial", str(gpus_per_trial),
-               "--storage", str(storage), "--name", name, "--cache-dir", str(cache)]
+    command = [
+        sys.executable,
+        "runners/tune.py",
+        "--framework",
+        framework,
+        "--num-samples",
+        str(trials),
+        "--max-epochs",
+        str(epochs),
+        "--grace-period",
+        str(epochs),
+        "--gpus-per-trial",
+        str(gpus_per_trial),
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--cache-dir",
+        str(cache),
+    ]
     if backend:
         command += ["--backend", backend]
     if origin == "scratch":
         command += ["--weights", "none"]
-    title = (f"{framework}{f' ({backend})' if backend else ''}, {'fine-tuning' if origin == 'pretrained' else origin}, "
-             f"{gpus_per_trial:g} GPU per trial, {trials} trials")
+    title = (
+        f"{framework}{f' ({backend})' if backend else ''}, {'fine-tuning' if origin == 'pretrained' else origin}, "
+        f"{gpus_per_trial:g} GPU per trial, {trials} trials"
+    )
     start = time.time()
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     end = time.time()
@@ -224,16 +270,34 @@ def run_search(framework: str, backend: str, gpus_per_trial: float, origin: str,
 def dry_run() -> int:
     """The checks and the utilisation summary on made-up trials and nvidia-smi lines: a good run on
     two GPUs must pass, a bad one (a CPU trial, AMP off, one GPU idle, no sharing) must fail."""
+
     def trial(uuid: str, device: str, amp: int, start: float) -> dict:
-        rows = [{"segtune/device": device, "segtune/amp": amp, "segtune/node_id": "n1", "segtune/gpu_uuid": uuid,
-                 "time_total_s": 10.0 * e} for e in (1, 2)]
+        rows = [
+            {
+                "segtune/device": device,
+                "segtune/amp": amp,
+                "segtune/node_id": "n1",
+                "segtune/gpu_uuid": uuid,
+                "time_total_s": 10.0 * e,
+            }
+            for e in (1, 2)
+        ]
         return {"name": uuid, "rows": rows, "start": start, "end": start + 20.0}
 
     good = [trial(u, "cuda:0", 1, s) for u in ("GPU-a", "GPU-b") for s in (0.0, 5.0, 30.0, 35.0)]
-    bad = [trial("GPU-a", "cuda:0", 1, 0.0), trial("GPU-a", "cuda:0", 0, 30.0), trial("GPU-a", "cuda:0", 1, 60.0),
-           trial("", "cpu", 0, 90.0)]
-    smi = ["2026/12/01 10:00:00.100, 0, GPU-a, 80, 2048", "2026/12/01 10:00:01.100, 0, GPU-a, 100, 4096",
-           "2026/12/01 10:00:00.100, 1, GPU-b, 40, 1024", "[N/A]", "2026/12/01 10:00:01.1"]
+    bad = [
+        trial("GPU-a", "cuda:0", 1, 0.0),
+        trial("GPU-a", "cuda:0", 0, 30.0),
+        trial("GPU-a", "cuda:0", 1, 60.0),
+        trial("", "cpu", 0, 90.0),
+    ]
+    smi = [
+        "2026/12/01 10:00:00.100, 0, GPU-a, 80, 2048",
+        "2026/12/01 10:00:01.100, 0, GPU-a, 100, 4096",
+        "2026/12/01 10:00:00.100, 1, GPU-b, 40, 1024",
+        "[N/A]",
+        "2026/12/01 10:00:01.1",
+    ]
     samples = parse_smi(smi)
     good_facts, good_failures = check_search(good, gpus=2, gpus_per_trial=0.5)
     bad_facts, bad_failures = check_search(bad, gpus=2, gpus_per_trial=0.5)
@@ -242,8 +306,12 @@ def dry_run() -> int:
     print("good run:", *good_facts, *(good_failures or ["no failures"]), sep="\n   ")
     print("bad run:", *bad_facts, *bad_failures, sep="\n   ")
     print("utilisation:", *lines, sep="\n   ")
-    expected = (len(samples) == 3 and not good_failures and len(bad_failures) == 4
-                and lines[0].startswith("GPU 0: utilisation mean 90 %"))
+    expected = (
+        len(samples) == 3
+        and not good_failures
+        and len(bad_failures) == 4
+        and lines[0].startswith("GPU 0: utilisation mean 90 %")
+    )
     print(f"gpu_check --dry-run: {'OK' if expected else 'FAILED'} (not a GPU test: the checks on made-up data)")
     return 0 if expected else 1
 

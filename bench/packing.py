@@ -24,6 +24,7 @@ Measured from the wall-clock start and end that every trial reports:
 `--fresh-actors` runs the trials as the project did before (reuse_actors=False: a new Ray worker
 process per trial) to show what that costs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,7 @@ def sleeping_trial(config: dict) -> None:
     running = RunningScore("max")  # segtune's score: what the Tuner's ASHA and searcher judge
     for epoch in range(1, int(config["epochs"]) + 1):
         time.sleep(float(config["epoch_s"]))
-        score = float(config["x"]) * (1 - 0.5 ** epoch)
+        score = float(config["x"]) * (1 - 0.5**epoch)
         tune.report({METRIC: score, **running.add(score), "bench/start": started, "bench/end": time.time()})
 
 
@@ -104,19 +105,31 @@ def run_search(gpus_per_trial: float, args: argparse.Namespace, storage: Path) -
     from ray import tune
 
     plan = plan_resources(gpus_per_trial, None, None, args.trials)
-    space = parse_space({"x": {"type": "float", "low": 0.0, "high": 1.0},
-                         "epochs": args.max_epochs, "epoch_s": epoch_seconds(args.epoch_s, gpus_per_trial)},
-                        source="bench")
+    space = parse_space(
+        {
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "epochs": args.max_epochs,
+            "epoch_s": epoch_seconds(args.epoch_s, gpus_per_trial),
+        },
+        source="bench",
+    )
     experiment_dir = storage / f"gpt{gpus_per_trial:g}"
     experiment_dir.mkdir(parents=True)
     settings = RunSettings(
-        data=None, frameworks=(FrameworkEntry("bench", space=space.to_dict()),),  # no data: nothing reads it
-        space=space.to_dict(), objective=Objective(METRIC, "max"),
+        data=None,
+        frameworks=(FrameworkEntry("bench", space=space.to_dict()),),  # no data: nothing reads it
+        space=space.to_dict(),
+        objective=Objective(METRIC, "max"),
         budget=Budget(max_epochs=args.max_epochs, num_samples=args.trials),
         schedule=Schedule(grace_period=1, reduction_factor=3),
-        resources=TrialResources(gpus_per_trial=plan.gpus_per_trial, cpus_per_trial=plan.cpus_per_trial,
-                            workers=plan.workers, max_concurrent=plan.max_concurrent),
-        seed=0, experiment_dir=str(experiment_dir),
+        resources=TrialResources(
+            gpus_per_trial=plan.gpus_per_trial,
+            cpus_per_trial=plan.cpus_per_trial,
+            workers=plan.workers,
+            max_concurrent=plan.max_concurrent,
+        ),
+        seed=0,
+        experiment_dir=str(experiment_dir),
     )
 
     def sleeping_trainable(settings: RunSettings):
@@ -125,9 +138,11 @@ def run_search(gpus_per_trial: float, args: argparse.Namespace, storage: Path) -
 
     # The project's Tuner, searcher and scheduler, with the sleeping trainable in place of run_trial
     # (which, like YOLO's and torchvision's, may run in a reused process).
-    with mock.patch.object(project_tuner, "make_trainable", sleeping_trainable), \
-            mock.patch.object(project_tuner, "reuse_processes", lambda settings: True), \
-            _fresh_actors(args.fresh_actors):
+    with (
+        mock.patch.object(project_tuner, "make_trainable", sleeping_trainable),
+        mock.patch.object(project_tuner, "reuse_processes", lambda settings: True),
+        _fresh_actors(args.fresh_actors),
+    ):
         tuner = project_tuner.build_tuner(settings, space, experiment_dir, output="quiet")
     with contextlib.redirect_stdout(io.StringIO()):  # Tune's own progress tables: not this report
         results = tuner.fit()
@@ -202,12 +217,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpus-per-trial", type=float, nargs="+", default=[1.0, 0.5, 0.25])
     parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--epoch-s", type=float, default=1.0,
-                        help="seconds per simulated epoch on one whole GPU (a trial on g GPUs: epoch-s / g)")
+    parser.add_argument(
+        "--epoch-s",
+        type=float,
+        default=1.0,
+        help="seconds per simulated epoch on one whole GPU (a trial on g GPUs: epoch-s / g)",
+    )
     parser.add_argument("--max-epochs", type=int, default=9, help="ASHA max_t (grace 1, reduction factor 3)")
     parser.add_argument("--layout", choices=["cluster", "single"], default="cluster")
-    parser.add_argument("--fresh-actors", action="store_true",
-                        help="a new worker process per trial (reuse_actors=False), for comparison")
+    parser.add_argument(
+        "--fresh-actors",
+        action="store_true",
+        help="a new worker process per trial (reuse_actors=False), for comparison",
+    )
     parser.add_argument("--quick", action="store_true", help="16 trials of 0.5 s epochs, 1 GPU per trial only")
     args = parser.parse_args()
     if args.quick:
@@ -216,8 +238,11 @@ def main() -> int:
     import ray
 
     actors = "a new process per trial" if args.fresh_actors else "reused"
-    print(f"{args.trials} trials, epochs of {args.epoch_s:g} s / gpus-per-trial, ASHA max_t {args.max_epochs}, "
-          f"layout {args.layout}, actors {actors}; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"{args.trials} trials, epochs of {args.epoch_s:g} s / gpus-per-trial, ASHA max_t {args.max_epochs}, "
+        f"layout {args.layout}, actors {actors}; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
     cluster = start_ray(args.layout)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -226,8 +251,10 @@ def main() -> int:
                 plan, spans = run_search(gpt, args, Path(tmp))
                 row = summarize(gpt, plan, spans)
                 load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-                print(f"packing: {gpt:g} GPU/trial done in {time.perf_counter() - started:.1f}s, "
-                      f"load average {load}", file=sys.stderr)
+                print(
+                    f"packing: {gpt:g} GPU/trial done in {time.perf_counter() - started:.1f}s, load average {load}",
+                    file=sys.stderr,
+                )
                 if i == 0:  # rows as they come: a later failure (a killed Ray) keeps the earlier ones
                     print("| " + " | ".join(row) + " |\n|" + "---|" * len(row))
                 print("| " + " | ".join(row.values()) + " |", flush=True)

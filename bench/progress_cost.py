@@ -7,6 +7,7 @@
 - the parameter ranking: Optuna's PED-ANOVA over 16, 64 and 256 ended trials of the CPU YOLO space
   (11 searched keys), against the same interval. It runs once per 8 ended trials.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -30,8 +31,9 @@ def _search(space, trials: int, running: int) -> SearchView:
         params = sampler.ask(space.searched).params
         view.start(f"t{i:07d}", params)
         for epoch in range(1, 4):
-            view.result(f"t{i:07d}", {"training_iteration": epoch, "segm/AP": 100 * params["lr0"] * epoch,
-                                      "bbox/AP": 1.0})
+            view.result(
+                f"t{i:07d}", {"training_iteration": epoch, "segm/AP": 100 * params["lr0"] * epoch, "bbox/AP": 1.0}
+            )
         if i < trials - running:
             view.end(f"t{i:07d}", "stopped early 3/30", failed=False, at=1.0)
     return view
@@ -51,14 +53,18 @@ def main() -> int:
     space = load_space(REPO_ROOT / "search_spaces" / "yolo_cpu.yaml")
     view = _search(space, 256, running=8)
     redraw = _seconds(lambda: live_block(view, 600.0, 120), 200)
-    print(f"live block (256 trials, 8 running): {redraw * 1e3:.3f} ms = "
-          f"{redraw / REDRAW_EVERY_S:.2%} of the {REDRAW_EVERY_S} s redraw interval")
+    print(
+        f"live block (256 trials, 8 running): {redraw * 1e3:.3f} ms = "
+        f"{redraw / REDRAW_EVERY_S:.2%} of the {REDRAW_EVERY_S} s redraw interval"
+    )
     important_params(_search(space, 16, running=0), space.searched)  # Optuna's first call imports more
     for trials in (16, 64, 256):
         ended = _search(space, trials, running=0)
         cost = _seconds(lambda ended=ended: important_params(ended, space.searched), 5)
-        print(f"PED-ANOVA ranking over {trials:>3} ended trials: {cost * 1e3:.1f} ms = "
-              f"{cost / REDRAW_EVERY_S:.1%} of one redraw interval, once per 8 ended trials")
+        print(
+            f"PED-ANOVA ranking over {trials:>3} ended trials: {cost * 1e3:.1f} ms = "
+            f"{cost / REDRAW_EVERY_S:.1%} of one redraw interval, once per 8 ended trials"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ Resumable: a cell whose OUT/<dataset>/<method>/seed<k>/cell.json exists is not r
 short is started over (its search, or only its confirmation). Raw numbers: OUT/results.json and
 OUT/results.csv; the table: OUT/table.md and stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,11 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="search seeds per method (default 3; 2 with --quick)")
     parser.add_argument("--datasets", default=None, help="comma-separated subset of: demo, microcontroller_seg")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results directory (default runs/bench-search-efficiency[-quick]); reused to resume")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results directory (default runs/bench-search-efficiency[-quick]); reused to resume",
+    )
     parser.add_argument("--budget", type=int, default=None, help="training epochs per search (overrides the profile)")
-    parser.add_argument("--epochs-per-trial", type=int, default=None,
-                        help="epochs per trial / iteration (overrides the profile; the budget should be a multiple)")
+    parser.add_argument(
+        "--epochs-per-trial",
+        type=int,
+        default=None,
+        help="epochs per trial / iteration (overrides the profile; the budget should be a multiple)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/segtune"))
     parser.add_argument("--concurrency", type=int, default=2, help="trials at a time in every search")
     args = parser.parse_args(argv)
@@ -93,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.datasets:
         wanted = args.datasets.split(",")
         profiles = tuple(p for p in FULL + QUICK if p.dataset in wanted and (p in QUICK) == args.quick)
-    profiles = tuple(dataclasses.replace(p, budget=args.budget or p.budget,
-                                         max_epochs=args.epochs_per_trial or p.max_epochs) for p in profiles)
+    profiles = tuple(
+        dataclasses.replace(p, budget=args.budget or p.budget, max_epochs=args.epochs_per_trial or p.max_epochs)
+        for p in profiles
+    )
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not profiles:
@@ -104,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(out, args.cache_dir.expanduser().resolve(), args.concurrency)
     failed = 0
     for profile in profiles:
-        print(f"[bench] {profile.dataset}: budget {profile.budget} epochs per search, up to {profile.max_epochs} "
-              f"per trial, imgsz {profile.imgsz}, seeds {list(seeds)}, {args.concurrency} trials at a time", flush=True)
+        print(
+            f"[bench] {profile.dataset}: budget {profile.budget} epochs per search, up to {profile.max_epochs} "
+            f"per trial, imgsz {profile.imgsz}, seeds {list(seeds)}, {args.concurrency} trials at a time",
+            flush=True,
+        )
         for seed in seeds:  # seeds outermost: an interrupted run has every method at the same seeds
             for method in methods:
                 failed += not bench.run_cell(profile, method, seed)
@@ -138,8 +152,16 @@ class Bench:
             tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
             print(f"[bench] {profile.dataset} {method} seed {seed}: FAILED ({exc}); {log}:\n{tail}", flush=True)
             return False
-        result = {"dataset": profile.dataset, "method": method, "seed": seed, "budget": profile.budget,
-                  "max_epochs": profile.max_epochs, "imgsz": profile.imgsz, **search, "confirm": confirm}
+        result = {
+            "dataset": profile.dataset,
+            "method": method,
+            "seed": seed,
+            "budget": profile.budget,
+            "max_epochs": profile.max_epochs,
+            "imgsz": profile.imgsz,
+            **search,
+            "confirm": confirm,
+        }
         (cell / "cell.json").write_text(json.dumps(result, indent=1))
         return True
 
@@ -154,28 +176,71 @@ class Bench:
         started = time.time()
         print(f"[bench] {profile.dataset} {method} seed {seed}: searching ...", flush=True)
         if METHODS[method][1] is not None:
-            command = [sys.executable, "runners/tune.py", "--framework", "yolo", "--space", str(space),
-                       "--max-epochs", str(profile.max_epochs), "--budget-epochs", str(profile.budget),
-                       "--seed", str(seed), "--storage", str(cell), "--name", "search",
-                       *self._common(profile), *METHODS[method][1], *self.no_confirm]
+            command = [
+                sys.executable,
+                "runners/tune.py",
+                "--framework",
+                "yolo",
+                "--space",
+                str(space),
+                "--max-epochs",
+                str(profile.max_epochs),
+                "--budget-epochs",
+                str(profile.budget),
+                "--seed",
+                str(seed),
+                "--storage",
+                str(cell),
+                "--name",
+                "search",
+                *self._common(profile),
+                *METHODS[method][1],
+                *self.no_confirm,
+            ]
             self._run(command, cell / "search.log")
             search_s = time.time() - started
-            search = {"records": segtune_records(cell / "search"), "winner": segtune_winner(cell / "search"),
-                      "search_s": search_s}
+            search = {
+                "records": segtune_records(cell / "search"),
+                "winner": segtune_winner(cell / "search"),
+                "search_s": search_s,
+            }
         else:
-            command = [sys.executable, "bench/ultralytics_tuners.py", "--method", method.split("-")[1],
-                       "--out", str(cell / "search"), "--epochs", str(profile.max_epochs),
-                       "--iterations", str(profile.budget // profile.max_epochs), "--seed", str(seed),
-                       "--fixed", json.dumps(fixed_args(space)), "--concurrency", str(self.concurrency),
-                       "--cache-dir", str(self.cache_dir), *(["--data", str(profile.data)] if profile.data else [])]
+            command = [
+                sys.executable,
+                "bench/ultralytics_tuners.py",
+                "--method",
+                method.split("-")[1],
+                "--out",
+                str(cell / "search"),
+                "--epochs",
+                str(profile.max_epochs),
+                "--iterations",
+                str(profile.budget // profile.max_epochs),
+                "--seed",
+                str(seed),
+                "--fixed",
+                json.dumps(fixed_args(space)),
+                "--concurrency",
+                str(self.concurrency),
+                "--cache-dir",
+                str(self.cache_dir),
+                *(["--data", str(profile.data)] if profile.data else []),
+            ]
             self._run(command, cell / "search.log")
             tuned = json.loads((cell / "search" / "ultralytics.json").read_text())
             winner = {**fixed_args(space), "optimizer": "AdamW", **tuned["winner"]}
-            search = {"records": tuned["records"], "winner": winner,
-                      "search_s": time.time() - started - tuned["scoring_s"], "scoring_s": tuned["scoring_s"]}
+            search = {
+                "records": tuned["records"],
+                "winner": winner,
+                "search_s": time.time() - started - tuned["scoring_s"],
+                "scoring_s": tuned["scoring_s"],
+            }
         best = search_best(search["records"])
-        print(f"[bench] {profile.dataset} {method} seed {seed}: search done in {search['search_s'] / 60:.1f} min, "
-              f"{len(search['records'])} epochs, best {METRIC} {best if best is None else round(best, 1)}", flush=True)
+        print(
+            f"[bench] {profile.dataset} {method} seed {seed}: search done in {search['search_s'] / 60:.1f} min, "
+            f"{len(search['records'])} epochs, best {METRIC} {best if best is None else round(best, 1)}",
+            flush=True,
+        )
         done.write_text(json.dumps(search, indent=1))
         return search
 
@@ -189,27 +254,60 @@ class Bench:
         config = cell / "confirm.json"  # JSON is YAML: read by runners/tune.py --config
         config.write_text(json.dumps({"framework": "yolo", "params": {**winner, "seed": fresh}}, indent=1))
         started = time.time()
-        self._run([sys.executable, "runners/tune.py", "--framework", "yolo", "--config", str(config),
-                   "--max-epochs", str(profile.max_epochs), "--seed", str(fresh), "--storage", str(cell),
-                   "--name", "confirm", *self._common(profile)],
-                  cell / "confirm.log")
+        self._run(
+            [
+                sys.executable,
+                "runners/tune.py",
+                "--framework",
+                "yolo",
+                "--config",
+                str(config),
+                "--max-epochs",
+                str(profile.max_epochs),
+                "--seed",
+                str(fresh),
+                "--storage",
+                str(cell),
+                "--name",
+                "confirm",
+                *self._common(profile),
+            ],
+            cell / "confirm.log",
+        )
         rows = [r for d in sorted((cell / "confirm").glob("trial_*")) for r in read_results(d)]
         if not rows:
             raise subprocess.CalledProcessError(1, "confirm: no epoch reported")
         best = max(rows, key=lambda r: float(r.get(METRIC) or 0.0))
-        confirm = {"seed": fresh, METRIC: float(best.get(METRIC) or 0.0), "bbox/AP": float(best.get("bbox/AP") or 0.0),
-                   "best_epoch": int(best["training_iteration"]), "epochs": len(rows),
-                   f"last {METRIC}": float(rows[-1].get(METRIC) or 0.0), "wall_s": time.time() - started}
-        print(f"[bench] {profile.dataset} {method} seed {seed}: winner retrained with seed {fresh}: {METRIC} "
-              f"{confirm[METRIC]:.1f} (epoch {confirm['best_epoch']}/{len(rows)}) in {confirm['wall_s'] / 60:.1f} min",
-              flush=True)
+        confirm = {
+            "seed": fresh,
+            METRIC: float(best.get(METRIC) or 0.0),
+            "bbox/AP": float(best.get("bbox/AP") or 0.0),
+            "best_epoch": int(best["training_iteration"]),
+            "epochs": len(rows),
+            f"last {METRIC}": float(rows[-1].get(METRIC) or 0.0),
+            "wall_s": time.time() - started,
+        }
+        print(
+            f"[bench] {profile.dataset} {method} seed {seed}: winner retrained with seed {fresh}: {METRIC} "
+            f"{confirm[METRIC]:.1f} (epoch {confirm['best_epoch']}/{len(rows)}) in {confirm['wall_s'] / 60:.1f} min",
+            flush=True,
+        )
         return confirm
 
     def _common(self, profile: Profile) -> list[str]:
         """Options of every segtune run: from scratch, as the Ultralytics tuners here (segtune's default would
         fine-tune COCO weights where it can have them: docs/PRETRAINED.md); the CPU; the data."""
-        return ["--weights", "none", "--gpus-per-trial", "0", "--cpus-per-trial", str(self.cpus_per_trial),
-                "--cache-dir", str(self.cache_dir), *(["--data", str(profile.data)] if profile.data else [])]
+        return [
+            "--weights",
+            "none",
+            "--gpus-per-trial",
+            "0",
+            "--cpus-per-trial",
+            str(self.cpus_per_trial),
+            "--cache-dir",
+            str(self.cache_dir),
+            *(["--data", str(profile.data)] if profile.data else []),
+        ]
 
     def _space_file(self, profile: Profile) -> Path:
         """segtune's CPU search space (whatever it is today) with this dataset's image size."""
@@ -232,21 +330,31 @@ class Bench:
             rows = method_rows(cells, methods)
             lines = verdict(rows, "segtune", ["ultralytics-genetic", "ultralytics-ray"])
             table = format_table(rows, LABELS)
-            text = (f"### {profile.dataset}: budget {profile.budget} epochs, up to {profile.max_epochs} per trial, "
-                    f"imgsz {profile.imgsz}\n\n{table}\n\n" + "".join(f"- {line}\n" for line in lines))
+            text = (
+                f"### {profile.dataset}: budget {profile.budget} epochs, up to {profile.max_epochs} per trial, "
+                f"imgsz {profile.imgsz}\n\n{table}\n\n" + "".join(f"- {line}\n" for line in lines)
+            )
             print("\n" + text, flush=True)
             tables.append(text)
             everything[profile.dataset] = {"rows": rows, "verdict": lines, "cells": cells}
             target = random_target(cells)
             for c in cells:
-                csv_rows.append({
-                    "dataset": c["dataset"], "method": c["method"], "seed": c["seed"],
-                    "epochs_spent": len(c["records"]), "search_best": search_best(c["records"]),
-                    "confirmed_segm_AP": c["confirm"][METRIC], "confirmed_bbox_AP": c["confirm"]["bbox/AP"],
-                    "epochs_to_random_best": (epochs_to_reach(best_so_far(c["records"]), target)
-                                              if target is not None else None),
-                    "search_s": round(c["search_s"], 1), "confirm_s": round(c["confirm"]["wall_s"], 1),
-                })
+                csv_rows.append(
+                    {
+                        "dataset": c["dataset"],
+                        "method": c["method"],
+                        "seed": c["seed"],
+                        "epochs_spent": len(c["records"]),
+                        "search_best": search_best(c["records"]),
+                        "confirmed_segm_AP": c["confirm"][METRIC],
+                        "confirmed_bbox_AP": c["confirm"]["bbox/AP"],
+                        "epochs_to_random_best": (
+                            epochs_to_reach(best_so_far(c["records"]), target) if target is not None else None
+                        ),
+                        "search_s": round(c["search_s"], 1),
+                        "confirm_s": round(c["confirm"]["wall_s"], 1),
+                    }
+                )
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "results.json").write_text(json.dumps(everything, indent=1))
         (self.out / "table.md").write_text("\n".join(tables))
@@ -266,9 +374,15 @@ def segtune_records(experiment: Path) -> list[dict[str, Any]]:
     records = []
     for trial in sorted(experiment.glob("trial_*")):
         for row in read_results(trial):
-            records.append({"run": trial.name, "epoch": int(row["training_iteration"]),
-                            "time": float(row.get("timestamp") or 0),
-                            METRIC: float(row.get(METRIC) or 0.0), "bbox/AP": float(row.get("bbox/AP") or 0.0)})
+            records.append(
+                {
+                    "run": trial.name,
+                    "epoch": int(row["training_iteration"]),
+                    "time": float(row.get("timestamp") or 0),
+                    METRIC: float(row.get(METRIC) or 0.0),
+                    "bbox/AP": float(row.get("bbox/AP") or 0.0),
+                }
+            )
     return records
 
 

@@ -14,6 +14,7 @@ two means of S confirmation seeds each: that / sqrt(S)).
 
 Resumable: a seed whose run finished (OUT/seed<K>.json) is kept. Raw numbers: OUT/spread.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def noise_figures(scores: Sequence[float], confirm_seeds: int = 2) -> dict[str, 
         raise ValueError("a spread needs at least 2 seeds")
     sd = statistics.stdev(scores)
     single = Z95 * math.sqrt(2) * sd
-    return {"mean": statistics.fmean(scores), "sd": sd, "noise_single": single,
-            "noise_confirmed": single / math.sqrt(confirm_seeds)}
+    return {
+        "mean": statistics.fmean(scores),
+        "sd": sd,
+        "noise_single": single,
+        "noise_confirmed": single / math.sqrt(confirm_seeds),
+    }
 
 
 def seed_result(experiment: Path) -> dict[str, Any] | None:
@@ -59,9 +64,14 @@ def seed_result(experiment: Path) -> dict[str, Any] | None:
         return None
     trial = trials[0]
     best = max(trial.history, key=lambda row: float(row.get(METRIC) or 0.0))
-    return {"score": trial.best_value, "best": float(best.get(METRIC) or 0.0),
-            "best_epoch": int(best["training_iteration"]), "last": float(trial.last_metrics.get(METRIC) or 0.0),
-            "epochs": trial.epochs, "params": trial.params}
+    return {
+        "score": trial.best_value,
+        "best": float(best.get(METRIC) or 0.0),
+        "best_epoch": int(best["training_iteration"]),
+        "last": float(trial.last_metrics.get(METRIC) or 0.0),
+        "epochs": trial.epochs,
+        "params": trial.params,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,37 +105,77 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(done.read_text())
         else:
             shutil.rmtree(experiment, ignore_errors=True)  # a run cut short: this bench's own scratch
-            command = [sys.executable, "runners/tune.py", "--framework", args.framework, "--num-samples", "1",
-                       "--weights", "none",  # from scratch, as measured (docs/PRETRAINED.md)
-                       "--confirm-top", "0", "--max-epochs", str(args.max_epochs), "--seed", str(seed),
-                       "--cpus-per-trial", str(os.cpu_count() or 1),  # one trial at a time: every core
-                       "--storage", str(out), "--name", experiment.name, "--cache-dir", str(args.cache_dir),
-                       *(["--space", str(space)] if space else []), *(["--data", str(args.data)] if args.data else [])]
+            command = [
+                sys.executable,
+                "runners/tune.py",
+                "--framework",
+                args.framework,
+                "--num-samples",
+                "1",
+                "--weights",
+                "none",  # from scratch, as measured (docs/PRETRAINED.md)
+                "--confirm-top",
+                "0",
+                "--max-epochs",
+                str(args.max_epochs),
+                "--seed",
+                str(seed),
+                "--cpus-per-trial",
+                str(os.cpu_count() or 1),  # one trial at a time: every core
+                "--storage",
+                str(out),
+                "--name",
+                experiment.name,
+                "--cache-dir",
+                str(args.cache_dir),
+                *(["--space", str(space)] if space else []),
+                *(["--data", str(args.data)] if args.data else []),
+            ]
             log = out / f"seed{seed}.log"
             with open(log, "w") as handle:
-                proc = subprocess.run(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                proc = subprocess.run(
+                    command,
+                    cwd=REPO_ROOT,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
             result = seed_result(experiment)
             if proc.returncode != 0 or result is None:
                 said = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
-                print(f"seed {seed}: runners/tune.py failed (exit {proc.returncode}): {said} (whole log: {log})",
-                      file=sys.stderr)
+                print(
+                    f"seed {seed}: runners/tune.py failed (exit {proc.returncode}): {said} (whole log: {log})",
+                    file=sys.stderr,
+                )
                 return proc.returncode or 1
             done.write_text(json.dumps(result, indent=1))
         results[seed] = result
-        print(f"seed {seed}: score {result['score']:.1f}, best {METRIC} {result['best']:.1f} "
-              f"(epoch {result['best_epoch']}/{result['epochs']}), last {result['last']:.1f}", flush=True)
+        print(
+            f"seed {seed}: score {result['score']:.1f}, best {METRIC} {result['best']:.1f} "
+            f"(epoch {result['best_epoch']}/{result['epochs']}), last {result['last']:.1f}",
+            flush=True,
+        )
 
     scores = [r["score"] for r in results.values()]
     figures = noise_figures(scores, args.confirm_seeds)
     best = noise_figures([r["best"] for r in results.values()], args.confirm_seeds)
-    print(f"{args.framework} on {name}, default configuration, {args.seeds} seeds x {args.max_epochs} epochs: "
-          f"score {figures['mean']:.1f} ± {figures['sd']:.1f} (best {METRIC} {best['mean']:.1f} ± {best['sd']:.1f})")
-    print(f"noise: two single-seed trials differ by up to {figures['noise_single']:.1f} score points 19 times in 20; "
-          f"two configurations confirmed with {args.confirm_seeds} seeds each, "
-          f"by up to {figures['noise_confirmed']:.1f}")
-    summary = {"framework": args.framework, "data": name, "max_epochs": args.max_epochs,
-               "seeds": results, "score": figures, "best": best}
+    print(
+        f"{args.framework} on {name}, default configuration, {args.seeds} seeds x {args.max_epochs} epochs: "
+        f"score {figures['mean']:.1f} ± {figures['sd']:.1f} (best {METRIC} {best['mean']:.1f} ± {best['sd']:.1f})"
+    )
+    print(
+        f"noise: two single-seed trials differ by up to {figures['noise_single']:.1f} score points 19 times in 20; "
+        f"two configurations confirmed with {args.confirm_seeds} seeds each, "
+        f"by up to {figures['noise_confirmed']:.1f}"
+    )
+    summary = {
+        "framework": args.framework,
+        "data": name,
+        "max_epochs": args.max_epochs,
+        "seeds": results,
+        "score": figures,
+        "best": best,
+    }
     (out / "spread.json").write_text(json.dumps(summary, indent=1))
     return 0
 

@@ -10,6 +10,7 @@ a time (ask, ask, tell, tell), as on a 2-slot machine, so constant liar matters.
 prints the mean over search seeds of the best noise-free value found, and the share of trials at 0.
 Ratios between rows of one run are the result; the absolute numbers mean nothing outside this toy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SPACE = load_space(REPO_ROOT / "search_spaces" / "yolo_cpu.yaml").searched
 BEST_LR = {"SGD": 0.016, "AdamW": 0.004}
-OPTIMA = {"lrf": 0.2, "momentum": 0.92, "weight_decay": 1e-4, "warmup_epochs": 1.0, "box": 7.5, "cls": 1.0,
-          "mosaic": 0.4, "scale": 0.5, "fliplr": 0.3}
+OPTIMA = {
+    "lrf": 0.2,
+    "momentum": 0.92,
+    "weight_decay": 1e-4,
+    "warmup_epochs": 1.0,
+    "box": 7.5,
+    "cls": 1.0,
+    "mosaic": 0.4,
+    "scale": 0.5,
+    "fliplr": 0.3,
+}
 
 
 def true_value(p: dict) -> float:
     """Noise-free AP of a configuration: 40 at the optimum, 0 beyond the cliff."""
-    quality = -(math.log(p["lr0"] / BEST_LR[p["optimizer"]]) / 0.6) ** 2
+    quality = -((math.log(p["lr0"] / BEST_LR[p["optimizer"]]) / 0.6) ** 2)
     for key, best in OPTIMA.items():
         d = SPACE[key]
         low, high = (math.log(d.low), math.log(d.high)) if d.log else (d.low, d.high)
@@ -61,16 +71,20 @@ def settings() -> dict:
     return {
         "random": lambda budget, seed: optuna.samplers.RandomSampler(seed=seed),
         "old: independent, 10 startup": lambda b, s: optuna.samplers.TPESampler(
-            seed=s, n_startup_trials=10, multivariate=False, constant_liar=False),
+            seed=s, n_startup_trials=10, multivariate=False, constant_liar=False
+        ),
         "independent, budget/4 startup": lambda b, s: optuna.samplers.TPESampler(
-            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=False, constant_liar=False),
+            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=False, constant_liar=False
+        ),
         "multivariate": lambda b, s: optuna.samplers.TPESampler(
-            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=True, constant_liar=False),
+            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=True, constant_liar=False
+        ),
         "multivariate + constant liar (segtune)": lambda b, s: optuna.samplers.TPESampler(
-            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=True, constant_liar=True),
+            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=True, constant_liar=True
+        ),
         "multivariate + group + constant liar": lambda b, s: optuna.samplers.TPESampler(
-            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=True, group=True,
-            constant_liar=True),
+            seed=s, n_startup_trials=plan_sampler(b).n_startup_trials, multivariate=True, group=True, constant_liar=True
+        ),
     }
 
 
@@ -94,11 +108,15 @@ def main() -> int:
             bests = [b for b, _ in results]
             mean = statistics.fmean(bests)
             reference.setdefault(budget, mean)
-            cells.append(f"  {mean:5.1f} ({mean / reference[budget]:4.2f}x)"
-                         f"  {sum(z for _, z in results) / (budget * args.seeds):7.0%}")
+            cells.append(
+                f"  {mean:5.1f} ({mean / reference[budget]:4.2f}x)"
+                f"  {sum(z for _, z in results) / (budget * args.seeds):7.0%}"
+            )
         print(f"{name:42s}" + "".join(cells))
-    print(f"(mean over {args.seeds} search seeds of the best noise-free AP found; 'x': relative to random search; "
-          f"'AP 0': share of trials that did not train)")
+    print(
+        f"(mean over {args.seeds} search seeds of the best noise-free AP found; 'x': relative to random search; "
+        f"'AP 0': share of trials that did not train)"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ Several --metric values run one search each, one after another, and compare thei
 `segm/AP`, one pass over the val set per epoch, against `yolo/val/seg_loss`, which needs
 Ultralytics' own validation too).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,10 +69,26 @@ def main() -> int:
 def run_search(args, metric: str) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "runners/tune.py", "--framework", args.framework, "--num-samples", str(args.trials),
-            "--max-epochs", str(args.epochs), "--grace-period", str(args.epochs), "--storage", tmp,
-            "--name", "bench", "--cache-dir", str(Path(tmp) / "cache"), "--metric", metric,
-            "--confirm-top", "0",  # exactly --trials trials: the figures compare with runs before confirmation
+            sys.executable,
+            "runners/tune.py",
+            "--framework",
+            args.framework,
+            "--num-samples",
+            str(args.trials),
+            "--max-epochs",
+            str(args.epochs),
+            "--grace-period",
+            str(args.epochs),
+            "--storage",
+            tmp,
+            "--name",
+            "bench",
+            "--cache-dir",
+            str(Path(tmp) / "cache"),
+            "--metric",
+            metric,
+            "--confirm-top",
+            "0",  # exactly --trials trials: the figures compare with runs before confirmation
         ]
         if args.framework == "maskrcnn":
             command += ["--backend", args.backend]
@@ -92,30 +109,42 @@ def report(experiment: Path, wall: float, slots: int, clock: float) -> float:
     epoch = statistics.median(t["steady"] for t in trials)
     evals = [share for t in trials for share in t["eval_shares"]]
     print(f"trials: {len(trials)}, concurrent slots: {slots}, wall: {wall:.1f} s (driver start included)")
-    print(f"steady epoch: {epoch:.2f} s; COCO evaluation share of an epoch: "
-          f"{statistics.median(evals):.1%}" if evals else f"steady epoch: {epoch:.2f} s")
-    for kind, group in (("fresh", [t for t in trials if not t["reused"]]),
-                        ("reused", [t for t in trials if t["reused"]])):
+    print(
+        f"steady epoch: {epoch:.2f} s; COCO evaluation share of an epoch: {statistics.median(evals):.1%}"
+        if evals
+        else f"steady epoch: {epoch:.2f} s"
+    )
+    for kind, group in (
+        ("fresh", [t for t in trials if not t["reused"]]),
+        ("reused", [t for t in trials if t["reused"]]),
+    ):
         if not group:
             continue
         startup = statistics.median(t["startup"] for t in group)
-        print(f"per-trial startup, {kind} process ({len(group)} trials): "
-              f"{startup:.2f} s = {startup / epoch:.2f} epochs")
+        print(
+            f"per-trial startup, {kind} process ({len(group)} trials): {startup:.2f} s = {startup / epoch:.2f} epochs"
+        )
         for label in dict.fromkeys(label for t in group for label in t["phases"]):
             values = [t["phases"][label] for t in group if label in t["phases"]]
             print(f"    {label:<52} {statistics.median(values):6.2f} s")
     in_trial = statistics.median(t["in_trial_startup"] for t in trials)
-    print(f"startup inside the trial (first iteration - steady epoch; earlier versions' figure): "
-          f"{in_trial:.2f} s = {in_trial / epoch:.2f} epochs")
+    print(
+        f"startup inside the trial (first iteration - steady epoch; earlier versions' figure): "
+        f"{in_trial:.2f} s = {in_trial / epoch:.2f} epochs"
+    )
     first_launch, last_report = min(t["launch"] for t in trials), max(t["end"] for t in trials)
-    print(f"driver: {first_launch - clock:.1f} s from the command to the first trial process (Ray start, data "
-          f"preparation), {clock + wall - last_report:.1f} s from the last report to its exit")
+    print(
+        f"driver: {first_launch - clock:.1f} s from the command to the first trial process (Ray start, data "
+        f"preparation), {clock + wall - last_report:.1f} s from the last report to its exit"
+    )
     held = sum(t["total"] for t in trials)
     reported = sum(t["reported_time"] for t in trials)
-    print(f"slot use (trial time from launch / (wall x slots)): {held / (wall * slots):.1%}; "
-          f"counting Ray's time_total_s only (earlier versions' figure): {reported / (wall * slots):.1%}; "
-          f"from the first launch to the last report (without the driver's start and exit): "
-          f"{held / ((last_report - first_launch) * slots):.1%}")
+    print(
+        f"slot use (trial time from launch / (wall x slots)): {held / (wall * slots):.1%}; "
+        f"counting Ray's time_total_s only (earlier versions' figure): {reported / (wall * slots):.1%}; "
+        f"from the first launch to the last report (without the driver's start and exit): "
+        f"{held / ((last_report - first_launch) * slots):.1%}"
+    )
     return epoch
 
 
@@ -131,10 +160,14 @@ def _trial(trial_dir: Path, ray_start: float | None) -> dict | None:
     ray_start = ray_start or marks["trial_start"]
     launch = ray_start if reused else marks["process_start"]
     first_report, last_report = ray_start + rows[0]["time_this_iter_s"], ray_start + rows[-1]["time_total_s"]
-    steady = (statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1
-              else rows[0]["time_this_iter_s"])
-    times = {"process_start": marks["process_start"], **{k: v for k, v in marks.items() if isinstance(v, float)},
-             **marks["adapter"]}
+    steady = (
+        statistics.median(r["time_this_iter_s"] for r in rows[1:]) if len(rows) > 1 else rows[0]["time_this_iter_s"]
+    )
+    times = {
+        "process_start": marks["process_start"],
+        **{k: v for k, v in marks.items() if isinstance(v, float)},
+        **marks["adapter"],
+    }
     phases, previous = {}, launch
     for mark, label in PHASES:
         if mark in times and times[mark] >= previous - 1e-3:

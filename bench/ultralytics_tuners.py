@@ -22,6 +22,7 @@ category ids) and `CocoEvaluator`, exactly as a segtune trial scores its epochs;
 then deleted. OUT/ultralytics.json holds every epoch's scores (with the checkpoint's write time, to
 order epochs of concurrent trials), the winner's hyperparameters as the tuner chose them, and times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def prepare(data: Path | None, cache_dir: Path):
     from segtune.trainers.registry import dataset_readers
     from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
-    return prepare_dataset(data, cache_dir=cache_dir, layouts=(ULTRALYTICS_LAYOUT,), readers=dataset_readers(),
-                           log=lambda msg: None)
+    return prepare_dataset(
+        data, cache_dir=cache_dir, layouts=(ULTRALYTICS_LAYOUT,), readers=dataset_readers(), log=lambda msg: None
+    )
 
 
 def train_args(dataset, epochs: int, seed: int, fixed: dict[str, Any], project: Path) -> dict[str, Any]:
@@ -56,9 +58,17 @@ def train_args(dataset, epochs: int, seed: int, fixed: dict[str, Any], project: 
     from segtune.trainers.yolo.dataset_yaml import LAYOUT
 
     return {
-        **fixed, "data": str(dataset.layout(LAYOUT)), "epochs": epochs, "seed": seed,
-        "device": "cpu", "workers": 0, "amp": False, "plots": False, "save_period": 1,
-        "project": str(project), "verbose": False,
+        **fixed,
+        "data": str(dataset.layout(LAYOUT)),
+        "epochs": epochs,
+        "seed": seed,
+        "device": "cpu",
+        "workers": 0,
+        "amp": False,
+        "plots": False,
+        "save_period": 1,
+        "project": str(project),
+        "verbose": False,
     }
 
 
@@ -73,9 +83,18 @@ def run_genetic(model_name: str, args: dict[str, Any], iterations: int) -> dict[
     tuner(iterations=iterations, cleanup=False)
     results = [json.loads(line) for line in tuner.tune_file.read_text().splitlines() if line.strip()]
     best = max(results, key=lambda r: r.get("fitness") or 0.0)  # as Tuner._best_result_index, all trained
-    return {"winner": best["hyperparameters"], "winner_fitness": best.get("fitness"),
-            "iterations": [{"hyperparameters": r["hyperparameters"], "fitness": r.get("fitness"),
-                            "dirs": list((r.get("save_dirs") or {}).values())} for r in results]}
+    return {
+        "winner": best["hyperparameters"],
+        "winner_fitness": best.get("fitness"),
+        "iterations": [
+            {
+                "hyperparameters": r["hyperparameters"],
+                "fitness": r.get("fitness"),
+                "dirs": list((r.get("save_dirs") or {}).values()),
+            }
+            for r in results
+        ],
+    }
 
 
 def run_ray(model_name: str, args: dict[str, Any], iterations: int, concurrency: int) -> dict[str, Any]:
@@ -85,15 +104,25 @@ def run_ray(model_name: str, args: dict[str, Any], iterations: int, concurrency:
 
     # Trials ask Ray for NUM_THREADS CPUs each: a Ray of concurrency x that runs `concurrency` at once.
     # A fresh local Ray, never one somebody else started on this machine.
-    ray.init(address="local", num_cpus=concurrency * NUM_THREADS, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
+    ray.init(
+        address="local",
+        num_cpus=concurrency * NUM_THREADS,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
     model = YOLO(model_name, task="segment")
     grid = model.tune(use_ray=True, iterations=iterations, name="tune", **args)
     trials = []
     for result in grid:
         config = {k: v for k, v in (result.config or {}).items() if k != "data"}
-        trials.append({"hyperparameters": config, "fitness": (result.metrics or {}).get(TASK_METRIC),
-                       "error": str(result.error) if result.error else None})
+        trials.append(
+            {
+                "hyperparameters": config,
+                "fitness": (result.metrics or {}).get(TASK_METRIC),
+                "error": str(result.error) if result.error else None,
+            }
+        )
     scored = [t for t in trials if t["fitness"] is not None]
     if not scored:
         raise RuntimeError(f"no Ultralytics Ray Tune trial reported {TASK_METRIC}: {trials}")
@@ -121,8 +150,9 @@ def score_checkpoints(dataset, project: Path, imgsz: int) -> list[dict[str, Any]
     from segtune.trainers.yolo.adapter import YoloAdapter
 
     evaluator = CocoEvaluator(dataset.val_json)
-    context = TrialContext(dataset=dataset, output_dir=project, max_epochs=1, device="cpu",
-                           max_detections=evaluator.max_dets)
+    context = TrialContext(
+        dataset=dataset, output_dir=project, max_epochs=1, device="cpu", max_detections=evaluator.max_dets
+    )
     adapter = YoloAdapter({"imgsz": imgsz}, context)
     records = []
     for path, epoch in epoch_checkpoints(project):
@@ -131,8 +161,15 @@ def score_checkpoints(dataset, project: Path, imgsz: int) -> list[dict[str, Any]
         adapter._trainer = SimpleNamespace(ema=None, model=model, args=SimpleNamespace(imgsz=imgsz, device="cpu"))
         metrics = evaluator.evaluate(adapter.predict_val())
         run = path.parent.parent
-        records.append({"run": str(run.relative_to(project)), "epoch": epoch, "time": path.stat().st_mtime,
-                        "segm/AP": metrics["segm/AP"], "bbox/AP": metrics["bbox/AP"]})
+        records.append(
+            {
+                "run": str(run.relative_to(project)),
+                "epoch": epoch,
+                "time": path.stat().st_mtime,
+                "segm/AP": metrics["segm/AP"],
+                "bbox/AP": metrics["bbox/AP"],
+            }
+        )
     return records
 
 
@@ -176,11 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     search_s = time.time() - started
     records = score_checkpoints(dataset, project, int(fixed.get("imgsz", 640)))
     delete_weights(project)
-    result = {"method": args.method, "started": started, "search_s": search_s,
-              "scoring_s": time.time() - started - search_s, "records": records, **outcome}
+    result = {
+        "method": args.method,
+        "started": started,
+        "search_s": search_s,
+        "scoring_s": time.time() - started - search_s,
+        "records": records,
+        **outcome,
+    }
     (out / RESULT_FILE).write_text(json.dumps(result, indent=1, default=_plain))
-    print(f"ultralytics {args.method}: {len(records)} epochs in {search_s:.0f}s, winner fitness "
-          f"{outcome['winner_fitness']}")
+    print(
+        f"ultralytics {args.method}: {len(records)} epochs in {search_s:.0f}s, winner fitness "
+        f"{outcome['winner_fitness']}"
+    )
     return 0
 
 

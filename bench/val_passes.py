@@ -10,6 +10,7 @@ left out. Prints median epoch times, the time Ultralytics' validation took insid
 epochs, and their ratio, in CPU seconds of this process (one torch thread: robust to other load on
 a shared machine) and in wall seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def run(dataset, metric: str, epochs: int, out: Path) -> list[dict[str, float]]:
 
     params = {**load_space(default_space_path("yolo", cpu_only=True)).fixed, "optimizer": "SGD", "lr0": 0.01, "seed": 0}
     params = {k: v for k, v in params.items() if k in YoloAdapter.param_names()}
-    adapter = TimedYolo(params, TrialContext(dataset=dataset, output_dir=out, max_epochs=epochs, device="cpu",
-                                             metric=metric))
+    adapter = TimedYolo(
+        params, TrialContext(dataset=dataset, output_dir=out, max_epochs=epochs, device="cpu", metric=metric)
+    )
     evaluator = CocoEvaluator(dataset.val_json)
     rows: list[dict[str, float]] = []
     last = [time.process_time(), time.perf_counter()]
@@ -61,8 +63,14 @@ def run(dataset, metric: str, epochs: int, out: Path) -> list[dict[str, float]]:
         (out / f"ckpt{epoch}").mkdir()
         adapter.save_checkpoint(out / f"ckpt{epoch}")
         cpu, wall = time.process_time(), time.perf_counter()
-        rows.append({"epoch": cpu - last[0], "wall": wall - last[1], "ultralytics_val": sum(adapter.val_seconds),
-                     "coco_pass": ours})
+        rows.append(
+            {
+                "epoch": cpu - last[0],
+                "wall": wall - last[1],
+                "ultralytics_val": sum(adapter.val_seconds),
+                "coco_pass": ours,
+            }
+        )
         adapter.val_seconds.clear()
         last[:] = [cpu, wall]
 
@@ -85,25 +93,32 @@ def main() -> int:
     LOGGER.setLevel(logging.WARNING)  # Ultralytics' per-epoch tables are noise here
     torch.set_num_threads(1)  # as a trial with one CPU
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = prepare_dataset(None, cache_dir=Path(tmp) / "cache", layouts=YoloAdapter.data_layouts(),
-                                  log=lambda _: None)
+        dataset = prepare_dataset(
+            None, cache_dir=Path(tmp) / "cache", layouts=YoloAdapter.data_layouts(), log=lambda _: None
+        )
         rows: dict[str, list[dict[str, float]]] = {m: [] for m in METRICS}
         for round_ in range(args.rounds):
             for metric in METRICS:
                 out = Path(tmp) / f"{metric.replace('/', '_')}-{round_}"
                 rows[metric] += run(dataset, metric, args.epochs, out)
-    print(f"demo data: {dataset.num_train_images} train / {dataset.num_val_images} val images; "
-          f"{args.rounds} rounds x {args.epochs - 1} steady epochs per metric")
+    print(
+        f"demo data: {dataset.num_train_images} train / {dataset.num_val_images} val images; "
+        f"{args.rounds} rounds x {args.epochs - 1} steady epochs per metric"
+    )
     keys = ("epoch", "wall", "ultralytics_val", "coco_pass")
     med = {m: {k: statistics.median(r[k] for r in rows[m]) for k in keys} for m in METRICS}
     for metric in METRICS:
         m = med[metric]
-        print(f"--metric {metric:<18} epoch {m['epoch']:.2f} CPU s ({m['wall']:.2f} s wall); Ultralytics "
-              f"validation {m['ultralytics_val']:.2f} CPU s; segtune COCO pass {m['coco_pass']:.2f} CPU s")
+        print(
+            f"--metric {metric:<18} epoch {m['epoch']:.2f} CPU s ({m['wall']:.2f} s wall); Ultralytics "
+            f"validation {m['ultralytics_val']:.2f} CPU s; segtune COCO pass {m['coco_pass']:.2f} CPU s"
+        )
     one, two = med["segm/AP"], med["yolo/val/seg_loss"]
-    print(f"epoch, one val pass / two: {one['epoch'] / two['epoch']:.2f} in CPU time "
-          f"({one['wall'] / two['wall']:.2f} wall); Ultralytics' validation was "
-          f"{two['ultralytics_val'] / two['epoch']:.1%} of a two-pass epoch's CPU time")
+    print(
+        f"epoch, one val pass / two: {one['epoch'] / two['epoch']:.2f} in CPU time "
+        f"({one['wall'] / two['wall']:.2f} wall); Ultralytics' validation was "
+        f"{two['ultralytics_val'] / two['epoch']:.1%} of a two-pass epoch's CPU time"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ A prepared dataset is written into a temporary sibling of its final directory an
 place in one rename, so a crash or Ctrl-C never leaves a half-written entry that a later run would
 trust. Entries record the images' location: the same bytes elsewhere on disk make a new entry.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,32 +36,39 @@ def content_hash(parts: Sequence[bytes], params: Mapping[str, Any]) -> str:
     return hasher.hexdigest()
 
 
-def cached_entry(out: Path, layouts: Sequence[DataLayout], train_images: Path, val_images: Path
-            ) -> PreparedDataset | None:
+def cached_entry(
+    out: Path, layouts: Sequence[DataLayout], train_images: Path, val_images: Path
+) -> PreparedDataset | None:
     """The prepared dataset in `out` if it is complete and was made from images in the same place."""
     try:
         prepared = PreparedDataset.load(out / "prepared.json")
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if any(layout.name not in prepared.layouts or not prepared.layouts[layout.name].is_file()
-           for layout in layouts):
+    if any(layout.name not in prepared.layouts or not prepared.layouts[layout.name].is_file() for layout in layouts):
         return None  # rebuilt with the missing layout (the COCO side is the same)
-    sources = (prepared.train_images_source or prepared.train_images,
-               prepared.val_images_source or prepared.val_images)
+    sources = (prepared.train_images_source or prepared.train_images, prepared.val_images_source or prepared.val_images)
     if sources != (train_images, val_images):
         return None  # the same bytes elsewhere on disk: links and paths in `out` point at the other copy
     return prepared
 
 
-def write_entry(out: Path, result: PreparedDataset, train_coco: dict[str, Any], val_coco: dict[str, Any],
-           findings: Findings, build: Callable[[Path], dict[str, Path]], log: Log) -> PreparedDataset:
+def write_entry(
+    out: Path,
+    result: PreparedDataset,
+    train_coco: dict[str, Any],
+    val_coco: dict[str, Any],
+    findings: Findings,
+    build: Callable[[Path], dict[str, Path]],
+    log: Log,
+) -> PreparedDataset:
     """Write everything into a temporary sibling of `out`, then move it into place in one rename."""
     warnings = findings.warnings
     for line in warnings:
         log(f"data warning: {line}")
     # Per split: train and val may number their images alike.
-    max_objects = max(max(Counter(a["image_id"] for a in coco["annotations"]).values(), default=0)
-                      for coco in (train_coco, val_coco))
+    max_objects = max(
+        max(Counter(a["image_id"] for a in coco["annotations"]).values(), default=0) for coco in (train_coco, val_coco)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -79,9 +87,11 @@ def write_entry(out: Path, result: PreparedDataset, train_coco: dict[str, Any], 
         move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"prepared dataset {out}: {prepared.num_train_images} train / {prepared.num_val_images} val images, "
+    log(
+        f"prepared dataset {out}: {prepared.num_train_images} train / {prepared.num_val_images} val images, "
         f"{prepared.num_classes} classes ({', '.join(prepared.category_names)}), "
-        f"up to {prepared.max_objects_per_image} objects per image")
+        f"up to {prepared.max_objects_per_image} objects per image"
+    )
     return prepared
 
 

@@ -25,6 +25,7 @@ Two things make it faster still on dense images, without changing a single figur
 Ids given to GT and detections start at 1: like pycocotools, the engine records a match as the
 matched annotation's id and treats id 0 as "unmatched".
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,8 +102,7 @@ class GroundTruth:
 
     def group(self) -> np.ndarray:
         """Each annotation's image/category group: image rank x categories + category rank."""
-        return self.image_rank * len(self.category_ids) + np.searchsorted(self.category_ids,
-                                                                          self.category)
+        return self.image_rank * len(self.category_ids) + np.searchsorted(self.category_ids, self.category)
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,9 @@ class _Evaluation:
     def __init__(self, gt: GroundTruth, dets: Detections, task: _Task, max_dets: int) -> None:
         self.gt, self.task, self.max_dets = gt, task, max_dets
         n_cats = len(gt.category_ids)
-        dt_group = (np.searchsorted(gt.image_ids, dets.image_ids) * n_cats
-                    + np.searchsorted(gt.category_ids, dets.category_ids))
+        dt_group = np.searchsorted(gt.image_ids, dets.image_ids) * n_cats + np.searchsorted(
+            gt.category_ids, dets.category_ids
+        )
         # The detections COCOeval would keep: per image/category the max_dets best, in its order
         # (score descending, ties in prediction order). The rest can never count.
         order = np.lexsort((np.arange(len(dt_group)), -dets.scores, dt_group))
@@ -208,8 +209,9 @@ class _Evaluation:
         gt_first = np.searchsorted(self.gt_group, groups, side="left")
         gt_last = np.searchsorted(self.gt_group, groups, side="right")
         dt_geometry, gt_geometry = self.task.dt_geometry, self.task.gt_geometry
-        for group, d0, d1, g0, g1 in zip(groups.tolist(), dt_first.tolist(), dt_last.tolist(),
-                                         gt_first.tolist(), gt_last.tolist()):
+        for group, d0, d1, g0, g1 in zip(
+            groups.tolist(), dt_first.tolist(), dt_last.tolist(), gt_first.tolist(), gt_last.tolist()
+        ):
             if g0 == g1:
                 continue  # no GT: nothing to match, nothing to compute
             dt_idx, gt_idx = self.kept[d0:d1], self.gt_order[g0:g1]
@@ -217,8 +219,9 @@ class _Evaluation:
                 d, g = dt_geometry[dt_idx], gt_geometry[gt_idx]
             else:
                 d, g = [dt_geometry[i] for i in dt_idx], [gt_geometry[i] for i in gt_idx]
-            ious = np.asarray(fast_mask.iou(d, g, self.gt.crowd[gt_idx].tolist()),
-                              dtype=np.float64).reshape(d1 - d0, g1 - g0)
+            ious = np.asarray(fast_mask.iou(d, g, self.gt.crowd[gt_idx].tolist()), dtype=np.float64).reshape(
+                d1 - d0, g1 - g0
+            )
             self.ious[group] = ious
             rows, cols = np.nonzero(ious >= _MATCHABLE)
             dt_nodes.append(rows + d0)
@@ -256,16 +259,22 @@ class _Evaluation:
         gt_anns = [
             {"id": n, "image_id": image, "category_id": cat, "area": area, "iscrowd": int(crowd)}
             for n, image, cat, area, crowd in zip(
-                range(1, len(gt) + 1), pseudo_gt[self.gt_position].tolist(),
-                gt.category.tolist(), gt.area.tolist(), gt.crowd.tolist())
+                range(1, len(gt) + 1),
+                pseudo_gt[self.gt_position].tolist(),
+                gt.category.tolist(),
+                gt.area.tolist(),
+                gt.crowd.tolist(),
+            )
         ]
         dt_anns = [  # in kept order: ids increase with the order COCOeval sorts them in
-            {"id": n, "image_id": image, "category_id": cat, "score": score, "area": area,
-             "iscrowd": 0}
+            {"id": n, "image_id": image, "category_id": cat, "score": score, "area": area, "iscrowd": 0}
             for n, image, cat, score, area in zip(
-                range(1, len(kept) + 1), pseudo_dt.tolist(),
+                range(1, len(kept) + 1),
+                pseudo_dt.tolist(),
                 self.gt.category_ids[self.dt_group % len(gt.category_ids)].tolist(),
-                self.scores.tolist(), self.task.dt_area[kept].tolist())
+                self.scores.tolist(),
+                self.task.dt_area[kept].tolist(),
+            )
         ]
         return (_index(images, gt.categories, gt_anns), _index(images, gt.categories, dt_anns))
 
@@ -287,10 +296,8 @@ def _index(images: list[dict], categories: list[dict], annotations: list[dict]) 
 class _GivenIoUs(COCOeval_faster):
     """COCOeval_faster whose IoUs come from an _Evaluation instead of decoding masks."""
 
-    def __init__(self, coco_gt: COCO, coco_dt: COCO, iou_type: str,
-                 evaluation: _Evaluation) -> None:
-        super().__init__(coco_gt, coco_dt, iou_type, print_function=_silent,
-                         rle_iou_max_workers=1)
+    def __init__(self, coco_gt: COCO, coco_dt: COCO, iou_type: str, evaluation: _Evaluation) -> None:
+        super().__init__(coco_gt, coco_dt, iou_type, print_function=_silent, rle_iou_max_workers=1)
         self.params.compute_rle = False  # IoUs are given: no mask needs decoding
         self._evaluation = evaluation
 

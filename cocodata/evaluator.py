@@ -7,6 +7,7 @@ truth normalised by `cocodata.ground_truth.normalise` (the same normalisation th
 had: ids from 0 renumbered, missing iscrowd/area/bbox filled, boxes clipped; see there why each
 matters), with polygons cleaned and converted by `cocodata.masks`.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,7 @@ class CocoEvaluator:
             self.dataset = normalise(dataset, as_rle=True)
             self._gt = coco_engine.GroundTruth(self.dataset)
         self.image_ids: frozenset[int] = frozenset(img["id"] for img in self.dataset["images"])
-        self.category_ids: frozenset[int] = frozenset(
-            cat["id"] for cat in self.dataset["categories"])
+        self.category_ids: frozenset[int] = frozenset(cat["id"] for cat in self.dataset["categories"])
         self._sizes = {img["id"]: (img["height"], img["width"]) for img in self.dataset["images"]}
         per_image = Counter(ann["image_id"] for ann in self.dataset["annotations"])
         # COCO's default of 100 detections per image would cap recall on dense scenes.
@@ -103,9 +103,12 @@ class CocoEvaluator:
             scores.append(pred["score"])
             boxes.append(pred.get("bbox"))
         return coco_engine.Detections(
-            image_ids=np.array(image_ids), category_ids=np.array(category_ids),
-            scores=np.array(scores, dtype=np.float64).reshape(-1), masks=rles,
-            boxes=_boxes(boxes, rles))
+            image_ids=np.array(image_ids),
+            category_ids=np.array(category_ids),
+            scores=np.array(scores, dtype=np.float64).reshape(-1),
+            masks=rles,
+            boxes=_boxes(boxes, rles),
+        )
 
     @staticmethod
     def _stats(precision: np.ndarray) -> dict[str, float]:
@@ -159,8 +162,7 @@ def _boxes(boxes: list[Any], masks: list[dict]) -> np.ndarray:
     if array is None:  # name the first culprit; only then is each box looked at in Python
         for index, box in enumerate(boxes):
             if not _valid_box(box):
-                raise ValueError(f"prediction {index} has an invalid bbox {box!r}: "
-                                 "need [x, y, w, h]")
+                raise ValueError(f"prediction {index} has an invalid bbox {box!r}: need [x, y, w, h]")
         array = np.array(boxes, dtype=np.float64)
     return array
 
@@ -181,7 +183,6 @@ def _box_array(boxes: list[Any]) -> np.ndarray | None:
 
 def _valid_box(box: Any) -> bool:
     try:
-        return len(box) == 4 and all(isinstance(v, numbers.Real) and math.isfinite(v)
-                                     for v in box)
+        return len(box) == 4 and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in box)
     except TypeError:  # no len()
         return False

@@ -3,6 +3,7 @@
 Every problem is collected (not just the first): the first case of each kind is spelled out with
 where it is and how to fix it, the rest are counted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -13,6 +13,7 @@ What it does (none of it changes what a correct prediction is):
   spurious FP + FN per file, on every prediction set, perfect ones included. Ids carry no other
   meaning in COCOeval; image and category ids, which predictions refer to, are kept.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -36,8 +37,9 @@ def detection_limit(max_objects_per_image: int) -> int:
     return max(COCO_MAX_DETS, 2 * int(max_objects_per_image))
 
 
-def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None, *,
-              as_rle: bool = False) -> dict[str, Any]:
+def normalise(
+    data: Mapping[str, Any], image_ids: Iterable[int] | None = None, *, as_rle: bool = False
+) -> dict[str, Any]:
     """A normalised copy of a COCO instances dict, restricted to `image_ids` when given; with
     `as_rle`, every segmentation converted to compressed RLE (once: area and box come from it).
 
@@ -75,8 +77,7 @@ def normalise(data: Mapping[str, Any], image_ids: Iterable[int] | None = None, *
     }
 
 
-def _normalise_annotation(ann: dict[str, Any], height: int, width: int, where: str,
-                          as_rle: bool) -> dict[str, Any]:
+def _normalise_annotation(ann: dict[str, Any], height: int, width: int, where: str, as_rle: bool) -> dict[str, Any]:
     ann["iscrowd"] = int(ann.get("iscrowd") or 0)
     if as_rle or ann.get("area") is None or ann.get("bbox") is None:
         try:

@@ -1,4 +1,5 @@
 """Image files read once: content digest, stored size and EXIF orientation (or why it is unusable)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -71,5 +72,7 @@ def scan_images(paths: Sequence[Path], workers: int = 8) -> list[ImageInfo]:
 
 def exif_warning(name: str, orientation: int) -> str:
     """For datasets in Ultralytics' own format, whose labels are relative to the upright view."""
-    return (f"image {name} carries EXIF orientation {orientation}: its labels are read against the upright "
-            "view, as Ultralytics reads them; check them in a viewer that applies the tag")
+    return (
+        f"image {name} carries EXIF orientation {orientation}: its labels are read against the upright "
+        "view, as Ultralytics reads them; check them in a viewer that applies the tag"
+    )

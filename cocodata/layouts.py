@@ -5,6 +5,7 @@
 - `NativeSource`: a dataset given in a framework's own format (`--data FILE`), read far enough to
   hash it; converted to COCO ground truth later, only when the cache does not have it yet.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence

@@ -11,6 +11,7 @@ one it is scored against. Built on pycocotools' own routines (`frPyObjects`, `me
   training readers skip it;
 - RLE (compressed, or uncompressed `counts` lists) must be at the image's full resolution.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -114,8 +115,10 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     # (N, H): which rows hold ones. As one 2-D reduction along memory order: ~3x faster than
     # any(axis=2) on the 3-D stack (numpy 2.4).
     rows_used = masks.reshape(n * height, width).any(axis=1).reshape(n, height)
-    uncompressed = [{"size": [height, width], "counts": _run_lengths(mask, rows, height, width)}
-                    for mask, rows in zip(masks, rows_used)]
+    uncompressed = [
+        {"size": [height, width], "counts": _run_lengths(mask, rows, height, width)}
+        for mask, rows in zip(masks, rows_used)
+    ]
     return mask_utils.frPyObjects(uncompressed, height, width) if uncompressed else []
 
 

@@ -18,6 +18,7 @@ the same file names as the user's folder): to the written file for tagged images
 own file for the others. The prepared dataset points that split's images there; untagged datasets
 are read from the user's folders as before.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,13 +50,19 @@ def describe(name: str, info: ImageInfo, view: str) -> tuple[str, str]:
     """(finding kind, text) saying which view of a tagged image is used, for the data warnings."""
     stored = "x".join(map(str, info.size or (0, 0)))
     if info.size == info.display_size:
-        return "exif-either", (f"image {name} carries EXIF orientation {info.orientation} and its size ({stored}) "
-                               "fits both the stored and the upright view: the upright view is used")
+        return "exif-either", (
+            f"image {name} carries EXIF orientation {info.orientation} and its size ({stored}) "
+            "fits both the stored and the upright view: the upright view is used"
+        )
     if view == UPRIGHT:
-        return "exif-upright", (f"image {name} carries EXIF orientation {info.orientation} and its JSON size is "
-                                "the upright view's: the upright view is used")
-    return "exif-stored", (f"image {name} carries EXIF orientation {info.orientation} but its JSON size is the "
-                           f"stored pixels' ({stored}): those pixels are used, as they were annotated")
+        return "exif-upright", (
+            f"image {name} carries EXIF orientation {info.orientation} and its JSON size is "
+            "the upright view's: the upright view is used"
+        )
+    return "exif-stored", (
+        f"image {name} carries EXIF orientation {info.orientation} but its JSON size is the "
+        f"stored pixels' ({stored}): those pixels are used, as they were annotated"
+    )
 
 
 def write_view(info: ImageInfo, view: str, directory: Path) -> Path:
@@ -94,16 +101,21 @@ def take_sources(coco: dict[str, Any], images_dir: Path) -> dict[int, Path]:
     sources = {}
     for image in coco["images"]:
         sources[image["id"]] = (images_dir / image["file_name"]).resolve()
-        parts = [p for p in PurePosixPath(image["file_name"].replace("\\", "/")).parts
-                 if p not in ("", ".", "..", "/")]
+        parts = [p for p in PurePosixPath(image["file_name"].replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
         safe = "/".join(parts) or f"image_{image['id']}"
         if safe != image["file_name"]:
             image["file_name"] = safe
     return sources
 
 
-def image_folder(build_dir: Path, split: str, coco: Mapping[str, Any], sources: Mapping[int, Path],
-                 views: Mapping[int, tuple[ImageInfo, str]], cache_dir: Path) -> Path:
+def image_folder(
+    build_dir: Path,
+    split: str,
+    coco: Mapping[str, Any],
+    sources: Mapping[int, Path],
+    views: Mapping[int, tuple[ImageInfo, str]],
+    cache_dir: Path,
+) -> Path:
     """Write `<build_dir>/coco_images/<split>/` (see the module docstring): links under the file
     names of `coco` to the written view of each tagged image and to the user's file of the others."""
     folder = build_dir / FOLDER / split

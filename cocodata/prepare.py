@@ -9,6 +9,7 @@ that is moved into place in one rename.
 Datasets in a framework's own format (`NativeSource`, e.g. an Ultralytics dataset YAML) come in
 through readers the registry supplies; this module knows no framework.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,11 @@ from segtune.core.record import PreparedDataset
 __all__ = ["DEMO_PARAMS", "DataLayout", "NativeSource", "demo_dir_name", "prepare_dataset"]
 
 DEMO_PARAMS: dict[str, Any] = {
-    "n_train": 64, "n_val": 16, "image_size": 128, "seed": 0, "objects_per_image": (1, 3),
+    "n_train": 64,
+    "n_val": 16,
+    "image_size": 128,
+    "seed": 0,
+    "objects_per_image": (1, 3),
 }
 VAL_SPLIT_NAMES = ("val", "valid", "validation")
 FEW_ANNOTATIONS = 5  # fewer train annotations than this: a class too small to learn or to score
@@ -41,8 +46,10 @@ Log = Callable[[str], None]
 
 def demo_dir_name(params: Mapping[str, Any] = DEMO_PARAMS) -> str:
     lo, hi = params["objects_per_image"]
-    return (f"demo-v{GENERATOR_VERSION}-n{params['n_train']}x{params['n_val']}-s{params['image_size']}"
-            f"-seed{params['seed']}-o{lo}-{hi}")
+    return (
+        f"demo-v{GENERATOR_VERSION}-n{params['n_train']}x{params['n_val']}-s{params['image_size']}"
+        f"-seed{params['seed']}-o{lo}-{hi}"
+    )
 
 
 def prepare_dataset(
@@ -130,23 +137,37 @@ def _coco_layout(root: Path) -> _CocoSource:
         raise DataError(f"{root}: no annotations/instances_train.json (found {found_text}); pass {layout}")
     for split in VAL_SPLIT_NAMES:
         if (annotations / f"instances_{split}.json").is_file():
-            return _CocoSource(root.name, train_json, root / "images" / "train",
-                               annotations / f"instances_{split}.json", root / "images" / split)
+            return _CocoSource(
+                root.name,
+                train_json,
+                root / "images" / "train",
+                annotations / f"instances_{split}.json",
+                root / "images" / split,
+            )
     return _CocoSource(root.name, train_json, root / "images" / "train", None, None)
 
 
-def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir: Path,
-                  layouts: Sequence[DataLayout], log: Log) -> PreparedDataset:
+def _prepare_coco(
+    source: _CocoSource, val_fraction: float, seed: int, cache_dir: Path, layouts: Sequence[DataLayout], log: Log
+) -> PreparedDataset:
     findings = Findings()
     train_json, val_json = source.train_json, source.val_json
     # Both files may have one name (Roboflow's train/_annotations.coco.json): then name their folders too.
     same_name = val_json is not None and val_json.name == train_json.name
-    train = load_coco(train_json, source.train_images.expanduser().resolve(), findings,
-                      f"{train_json.parent.name}/{train_json.name}" if same_name else train_json.name)
+    train = load_coco(
+        train_json,
+        source.train_images.expanduser().resolve(),
+        findings,
+        f"{train_json.parent.name}/{train_json.name}" if same_name else train_json.name,
+    )
     val = None
     if val_json is not None and source.val_images is not None:
-        val = load_coco(val_json, source.val_images.expanduser().resolve(), findings,
-                        f"{val_json.parent.name}/{val_json.name}" if same_name else val_json.name)
+        val = load_coco(
+            val_json,
+            source.val_images.expanduser().resolve(),
+            findings,
+            f"{val_json.parent.name}/{val_json.name}" if same_name else val_json.name,
+        )
     findings.raise_if_errors(log)
     assert train is not None
     files = [train] + ([val] if val is not None else [])
@@ -170,10 +191,11 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
         try:
             train_ids, val_ids = split_image_ids(train.data, val_fraction, seed)
         except ValueError as exc:
-            raise DataError(f"{train.label}: {exc}; add a val split (annotations/instances_val.json)"
-                            ) from exc
-        log(f"no val split given: {len(val_ids)} of {len(train.data['images'])} images drawn for val "
-            f"(val_fraction={val_fraction}, seed={seed})")
+            raise DataError(f"{train.label}: {exc}; add a val split (annotations/instances_val.json)") from exc
+        log(
+            f"no val split given: {len(val_ids)} of {len(train.data['images'])} images drawn for val "
+            f"(val_fraction={val_fraction}, seed={seed})"
+        )
         train_coco, val_coco = normalise(train.data, train_ids), normalise(train.data, val_ids)
     else:
         train_coco, val_coco = normalise(train.data), normalise(val.data)
@@ -191,8 +213,7 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
     for split, (coco, images_dir) in splits.items():
         if views := orientation.tagged_views(coco, split_infos[split]):
             oriented[split] = (orientation.take_sources(coco, images_dir), views)
-    images_at = {split: out / orientation.FOLDER / split if split in oriented else splits[split][1]
-                 for split in splits}
+    images_at = {split: out / orientation.FOLDER / split if split in oriented else splits[split][1] for split in splits}
 
     def build(tmp: Path) -> dict[str, Path]:
         read_from = dict(splits)
@@ -202,18 +223,21 @@ def _prepare_coco(source: _CocoSource, val_fraction: float, seed: int, cache_dir
         return {layout.name: layout.write(tmp, out, read_from, category_ids, names) for layout in layouts}
 
     result = PreparedDataset(
-        name=source.name, content_hash=content_hash,
-        train_json=out / "train.json", train_images=images_at["train"],
-        val_json=out / "val.json", val_images=images_at["val"],
-        category_ids=category_ids, category_names=names,
+        name=source.name,
+        content_hash=content_hash,
+        train_json=out / "train.json",
+        train_images=images_at["train"],
+        val_json=out / "val.json",
+        val_images=images_at["val"],
+        category_ids=category_ids,
+        category_names=names,
         train_images_source=train.images_dir if "train" in oriented else None,
         val_images_source=val_dir if "val" in oriented else None,
     )
     return cache.write_entry(out, result, train_coco, val_coco, findings, build, log)
 
 
-def _prepare_native(source: NativeSource, cache_dir: Path, layouts: Sequence[DataLayout],
-                    log: Log) -> PreparedDataset:
+def _prepare_native(source: NativeSource, cache_dir: Path, layouts: Sequence[DataLayout], log: Log) -> PreparedDataset:
     """A dataset in a framework's own format: hashed, converted to COCO ground truth (for the one
     evaluator, and for adapters that train on COCO), its own layout kept as it is."""
     content_hash = cache.content_hash(source.hash_parts, {"kind": f"native-{source.layout}", **source.hash_params})
@@ -225,8 +249,12 @@ def _prepare_native(source: NativeSource, cache_dir: Path, layouts: Sequence[Dat
     train_coco, val_coco = source.to_coco(findings)
     for split, coco in (("train", train_coco), ("val", val_coco)):
         if not coco["annotations"]:
-            findings.error(f"{source.label} ({split})", "no-annotations", "no image has polygon labels",
-                           "put the label files in the labels/ folder parallel to images/")
+            findings.error(
+                f"{source.label} ({split})",
+                "no-annotations",
+                "no image has polygon labels",
+                "put the label files in the labels/ folder parallel to images/",
+            )
     categories = dict(enumerate(source.category_names))
     _category_warnings(categories, train_coco, val_coco, findings, indexed_by_yaml=True)
     findings.raise_if_errors(log)
@@ -243,10 +271,14 @@ def _prepare_native(source: NativeSource, cache_dir: Path, layouts: Sequence[Dat
         return written
 
     result = PreparedDataset(
-        name=source.name, content_hash=content_hash,
-        train_json=out / "train.json", train_images=source.train_images,
-        val_json=out / "val.json", val_images=source.val_images,
-        category_ids=category_ids, category_names=source.category_names,
+        name=source.name,
+        content_hash=content_hash,
+        train_json=out / "train.json",
+        train_images=source.train_images,
+        val_json=out / "val.json",
+        val_images=source.val_images,
+        category_ids=category_ids,
+        category_names=source.category_names,
     )
     return cache.write_entry(out, result, train_coco, val_coco, findings, build, log)
 
@@ -257,7 +289,7 @@ def _scan(files: Sequence[CocoFile]) -> list[dict[int, ImageInfo]]:
     infos = scan_images([p for paths in id_paths for p in paths.values()])
     out, start = [], 0
     for paths in id_paths:
-        out.append(dict(zip(paths, infos[start:start + len(paths)])))
+        out.append(dict(zip(paths, infos[start : start + len(paths)])))
         start += len(paths)
     return out
 
@@ -272,9 +304,13 @@ def _warn_zero_annotation_ids(files: Sequence[CocoFile], findings: Findings) -> 
     """Say so when annotation ids start at 0 (as in Roboflow exports): `normalise` renumbered them."""
     zero_based = [f.label for f in files if has_zero_based_ids(f.data)]
     if zero_based:
-        findings.warn(", ".join(zero_based), "annotation-id-0", "annotation ids start at 0",
-                      "they are shifted to start at 1 in the normalised JSONs (pycocotools counts a match with "
-                      "id 0 as a miss); image and category ids are kept")
+        findings.warn(
+            ", ".join(zero_based),
+            "annotation-id-0",
+            "annotation ids start at 0",
+            "they are shifted to start at 1 in the normalised JSONs (pycocotools counts a match with "
+            "id 0 as a miss); image and category ids are kept",
+        )
 
 
 def _category_warnings(
@@ -292,14 +328,26 @@ def _category_warnings(
         n_train, n_val = train_counts[cat_id], val_counts[cat_id]
         label = f"category {cat_id} ({cat_name!r})"
         if n_train + n_val == 0:
-            fix = ("the model keeps a class for it that it can never learn" if indexed_by_yaml else
-                   "it gets no class index (export placeholders, like Roboflow's id 0, look like this)")
+            fix = (
+                "the model keeps a class for it that it can never learn"
+                if indexed_by_yaml
+                else "it gets no class index (export placeholders, like Roboflow's id 0, look like this)"
+            )
             findings.warn("categories", "empty-category", f"{label} has no annotations", fix, name=cat_name)
         elif n_train == 0:
-            findings.warn("categories", "val-only-category", f"{label} has {n_val} val annotation(s) but "
-                          "none in train", "the model cannot learn it; add train examples", name=cat_name)
+            findings.warn(
+                "categories",
+                "val-only-category",
+                f"{label} has {n_val} val annotation(s) but none in train",
+                "the model cannot learn it; add train examples",
+                name=cat_name,
+            )
         elif n_train < FEW_ANNOTATIONS or n_val == 0:
-            findings.warn("categories", "sparse-category", f"{label} has only {n_train} train and {n_val} "
-                          "val annotation(s)", "too few to learn or to score reliably; add examples or drop "
-                          "the category", name=cat_name)
+            findings.warn(
+                "categories",
+                "sparse-category",
+                f"{label} has only {n_train} train and {n_val} val annotation(s)",
+                "too few to learn or to score reliably; add examples or drop the category",
+                name=cat_name,
+            )
     return train_counts + val_counts

@@ -3,6 +3,7 @@
 Every adapter predicts per image (full-resolution masks, contiguous class indices) and calls
 `instances_to_coco`, so that all frameworks hand CocoEvaluator the same kind of results.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,7 @@ def list_images(gt_json: Path, images_dir: Path) -> list[ImageRecord]:
         dataset = json.load(f)
     images_dir = Path(images_dir)
     return [
-        ImageRecord(int(img["id"]), images_dir / img["file_name"],
-                    int(img["width"]), int(img["height"]))
+        ImageRecord(int(img["id"]), images_dir / img["file_name"], int(img["width"]), int(img["height"]))
         for img in dataset["images"]
     ]
 
@@ -80,19 +80,19 @@ def instances_to_coco(
         return []
     if classes.min() < 0 or classes.max() >= len(category_ids):
         raise ValueError(
-            f"class indices {classes.min()}..{classes.max()} out of range for "
-            f"{len(category_ids)} categories"
+            f"class indices {classes.min()}..{classes.max()} out of range for {len(category_ids)} categories"
         )
     rles = encode_masks(masks_np)
     results = []
     for box, score, cls, rle in zip(boxes, scores_np, classes, rles):
         x1, y1, x2, y2 = (float(v) for v in box)
-        results.append({
-            "image_id": int(image_id),
-            "category_id": int(category_ids[int(cls)]),
-            "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "score": float(score),
-            "segmentation": {"size": [int(v) for v in rle["size"]],
-                             "counts": rle["counts"].decode("ascii")},
-        })
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(cls)]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(score),
+                "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            }
+        )
     return results

@@ -1,4 +1,5 @@
 """A seeded train/val split for datasets that come with a train split only."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -19,8 +20,7 @@ def split_image_ids(data: Mapping[str, Any], val_fraction: float, seed: int) -> 
     all_ids = sorted({int(image["id"]) for image in data["images"]})
     annotated = sorted({int(ann["image_id"]) for ann in data["annotations"]} & set(all_ids))
     if len(annotated) < 2:
-        raise ValueError(f"cannot split {len(annotated)} annotated image(s) into train and val: "
-                         "need at least 2")
+        raise ValueError(f"cannot split {len(annotated)} annotated image(s) into train and val: need at least 2")
     n_val = min(max(1, round(len(all_ids) * val_fraction)), len(annotated) - 1)
     order = np.random.default_rng(seed).permutation(len(annotated))
     val = sorted(annotated[i] for i in order[:n_val])

@@ -3,6 +3,7 @@
 It is the embedded default dataset (so a first run needs nothing but the package) and the test
 fixture. Later shapes partly cover earlier ones; what is annotated is each object's *visible* mask.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,15 @@ CATEGORIES = (
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 )
 PALETTE = (  # BGR; saturated colours that stand out from the muted backgrounds
-    (40, 40, 220), (60, 180, 40), (220, 80, 40), (40, 200, 230), (200, 60, 200),
-    (200, 200, 40), (30, 140, 240), (245, 245, 245), (25, 25, 25),
+    (40, 40, 220),
+    (60, 180, 40),
+    (220, 80, 40),
+    (40, 200, 230),
+    (200, 60, 200),
+    (200, 200, 40),
+    (30, 140, 240),
+    (245, 245, 245),
+    (25, 25, 25),
 )
 MIN_VISIBLE_PX = 12  # an object must keep at least this much visible area ...
 MIN_PART_PX = 4  # ... and every visible fragment at least this much, or the placement is redrawn
@@ -58,17 +66,23 @@ def make_demo_dataset(
             f"got n_train={n_train}, n_val={n_val}, image_size={image_size}, "
             f"objects_per_image={objects_per_image}"
         )
-    params = {"version": GENERATOR_VERSION, "n_train": n_train, "n_val": n_val, "image_size": image_size,
-              "seed": seed, "objects_per_image": [lo, hi]}
+    params = {
+        "version": GENERATOR_VERSION,
+        "n_train": n_train,
+        "n_val": n_val,
+        "image_size": image_size,
+        "seed": seed,
+        "objects_per_image": [lo, hi],
+    }
     marker = root / MARKER
     if marker.is_file():
         if json.loads(marker.read_text()) == params:
             return root
-        raise FileExistsError(f"{root} holds a demo dataset made with other parameters ({marker}); "
-                              "use another directory")
+        raise FileExistsError(
+            f"{root} holds a demo dataset made with other parameters ({marker}); use another directory"
+        )
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists and is not empty; make_demo_dataset writes only into a "
-                              "new directory")
+        raise FileExistsError(f"{root} exists and is not empty; make_demo_dataset writes only into a new directory")
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
@@ -91,8 +105,16 @@ def make_demo_dataset(
     return root
 
 
-def _make_split(out: Path, split: str, split_index: int, count: int, size: int, seed: int,
-                objects: tuple[int, int], params: dict[str, Any]) -> dict[str, Any]:
+def _make_split(
+    out: Path,
+    split: str,
+    split_index: int,
+    count: int,
+    size: int,
+    seed: int,
+    objects: tuple[int, int],
+    params: dict[str, Any],
+) -> dict[str, Any]:
     import cv2
 
     image_dir = out / "images" / split
@@ -114,8 +136,12 @@ def _make_split(out: Path, split: str, split_index: int, count: int, size: int, 
             occluded += int(visible.sum()) < full_area
             annotations.append(_annotation(len(annotations) + 1, image_id, category_id, visible))
     return {
-        "info": {"description": "segtune synthetic demo shapes", "split": split, "params": params,
-                 "occluded_objects": occluded},
+        "info": {
+            "description": "segtune synthetic demo shapes",
+            "split": split,
+            "params": params,
+            "occluded_objects": occluded,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,

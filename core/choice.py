@@ -16,6 +16,7 @@ framework would have: its settings (backend, model, weights, space) and its own 
 trial loop, the export and the model card work as they do for one framework. A single-framework
 experiment's configs pass through unchanged. Imports nothing of segtune but the record.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,15 +43,17 @@ def chosen_framework(settings: RunSettings, config: Mapping[str, Any]) -> str:
         return settings.sole_framework.name
     framework = config.get(FRAMEWORK_KEY)
     if framework not in settings.framework_names:
-        raise KeyError(f"the trial's config names no framework of this search ({FRAMEWORK_KEY}={framework!r}; "
-                       f"the search has {', '.join(settings.framework_names)})")
+        raise KeyError(
+            f"the trial's config names no framework of this search ({FRAMEWORK_KEY}={framework!r}; "
+            f"the search has {', '.join(settings.framework_names)})"
+        )
     return str(framework)
 
 
 def own_params(framework: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The framework's hyperparameters of a multi-framework config, without the prefix."""
     prefix = param_key(framework, "")
-    return {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in config.items() if key.startswith(prefix)}
 
 
 def for_trial(settings: RunSettings, config: Mapping[str, Any]) -> tuple[RunSettings, dict[str, Any]]:

@@ -4,6 +4,7 @@ Every layer raises a `UserError` (or one of its kinds below) whose message is on
 problem and the fix. The command-line scripts run their `main` through `run_cli`, which prints
 `<prog>: error: <message>` on stderr and exits with status 2; nothing else catches these errors.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -27,6 +27,7 @@ Example:
     ...
     segtune.core.errors.ExperimentError: the record is schema version 99, newer than this segtune reads (2); ...
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,13 +54,17 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """
     version = data.get(SCHEMA_KEY, 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ExperimentError(f"the record's {SCHEMA_KEY} {version!r} is not a version of segtune's record; "
-                              f"it was not written by segtune, start a new experiment")
+        raise ExperimentError(
+            f"the record's {SCHEMA_KEY} {version!r} is not a version of segtune's record; "
+            f"it was not written by segtune, start a new experiment"
+        )
     if version > SCHEMA_VERSION:
-        raise ExperimentError(f"the record is schema version {version}, newer than this segtune reads "
-                              f"({SCHEMA_VERSION}); upgrade segtune (pip install -U segtune)")
+        raise ExperimentError(
+            f"the record is schema version {version}, newer than this segtune reads "
+            f"({SCHEMA_VERSION}); upgrade segtune (pip install -U segtune)"
+        )
     data = copy.deepcopy(data)
-    for step in _STEPS[version - 1:]:
+    for step in _STEPS[version - 1 :]:
         data = step(data)
     data[SCHEMA_KEY] = SCHEMA_VERSION
     return data
@@ -78,18 +83,32 @@ def _v1_to_v2(flat: dict[str, Any]) -> dict[str, Any]:
         "data": _dataset(flat["dataset"]),
         "frameworks": _frameworks(flat, space),
         "space": space,
-        "objective": {"metric": flat["metric"], "mode": flat["mode"],
-                      "objectives": flat.get("objectives") or []},
-        "budget": {"max_epochs": flat["max_epochs"], "num_samples": flat["num_samples"] if recorded else None,
-                   "budget_epochs": flat.get("budget_epochs"), "time_budget": flat.get("time_budget")},
-        "schedule": {"sampler": flat.get("sampler", "tpe"), "scheduler": flat.get("scheduler", "asha"),
-                     "grace_period": flat.get("grace_period") or None,
-                     "reduction_factor": flat.get("reduction_factor", 3.0)},
-        "resources": {"gpus_per_trial": flat["gpus_per_trial"], "cpus_per_trial": flat["cpus_per_trial"],
-                      "workers": flat["workers"], "max_concurrent": flat.get("max_concurrent", 1),
-                      "max_failures": flat.get("max_failures", 0), "max_detections": flat["max_detections"]},
-        "study": {"storage": flat.get("study_storage", ""), "name": flat.get("study_name", ""),
-                  "warm_start": flat.get("warm_start") or []},
+        "objective": {"metric": flat["metric"], "mode": flat["mode"], "objectives": flat.get("objectives") or []},
+        "budget": {
+            "max_epochs": flat["max_epochs"],
+            "num_samples": flat["num_samples"] if recorded else None,
+            "budget_epochs": flat.get("budget_epochs"),
+            "time_budget": flat.get("time_budget"),
+        },
+        "schedule": {
+            "sampler": flat.get("sampler", "tpe"),
+            "scheduler": flat.get("scheduler", "asha"),
+            "grace_period": flat.get("grace_period") or None,
+            "reduction_factor": flat.get("reduction_factor", 3.0),
+        },
+        "resources": {
+            "gpus_per_trial": flat["gpus_per_trial"],
+            "cpus_per_trial": flat["cpus_per_trial"],
+            "workers": flat["workers"],
+            "max_concurrent": flat.get("max_concurrent", 1),
+            "max_failures": flat.get("max_failures", 0),
+            "max_detections": flat["max_detections"],
+        },
+        "study": {
+            "storage": flat.get("study_storage", ""),
+            "name": flat.get("study_name", ""),
+            "warm_start": flat.get("warm_start") or [],
+        },
         "confirmation": {"top": flat.get("confirm_top", 0), "seeds": flat.get("confirm_seeds", 0)},
         "seed": flat.get("seed", 0),
         "options": options,
@@ -112,12 +131,26 @@ def _frameworks(flat: dict[str, Any], space: dict[str, Any]) -> list[dict[str, A
     """One entry per framework: the flat record's `frameworks` dict (several frameworks, whose
     `framework`/`model`/`weights` were empty or joined), else its one framework."""
     if flat.get("frameworks"):
-        return [{"name": name, "backend": entry.get("backend") or "", "models": list(entry.get("models") or []),
-                 "weights": entry.get("weights"), "space": entry.get("space") or {}}
-                for name, entry in flat["frameworks"].items()]
+        return [
+            {
+                "name": name,
+                "backend": entry.get("backend") or "",
+                "models": list(entry.get("models") or []),
+                "weights": entry.get("weights"),
+                "space": entry.get("space") or {},
+            }
+            for name, entry in flat["frameworks"].items()
+        ]
     model = flat.get("model") or ""
-    return [{"name": flat["framework"], "backend": flat.get("backend") or "", "models": [model] if model else [],
-             "weights": flat.get("weights"), "space": space}]
+    return [
+        {
+            "name": flat["framework"],
+            "backend": flat.get("backend") or "",
+            "models": [model] if model else [],
+            "weights": flat.get("weights"),
+            "space": space,
+        }
+    ]
 
 
 # _STEPS[v - 1] brings version v to v + 1.

@@ -8,6 +8,7 @@ Result rows use the keys below besides the metrics. Written by `runners/`, read 
 (resume) and `analysis/`; this module imports nothing of segtune but core/errors, core/sections
 and core/migrate.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def absolute_study_url(url: str) -> str:
     """A relative SQLite path made absolute: the URL is recorded, and a resume may run elsewhere."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
-        return prefix + str(Path(url[len(prefix):]).resolve())
+        return prefix + str(Path(url[len(prefix) :]).resolve())
     return url
 
 
@@ -67,8 +68,10 @@ MARK_KEYS = (CONFIRM_OF_KEY, CONFIRM_SEED_KEY)
 
 def split_marks(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A trial's config as (hyperparameters, segtune's marks)."""
-    return ({k: v for k, v in config.items() if k not in MARK_KEYS},
-            {k: v for k, v in config.items() if k in MARK_KEYS})
+    return (
+        {k: v for k, v in config.items() if k not in MARK_KEYS},
+        {k: v for k, v in config.items() if k in MARK_KEYS},
+    )
 
 
 def default_mode(metric: str) -> str:
@@ -116,8 +119,9 @@ class PreparedDataset:
         try:
             return self.layouts[name]
         except KeyError:
-            raise KeyError(f"the prepared dataset {self.name} has no {name!r} layout "
-                           f"(it has {sorted(self.layouts) or 'none'})") from None
+            raise KeyError(
+                f"the prepared dataset {self.name} has no {name!r} layout (it has {sorted(self.layouts) or 'none'})"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -190,8 +194,9 @@ class RunSettings:
             raise ConfigError("space must be the framework's own space in a single-framework record")
         grace = self.schedule.grace_period
         if grace is not None and grace > self.budget.max_epochs:
-            raise ConfigError(f"schedule.grace_period ({grace}) is longer than budget.max_epochs "
-                              f"({self.budget.max_epochs})")
+            raise ConfigError(
+                f"schedule.grace_period ({grace}) is longer than budget.max_epochs ({self.budget.max_epochs})"
+            )
 
     @property
     def framework_names(self) -> tuple[str, ...]:
@@ -206,8 +211,10 @@ class RunSettings:
     def sole_framework(self) -> FrameworkEntry:
         """The framework of a single-framework record (of a multi-framework one: `core.choice.for_trial`)."""
         if self.is_multi:
-            raise ValueError(f"a search over {', '.join(self.framework_names)} has no one framework; "
-                             f"core.choice.for_trial gives a trial's")
+            raise ValueError(
+                f"a search over {', '.join(self.framework_names)} has no one framework; "
+                f"core.choice.for_trial gives a trial's"
+            )
         return self.frameworks[0]
 
     def framework_entry(self, name: str) -> FrameworkEntry:
@@ -240,13 +247,24 @@ class RunSettings:
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
         """A record of the current schema (`migrate` brings an older one to it)."""
         values = {key: value for key, value in data.items() if key != SCHEMA_KEY}
-        sections = {"objective": Objective, "budget": Budget, "schedule": Schedule, "resources": Resources,
-                    "study": Study, "confirmation": Confirmation}
+        sections = {
+            "objective": Objective,
+            "budget": Budget,
+            "schedule": Schedule,
+            "resources": Resources,
+            "study": Study,
+            "confirmation": Confirmation,
+        }
         for key, section in sections.items():
             if key in values:
                 values[key] = section(**values[key])
-        return cls(**{**values, "data": PreparedDataset.from_dict(values["data"]),
-                      "frameworks": tuple(FrameworkEntry(**entry) for entry in values["frameworks"])})
+        return cls(
+            **{
+                **values,
+                "data": PreparedDataset.from_dict(values["data"]),
+                "frameworks": tuple(FrameworkEntry(**entry) for entry in values["frameworks"]),
+            }
+        )
 
     def save(self, experiment_dir: Path) -> None:
         # Written atomically: a killed driver never leaves a half-written settings file.
@@ -272,5 +290,7 @@ class RunSettings:
 
 def _json_ready(data: dict[str, Any]) -> dict[str, Any]:
     """Tuples as lists, as JSON writes them (and as `json.loads` gives them back)."""
-    return {key: [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, tuple) else value
-            for key, value in data.items()}
+    return {
+        key: [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, tuple) else value
+        for key, value in data.items()
+    }

@@ -12,6 +12,7 @@ order see it) and the window mean of the epoch (`WINDOW_KEY`: which checkpoint i
 in every result row; the analysis recomputes it from a trial's history with the same functions,
 for any metric, so experiments written before the score existed are ranked the same way.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ def window_means(values: Sequence[float], window: int = SCORE_WINDOW) -> list[fl
     """The mean of the last `window` values ending at each position (fewer at the start)."""
     means = []
     for i in range(len(values)):
-        recent = values[max(0, i + 1 - window): i + 1]
+        recent = values[max(0, i + 1 - window) : i + 1]
         means.append(math.fsum(recent) / len(recent))
     return means
 
@@ -54,4 +55,4 @@ class RunningScore:
         """Record this epoch's value; the result-row entries of this epoch."""
         self.values.append(float(value))
         _, score = best_window(self.values, self.mode, self.window)
-        return {WINDOW_KEY: window_means(self.values[-self.window:], self.window)[-1], SCORE_KEY: score}
+        return {WINDOW_KEY: window_means(self.values[-self.window :], self.window)[-1], SCORE_KEY: score}

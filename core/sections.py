@@ -16,6 +16,7 @@ Example:
     ...
     segtune.core.errors.ConfigError: schedule.sampler must be tpe or random, got 'grid'
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,8 +57,10 @@ class FrameworkEntry:
 
     def __post_init__(self) -> None:
         _freeze(self, "models", tuple(self.models))
-        _check(bool(self.name) and "," not in self.name,
-               f"frameworks: a framework's name must be one name, got {self.name!r}")
+        _check(
+            bool(self.name) and "," not in self.name,
+            f"frameworks: a framework's name must be one name, got {self.name!r}",
+        )
 
     @property
     def model(self) -> str:
@@ -81,9 +84,10 @@ class Objective:
         _check(self.mode in MODES, f"objective.mode must be max or min, got {self.mode!r}")
         for metric, mode in self.objectives:
             _check(mode in MODES, f"objective.objectives: the mode of {metric} must be max or min, got {mode!r}")
-        _check(not self.objectives or self.objectives[0] == (self.metric, self.mode),
-               f"objective.objectives must start with the metric ({self.metric}, {self.mode}), "
-               f"got {self.objectives[:1]}")
+        _check(
+            not self.objectives or self.objectives[0] == (self.metric, self.mode),
+            f"objective.objectives must start with the metric ({self.metric}, {self.mode}), got {self.objectives[:1]}",
+        )
 
 
 @dataclass(frozen=True)
@@ -104,12 +108,18 @@ class Budget:
 
     def __post_init__(self) -> None:
         _check(self.max_epochs >= 1, f"budget.max_epochs must be >= 1, got {self.max_epochs}")
-        _check(self.num_samples is None or self.num_samples >= 1,
-               f"budget.num_samples must be >= 1, got {self.num_samples}")
-        _check(self.budget_epochs is None or self.budget_epochs >= 1,
-               f"budget.budget_epochs must be >= 1 or null, got {self.budget_epochs}")
-        _check(self.time_budget is None or self.time_budget > 0,
-               f"budget.time_budget must be > 0 seconds or null, got {self.time_budget}")
+        _check(
+            self.num_samples is None or self.num_samples >= 1,
+            f"budget.num_samples must be >= 1, got {self.num_samples}",
+        )
+        _check(
+            self.budget_epochs is None or self.budget_epochs >= 1,
+            f"budget.budget_epochs must be >= 1 or null, got {self.budget_epochs}",
+        )
+        _check(
+            self.time_budget is None or self.time_budget > 0,
+            f"budget.time_budget must be > 0 seconds or null, got {self.time_budget}",
+        )
 
     @property
     def recorded(self) -> bool:
@@ -131,8 +141,10 @@ class Schedule:
     def __post_init__(self) -> None:
         _check(self.sampler in SAMPLERS, f"schedule.sampler must be tpe or random, got {self.sampler!r}")
         _check(self.scheduler in SCHEDULERS, f"schedule.scheduler must be asha or none, got {self.scheduler!r}")
-        _check(self.grace_period is None or self.grace_period >= 1,
-               f"schedule.grace_period must be >= 1, got {self.grace_period}")
+        _check(
+            self.grace_period is None or self.grace_period >= 1,
+            f"schedule.grace_period must be >= 1, got {self.grace_period}",
+        )
         _check(self.reduction_factor > 1, f"schedule.reduction_factor must be > 1, got {self.reduction_factor}")
 
 

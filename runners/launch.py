@@ -6,6 +6,7 @@ resources, the record) -> search -> summary. Bad input ends with one line on std
 status 2 (runners/command/); an experiment is never overwritten. `--resume` continues a recorded
 experiment instead (its plan is its record).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,10 +58,20 @@ def launch(request: TuneRequest) -> int:
     _start_ray(request.resources.address, request.output.verbosity)
     has_gpu = _cluster_has_gpu()
     # Pretrained weights are looked up (and fetched, once, into the framework's own cache) before any trial.
-    starts = search_starting_points(request.frameworks, {f.name: f.adapter for f in frameworks}, has_gpu,
-                                    request.study.config)
-    experiment = plan_experiment(request, frameworks, preflight, dataset, has_gpu, experiment_dir, name, starts,
-                                 warn=lambda text: print(f"segtune: warning: {text}"))
+    starts = search_starting_points(
+        request.frameworks, {f.name: f.adapter for f in frameworks}, has_gpu, request.study.config
+    )
+    experiment = plan_experiment(
+        request,
+        frameworks,
+        preflight,
+        dataset,
+        has_gpu,
+        experiment_dir,
+        name,
+        starts,
+        warn=lambda text: print(f"segtune: warning: {text}"),
+    )
     return _search(experiment, preflight, request.output.verbosity, experiment_dir)
 
 
@@ -69,12 +80,15 @@ def _frameworks(request: TuneRequest) -> tuple[Framework, ...]:
     if request.all_frameworks and not request.several:
         print(f"segtune: --framework {ALL}: only {request.names[0]} is installed")
     backends = {f.name: framework_backend(f.name, f.backend, request.several) for f in request.frameworks}
-    frameworks = tuple(Framework(f.name, backends[f.name], get_adapter(f.name, backends[f.name]))
-                       for f in request.frameworks)
+    frameworks = tuple(
+        Framework(f.name, backends[f.name], get_adapter(f.name, backends[f.name])) for f in request.frameworks
+    )
     for wanted, framework in zip(request.frameworks, frameworks, strict=True):
         if framework.backend:
-            print(f"segtune: {framework.name} backend: {framework.backend}"
-                  + (" (auto)" if wanted.backend == "auto" else ""))
+            print(
+                f"segtune: {framework.name} backend: {framework.backend}"
+                + (" (auto)" if wanted.backend == "auto" else "")
+            )
     return frameworks
 
 
@@ -87,8 +101,11 @@ def _check(request: TuneRequest, frameworks: tuple[Framework, ...], name: str, s
     options = adapter_options(dict(request.adapter_options), adapters)
     warm_sources = _check_study_options(request, name, mode, storage)
     config = request.study.config
-    spaces = {f.name: framework_space(f.name, adapters[f.name], request.seed, space_file=f.space, config=config)
-              for f in request.frameworks if f.space is not None or config is not None}
+    spaces = {
+        f.name: framework_space(f.name, adapters[f.name], request.seed, space_file=f.space, config=config)
+        for f in request.frameworks
+        if f.space is not None or config is not None
+    }
     if request.study.start_from is not None:
         read_params_file(request.study.start_from, request.names[0])
     for f in request.frameworks:
@@ -110,18 +127,24 @@ def _search(experiment: Experiment, preflight: Preflight, output: str, experimen
     if preflight.warm_sources and searched:
         from segtune.runners.search.warm_start import load_warm_start
 
-        warm_start = load_warm_start(list(preflight.warm_sources), space, settings.objective.mode,
-                                     num_points=max(1, min(3, settings.budget.num_samples // 4)))
+        warm_start = load_warm_start(
+            list(preflight.warm_sources),
+            space,
+            settings.objective.mode,
+            num_points=max(1, min(3, settings.budget.num_samples // 4)),
+        )
         print(f"segtune: {warm_start.note}")
         if warm_start.warning:
             print(f"segtune: warning: {warm_start.warning}")
     first_points = [point for _, point in experiment.first]
-    for line in plan_lines(experiment, output == "quiet", warm_start is not None,
-                           len(ordered_first_points(warm_start, first_points))):
+    for line in plan_lines(
+        experiment, output == "quiet", warm_start is not None, len(ordered_first_points(warm_start, first_points))
+    ):
         print(line)
     experiment_dir.mkdir(parents=True)  # new (checked above); the study's SQLite file goes in it
-    tuner = build_tuner(settings, space, experiment_dir, warm_start=warm_start, first_points=first_points,
-                        output=output)
+    tuner = build_tuner(
+        settings, space, experiment_dir, warm_start=warm_start, first_points=first_points, output=output
+    )
     settings.save(experiment_dir)
     _print_study(settings, experiment_dir, searched)
     return _finish(tuner.fit(), settings, experiment_dir)
@@ -162,8 +185,10 @@ def _resume(request: TuneRequest, experiment_dir: Path) -> int:
     _start_ray(request.resources.address, output)
     space = conditional_space(settings.frameworks) if settings.is_multi else SearchSpace.from_dict(settings.space)
     budget = settings.budget
-    print(f"segtune: resuming {experiment_dir}: {budget.num_samples} trials in all"
-          + (f", time budget {budget.time_budget:g}s for this run" if budget.time_budget else ""))
+    print(
+        f"segtune: resuming {experiment_dir}: {budget.num_samples} trials in all"
+        + (f", time budget {budget.time_budget:g}s for this run" if budget.time_budget else "")
+    )
     tuner = build_tuner(settings, space, experiment_dir, resume=True, output=output)
     settings.save(experiment_dir)
     _print_study(settings, experiment_dir, bool(SearchSpace.from_dict(settings.space).searched))
@@ -177,8 +202,9 @@ def _check_study_options(request: TuneRequest, name: str, mode: str, storage: Pa
         from segtune.runners.search.study import open_storage, study_exists
 
         if study_exists(open_storage(study.storage), name):
-            raise ConfigError(f"--study-storage {study.storage} already holds a study named {name}; "
-                              f"choose another --name")
+            raise ConfigError(
+                f"--study-storage {study.storage} already holds a study named {name}; choose another --name"
+            )
     if not study.warm_start:
         return []
     if study.config is not None:
@@ -192,8 +218,10 @@ def _print_study(settings: RunSettings, experiment_dir: Path, searched: bool) ->
     if searched:
         from segtune.runners.search.study import dashboard_command
 
-        print(f"segtune: Optuna study {settings.study_name_at(experiment_dir)}; watch it live: "
-              f"{dashboard_command(settings.study_url(experiment_dir))}")
+        print(
+            f"segtune: Optuna study {settings.study_name_at(experiment_dir)}; watch it live: "
+            f"{dashboard_command(settings.study_url(experiment_dir))}"
+        )
 
 
 def _start_ray(address: str | None, output: str) -> None:
@@ -235,14 +263,23 @@ def _prepare_data(request: TuneRequest, layouts: tuple):
     started = time.perf_counter()
     data = request.data
     dataset = prepare_dataset(
-        data.data, train_json=data.train_json, train_images=data.train_images,
-        val_json=data.val_json, val_images=data.val_images, val_fraction=data.val_fraction,
-        seed=request.seed, cache_dir=_writable_dir(request.output.cache_dir, "--cache-dir"),
-        layouts=layouts, readers=dataset_readers(), log=lambda msg: print(f"segtune: {msg}"),
+        data.data,
+        train_json=data.train_json,
+        train_images=data.train_images,
+        val_json=data.val_json,
+        val_images=data.val_images,
+        val_fraction=data.val_fraction,
+        seed=request.seed,
+        cache_dir=_writable_dir(request.output.cache_dir, "--cache-dir"),
+        layouts=layouts,
+        readers=dataset_readers(),
+        log=lambda msg: print(f"segtune: {msg}"),
     )
     if request.output.verbosity != "quiet":
-        print(f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
-              f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})")
+        print(
+            f"segtune: data ready in {time.perf_counter() - started:.1f}s: {dataset.num_train_images} train / "
+            f"{dataset.num_val_images} val images, {dataset.num_classes} classes ({dataset.name})"
+        )
     return dataset
 
 

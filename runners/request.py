@@ -12,13 +12,24 @@ Example:
     >>> request.names, request.budget.num_samples, request.output.verbosity
     (('yolo',), 4, 'default')
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FrameworkRequest", "DataRequest", "ObjectiveRequest", "BudgetRequest", "ConfirmRequest", "StudyRequest", "ResourceRequest", "OutputRequest", "TuneRequest"]
+__all__ = [
+    "FrameworkRequest",
+    "DataRequest",
+    "ObjectiveRequest",
+    "BudgetRequest",
+    "ConfirmRequest",
+    "StudyRequest",
+    "ResourceRequest",
+    "OutputRequest",
+    "TuneRequest",
+]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ calls the space with each new study trial and adds the returned fixed values to 
 union of all branches (`union`) is what the record, the live view and the analysis list as the
 searched keys.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -84,16 +85,18 @@ def suggest(trial, name: str, distribution: BaseDistribution) -> Any:
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(name, list(distribution.choices))
     if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log,
-                                   step=distribution.step)
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
     if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log,
-                                 step=distribution.step)
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
     raise TypeError(f"{name}: unsupported distribution {type(distribution).__name__}")
 
 
 def conditional_space(frameworks: Sequence[FrameworkEntry]) -> ConditionalSpace:
     """The space of a recorded multi-framework search (`RunSettings.frameworks`)."""
-    return ConditionalSpace({
-        entry.name: FrameworkBranch(entry.models, SearchSpace.from_dict(entry.space)) for entry in frameworks
-    })
+    return ConditionalSpace(
+        {entry.name: FrameworkBranch(entry.models, SearchSpace.from_dict(entry.space)) for entry in frameworks}
+    )

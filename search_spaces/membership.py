@@ -6,6 +6,7 @@ Optuna's own check (`BaseDistribution._contains`) is private: it may change or g
 (analysis/trials.py) keep working across Optuna versions. Same answers as Optuna 5.1's `_contains`
 (tests/test_library_internals.py compares the two while Optuna still has its own).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -11,6 +11,7 @@ params:
 Keys are the framework's own argument names. Every problem is a SpaceError naming the file,
 the key and the fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,9 +116,7 @@ def load_yaml(path: Path, what: str = "file") -> Any:
     try:
         return yaml.load(path.read_text(), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.constructor.ConstructorError as exc:
-        raise SpaceError(
-            f"{path}: unsupported YAML tag ({exc.problem}); only plain YAML values are allowed"
-        ) from None
+        raise SpaceError(f"{path}: unsupported YAML tag ({exc.problem}); only plain YAML values are allowed") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -12,6 +12,7 @@ the subpackages of `segtune` (pyproject.toml maps them):
 
 The command is `segtune` (`python -m segtune`): `segtune tune --framework yolo`, `segtune rank ...`.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

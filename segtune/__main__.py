@@ -1,4 +1,5 @@
 """`python -m segtune ...` is the `segtune` command."""
+
 import sys
 
 from segtune.cli import main

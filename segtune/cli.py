@@ -10,6 +10,7 @@ Each subcommand takes exactly the options of its script (`segtune tune --help`);
 working from a clone (`python runners/tune.py ...`). A subcommand's module is imported only when it
 runs, so `segtune --help` starts in a fraction of a second.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,8 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
-    return (f"usage: segtune COMMAND [options]\n\nHyperparameter search for instance segmentation.\n\n"
-            f"commands:\n{rows}\n\n'segtune COMMAND --help' lists a command's options.")
+    return (
+        f"usage: segtune COMMAND [options]\n\nHyperparameter search for instance segmentation.\n\n"
+        f"commands:\n{rows}\n\n'segtune COMMAND --help' lists a command's options."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(f"segtune: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)} "
-              f"(segtune --help)", file=sys.stderr)
+        print(
+            f"segtune: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)} (segtune --help)",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(COMMANDS[command][0])
     return module.main(rest, prog=f"segtune {command}")

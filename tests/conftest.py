@@ -1,4 +1,5 @@
 """Shared fixtures. Real experiments are made once per session and shared by the tests that read them."""
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,8 @@ def ray_processes_under(root: Path) -> list[psutil.Process]:
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue
             if prefix in " ".join(process.cmdline()) or any(
-                    f.fd in (1, 2) and f.path.startswith(prefix) for f in process.open_files()):
+                f.fd in (1, 2) and f.path.startswith(prefix) for f in process.open_files()
+            ):
                 found.append(process)
         except psutil.Error:
             pass
@@ -77,8 +79,11 @@ def no_ray_process_left_behind():
     names = end_processes(alive)
     shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
     if names:
-        pytest.fail(f"Ray processes of this test run still running {LEFTOVER_WAIT_S} s after its last test "
-                    f"(ended now): {', '.join(names)}", pytrace=False)
+        pytest.fail(
+            f"Ray processes of this test run still running {LEFTOVER_WAIT_S} s after its last test "
+            f"(ended now): {', '.join(names)}",
+            pytrace=False,
+        )
 
 
 def edit_annotations(dataset: Path, split: str, change: Callable[[dict], object]) -> None:
@@ -94,16 +99,24 @@ def keys_without_ground_truth(gt_json: Path) -> set[str]:
     file (COCO's ranges, on the annotations' areas, bounds included)."""
     ranges = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}
     areas = [a["area"] for a in json.loads(Path(gt_json).read_text())["annotations"] if not a.get("iscrowd")]
-    return {f"{task}/{name}" for task in ("segm", "bbox") for name, (low, high) in ranges.items()
-            if not any(low <= area <= high for area in areas)}
+    return {
+        f"{task}/{name}"
+        for task in ("segm", "bbox")
+        for name, (low, high) in ranges.items()
+        if not any(low <= area <= high for area in areas)
+    }
 
 
 def run_tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python runners/tune.py ARGS` as a user runs it, from the repository root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, "runners/tune.py", *args], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "runners/tune.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -166,10 +179,34 @@ def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
     space = storage / "space.yaml"
     space.write_text(YOLO_TEST_SPACE)
     proc = run_tune(
-        "--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(space), "--num-samples", "4",
-        "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2", "--metric", "yolo/val/seg_loss",
-        "--cpus-per-trial", "2", "--seed", "0", "--confirm-top", "0",
-        "--storage", str(storage), "--name", "yolo-e2e", "--cache-dir", str(storage / "cache"),
+        "--framework",
+        "yolo",
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(space),
+        "--num-samples",
+        "4",
+        "--max-epochs",
+        "4",
+        "--grace-period",
+        "1",
+        "--reduction-factor",
+        "2",
+        "--metric",
+        "yolo/val/seg_loss",
+        "--cpus-per-trial",
+        "2",
+        "--seed",
+        "0",
+        "--confirm-top",
+        "0",
+        "--storage",
+        str(storage),
+        "--name",
+        "yolo-e2e",
+        "--cache-dir",
+        str(storage / "cache"),
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     (storage / "yolo-e2e.stdout.txt").write_text(proc.stdout)

@@ -10,6 +10,7 @@ A fault is "KIND@EPOCH[:SCOPE]":
          framework's own early stopping ends it)
   SCOPE  every (default), once (each trial once: a retry succeeds) or first (one trial only)
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ their category from their grey level. Each framework's test wraps it in that fra
 output format, so the framework's own post-processing and the adapter's conversion run as in a
 trial. `mutate` makes the deliberate mistakes those tests must catch.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ import numpy as np
 BACKGROUND = 114  # also Ultralytics' letterbox padding, and close to the normalised pads (pixel means)
 LEVELS = {1: 255, 2: 190, 3: 20}  # category id -> grey level
 PLACEHOLDER = {"id": 0, "name": "boards", "supercategory": "none"}
-CATEGORIES = [PLACEHOLDER] + [{"id": c, "name": n, "supercategory": "boards"}
-                              for c, n in ((1, "Arduino"), (2, "ESP8266"), (3, "Heltec"))]
+CATEGORIES = [PLACEHOLDER] + [
+    {"id": c, "name": n, "supercategory": "boards"} for c, n in ((1, "Arduino"), (2, "ESP8266"), (3, "Heltec"))
+]
 WIDTH, HEIGHT = 80, 44  # not square, and 4x the height is no multiple of 32: letterboxing pads
 BOX_OVERHANG = 6  # px a touching object's exported box reaches past the image border
 MUTATIONS = ("flip", "scale", "permute")
@@ -63,15 +65,27 @@ def _split(root: Path, split: str, count: int, rng: np.random.Generator, first_a
             box = masks.box_of(masks.to_rle([polygon], HEIGHT, WIDTH))
             if touches:
                 box[2] += BOX_OVERHANG  # exported past the border, as Roboflow boxes sometimes are
-            annotations.append({"id": ann_id, "image_id": image_id, "category_id": int(category),
-                                "segmentation": [polygon], "bbox": box, "area": float(mask.sum()),
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": int(category),
+                    "segmentation": [polygon],
+                    "bbox": box,
+                    "area": float(mask.sum()),
+                    "iscrowd": 0,
+                }
+            )
             ann_id += 1
         name = f"{split}_{image_id:02d}.png"
         Image.fromarray(np.stack([canvas] * 3, axis=-1)).save(root / "images" / split / name)
         images.append({"id": image_id, "file_name": name, "width": WIDTH, "height": HEIGHT})
-    coco = {"info": {"description": "quirks of a Roboflow export"}, "images": images,
-            "annotations": annotations, "categories": CATEGORIES}
+    coco = {
+        "info": {"description": "quirks of a Roboflow export"},
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
     (root / "annotations").mkdir(exist_ok=True)
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     return ann_id
@@ -98,13 +112,24 @@ def write_dense_coco(root: Path, grid: int = 18) -> Path:
         for ann_id, (category, x, y, side) in enumerate(objects, start=1):
             polygon = [float(v) for v in (x, y, x + side, y, x + side, y + side, x, y + side)]
             canvas[masks.to_mask([polygon], size, size) > 0] = LEVELS[category]
-            annotations.append({"id": ann_id, "image_id": 1, "category_id": category, "segmentation": [polygon],
-                                "bbox": [float(x), float(y), float(side), float(side)],
-                                "area": float(side * side), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": 1,
+                    "category_id": category,
+                    "segmentation": [polygon],
+                    "bbox": [float(x), float(y), float(side), float(side)],
+                    "area": float(side * side),
+                    "iscrowd": 0,
+                }
+            )
         (root / "images" / name).mkdir(parents=True)
         Image.fromarray(np.stack([canvas] * 3, axis=-1)).save(root / "images" / name / "scene.png")
-        coco = {"images": [{"id": 1, "file_name": "scene.png", "width": size, "height": size}],
-                "annotations": annotations, "categories": CATEGORIES[1:3]}
+        coco = {
+            "images": [{"id": 1, "file_name": "scene.png", "width": size, "height": size}],
+            "annotations": annotations,
+            "categories": CATEGORIES[1:3],
+        }
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{name}.json").write_text(json.dumps(coco))
 
@@ -120,8 +145,7 @@ class Found:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 (x2, y2 exclusive) in that resolution
 
 
-def instances_from_grey(grey: np.ndarray, class_of_level: dict[int, int], mutate: str | None = None
-                        ) -> list[Found]:
+def instances_from_grey(grey: np.ndarray, class_of_level: dict[int, int], mutate: str | None = None) -> list[Found]:
     """The objects in a (H, W) grey image (0-255 floats): connected regions at least 20 grey levels
     away from the background; each takes the class of the level it reaches, its mask is where it
     is at least half-way there (the edge a nearest-neighbour resize would give).
@@ -147,17 +171,23 @@ def instances_from_grey(grey: np.ndarray, class_of_level: dict[int, int], mutate
         if mutate == "flip":
             mask = mask[:, ::-1]
         elif mutate == "scale":
-            small = cv2.resize(mask.astype(np.uint8), (width * 3 // 4, height * 3 // 4),
-                               interpolation=cv2.INTER_NEAREST)
+            small = cv2.resize(
+                mask.astype(np.uint8), (width * 3 // 4, height * 3 // 4), interpolation=cv2.INTER_NEAREST
+            )
             mask = np.zeros_like(mask)
-            mask[:small.shape[0], :small.shape[1]] = small > 0
+            mask[: small.shape[0], : small.shape[1]] = small > 0
         elif mutate == "permute":
             class_index = (class_index + 1) % len(class_of_level)
         if not mask.any():
             continue
         ys, xs = np.nonzero(mask)
-        found.append(Found(class_index, np.ascontiguousarray(mask),
-                           (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
+        found.append(
+            Found(
+                class_index,
+                np.ascontiguousarray(mask),
+                (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+            )
+        )
     return found
 
 
@@ -235,8 +265,14 @@ def torchvision_answer(model, levels: dict[int, int], mutate: str | None = None)
             boxes = torch.tensor([f.box for f in found], dtype=torch.float32).reshape(-1, 4)
             masks = torch.from_numpy(np.stack([f.mask for f in found]) if found else np.zeros((0, height, width)))
             roi_masks = project_masks_on_boxes(masks.float(), boxes, torch.arange(len(found)), MASK_SIDE)
-            results.append({"boxes": boxes, "labels": torch.tensor([f.class_index + 1 for f in found]),
-                            "scores": torch.full((len(found),), 0.9), "masks": roi_masks[:, None]})
+            results.append(
+                {
+                    "boxes": boxes,
+                    "labels": torch.tensor([f.class_index + 1 for f in found]),
+                    "scores": torch.full((len(found),), 0.9),
+                    "masks": roi_masks[:, None],
+                }
+            )
         return results, {}
 
     model.rpn.forward = rpn

@@ -5,6 +5,7 @@ The experiment is the session's real YOLO search (`yolo_experiment` in conftest.
 cannot produce on demand (failed, diverged, running, a guaranteed ASHA stop) come from a hand-modified
 copy. Fast unit tests of the reader need no search at all.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,14 @@ e2e = pytest.mark.e2e
 
 
 def _run(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -37,8 +44,11 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in directory.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
 
 
 def _one_error_line(proc: subprocess.CompletedProcess, prog: str) -> None:
@@ -74,11 +84,20 @@ def modified_experiment(yolo_experiment, tmp_path_factory) -> tuple[Path, dict[s
         (target / trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
 
     (target / roles["failed"] / "error.txt").write_text(
-        "Failure # 1\nTraceback (most recent call last):\n  File 'x.py'\nRuntimeError: CUDA out of memory (test)\n")
+        "Failure # 1\nTraceback (most recent call last):\n  File 'x.py'\nRuntimeError: CUDA out of memory (test)\n"
+    )
     rewrite(roles["failed"], 1, {"done": False})
     first = read_results(target / roles["diverged"])[0]  # every trial has its first epoch
-    diverged_row = dict(first, **{"training_iteration": 2, "epoch": 2, "segtune/diverged": 1, "done": True,
-                                  "segtune/failure": "diverged: loss is not finite at epoch 2"})
+    diverged_row = dict(
+        first,
+        **{
+            "training_iteration": 2,
+            "epoch": 2,
+            "segtune/diverged": 1,
+            "done": True,
+            "segtune/failure": "diverged: loss is not finite at epoch 2",
+        },
+    )
     (target / roles["diverged"] / "result.json").write_text(json.dumps(first) + "\n" + json.dumps(diverged_row) + "\n")
     rewrite(roles["running"], 1, {"done": False}, tail='{"segm/AP": 0.0, "training_it')  # half-written line
     rewrite(roles["stopped"], 1, {"done": True})
@@ -102,8 +121,11 @@ def modified_experiment(yolo_experiment, tmp_path_factory) -> tuple[Path, dict[s
 
 # ---- unit tests (no search) ----------------------------------------------------------------------
 def test_read_results_tolerates_a_half_written_line_and_keeps_resumed_rows(tmp_path):
-    rows = [{"training_iteration": 1, "m": 1.0}, {"training_iteration": 2, "m": 2.0},
-            {"training_iteration": 2, "m": 2.5}]  # iteration 2 again after a resume
+    rows = [
+        {"training_iteration": 1, "m": 1.0},
+        {"training_iteration": 2, "m": 2.0},
+        {"training_iteration": 2, "m": 2.5},
+    ]  # iteration 2 again after a resume
     (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"training_iter')
     assert [(r["training_iteration"], r["m"]) for r in read_results(tmp_path)] == [(1, 1.0), (2, 2.5)]
     assert read_results(tmp_path / "missing") == []
@@ -168,8 +190,9 @@ def test_rank_orders_by_metric_and_mode(yolo_experiment, tmp_path):
     assert [v for _, v in ranked] == pytest.approx([v for _, v in want])
     markdown = (tmp_path / "c" / "ranking.md").read_text()
     assert markdown.count("\n| ") == len(rows) + 1 and "segm/AP" in markdown
-    _one_error_line(_run("analysis/rank.py", yolo_experiment, "--metric", "segm/nope", "--out", tmp_path / "d"),
-                    "rank.py")
+    _one_error_line(
+        _run("analysis/rank.py", yolo_experiment, "--metric", "segm/nope", "--out", tmp_path / "d"), "rank.py"
+    )
 
 
 @e2e
@@ -195,8 +218,9 @@ def test_statuses_of_the_real_search(yolo_experiment, tmp_path):
 def test_rank_on_a_moved_copy_and_on_its_parent(yolo_experiment, moved_experiment, tmp_path):
     original, moved = load_experiment(yolo_experiment), load_experiment(moved_experiment)
     assert moved.reader == "ray"
-    assert [(t.trial_id, t.best_value, t.status) for t in moved.trials] == \
-        [(t.trial_id, t.best_value, t.status) for t in original.trials]
+    assert [(t.trial_id, t.best_value, t.status) for t in moved.trials] == [
+        (t.trial_id, t.best_value, t.status) for t in original.trials
+    ]
     assert all(t.checkpoint is not None and moved_experiment in t.checkpoint.parents for t in moved.trials)
     before = _snapshot(moved_experiment)
     proc = _run("analysis/rank.py", moved_experiment)  # default --out: EXP_DIR/analysis/
@@ -278,8 +302,17 @@ def test_export_writes_config_weights_onnx_and_model_card(exported, moved_experi
     onnx.checker.check_model(onnx.load(str(exported / "best.onnx")))
     card = (exported / "MODEL_CARD.md").read_text()
     settings = json.loads((moved_experiment / "segtune.json").read_text())
-    for text in (best.trial_id, settings["data"]["content_hash"], "segm/AP75", "bbox/APm", "ultralytics:",
-                 "ray:", "optuna:", "torch:", "segtune tune --framework yolo --config"):
+    for text in (
+        best.trial_id,
+        settings["data"]["content_hash"],
+        "segm/AP75",
+        "bbox/APm",
+        "ultralytics:",
+        "ray:",
+        "optuna:",
+        "torch:",
+        "segtune tune --framework yolo --config",
+    ):
         assert text in card, text
     # the starting weights (docs/PRETRAINED.md): the retrain command starts from them too
     (framework,) = settings["frameworks"]
@@ -297,10 +330,29 @@ def test_exported_weights_predict_and_config_retrains(exported, tiny_demo_data, 
         results = YOLO(str(weights), task="segment").predict(str(image), imgsz=96, device="cpu", verbose=False)
         assert len(results) == 1 and results[0].orig_shape == (96, 96)
     proc = subprocess.run(
-        [sys.executable, "runners/tune.py", "--framework", "yolo", "--config", str(exported / "config.yaml"),
-         "--max-epochs", "1", "--data", str(tiny_demo_data), "--storage", str(tmp_path), "--name", "retrain",
-         "--cache-dir", str(tmp_path / "cache")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "runners/tune.py",
+            "--framework",
+            "yolo",
+            "--config",
+            str(exported / "config.yaml"),
+            "--max-epochs",
+            "1",
+            "--data",
+            str(tiny_demo_data),
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "retrain",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     # a --config run: one trial, nothing searched; the report says so instead of failing
     report = _run("analysis/report.py", tmp_path / "retrain", "--out", tmp_path / "report")
@@ -314,13 +366,15 @@ def test_export_refuses_a_non_empty_out_and_exports_another_trial(moved_experime
     _one_error_line(_run("analysis/export_best.py", moved_experiment, "--out", exported), "export_best.py")
     assert _snapshot(exported) == before
     other = load_experiment(moved_experiment).trials[-1]
-    proc = _run("analysis/export_best.py", moved_experiment, "--out", tmp_path / "x", "--trial", other.trial_id,
-                "--no-onnx")
+    proc = _run(
+        "analysis/export_best.py", moved_experiment, "--out", tmp_path / "x", "--trial", other.trial_id, "--no-onnx"
+    )
     assert proc.returncode == 0, proc.stderr
     assert other.trial_id in (tmp_path / "x" / "MODEL_CARD.md").read_text()
     assert not (tmp_path / "x" / "best.onnx").exists() and (tmp_path / "x" / "best.pt").is_file()
-    _one_error_line(_run("analysis/export_best.py", moved_experiment, "--out", tmp_path / "y", "--trial", "nope"),
-                    "export_best.py")
+    _one_error_line(
+        _run("analysis/export_best.py", moved_experiment, "--out", tmp_path / "y", "--trial", "nope"), "export_best.py"
+    )
 
 
 # ---- TensorBoard ---------------------------------------------------------------------------------

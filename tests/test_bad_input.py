@@ -2,6 +2,7 @@
 
 Most checks run before Ray starts, so the runner is called in-process (`runners.tune.main`).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,17 @@ def workdir(tmp_path, dataset):
 
 
 def run(workdir: Path, *args: str, data: bool = True) -> int:
-    argv = ["--framework", "yolo", "--storage", str(workdir / "runs"), "--cache-dir", str(workdir / "cache"),
-            "--name", "exp", *args]
+    argv = [
+        "--framework",
+        "yolo",
+        "--storage",
+        str(workdir / "runs"),
+        "--cache-dir",
+        str(workdir / "cache"),
+        "--name",
+        "exp",
+        *args,
+    ]
     if data and "--data" not in args:
         argv += ["--data", str(workdir / "data")]
     return main(argv)
@@ -82,6 +92,7 @@ def test_unknown_category(capsys, workdir):
 def test_duplicate_image_ids(capsys, workdir):
     def duplicate(d):
         d["images"][1]["id"] = d["images"][0]["id"]
+
     edit_annotations(workdir / "data", "train", duplicate)
     assert_clean_error(capsys, workdir, run(workdir), "image id", "more than one image")
 
@@ -100,19 +111,22 @@ def test_unknown_backend(capsys, workdir):
     assert_clean_error(capsys, workdir, status, "mmdet", "torchvision")
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--grace-period", "5", "--max-epochs", "3"], ["grace-period"]),
-    (["--max-epochs", "0"], ["max-epochs"]),
-    (["--num-samples", "-1"], ["num-samples"]),
-    (["--time-budget", "0"], ["time-budget"]),
-    (["--metric", "segm/mAP"], ["segm/mAP", "segm/AP"]),
-    (["--metric", "yolo/made_up"], ["yolo/made_up"]),
-    (["--gpus-per-trial", "64"], ["gpus-per-trial"]),
-    (["--address", "127.0.0.1:1"], ["127.0.0.1:1"]),
-    (["--weights", "missing.pt"], ["missing.pt"]),
-    (["--model", "yolo11n-seg.pt"], ["offline"]),
-    (["--resume"], ["nothing to resume"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--grace-period", "5", "--max-epochs", "3"], ["grace-period"]),
+        (["--max-epochs", "0"], ["max-epochs"]),
+        (["--num-samples", "-1"], ["num-samples"]),
+        (["--time-budget", "0"], ["time-budget"]),
+        (["--metric", "segm/mAP"], ["segm/mAP", "segm/AP"]),
+        (["--metric", "yolo/made_up"], ["yolo/made_up"]),
+        (["--gpus-per-trial", "64"], ["gpus-per-trial"]),
+        (["--address", "127.0.0.1:1"], ["127.0.0.1:1"]),
+        (["--weights", "missing.pt"], ["missing.pt"]),
+        (["--model", "yolo11n-seg.pt"], ["offline"]),
+        (["--resume"], ["nothing to resume"]),
+    ],
+)
 def test_bad_flags(capsys, workdir, args, words):
     assert_clean_error(capsys, workdir, run(workdir, *args), *words)
 
@@ -148,16 +162,19 @@ def test_existing_experiment_is_never_overwritten(capsys, workdir):
 
 
 # ---- search spaces ----------------------------------------------------------------------------
-@pytest.mark.parametrize("body, words", [
-    ("  not_a_yolo_arg: {type: float, low: 0.1, high: 0.2}\n", ["not_a_yolo_arg"]),
-    ("  lr0: {type: float, low: 0.1, high: 0.01}\n", ["lr0", "low"]),
-    ("  lr0: {type: float, low: 0.0, high: 0.1, log: true}\n", ["lr0", "log"]),
-    ("  optimizer: {type: categorical, choices: []}\n", ["optimizer", "choices"]),
-    ("  lr0: {type: float, low: 0.1\n", ["invalid YAML"]),
-    ("  lr0: !!python/object/apply:os.system ['touch /tmp/segtune-pwned']\n", ["tag"]),
-    ("  optimizer: auto\n", ["auto"]),
-    ("  lr0: {type: uniform, low: 0.1, high: 0.2}\n", ["uniform"]),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("  not_a_yolo_arg: {type: float, low: 0.1, high: 0.2}\n", ["not_a_yolo_arg"]),
+        ("  lr0: {type: float, low: 0.1, high: 0.01}\n", ["lr0", "low"]),
+        ("  lr0: {type: float, low: 0.0, high: 0.1, log: true}\n", ["lr0", "log"]),
+        ("  optimizer: {type: categorical, choices: []}\n", ["optimizer", "choices"]),
+        ("  lr0: {type: float, low: 0.1\n", ["invalid YAML"]),
+        ("  lr0: !!python/object/apply:os.system ['touch /tmp/segtune-pwned']\n", ["tag"]),
+        ("  optimizer: auto\n", ["auto"]),
+        ("  lr0: {type: uniform, low: 0.1, high: 0.2}\n", ["uniform"]),
+    ],
+)
 def test_bad_search_space(capsys, workdir, body, words):
     space = write_space(workdir, SPACE_HEADER + body)
     assert_clean_error(capsys, workdir, run(workdir, "--space", space), *words)
@@ -178,6 +195,18 @@ def test_config_of_another_framework(capsys, workdir):
 def test_cache_dir_not_writable(capsys, workdir):
     blocker = workdir / "a-file"
     blocker.write_text("not a directory")
-    status = main(["--framework", "yolo", "--storage", str(workdir / "runs"), "--name", "x",
-                   "--data", str(workdir / "data"), "--cache-dir", str(blocker / "cache")])
+    status = main(
+        [
+            "--framework",
+            "yolo",
+            "--storage",
+            str(workdir / "runs"),
+            "--name",
+            "x",
+            "--data",
+            str(workdir / "data"),
+            "--cache-dir",
+            str(blocker / "cache"),
+        ]
+    )
     assert_clean_error(capsys, workdir, status, "--cache-dir", "not writable")

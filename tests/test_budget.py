@@ -1,4 +1,5 @@
 """The epoch budget of a search (runners/plan/budget.py) and the --sampler / --scheduler / --budget-epochs options."""
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,9 @@ def test_budget_ends_a_real_ray_search(tmp_path):
         grid = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
             tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=2, metric="score", mode="max"),
-            run_config=tune.RunConfig(storage_path=str(tmp_path), name="budget", verbose=0,
-                                      stop=EpochBudget(6, tmp_path)),
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path), name="budget", verbose=0, stop=EpochBudget(6, tmp_path)
+            ),
         ).fit()
     finally:
         ray.shutdown()
@@ -89,15 +91,21 @@ def test_budget_ends_a_real_ray_search(tmp_path):
 
 
 # ---- the options ---------------------------------------------------------------------------------
-def _settings(tmp_path: Path, sampler: str = "tpe", scheduler: str = "asha", budget_epochs: int | None = None
-              ) -> RunSettings:
+def _settings(
+    tmp_path: Path, sampler: str = "tpe", scheduler: str = "asha", budget_epochs: int | None = None
+) -> RunSettings:
     dataset = PreparedDataset("d", "h", tmp_path, tmp_path, tmp_path, tmp_path, (1,), ("a",))
     space = parse_space({"lr0": {"type": "float", "low": 1e-3, "high": 1e-2}, "imgsz": 64}, framework="yolo")
-    return RunSettings(dataset, (FrameworkEntry("yolo", models=("yolo11n-seg.yaml",), space=space.to_dict()),),
-                       space.to_dict(), Objective("segm/AP", "max"),
-                       Budget(6, num_samples=4, budget_epochs=budget_epochs),
-                       Schedule(sampler, scheduler, grace_period=1),
-                       Resources(max_concurrent=2), experiment_dir=str(tmp_path / "exp"))
+    return RunSettings(
+        dataset,
+        (FrameworkEntry("yolo", models=("yolo11n-seg.yaml",), space=space.to_dict()),),
+        space.to_dict(),
+        Objective("segm/AP", "max"),
+        Budget(6, num_samples=4, budget_epochs=budget_epochs),
+        Schedule(sampler, scheduler, grace_period=1),
+        Resources(max_concurrent=2),
+        experiment_dir=str(tmp_path / "exp"),
+    )
 
 
 @pytest.mark.parametrize("search", [{}, {"sampler": "random", "scheduler": "none", "budget_epochs": 12}])
@@ -129,11 +137,14 @@ def test_build_tuner_wires_sampler_scheduler_and_budget(tmp_path, search):
         assert not isinstance(run_config.stop, (CombinedStopper, EpochBudget))
 
 
-@pytest.mark.parametrize("options, words", [
-    (["--scheduler", "none", "--grace-period", "2"], ["--grace-period", "--scheduler none"]),
-    (["--budget-epochs", "0"], ["--budget-epochs", "positive"]),
-    (["--sampler", "grid"], ["--sampler", "grid"]),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--scheduler", "none", "--grace-period", "2"], ["--grace-period", "--scheduler none"]),
+        (["--budget-epochs", "0"], ["--budget-epochs", "positive"]),
+        (["--sampler", "grid"], ["--sampler", "grid"]),
+    ],
+)
 def test_bad_search_options_are_one_line(capsys, tmp_path, options, words):
     try:
         status = main(["--framework", "yolo", "--storage", str(tmp_path / "runs"), "--name", "exp", *options])
@@ -158,7 +169,11 @@ def test_a_trial_cut_by_the_epoch_budget_says_so(tmp_path):
     budget("b", {"training_iteration": 1})
     assert end_log.decide("b", {"training_iteration": 1}) == "epoch_budget"
     assert json.loads((tmp_path / "trial_b" / "end_reason.json").read_text()) == {
-        "reason": "epoch_budget", "epochs": 1, "max_epochs": 2, "budget_epochs": 3}
+        "reason": "epoch_budget",
+        "epochs": 1,
+        "max_epochs": 2,
+        "budget_epochs": 3,
+    }
 
 
 @pytest.mark.parametrize("option, value", [("sampler", "random"), ("scheduler", "none"), ("budget-epochs", 50)])

@@ -1,4 +1,5 @@
 """Beyond one machine: a real two-node Ray cluster on this host, joined with --address."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def two_node_cluster(monkeypatch):
     own = Path(tempfile.mkdtemp(prefix="c-", dir=RAY_TMPDIR))
 
     def ray(*args: str) -> None:
-        subprocess.run([ray_cli, *args], check=True, capture_output=True, timeout=120,
-                       env={**os.environ, "RAY_TMPDIR": str(own)})
+        subprocess.run(
+            [ray_cli, *args], check=True, capture_output=True, timeout=120, env={**os.environ, "RAY_TMPDIR": str(own)}
+        )
 
     try:
         ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
@@ -69,9 +71,24 @@ def _stop_cluster(own: Path) -> None:
 
 def test_search_spreads_over_both_nodes(tmp_path, tiny_demo_data, two_node_cluster):
     proc = run_tune(
-        "--framework", "yolo", "--data", str(tiny_demo_data), "--address", two_node_cluster,
-        "--num-samples", "2", "--max-epochs", "1", "--cpus-per-trial", "1",
-        "--storage", str(tmp_path), "--name", "cluster", "--cache-dir", str(tmp_path / "cache"),
+        "--framework",
+        "yolo",
+        "--data",
+        str(tiny_demo_data),
+        "--address",
+        two_node_cluster,
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "cluster",
+        "--cache-dir",
+        str(tmp_path / "cache"),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "2 at a time" in proc.stdout  # one trial per node: each node has one CPU

@@ -1,5 +1,6 @@
 """A real search with confirmation (Ray Tune + Optuna + ASHA + Ultralytics on tiny data), and the
 same best trial named by the closing summary, rank.py, report.py and export_best.py."""
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,14 @@ EPOCHS = 2  # enough for a running best score over epochs, and for ASHA to have 
 
 
 def _run(script: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _rows(trial: Path) -> list[dict]:
@@ -37,9 +44,30 @@ def confirmed_experiment(tmp_path_factory, tiny_demo_data) -> tuple[Path, str]:
     space = storage / "space.yaml"
     space.write_text(YOLO_TEST_SPACE)
     proc = run_tune(
-        "--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(space), "--num-samples", "3",
-        "--max-epochs", str(EPOCHS), "--metric", METRIC, "--confirm-top", "1", "--confirm-seeds", "2", "--seed", "0",
-        "--storage", str(storage), "--name", "confirm", "--cache-dir", str(storage / "cache"),
+        "--framework",
+        "yolo",
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(space),
+        "--num-samples",
+        "3",
+        "--max-epochs",
+        str(EPOCHS),
+        "--metric",
+        METRIC,
+        "--confirm-top",
+        "1",
+        "--confirm-seeds",
+        "2",
+        "--seed",
+        "0",
+        "--storage",
+        str(storage),
+        "--name",
+        "confirm",
+        "--cache-dir",
+        str(storage / "cache"),
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return storage / "confirm", proc.stdout
@@ -54,7 +82,7 @@ def _same_best_trial(experiment: Path, summary: str, tmp_path: Path) -> str:
     assert ranking[0]["trial"] == best and ranking[0]["rank"] == "1"
     assert _run("analysis/report.py", experiment, "--out", tmp_path / "report").returncode == 0
     page = (tmp_path / "report" / "report.html").read_text()
-    first_row = page[page.index("<h2>Ranking</h2>"):].split("<tr>")[2]
+    first_row = page[page.index("<h2>Ranking</h2>") :].split("<tr>")[2]
     assert f"<code>{best}</code>" in first_row
     export = _run("analysis/export_best.py", experiment, "--out", tmp_path / "export", "--no-onnx")
     assert export.returncode == 0, export.stderr
@@ -87,8 +115,7 @@ def test_confirmation_trials_retrain_the_best_configuration_with_new_seeds(confi
     assert f"best configuration: trial_{winner}, confirmed with new seeds" in stdout
 
 
-def test_ranking_has_mean_and_sd_of_the_new_seeds_and_every_script_names_the_same_best(confirmed_experiment,
-                                                                                      tmp_path):
+def test_ranking_has_mean_and_sd_of_the_new_seeds_and_every_script_names_the_same_best(confirmed_experiment, tmp_path):
     experiment, stdout = confirmed_experiment
     best = _same_best_trial(experiment, stdout, tmp_path)
     with open(tmp_path / "rank" / "ranking.csv", newline="") as f:

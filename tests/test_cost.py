@@ -4,6 +4,7 @@ The real measurements come from the session's YOLO search (`yolo_experiment`); t
 Detectron2 searches check theirs in test_e2e_maskrcnn.py (`check_cost_rows`). Choosing trials by
 latency is tested on a copy whose AP and latency are rewritten, so that the expected choice is known.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _rows(trial: Path) -> list[dict]:
@@ -46,8 +53,10 @@ class _TinyModel:
         import torch
 
         self.network = torch.nn.Linear(64, 64)
-        self.val_images = [ImageRecord(i, Path(f"{i}.png"), w, h) for i, (w, h) in
-                           enumerate([(64, 64), (640, 480), (32, 32), (128, 128), (96, 96)])]
+        self.val_images = [
+            ImageRecord(i, Path(f"{i}.png"), w, h)
+            for i, (w, h) in enumerate([(64, 64), (640, 480), (32, 32), (128, 128), (96, 96)])
+        ]
         self.measured: list[ImageRecord] = []
 
     @contextlib.contextmanager
@@ -90,7 +99,11 @@ def test_costs_are_minimised_and_fps_maximised_by_default():
     from segtune.core.record import default_mode
 
     assert [default_mode(k) for k in ("cost/latency_ms", "cost/train_mem_mb", "cost/fps", "segm/AP")] == [
-        "min", "min", "max", "max"]
+        "min",
+        "min",
+        "max",
+        "max",
+    ]
 
 
 def test_timing_image_is_the_median_by_pixels():
@@ -163,7 +176,7 @@ def test_report_plots_the_front(priced_experiment, tmp_path):
     proc = _run("analysis/report.py", experiment, "--metric", "segm/AP", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "report.html").read_text()
-    section = page[page.index("Accuracy against latency"):]
+    section = page[page.index("Accuracy against latency") :]
     assert (tmp_path / "pareto.png").stat().st_size > 1000 and "data:image/png;base64," in section
     assert all(i in section for i in ids[:3])
 
@@ -173,16 +186,33 @@ def test_export_the_best_trial_under_a_latency_limit(priced_experiment, tmp_path
     experiment, ids = priced_experiment
     out = tmp_path / "fast"
     # 45 ms: the most accurate trial (50 ms) and the fourth (60 ms) are too slow; 20 AP beats 10 AP
-    proc = _run("analysis/export_best.py", experiment, "--metric", "segm/AP", "--max-latency-ms", "45",
-                "--out", out, "--no-onnx")
+    proc = _run(
+        "analysis/export_best.py",
+        experiment,
+        "--metric",
+        "segm/AP",
+        "--max-latency-ms",
+        "45",
+        "--out",
+        out,
+        "--no-onnx",
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"exported trial {ids[1]}" in proc.stdout
     card = (out / "MODEL_CARD.md").read_text()
     assert f"trial {ids[1]}" in card and "| latency (ms per image, batch 1) | 10.0 |" in card
     assert "parameters (millions)" in card and "peak training memory (MB)" in card and "measured on | cpu" in card
 
-    too_fast = _run("analysis/export_best.py", experiment, "--metric", "segm/AP", "--max-latency-ms", "1",
-                    "--out", tmp_path / "none")
+    too_fast = _run(
+        "analysis/export_best.py",
+        experiment,
+        "--metric",
+        "segm/AP",
+        "--max-latency-ms",
+        "1",
+        "--out",
+        tmp_path / "none",
+    )
     assert too_fast.returncode == 2 and len(too_fast.stderr.strip().splitlines()) == 1
     assert f"the fastest, trial {ids[2]}, takes 5.00 ms" in too_fast.stderr
     assert not (tmp_path / "none").exists()
@@ -191,8 +221,16 @@ def test_export_the_best_trial_under_a_latency_limit(priced_experiment, tmp_path
 @pytest.mark.e2e
 def test_export_every_trial_on_the_front(priced_experiment, tmp_path):
     experiment, ids = priced_experiment
-    proc = _run("analysis/export_best.py", experiment, "--metric", "segm/AP", "--pareto", "--out", tmp_path / "front",
-                "--no-onnx")
+    proc = _run(
+        "analysis/export_best.py",
+        experiment,
+        "--metric",
+        "segm/AP",
+        "--pareto",
+        "--out",
+        tmp_path / "front",
+        "--no-onnx",
+    )
     assert proc.returncode == 0, proc.stderr
     folders = sorted(p.name for p in (tmp_path / "front").iterdir())
     assert folders == sorted(f"trial_{i}" for i in ids[:3])

@@ -1,4 +1,5 @@
 """Conversion: seeded split, Ultralytics layout, class mapping, caching, YAML input and its round trip."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-def prepare(data: Path | None, cache: Path, need_yolo: bool = True,
-            **kwargs: object) -> tuple[PreparedDataset, list[str]]:
+def prepare(
+    data: Path | None, cache: Path, need_yolo: bool = True, **kwargs: object
+) -> tuple[PreparedDataset, list[str]]:
     """prepare_dataset as the runner calls it for YOLO (need_yolo: with the Ultralytics layout) or
     for an adapter that needs no layout."""
     logs: list[str] = []
@@ -52,8 +54,10 @@ def read_labels(prepared: PreparedDataset, split: str) -> dict[str, list[tuple[i
 
 
 def test_seeded_split_is_deterministic_disjoint_and_complete() -> None:
-    coco = {"images": [{"id": i} for i in range(40)],
-            "annotations": [{"image_id": i} for i in range(40) if i % 5]}  # 8 background images
+    coco = {
+        "images": [{"id": i} for i in range(40)],
+        "annotations": [{"image_id": i} for i in range(40) if i % 5],
+    }  # 8 background images
     train, val = split_image_ids(coco, 0.1, seed=7)
     assert (train, val) == split_image_ids(coco, 0.1, seed=7)
     assert split_image_ids(coco, 0.1, seed=8)[1] != val
@@ -70,8 +74,7 @@ def test_train_only_dataset_gets_a_seeded_val_split(dataset: Path, tmp_path: Pat
     shutil.rmtree(dataset / "images" / "val")
     first, logs = prepare(dataset, tmp_path / "a", val_fraction=0.25, seed=3)
     second, _ = prepare(dataset, tmp_path / "b", val_fraction=0.25, seed=3)
-    ids = [{im["id"] for im in json.loads(p.read_text())["images"]}
-           for p in (first.train_json, first.val_json)]
+    ids = [{im["id"] for im in json.loads(p.read_text())["images"]} for p in (first.train_json, first.val_json)]
     assert len(ids[1]) == 3 and not ids[0] & ids[1] and len(ids[0] | ids[1]) == 12
     assert json.loads(second.val_json.read_text()) == json.loads(first.val_json.read_text())
     assert first.val_images == first.train_images
@@ -84,8 +87,12 @@ def test_ultralytics_layout_labels_and_class_mapping(dataset: Path, tmp_path: Pa
     prepared, _ = prepare(dataset, tmp_path / "cache")
     root = yolo_yaml(prepared).parent
     spec = yaml.safe_load(yolo_yaml(prepared).read_text())
-    assert spec == {"path": str(root), "train": "images/train", "val": "images/val",
-                    "names": {0: "circle", 1: "rectangle", 2: "triangle"}}
+    assert spec == {
+        "path": str(root),
+        "train": "images/train",
+        "val": "images/val",
+        "names": {0: "circle", 1: "rectangle", 2: "triangle"},
+    }
     assert Path(spec["path"]).is_absolute() and "download" not in spec
     for split in ("train", "val"):
         coco = json.loads((prepared.train_json if split == "train" else prepared.val_json).read_text())
@@ -105,7 +112,8 @@ def test_non_contiguous_category_ids_are_mapped(dataset: Path, tmp_path: Path) -
 
     def change(coco: dict) -> None:
         coco["categories"] = [{"id": 0, "name": "shapes", "supercategory": "none"}] + [
-            dict(c, id=remap[c["id"]]) for c in coco["categories"]]
+            dict(c, id=remap[c["id"]]) for c in coco["categories"]
+        ]
         for ann in coco["annotations"]:
             ann["category_id"] = remap[ann["category_id"]]
 
@@ -164,8 +172,9 @@ def test_cache_hit_reuses_the_directory_without_rebuilding(dataset: Path, tmp_pa
     assert [p.name for p in (tmp_path / "cache" / "datasets").iterdir()] == [first.content_hash[:16]]
 
 
-def test_a_crash_while_writing_leaves_nothing_behind(dataset: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_while_writing_leaves_nothing_behind(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
@@ -203,9 +212,13 @@ def test_default_is_the_embedded_demo_set(tmp_path: Path) -> None:
 
 
 def test_explicit_paths(dataset: Path, tmp_path: Path) -> None:
-    prepared, _ = prepare(None, tmp_path / "cache", need_yolo=False,
-                          train_json=dataset / "annotations" / "instances_train.json",
-                          train_images=dataset / "images" / "train")
+    prepared, _ = prepare(
+        None,
+        tmp_path / "cache",
+        need_yolo=False,
+        train_json=dataset / "annotations" / "instances_train.json",
+        train_images=dataset / "images" / "train",
+    )
     assert prepared.num_train_images + prepared.num_val_images == 12  # no val given: split from train
     assert prepared.name == "data"
 
@@ -235,10 +248,14 @@ def test_yaml_round_trip_gives_equivalent_ground_truth(dataset: Path, tmp_path: 
             stem = Path(image_a["file_name"]).stem
             image_b = next(im for im in b["images"] if Path(im["file_name"]).stem == stem)
             assert (image_a["width"], image_a["height"]) == (image_b["width"], image_b["height"])
-            objects_a = sorted((coco_side.category_ids.index(x["category_id"]), x["bbox"], x["area"])
-                               for x in a["annotations"] if x["image_id"] == image_a["id"])
-            objects_b = sorted((x["category_id"], x["bbox"], x["area"])
-                               for x in b["annotations"] if x["image_id"] == image_b["id"])
+            objects_a = sorted(
+                (coco_side.category_ids.index(x["category_id"]), x["bbox"], x["area"])
+                for x in a["annotations"]
+                if x["image_id"] == image_a["id"]
+            )
+            objects_b = sorted(
+                (x["category_id"], x["bbox"], x["area"]) for x in b["annotations"] if x["image_id"] == image_b["id"]
+            )
             assert len(objects_a) == len(objects_b)
             for (cls_a, box_a, area_a), (cls_b, box_b, area_b) in zip(objects_a, objects_b):
                 assert cls_a == cls_b
@@ -255,10 +272,15 @@ def write_yaml(root: Path, **spec: object) -> Path:
 def test_yaml_input_is_rewritten_and_checked(dataset: Path, tmp_path: Path) -> None:
     coco_side, _ = prepare(dataset, tmp_path / "cache")
     yolo_root = yolo_yaml(coco_side).parent
-    user = Path(shutil.copytree(yolo_root, tmp_path / "user", symlinks=True,
-                                ignore=shutil.ignore_patterns("*.json")))
-    path = write_yaml(user, path=".", train="images/train", val="images/val",
-                      names=["circle", "rectangle", "triangle"], download="https://example.com/data.zip")
+    user = Path(shutil.copytree(yolo_root, tmp_path / "user", symlinks=True, ignore=shutil.ignore_patterns("*.json")))
+    path = write_yaml(
+        user,
+        path=".",
+        train="images/train",
+        val="images/val",
+        names=["circle", "rectangle", "triangle"],
+        download="https://example.com/data.zip",
+    )
     prepared, _ = prepare(path, tmp_path / "cache3", need_yolo=False)
     spec = yaml.safe_load(yolo_yaml(prepared).read_text())
     assert "download" not in spec and spec["path"] == str(user.resolve())

@@ -1,4 +1,5 @@
 """Validation: each broken input gives one DataError line naming problem, place and fix; warnings kept."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 def prepare(dataset: Path, tmp_path: Path, **kwargs: object) -> tuple[PreparedDataset, list[str]]:
     logs: list[str] = []
-    prepared = prepare_dataset(dataset, cache_dir=tmp_path / "cache", log=logs.append,
-                               **kwargs)
+    prepared = prepare_dataset(dataset, cache_dir=tmp_path / "cache", log=logs.append, **kwargs)
     return prepared, logs
 
 
@@ -44,8 +44,10 @@ def set_field(key: str, value: object, entry: str = "annotations", index: int = 
 
 
 ERRORS = {
-    "short polygon": (set_field("segmentation", [[1, 1, 5, 5]]),
-                      "annotation 1 has a polygon with 2 points (a polygon needs >= 3)"),
+    "short polygon": (
+        set_field("segmentation", [[1, 1, 5, 5]]),
+        "annotation 1 has a polygon with 2 points (a polygon needs >= 3)",
+    ),
     "odd polygon": (set_field("segmentation", [[1, 1, 5, 5, 9]]), "not an even-length list"),
     "empty segmentation": (set_field("segmentation", []), "annotation 1 has an empty segmentation"),
     "unknown category": (set_field("category_id", 99), "category_id 99, which is not"),
@@ -56,8 +58,7 @@ ERRORS = {
     "size mismatch": (set_field("width", 100, "images"), "is 64x64 but the JSON says 100x64"),
     "bbox entirely outside": (set_field("bbox", [500, 500, 10, 10]), "entirely outside its 64x64 image"),
     "bbox without size": (set_field("bbox", [1, 1, 0, 5]), "non-positive size 0x5"),
-    "bad RLE size": (set_field("segmentation", {"size": [10, 10], "counts": "abc"}),
-                     "RLE mask with size [10, 10]"),
+    "bad RLE size": (set_field("segmentation", {"size": [10, 10], "counts": "abc"}), "RLE mask with size [10, 10]"),
 }
 
 
@@ -122,8 +123,7 @@ def test_empty_category_and_background_images_warn(dataset: Path, tmp_path: Path
     extra = {"id": 7, "name": "hexagon", "supercategory": "shape"}
     edit(dataset, "train", lambda c: c["categories"].append(extra))
     edit(dataset, "val", lambda c: c["categories"].append(extra))
-    edit(dataset, "train",
-         lambda c: c.__setitem__("annotations", [a for a in c["annotations"] if a["image_id"] != 2]))
+    edit(dataset, "train", lambda c: c.__setitem__("annotations", [a for a in c["annotations"] if a["image_id"] != 2]))
     prepared, logs = prepare(dataset, tmp_path)
     empty = [w for w in prepared.warnings if "category 7 ('hexagon') has no annotations" in w]
     background = [w for w in prepared.warnings if "image 2 (000002.png) has no annotations" in w]
@@ -214,8 +214,10 @@ def test_an_exports_quirks_are_warned_and_normalised(tmp_path: Path) -> None:
     assert min(im["id"] for im in val["images"]) == 0  # image ids are the originals
     assert min(a["id"] for a in val["annotations"]) == 1  # annotation ids shifted for pycocotools
     assert all(a["bbox"][0] + a["bbox"][2] <= WIDTH for a in val["annotations"])  # boxes clipped
-    original = {a["id"] + 1: a["category_id"] for a in json.loads(
-        (data / "annotations" / "instances_val.json").read_text())["annotations"]}
+    original = {
+        a["id"] + 1: a["category_id"]
+        for a in json.loads((data / "annotations" / "instances_val.json").read_text())["annotations"]
+    }
     assert {a["id"]: a["category_id"] for a in val["annotations"]} == original  # category ids kept
     labels = prepared.layout("ultralytics").parent / "labels" / "val" / "val_00.txt"
     classes = sorted(int(line.split()[0]) for line in labels.read_text().splitlines())

@@ -1,6 +1,7 @@
 """Dense scenes (hundreds of objects per image) are not capped anywhere: the detection limit has
 headroom above the densest image, the evaluator counts that many, and every backend proposes and
 keeps at least that many detections."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,8 +28,14 @@ def dense(tmp_path_factory):
 
 def _context(prepared, tmp_path, **kw) -> TrialContext:
     # The limit every trial gets: runners/tune.py takes it from the evaluator of the val split.
-    return TrialContext(dataset=prepared, output_dir=tmp_path, max_epochs=1, device="cpu",
-                        max_detections=CocoEvaluator(prepared.val_json).max_dets, **kw)
+    return TrialContext(
+        dataset=prepared,
+        output_dir=tmp_path,
+        max_epochs=1,
+        device="cpu",
+        max_detections=CocoEvaluator(prepared.val_json).max_dets,
+        **kw,
+    )
 
 
 def test_detection_limit_is_cocos_100_or_twice_the_densest_image():
@@ -39,12 +46,21 @@ def test_evaluator_counts_false_positives_ranked_above_every_object(dense):
     """100 false positives scored above all 324 objects: with a limit of exactly 324 the last 100
     objects would fall off the list (AP about 48); with headroom all are counted (AP 76)."""
     gt = json.loads(dense.val_json.read_text())
-    predictions = [{"image_id": 1, "category_id": 1, "score": 0.5, "bbox": a["bbox"],
-                    "segmentation": a["segmentation"]} for a in gt["annotations"]]
+    predictions = [
+        {"image_id": 1, "category_id": 1, "score": 0.5, "bbox": a["bbox"], "segmentation": a["segmentation"]}
+        for a in gt["annotations"]
+    ]
     for k in range(100):  # 2 x 2 squares in the gaps between the objects
         x, y = 7 + 8 * (k % 17), 7 + 8 * (k // 17)
-        predictions.append({"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [x, y, 2, 2],
-                            "segmentation": [[x, y, x + 2, y, x + 2, y + 2, x, y + 2]]})
+        predictions.append(
+            {
+                "image_id": 1,
+                "category_id": 1,
+                "score": 0.9,
+                "bbox": [x, y, 2, 2],
+                "segmentation": [[x, y, x + 2, y, x + 2, y + 2, x, y + 2]],
+            }
+        )
     evaluator = CocoEvaluator(gt)
     assert evaluator.max_dets == 2 * OBJECTS
     metrics = evaluator.evaluate(predictions)

@@ -1,4 +1,5 @@
 """The README stays a short front page, its quick start intact, and every link in it and in docs/ resolves."""
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 torchvision runs everywhere; Detectron2 runs where it is importable and is skipped, with the
 reason shown, where it is not (it is not on PyPI).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,8 +19,12 @@ pytestmark = pytest.mark.e2e
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 BACKENDS = [
     "torchvision",
-    pytest.param("detectron2", marks=pytest.mark.skipif(
-        not HAS_DETECTRON2, reason="detectron2 is not installed (not on PyPI; build it from source to run this)")),
+    pytest.param(
+        "detectron2",
+        marks=pytest.mark.skipif(
+            not HAS_DETECTRON2, reason="detectron2 is not installed (not on PyPI; build it from source to run this)"
+        ),
+    ),
 ]
 # a tiny, fast corner of the real search space; one learning rate that is sure to diverge
 DIVERGING_SPACE = """framework: maskrcnn
@@ -49,8 +54,14 @@ def _parameters(backend: str, trial: Path) -> int | None:
     from segtune.trainers.maskrcnn.torchvision.models import build_model
 
     state = torch.load(sorted(trial.glob("checkpoint_*"))[-1] / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model, _ = build_model(state["model_name"], num_classes=state["num_classes"], params=state["params"],
-                           weights=None, max_detections=100, load_weights=False)
+    model, _ = build_model(
+        state["model_name"],
+        num_classes=state["num_classes"],
+        params=state["params"],
+        weights=None,
+        max_detections=100,
+        load_weights=False,
+    )
     return sum(p.numel() for p in model.parameters())
 
 
@@ -59,10 +70,34 @@ def test_search_with_a_diverging_trial_completes(tmp_path, tiny_demo_data, backe
     space = tmp_path / "space.yaml"
     space.write_text(DIVERGING_SPACE)
     proc = run_tune(
-        "--framework", "maskrcnn", "--backend", backend, "--data", str(tiny_demo_data), "--space", str(space),
-        "--num-samples", "4", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2",
-        "--iters-per-epoch", "2", "--seed", "1", "--confirm-top", "0",  # epochs of 2 iterations, not 8
-        "--storage", str(tmp_path), "--name", "exp", "--cache-dir", str(tmp_path / "cache"),
+        "--framework",
+        "maskrcnn",
+        "--backend",
+        backend,
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(space),
+        "--num-samples",
+        "4",
+        "--max-epochs",
+        "2",
+        "--grace-period",
+        "1",
+        "--reduction-factor",
+        "2",
+        "--iters-per-epoch",
+        "2",
+        "--seed",
+        "1",
+        "--confirm-top",
+        "0",  # epochs of 2 iterations, not 8
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "exp",
+        "--cache-dir",
+        str(tmp_path / "cache"),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"backend: {backend}" in proc.stdout

@@ -3,6 +3,7 @@
 Nothing is mocked: the experiment comes from `python runners/tune.py` (the `yolo_experiment`
 fixture), and these tests read what it left on disk.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,14 +100,22 @@ def test_terminal_output_is_compact(yolo_experiment):
     stdout = (yolo_experiment.parent / "yolo-e2e.stdout.txt").read_text()
     stderr = (yolo_experiment.parent / "yolo-e2e.stderr.txt").read_text()
     output = stdout + stderr
-    for ray_noise in ("╭", "│ Trial name", "Trial status:", "Current best trial", "/ray/session_",
-                      "Trial task failed", "A new study created"):
+    for ray_noise in (
+        "╭",
+        "│ Trial name",
+        "Trial status:",
+        "Current best trial",
+        "/ray/session_",
+        "Trial task failed",
+        "A new study created",
+    ):
         assert ray_noise not in output, ray_noise
     trials = [t.name for t in _trials(yolo_experiment)]
     lines = stdout.splitlines()
     starts = [line for line in lines if re.match(r"\[\s*[\d:]+\] trial_\w+ started ", line)]
-    ends = [line for line in lines
-            if re.match(r"\[\s*[\d:]+\] trial_\w+ (finished|stopped early) \d+/\d+  best ", line)]
+    ends = [
+        line for line in lines if re.match(r"\[\s*[\d:]+\] trial_\w+ (finished|stopped early) \d+/\d+  best ", line)
+    ]
     progress = [line for line in lines if re.match(r"\[\s*[\d:]+\] \d+/<=\d+ epochs ", line)]
     assert sorted(line.split()[2] for line in starts) == trials
     assert sorted(line.split()[2] for line in ends) == trials  # one end line per trial, with its reason
@@ -131,8 +140,14 @@ def test_trial_processes_are_reused_and_startup_recorded(yolo_experiment):
     reused = [s for s in startups.values() if s["trials_before_in_process"] > 0]
     assert reused and all(s["pid"] in fresh_pids for s in reused)
     for name, s in startups.items():
-        marks = [s["process_start"], s["trial_start"], s["imports_done"], s["adapter_built"],
-                 s["evaluator_ready"], s["first_epoch_trained"]]
+        marks = [
+            s["process_start"],
+            s["trial_start"],
+            s["imports_done"],
+            s["adapter_built"],
+            s["evaluator_ready"],
+            s["first_epoch_trained"],
+        ]
         assert marks == sorted(marks), (name, s)
         assert set(s["adapter"]) >= {"framework_imported", "model_built", "data_ready", "first_batch"}
         for row in _results(yolo_experiment / name):

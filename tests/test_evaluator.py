@@ -1,4 +1,5 @@
 """CocoEvaluator against pycocotools itself, on synthetic GT and on the shared dataset."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,6 +34,7 @@ SPLITS = ("train", "val", "test")
 
 # ---------------------------------------------------------------- building data
 
+
 def _rect(x: float, y: float, w: float, h: float) -> list[float]:
     return [x, y, x + w, y, x + w, y + h, x, y + h]
 
@@ -50,8 +52,7 @@ def synthetic_gt(seed: int = 0) -> dict:
     images, annotations = [], []
     for image_id in range(1, 7):
         height, width = 240, 320
-        images.append({"id": image_id, "file_name": f"{image_id}.png",
-                       "height": height, "width": width})
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width})
         for _ in range(int(rng.integers(2, 7))):
             size = float(rng.choice([12.0, 50.0, 130.0]))  # small / medium / large
             x, y = rng.uniform(0, width - size), rng.uniform(0, height - size)
@@ -60,20 +61,31 @@ def synthetic_gt(seed: int = 0) -> dict:
             else:
                 poly = _octagon(x + size / 2, y + size / 2, size / 2)
             rle = mask_utils.merge(mask_utils.frPyObjects([poly], height, width))
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id,
-                "category_id": int(rng.choice([1, 3, 7])), "segmentation": [poly],
-                "area": float(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist(),
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(rng.choice([1, 3, 7])),
+                    "segmentation": [poly],
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": mask_utils.toBbox(rle).tolist(),
+                    "iscrowd": 0,
+                }
+            )
     crowd = np.zeros((240, 320), dtype=np.uint8, order="F")
     crowd[10:60, 200:300] = 1
     crowd_rle = mask_utils.encode(crowd)
-    annotations.append({
-        "id": len(annotations) + 1, "image_id": 1, "category_id": 1, "iscrowd": 1,
-        "segmentation": {"size": [240, 320], "counts": crowd_rle["counts"].decode()},
-        "area": float(mask_utils.area(crowd_rle)), "bbox": mask_utils.toBbox(crowd_rle).tolist(),
-    })
+    annotations.append(
+        {
+            "id": len(annotations) + 1,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 1,
+            "segmentation": {"size": [240, 320], "counts": crowd_rle["counts"].decode()},
+            "area": float(mask_utils.area(crowd_rle)),
+            "bbox": mask_utils.toBbox(crowd_rle).tolist(),
+        }
+    )
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
@@ -93,9 +105,16 @@ def _json_rle(rle: dict) -> dict:
 def gt_derived(gt: dict) -> list[dict]:
     """One prediction per GT annotation: score 1, its mask as RLE at the image's size, its bbox."""
     images = {img["id"]: img for img in gt["images"]}
-    return [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
-             "bbox": list(a["bbox"]), "segmentation": _json_rle(_gt_rle(a, images[a["image_id"]]))}
-            for a in gt["annotations"]]
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": 1.0,
+            "bbox": list(a["bbox"]),
+            "segmentation": _json_rle(_gt_rle(a, images[a["image_id"]])),
+        }
+        for a in gt["annotations"]
+    ]
 
 
 def perturbed(gt: dict, seed: int = 1) -> list[dict]:
@@ -113,19 +132,31 @@ def perturbed(gt: dict, seed: int = 1) -> list[dict]:
             shifted = np.roll(mask, tuple(rng.integers(-4, 5, size=2)), axis=(0, 1))
             box = np.asarray(ann["bbox"], dtype=float) + rng.normal(0, 3, size=4)
             box[2:] = np.maximum(box[2:], 1)
-            preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                          "score": float(rng.random()), "bbox": box.tolist(),
-                          "segmentation": _json_rle(mask_utils.encode(np.asfortranarray(shifted)))})
+            preds.append(
+                {
+                    "image_id": ann["image_id"],
+                    "category_id": ann["category_id"],
+                    "score": float(rng.random()),
+                    "bbox": box.tolist(),
+                    "segmentation": _json_rle(mask_utils.encode(np.asfortranarray(shifted))),
+                }
+            )
     for image in gt["images"]:
         for _ in range(int(rng.integers(1, 4))):  # false positives, some in the empty category
             h, w = image["height"], image["width"]
             size = rng.uniform(8, min(100, h - 1, w - 1))
             x, y = rng.uniform(0, w - size), rng.uniform(0, h - size)
             mask = np.zeros((h, w), dtype=np.uint8, order="F")
-            mask[int(y):int(y + size), int(x):int(x + size)] = 1
-            preds.append({"image_id": image["id"], "category_id": int(rng.choice(category_ids)),
-                          "score": float(rng.random()), "bbox": [x, y, size, size],
-                          "segmentation": _json_rle(mask_utils.encode(mask))})
+            mask[int(y) : int(y + size), int(x) : int(x + size)] = 1
+            preds.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice(category_ids)),
+                    "score": float(rng.random()),
+                    "bbox": [x, y, size, size],
+                    "segmentation": _json_rle(mask_utils.encode(mask)),
+                }
+            )
     return preds
 
 
@@ -177,6 +208,7 @@ def assert_close(ours: dict[str, float], ref: dict[str, float]) -> None:
 
 # ---------------------------------------------------------------- equality with pycocotools
 
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_equals_pycocotools_on_perturbed_synthetic(seed: int) -> None:
     gt = synthetic_gt(seed)
@@ -218,6 +250,7 @@ def test_does_not_modify_predictions_or_gt() -> None:
 
 # ---------------------------------------------------------------- dense scenes (130-230 objects)
 
+
 def dense_gt(seed: int = 0) -> dict:
     """3 images with 130, 170 and 230 overlapping objects in 3 categories (60/30/10%), all sizes,
     areas exactly on the small/medium and medium/large borders, and a crowd region per image."""
@@ -226,14 +259,20 @@ def dense_gt(seed: int = 0) -> dict:
     images, annotations = [], []
 
     def add(image_id: int, category: int, rle: dict, crowd: int, segmentation: object) -> None:
-        annotations.append({
-            "id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-            "segmentation": segmentation, "iscrowd": crowd,
-            "area": float(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist()})
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category,
+                "segmentation": segmentation,
+                "iscrowd": crowd,
+                "area": float(mask_utils.area(rle)),
+                "bbox": mask_utils.toBbox(rle).tolist(),
+            }
+        )
 
     for image_id, count in zip((1, 2, 3), (130, 170, 230)):
-        images.append({"id": image_id, "file_name": f"d{image_id}.png",
-                       "height": height, "width": width})
+        images.append({"id": image_id, "file_name": f"d{image_id}.png", "height": height, "width": width})
         for k in range(count):
             category = int(rng.choice([1, 2, 5], p=[0.6, 0.3, 0.1]))
             if k < 4:  # 32x32 and 96x96 squares: areas 1024 and 9216 sit on both ranges
@@ -241,15 +280,16 @@ def dense_gt(seed: int = 0) -> dict:
                 x, y = rng.integers(0, width - size), rng.integers(0, height - size)
                 poly = _rect(float(x), float(y), size, size)
             else:
-                size = float(rng.choice([rng.uniform(4, 30), rng.uniform(30, 90),
-                                         rng.uniform(90, 160)], p=[0.45, 0.45, 0.1]))
+                size = float(
+                    rng.choice([rng.uniform(4, 30), rng.uniform(30, 90), rng.uniform(90, 160)], p=[0.45, 0.45, 0.1])
+                )
                 poly = _octagon(rng.uniform(0, width), rng.uniform(0, height), size / 2)
                 poly = np.clip(poly, 0, [width - 1, height - 1] * 8).tolist()
             rle = mask_utils.merge(mask_utils.frPyObjects([poly], height, width))
             add(image_id, category, rle, 0, [poly])
         crowd = np.zeros((height, width), dtype=np.uint8, order="F")
         y, x = rng.integers(0, height - 80), rng.integers(0, width - 120)
-        crowd[y:y + 80, x:x + 120] = 1
+        crowd[y : y + 80, x : x + 120] = 1
         rle = mask_utils.encode(crowd)
         add(image_id, 1, rle, 1, _json_rle(rle))
     categories = [{"id": c, "name": f"c{c}"} for c in (1, 2, 5)]
@@ -276,8 +316,9 @@ def test_equals_pycocotools_on_dense_scenes(dense: tuple[dict, list[dict]]) -> N
         assert all(0 < ours[f"{task}/{name}"] < 100 for name in METRIC_NAMES), ours
 
 
-def test_dense_scenes_cut_into_single_components(dense: tuple[dict, list[dict]],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dense_scenes_cut_into_single_components(
+    dense: tuple[dict, list[dict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every IoU >= 0.5 component its own pseudo-image: the cut must not change one figure."""
     monkeypatch.setattr(coco_engine, "BIN_ITEMS", 1)
     _dense_check(*dense)
@@ -305,6 +346,7 @@ def test_dense_scenes_beyond_max_dets(dense: tuple[dict, list[dict]]) -> None:
 
 
 # ---------------------------------------------------------------- perfect predictions -> 100
+
 
 def _assert_perfect(metrics: dict[str, float]) -> None:
     for task in ("segm", "bbox"):
@@ -337,11 +379,22 @@ def test_dense_scene_is_not_capped_at_100() -> None:
     annotations = []
     for k in range(130):  # 130 disjoint 10x10 squares in one image
         x, y = 20.0 * (k % 20), 20.0 * (k // 20)
-        annotations.append({"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                            "segmentation": [_rect(x, y, 10, 10)], "area": 100.0,
-                            "bbox": [x, y, 10.0, 10.0]})
-    gt = {"images": [{"id": 1, "file_name": "dense.png", "height": height, "width": width}],
-          "annotations": annotations, "categories": [{"id": 1, "name": "square"}]}
+        annotations.append(
+            {
+                "id": k + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": [_rect(x, y, 10, 10)],
+                "area": 100.0,
+                "bbox": [x, y, 10.0, 10.0],
+            }
+        )
+    gt = {
+        "images": [{"id": 1, "file_name": "dense.png", "height": height, "width": width}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "square"}],
+    }
     evaluator = CocoEvaluator(gt)
     assert evaluator.max_dets == 260  # headroom: twice the densest image (cocodata.ground_truth.detection_limit)
     metrics = evaluator.evaluate(gt_derived(gt))
@@ -351,6 +404,7 @@ def test_dense_scene_is_not_capped_at_100() -> None:
 
 # ---------------------------------------------------------------- edge cases and errors
 
+
 def test_no_predictions_give_zero_not_nan() -> None:
     metrics = CocoEvaluator(synthetic_gt()).evaluate([])
     assert set(metrics) == set(METRIC_KEYS)
@@ -359,7 +413,7 @@ def test_no_predictions_give_zero_not_nan() -> None:
 
 def test_size_without_gt_is_minus_one() -> None:
     gt = synthetic_gt()
-    gt["annotations"] = [a for a in gt["annotations"] if a["area"] > 96 ** 2]  # large only
+    gt["annotations"] = [a for a in gt["annotations"] if a["area"] > 96**2]  # large only
     metrics = CocoEvaluator(gt).evaluate(gt_derived(gt))
     for task in ("segm", "bbox"):
         assert metrics[f"{task}/APs"] == -1.0 and metrics[f"{task}/APm"] == -1.0
@@ -388,8 +442,7 @@ def test_segm_uses_masks_and_bbox_uses_boxes() -> None:
 def test_polygon_and_uncompressed_rle_predictions() -> None:
     gt = synthetic_gt()
     evaluator = CocoEvaluator(gt)
-    polygons = [{**p, "segmentation": a["segmentation"]}
-                for p, a in zip(gt_derived(gt), gt["annotations"])]
+    polygons = [{**p, "segmentation": a["segmentation"]} for p, a in zip(gt_derived(gt), gt["annotations"])]
     _assert_perfect(evaluator.evaluate(polygons))
     preds = perturbed(gt)
     uncompressed = []
@@ -413,12 +466,15 @@ def test_bbox_is_optional() -> None:
     _assert_perfect(CocoEvaluator(gt).evaluate(preds))
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"image_id": 999}, "image_id 999"),
-    ({"category_id": 5}, "category_id 5"),
-    ({"score": float("nan")}, "score"),
-    ({"segmentation": {"size": [10, 10], "counts": "0"}}, "full resolution"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"image_id": 999}, "image_id 999"),
+        ({"category_id": 5}, "category_id 5"),
+        ({"score": float("nan")}, "score"),
+        ({"segmentation": {"size": [10, 10], "counts": "0"}}, "full resolution"),
+    ],
+)
 def test_invalid_predictions_raise(change: dict, match: str) -> None:
     gt = synthetic_gt()
     preds = gt_derived(gt)
@@ -428,6 +484,7 @@ def test_invalid_predictions_raise(change: dict, match: str) -> None:
 
 
 # ---------------------------------------------------------------- results helpers
+
 
 @pytest.mark.parametrize("kind", ["bool", "uint8", "torch"])
 def test_instances_to_coco_round_trip(kind: str) -> None:
@@ -459,8 +516,7 @@ def test_encode_masks_equals_pycocotools_encode() -> None:
     """Same bytes as pycocotools' encode, including masks on every border, full columns (runs
     that continue into the next column), full and empty masks, 0/255 uint8 and noise."""
     rng = np.random.default_rng(4)
-    stacks = [np.ones((2, 7, 5), dtype=bool), np.zeros((3, 6, 9), dtype=np.uint8),
-              np.zeros((0, 4, 4), dtype=bool)]
+    stacks = [np.ones((2, 7, 5), dtype=bool), np.zeros((3, 6, 9), dtype=np.uint8), np.zeros((0, 4, 4), dtype=bool)]
     column_run = np.zeros((1, 6, 4), dtype=bool)
     column_run[0, 3:, 1] = column_run[0, :, 2] = column_run[0, :2, 3] = True
     stacks.append(column_run)
@@ -470,17 +526,15 @@ def test_encode_masks_equals_pycocotools_encode() -> None:
         blobs = np.zeros((n, height, width), dtype=np.uint8)
         for mask in blobs:
             y, x = rng.integers(0, height), rng.integers(0, width)
-            mask[y:y + rng.integers(1, height + 1), x:x + rng.integers(1, width + 1)] = 255
+            mask[y : y + rng.integers(1, height + 1), x : x + rng.integers(1, width + 1)] = 255
         stacks.append(blobs)
     for masks in stacks:
-        expected = mask_utils.encode(np.asfortranarray((masks != 0).transpose(1, 2, 0),
-                                                       dtype=np.uint8))
+        expected = mask_utils.encode(np.asfortranarray((masks != 0).transpose(1, 2, 0), dtype=np.uint8))
         assert encode_masks(masks) == list(expected)
 
 
 def test_instances_to_coco_empty_and_invalid() -> None:
-    empty = instances_to_coco(1, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int),
-                              np.zeros((0, 8, 8), bool), (1,))
+    empty = instances_to_coco(1, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), np.zeros((0, 8, 8), bool), (1,))
     assert empty == []
     with pytest.raises(TypeError, match="threshold"):
         instances_to_coco(1, np.zeros((1, 4)), [0.5], [0], np.zeros((1, 8, 8), float), (1,))
@@ -498,8 +552,7 @@ def test_instances_to_coco_feeds_the_evaluator() -> None:
         masks = np.stack([mask_utils.decode(_gt_rle(a, images[image_id])) for a in anns])
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
         classes = np.array([category_ids.index(a["category_id"]) for a in anns])
-        preds += instances_to_coco(image_id, boxes, np.ones(len(anns)), classes, masks,
-                                   category_ids)
+        preds += instances_to_coco(image_id, boxes, np.ones(len(anns)), classes, masks, category_ids)
     _assert_perfect(CocoEvaluator(gt).evaluate(preds))
 
 
@@ -515,10 +568,17 @@ def test_list_images(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- CLI
 
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "analysis/evaluate.py"), *args],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(REPO / "analysis/evaluate.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
 def test_cli_prints_metrics_json(tmp_path: Path) -> None:

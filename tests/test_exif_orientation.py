@@ -6,6 +6,7 @@ the upright view (the JSON has the turned size; the stored pixels are sideways).
 loader (OpenCV as in Ultralytics, PIL with exif_transpose, the torchvision backend's decoder,
 Detectron2's read_image), it must see the annotated view, and a YOLO trial must run on it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,10 @@ from segtune.trainers.yolo.layout import ULTRALYTICS_LAYOUT
 
 ORIENTATION = 0x0112
 # image id -> (EXIF orientation, which view the annotations describe); the others stay untagged PNGs
-TAGGED = {"train": {0: (6, "stored"), 1: (8, "upright")},
-          "val": {0: (6, "stored"), 1: (6, "upright"), 2: (3, "upright")}}
+TAGGED = {
+    "train": {0: (6, "stored"), 1: (8, "upright")},
+    "val": {0: (6, "stored"), 1: (6, "upright"), 2: (3, "upright")},
+}
 
 
 def _tag(root: Path, split: str, image: dict, orientation: int, view: str) -> None:
@@ -116,8 +119,9 @@ def test_every_loader_reads_the_annotated_view(tagged):
 def test_the_prepared_entry_is_reused(tagged, tmp_path):
     data, prepared, _ = tagged
     logs: list[str] = []
-    again = prepare_dataset(data, cache_dir=prepared.train_json.parents[2], layouts=(ULTRALYTICS_LAYOUT,),
-                            log=logs.append)
+    again = prepare_dataset(
+        data, cache_dir=prepared.train_json.parents[2], layouts=(ULTRALYTICS_LAYOUT,), log=logs.append
+    )
     assert again == prepared and any(line.startswith("reusing prepared dataset") for line in logs)
 
 
@@ -160,6 +164,9 @@ def test_sizes_that_fit_neither_view_are_one_error(tmp_path):
     coco = json.loads(path.read_text())
     coco["images"][0].update(width=80, height=80)
     path.write_text(json.dumps(coco))
-    with pytest.raises(DataError, match=r"is 80x44 \(44x80 with its EXIF orientation 6 applied\) but the JSON "
-                                        r"says 80x80; fix width/height"):
+    with pytest.raises(
+        DataError,
+        match=r"is 80x44 \(44x80 with its EXIF orientation 6 applied\) but the JSON "
+        r"says 80x80; fix width/height",
+    ):
         prepare_dataset(data, cache_dir=tmp_path / "cache", log=lambda _: None)

@@ -3,6 +3,7 @@ to the search — unless every trial fails, which the runner says plainly (exit 
 
 Faults are injected into real YOLO trials by a hook the tests add (tests/fault_hooks.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,28 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def search(tmp_path, tiny_demo_data, yolo_test_space, monkeypatch):
     """`search(fault, *args)`: a real YOLO search of small trials into tmp_path/exp, with this fault."""
+
     def run(fault: str, *args: str):
         for name, value in fault_env(fault).items():
             monkeypatch.setenv(name, value)
-        return run_tune("--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(yolo_test_space),
-                        "--storage", str(tmp_path), "--name", "exp", "--cache-dir", str(tmp_path / "cache"),
-                        "--grace-period", "1", *args)
+        return run_tune(
+            "--framework",
+            "yolo",
+            "--data",
+            str(tiny_demo_data),
+            "--space",
+            str(yolo_test_space),
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "exp",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--grace-period",
+            "1",
+            *args,
+        )
+
     return run
 
 
@@ -32,8 +49,9 @@ def _rows(trial: Path) -> list[dict]:
 
 
 def test_dead_trial_process_is_retried_from_its_checkpoint(tmp_path, search):
-    proc = search("exit@2:first",
-                  "--num-samples", "2", "--max-epochs", "2", "--reduction-factor", "100", "--max-failures", "1")
+    proc = search(
+        "exit@2:first", "--num-samples", "2", "--max-epochs", "2", "--reduction-factor", "100", "--max-failures", "1"
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "2 trials: 2 finished" in proc.stdout  # the retried trial finished too
     trials = sorted((tmp_path / "exp").glob("trial_*"))

@@ -1,4 +1,5 @@
 """bench/gpu_check.py: its checks on made-up data here; the real check needs a CUDA machine."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "bench/gpu_check.py", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "bench/gpu_check.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_dry_run_passes_a_good_run_and_fails_a_bad_one():

@@ -9,6 +9,7 @@ pasting masks), the adapter's conversion to COCO results and class ids, and the 
 A mirrored mask, a wrong scale back to the image or a class permutation anywhere on that path
 shows up as a lost AP: `mutate` makes each of those mistakes on purpose.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -52,8 +53,7 @@ def _context(prepared, tmp_path: Path, **kw) -> TrialContext:
     return TrialContext(dataset=prepared, output_dir=tmp_path, max_epochs=1, device="cpu", **kw)
 
 
-def _check(evaluator: CocoEvaluator, predictions: list[dict], mutate: str | None, *, exact_masks: bool = True
-           ) -> None:
+def _check(evaluator: CocoEvaluator, predictions: list[dict], mutate: str | None, *, exact_masks: bool = True) -> None:
     """100 AP for the right answer; under 30 for a mutated one.
 
     exact_masks=False: torchvision pastes RoI masks with its legacy box rounding (a pixel at the
@@ -82,10 +82,8 @@ def test_yolo_prediction_path(prepared, evaluator, tmp_path, monkeypatch, mutate
 
     adapter = YoloAdapter({"imgsz": YOLO_IMGSZ}, _context(prepared, tmp_path))
     model = SegmentationModel("yolo11n-seg.yaml", nc=prepared.num_classes, verbose=False).eval()
-    adapter._trainer = SimpleNamespace(ema=None, model=model,
-                                       args=SimpleNamespace(imgsz=YOLO_IMGSZ, device="cpu"))
-    monkeypatch.setattr(SegmentationModel, "_predict_once",
-                        yolo_answer(class_of_level(prepared.category_ids), mutate))
+    adapter._trainer = SimpleNamespace(ema=None, model=model, args=SimpleNamespace(imgsz=YOLO_IMGSZ, device="cpu"))
+    monkeypatch.setattr(SegmentationModel, "_predict_once", yolo_answer(class_of_level(prepared.category_ids), mutate))
     _check(evaluator, adapter.predict_val(), mutate)
 
 

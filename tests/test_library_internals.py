@@ -6,6 +6,7 @@ a small behaviour holds) and fail with a message naming the module to fix. A few
 documented behaviours the search depends on are checked too. On a Ray or Optuna upgrade, run this
 file first (it is fast: no Ray cluster, no training).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -21,8 +22,10 @@ from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from segtune.runners.search import internals
 from segtune.search_spaces.membership import holds
 
-FIX_INTERNALS = ("fix segtune/runners/search/internals.py (see its docstring; checked with "
-                 f"ray {internals.CHECKED_RAY}, optuna {internals.CHECKED_OPTUNA}), then the bounds in pyproject.toml")
+FIX_INTERNALS = (
+    "fix segtune/runners/search/internals.py (see its docstring; checked with "
+    f"ray {internals.CHECKED_RAY}, optuna {internals.CHECKED_OPTUNA}), then the bounds in pyproject.toml"
+)
 
 
 def _changed(what: str) -> str:
@@ -49,34 +52,45 @@ def _trainable(config: dict) -> None:
 # ---- Tuner: _tuner_kwargs, _local_tuner ------------------------------------------------------------
 def test_a_new_tuner_can_be_told_to_resume(tmp_path):
     assert internals.TUNER_KWARGS in inspect.signature(tune.Tuner.__init__).parameters, _changed(
-        "Tuner(_tuner_kwargs=...) (how a newly built Tuner resumes: internals.resuming_tuner)")
+        "Tuner(_tuner_kwargs=...) (how a newly built Tuner resumes: internals.resuming_tuner)"
+    )
     assert "resume_config" in inspect.signature(tune.run).parameters, _changed(
-        "tune.run(resume_config=...) (what _tuner_kwargs are forwarded to)")
+        "tune.run(resume_config=...) (what _tuner_kwargs are forwarded to)"
+    )
     from ray.tune.impl.tuner_internal import TunerInternal
 
     assert "**self._tuner_kwargs" in inspect.getsource(TunerInternal), _changed(
-        "TunerInternal's forwarding of _tuner_kwargs to tune.run (internals.resuming_tuner)")
+        "TunerInternal's forwarding of _tuner_kwargs to tune.run (internals.resuming_tuner)"
+    )
     tune_config, run_config = tune.TuneConfig(num_samples=3), tune.RunConfig(name="exp", storage_path=str(tmp_path))
-    tuner = internals.resuming_tuner(_trainable, param_space={"a": 1}, tune_config=tune_config,
-                                     run_config=run_config, resume=True)
+    tuner = internals.resuming_tuner(
+        _trainable, param_space={"a": 1}, tune_config=tune_config, run_config=run_config, resume=True
+    )
     assert internals.tune_config_of(tuner) is tune_config, _changed("Tuner._local_tuner._tune_config")
     assert isinstance(internals.run_config_of(tuner), tune.RunConfig), _changed("Tuner._local_tuner.get_run_config()")
     assert internals.run_config_of(tuner).name == "exp", _changed("Tuner._local_tuner.get_run_config()")
     forwarded = getattr(tuner._local_tuner, "_tuner_kwargs", None)
     assert isinstance((forwarded or {}).get("resume_config"), tune.ResumeConfig), _changed(
-        "TunerInternal keeping _tuner_kwargs for tune.run (internals.resuming_tuner)")
+        "TunerInternal keeping _tuner_kwargs for tune.run (internals.resuming_tuner)"
+    )
 
 
 def test_the_run_config_given_back_is_the_one_fit_reads(tmp_path):
     """`restore_tuner` changes a restored Tuner's RunConfig in place: it must be the object fit() reads."""
     from ray.tune.impl.tuner_internal import TunerInternal
 
-    tuner = internals.resuming_tuner(_trainable, param_space={}, tune_config=tune.TuneConfig(),
-                                     run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path)), resume=False)
+    tuner = internals.resuming_tuner(
+        _trainable,
+        param_space={},
+        tune_config=tune.TuneConfig(),
+        run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path)),
+        resume=False,
+    )
     internals.run_config_of(tuner).verbose = 0
     assert isinstance(tuner._local_tuner, TunerInternal), _changed("Tuner._local_tuner")
     assert "self._run_config" in inspect.getsource(TunerInternal._get_tune_run_arguments), _changed(
-        "TunerInternal reading its _run_config at fit() (internals.run_config_of)")
+        "TunerInternal reading its _run_config at fit() (internals.run_config_of)"
+    )
     assert internals.run_config_of(tuner).verbose == 0, _changed("Tuner._local_tuner.get_run_config()")
 
 
@@ -86,14 +100,17 @@ def test_the_search_generator_state_keys():
     state = generator.get_state()
     keys = {internals.COUNTER, internals.TOTAL, internals.FINISHED}
     assert keys <= set(state), _changed(
-        f"SearchGenerator.get_state() keys (expected {sorted(keys)}, got {sorted(state)})")
+        f"SearchGenerator.get_state() keys (expected {sorted(keys)}, got {sorted(state)})"
+    )
     generator.set_state({**state, internals.COUNTER: 5, internals.TOTAL: 5, internals.FINISHED: False})
     assert internals.trials_created(generator) == 5 and generator.total_samples == 5, _changed(
-        "SearchGenerator.set_state/get_state round trip")
+        "SearchGenerator.set_state/get_state round trip"
+    )
     assert SearchGenerator.is_finished(generator), _changed("SearchGenerator.is_finished reading the counter")
     generator.set_state(internals.grown_state(generator.get_state(), 8))
     assert generator.total_samples == 8 and not SearchGenerator.is_finished(generator), _changed(
-        "SearchGenerator.set_state of a grown total (internals.grown_state)")
+        "SearchGenerator.set_state of a grown total (internals.grown_state)"
+    )
     generator.set_finished()
     assert internals.searcher_finished(generator), _changed("SearchGenerator.set_finished and get_state()['finished']")
 
@@ -113,7 +130,8 @@ def test_ray_tells_the_search_algorithm_when_a_stopper_ends_the_experiment():
     controller = getattr(importlib.import_module(module), cls, None)
     source = inspect.getsource(getattr(controller, method, None) or (lambda: None))
     assert "stop_all()" in source and "set_finished()" in source, _changed(
-        f"{cls}.{method} (Ray ending a search through search_alg.set_finished: runners/search/tuner.py GrowableSearch)")
+        f"{cls}.{method} (Ray ending a search through search_alg.set_finished: runners/search/tuner.py GrowableSearch)"
+    )
 
 
 # ---- public contracts the search relies on (fail loudly too) ------------------------------------------
@@ -145,7 +163,8 @@ def test_asha_defaults_and_forgetting_a_trial():
     ours, ray_s = inspect.signature(ConfirmationAwareASHA.__init__), inspect.signature(ASHAScheduler.__init__)
     for name in ("time_attr", "max_t"):
         assert ours.parameters[name].default == ray_s.parameters[name].default, _changed(
-            f"ASHAScheduler's default {name} (repeat it in runners/search/confirming.py)")
+            f"ASHAScheduler's default {name} (repeat it in runners/search/confirming.py)"
+        )
     scheduler = ASHAScheduler(metric="score", mode="max", max_t=9)
     trial = SimpleNamespace(trial_id="t", config={})
     scheduler.on_trial_add(None, trial)
@@ -158,8 +177,9 @@ def test_optuna_study_trials_reattach_by_storage_id(tmp_path):
     """StudySearch keeps its own study, finds a trial's storage id from its number and reattaches
     to it after a resume, all through Optuna's public storage and Trial APIs."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    study = optuna.create_study(storage=storage, study_name="s", direction="maximize",
-                                pruner=optuna.pruners.NopPruner())
+    study = optuna.create_study(
+        storage=storage, study_name="s", direction="maximize", pruner=optuna.pruners.NopPruner()
+    )
     asked = study.ask(fixed_distributions={"x": FloatDistribution(0, 1)})
     study_id = storage.get_study_id_from_name("s")
     storage_id = storage.get_trial_id_from_study_id_trial_number(study_id, asked.number)
@@ -176,12 +196,42 @@ def test_optuna_study_trials_reattach_by_storage_id(tmp_path):
 
 # ---- distributions: segtune's membership check against Optuna's own ------------------------------------
 DISTRIBUTIONS = [
-    FloatDistribution(0.05, 0.5), FloatDistribution(1e-4, 1e-1, log=True), FloatDistribution(0.0, 1.0, step=0.25),
-    IntDistribution(8, 32, step=8), IntDistribution(1, 64, log=True), IntDistribution(0, 3),
-    CategoricalDistribution(["SGD", "AdamW"]), CategoricalDistribution([0, 1]), CategoricalDistribution([None, 2.5]),
+    FloatDistribution(0.05, 0.5),
+    FloatDistribution(1e-4, 1e-1, log=True),
+    FloatDistribution(0.0, 1.0, step=0.25),
+    IntDistribution(8, 32, step=8),
+    IntDistribution(1, 64, log=True),
+    IntDistribution(0, 3),
+    CategoricalDistribution(["SGD", "AdamW"]),
+    CategoricalDistribution([0, 1]),
+    CategoricalDistribution([None, 2.5]),
 ]
-VALUES = [0.05, 0.5, 0.51, 0.0, -1.0, 1e-4, 0.25, 0.3, 8, 12, 16, 32, 40, 1, 64, 3, "SGD", "Adam", None, 2.5, True,
-          "0.5", float("nan"), [1]]
+VALUES = [
+    0.05,
+    0.5,
+    0.51,
+    0.0,
+    -1.0,
+    1e-4,
+    0.25,
+    0.3,
+    8,
+    12,
+    16,
+    32,
+    40,
+    1,
+    64,
+    3,
+    "SGD",
+    "Adam",
+    None,
+    2.5,
+    True,
+    "0.5",
+    float("nan"),
+    [1],
+]
 
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS, ids=repr)

@@ -3,6 +3,7 @@
 Detectron2 is not on PyPI, so CI has no detectron2 and skips this module. To run it, build
 detectron2 from source (its INSTALL.md) into an environment that also sees this repo's packages.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,17 +53,31 @@ def dataset(tmp_path_factory) -> PreparedDataset:
     train_json = root / "annotations" / "instances_train.json"
     categories = json.loads(train_json.read_text())["categories"]
     return PreparedDataset(
-        name="demo", content_hash="test", train_json=train_json, train_images=root / "images" / "train",
-        val_json=root / "annotations" / "instances_val.json", val_images=root / "images" / "val",
-        category_ids=tuple(c["id"] for c in categories), category_names=tuple(c["name"] for c in categories),
-        num_train_images=12, num_val_images=4,
+        name="demo",
+        content_hash="test",
+        train_json=train_json,
+        train_images=root / "images" / "train",
+        val_json=root / "annotations" / "instances_val.json",
+        val_images=root / "images" / "val",
+        category_ids=tuple(c["id"] for c in categories),
+        category_names=tuple(c["name"] for c in categories),
+        num_train_images=12,
+        num_val_images=4,
     )
 
 
-def _context(dataset: PreparedDataset, out: Path, max_epochs: int = 2, iters_per_epoch: int = ITERS_PER_EPOCH,
-             **kw) -> TrialContext:
-    return TrialContext(dataset=dataset, output_dir=out, max_epochs=max_epochs, device="cpu",
-                        max_detections=50, options={"iters_per_epoch": iters_per_epoch}, **kw)
+def _context(
+    dataset: PreparedDataset, out: Path, max_epochs: int = 2, iters_per_epoch: int = ITERS_PER_EPOCH, **kw
+) -> TrialContext:
+    return TrialContext(
+        dataset=dataset,
+        output_dir=out,
+        max_epochs=max_epochs,
+        device="cpu",
+        max_detections=50,
+        options={"iters_per_epoch": iters_per_epoch},
+        **kw,
+    )
 
 
 class Recorder:
@@ -157,8 +172,9 @@ def test_resume_restores_the_optimizer_state(trained, dataset, tmp_path):
 
     name = "segtune_optimizer_check"
     plan = d2config.build_cfg(FAST, _context(dataset, tmp_path), train_dataset=name, weights="")
-    with registered_dataset(name, dataset.train_json, dataset.train_images, dataset.category_ids,
-                            dataset.category_names):
+    with registered_dataset(
+        name, dataset.train_json, dataset.train_images, dataset.category_ids, dataset.category_names
+    ):
         trainer = SegtuneTrainer(plan.cfg)
     file = trained.checkpoints / "epoch1" / CHECKPOINT_FILE
     load_resumable(trainer, file)
@@ -196,24 +212,29 @@ def test_adamw_and_gradient_clipping(dataset, tmp_path):
     assert decays == [0.0, 0.05]  # no weight decay on norm layers
 
 
-@pytest.mark.parametrize("steps, max_epochs", [
-    ([0.5, 0.75], 4),  # regular: Detectron2's own scheduler
-    ([0.5, 0.55], 2),  # both round to iteration 2
-    ([0.1, 0.99], 2),  # round to 0 and to MAX_ITER, which fvcore rejects
-    ([0.75], 1),  # MAX_ITER 2: the step rounds to 2 == MAX_ITER
-])
+@pytest.mark.parametrize(
+    "steps, max_epochs",
+    [
+        ([0.5, 0.75], 4),  # regular: Detectron2's own scheduler
+        ([0.5, 0.55], 2),  # both round to iteration 2
+        ([0.1, 0.99], 2),  # round to 0 and to MAX_ITER, which fvcore rejects
+        ([0.75], 1),  # MAX_ITER 2: the step rounds to 2 == MAX_ITER
+    ],
+)
 def test_lr_schedule_follows_the_shared_definition(dataset, tmp_path, steps, max_epochs):
     from segtune.trainers.maskrcnn.detectron2.hooks import SegtuneTrainer
     from segtune.trainers.maskrcnn.params import lr_multiplier
 
     params = {"SOLVER.STEPS": steps, "SOLVER.WARMUP_ITERS": 3, "SOLVER.WARMUP_FACTOR": 0.1, "SOLVER.GAMMA": 0.5}
-    cfg = d2config.build_cfg(params, _context(dataset, tmp_path, max_epochs=max_epochs), train_dataset="x",
-                          weights="").cfg
+    cfg = d2config.build_cfg(
+        params, _context(dataset, tmp_path, max_epochs=max_epochs), train_dataset="x", weights=""
+    ).cfg
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=cfg.SOLVER.BASE_LR)
     scheduler = SegtuneTrainer.build_lr_scheduler(cfg, optimizer)
     for iteration in range(cfg.SOLVER.MAX_ITER):
         expected = cfg.SOLVER.BASE_LR * lr_multiplier(
-            iteration, warmup_iters=3, warmup_factor=0.1, steps=cfg.SOLVER.STEPS, gamma=0.5)
+            iteration, warmup_iters=3, warmup_factor=0.1, steps=cfg.SOLVER.STEPS, gamma=0.5
+        )
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected), iteration
         optimizer.step()
         scheduler.step()
@@ -244,23 +265,28 @@ def test_params_accept_any_detectron2_key_and_cast_numpy():
     names = Detectron2MaskRCNN.param_names()
     assert {"SOLVER.BASE_LR", "SOLVER.OPTIMIZER", "SEED", "MODEL.RPN.POST_NMS_TOPK_TRAIN"} <= names
     assert "SOLVER.MAX_ITER" not in names and "DATASETS.TRAIN" not in names
-    Detectron2MaskRCNN.check_params({
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN": np.int64(500),
-        "MODEL.RPN.NMS_THRESH": 1,  # an int for a float key
-        "SOLVER.BASE_LR": np.float32(0.02),
-        "SOLVER.STEPS": [0.5, 0.8],
-        "INPUT.MIN_SIZE_TRAIN": np.int64(96),
-    })
+    Detectron2MaskRCNN.check_params(
+        {
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN": np.int64(500),
+            "MODEL.RPN.NMS_THRESH": 1,  # an int for a float key
+            "SOLVER.BASE_LR": np.float32(0.02),
+            "SOLVER.STEPS": [0.5, 0.8],
+            "INPUT.MIN_SIZE_TRAIN": np.int64(96),
+        }
+    )
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"SOLVER.BASE_LRR": 0.1}, "did you mean SOLVER.BASE_LR"),
-    ({"SOLVER.MAX_ITER": 10}, "set by segtune"),
-    ({"DATASETS.TRAIN": ["x"]}, "set by segtune"),
-    ({"MODEL.RPN.POST_NMS_TOPK_TRAIN": "many"}, "MODEL.RPN.POST_NMS_TOPK_TRAIN"),
-    ({"SOLVER.BASE_LR": -1.0}, "SOLVER.BASE_LR"),
-    ({"SOLVER.OPTIMIZER": "Adam"}, "SOLVER.OPTIMIZER"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"SOLVER.BASE_LRR": 0.1}, "did you mean SOLVER.BASE_LR"),
+        ({"SOLVER.MAX_ITER": 10}, "set by segtune"),
+        ({"DATASETS.TRAIN": ["x"]}, "set by segtune"),
+        ({"MODEL.RPN.POST_NMS_TOPK_TRAIN": "many"}, "MODEL.RPN.POST_NMS_TOPK_TRAIN"),
+        ({"SOLVER.BASE_LR": -1.0}, "SOLVER.BASE_LR"),
+        ({"SOLVER.OPTIMIZER": "Adam"}, "SOLVER.OPTIMIZER"),
+    ],
+)
 def test_bad_params_are_config_errors(params, match):
     with pytest.raises(ConfigError, match=match):
         Detectron2MaskRCNN.check_params(params)
@@ -279,8 +305,14 @@ def test_native_config_is_the_full_detectron2_config(dataset, tmp_path):
 
 
 def test_zoo_config_steps_keep_their_place_in_the_schedule(dataset, tmp_path):
-    context = TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=27, device="cpu",
-                           model=ZOO_MASK_RCNN, options={"iters_per_epoch": 100})
+    context = TrialContext(
+        dataset=dataset,
+        output_dir=tmp_path,
+        max_epochs=27,
+        device="cpu",
+        model=ZOO_MASK_RCNN,
+        options={"iters_per_epoch": 100},
+    )
     cfg = d2config.build_cfg({}, context, train_dataset="x", weights="").cfg
     assert cfg.SOLVER.MAX_ITER == 2700 and tuple(cfg.SOLVER.STEPS) == (2100, 2500)  # 270k: (210k, 250k)
     assert cfg.MODEL.WEIGHTS == "" and cfg.MODEL.RESNETS.DEPTH == 50
@@ -288,7 +320,9 @@ def test_zoo_config_steps_keep_their_place_in_the_schedule(dataset, tmp_path):
 
 
 def test_freeze_at_applies_with_weights_only(dataset, tmp_path, trained):
-    context = TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=1, device="cpu", options={"iters_per_epoch": 1})
+    context = TrialContext(
+        dataset=dataset, output_dir=tmp_path, max_epochs=1, device="cpu", options={"iters_per_epoch": 1}
+    )
     params = {"MODEL.BACKBONE.FREEZE_AT": 2}
     weights = str(trained.checkpoints / "epoch1" / CHECKPOINT_FILE)
     assert d2config.build_cfg(params, context, train_dataset="x", weights=weights).cfg.MODEL.BACKBONE.FREEZE_AT == 2
@@ -326,8 +360,9 @@ def test_zoo_names_resolve_without_pkg_resources(tmp_path):
         print("ok")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 

@@ -1,4 +1,5 @@
 """The torchvision Mask R-CNN adapter and the shared Mask R-CNN vocabulary (fast: the small model, 96 px)."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,9 @@ def dataset(tmp_path_factory):
 
 def _context(dataset, tmp_path: Path, max_epochs: int = 3, iters_per_epoch: int | None = None) -> TrialContext:
     options = {"iters_per_epoch": iters_per_epoch} if iters_per_epoch else {}
-    return TrialContext(dataset=dataset, output_dir=tmp_path, max_epochs=max_epochs, device="cpu", model=SMALL,
-                        options=options)
+    return TrialContext(
+        dataset=dataset, output_dir=tmp_path, max_epochs=max_epochs, device="cpu", model=SMALL, options=options
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +103,16 @@ def first_run(dataset, tmp_path_factory):
 
 # ---- the vocabulary ------------------------------------------------------------------------------
 def test_validate_fills_detectron2_defaults_and_casts_numpy():
-    out = validate_params({"SOLVER.BASE_LR": np.float64(0.02), "SOLVER.IMS_PER_BATCH": np.int64(8),
-                           "SOLVER.CLIP_GRADIENTS.ENABLED": np.bool_(True), "SOLVER.OPTIMIZER": "adamw",
-                           "INPUT.MIN_SIZE_TRAIN": 640, "SOLVER.STEPS": (0.6, 0.9)})
+    out = validate_params(
+        {
+            "SOLVER.BASE_LR": np.float64(0.02),
+            "SOLVER.IMS_PER_BATCH": np.int64(8),
+            "SOLVER.CLIP_GRADIENTS.ENABLED": np.bool_(True),
+            "SOLVER.OPTIMIZER": "adamw",
+            "INPUT.MIN_SIZE_TRAIN": 640,
+            "SOLVER.STEPS": (0.6, 0.9),
+        }
+    )
     assert set(out) == PARAM_NAMES
     assert type(out["SOLVER.BASE_LR"]) is float and type(out["SOLVER.IMS_PER_BATCH"]) is int
     assert out["SOLVER.CLIP_GRADIENTS.ENABLED"] is True and out["SOLVER.OPTIMIZER"] == "AdamW"
@@ -117,20 +126,23 @@ def test_validate_fills_detectron2_defaults_and_casts_numpy():
     assert out["MODEL.ANCHOR_GENERATOR.SIZES"] == [[16, 32]] * 5 and out["SOLVER.STEPS"] == [0.5]
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("SOLVER.BASE_LR", "fast", "a float > 0"),
-    ("SOLVER.BASE_LR", -0.1, "a float > 0"),
-    ("SOLVER.IMS_PER_BATCH", 2.5, "an int >= 1"),
-    ("SOLVER.IMS_PER_BATCH", True, "an int >= 1"),
-    ("SOLVER.OPTIMIZER", "Adam", "one of 'SGD', 'AdamW'"),
-    ("SOLVER.STEPS", [0.9, 0.7], "ascending fractions"),
-    ("SOLVER.STEPS", [30000], "ascending fractions"),
-    ("SOLVER.CLIP_GRADIENTS.ENABLED", "yes", "a bool"),
-    ("MODEL.BACKBONE.FREEZE_AT", 7, "an int in [0, 5]"),
-    ("MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128]], "5 lists"),
-    ("MODEL.ANCHOR_GENERATOR.SIZES", [32, 64, 128, 256, 512], "5 lists"),
-    ("MODEL.ANCHOR_GENERATOR.SIZES", [[32, 40], [64], [128], [256], [512]], "equally many"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("SOLVER.BASE_LR", "fast", "a float > 0"),
+        ("SOLVER.BASE_LR", -0.1, "a float > 0"),
+        ("SOLVER.IMS_PER_BATCH", 2.5, "an int >= 1"),
+        ("SOLVER.IMS_PER_BATCH", True, "an int >= 1"),
+        ("SOLVER.OPTIMIZER", "Adam", "one of 'SGD', 'AdamW'"),
+        ("SOLVER.STEPS", [0.9, 0.7], "ascending fractions"),
+        ("SOLVER.STEPS", [30000], "ascending fractions"),
+        ("SOLVER.CLIP_GRADIENTS.ENABLED", "yes", "a bool"),
+        ("MODEL.BACKBONE.FREEZE_AT", 7, "an int in [0, 5]"),
+        ("MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128]], "5 lists"),
+        ("MODEL.ANCHOR_GENERATOR.SIZES", [32, 64, 128, 256, 512], "5 lists"),
+        ("MODEL.ANCHOR_GENERATOR.SIZES", [[32, 40], [64], [128], [256], [512]], "equally many"),
+    ],
+)
 def test_validate_rejects_wrong_types_naming_key_and_type(key, value, expected):
     with pytest.raises(ConfigError) as err:
         validate_params({key: value})
@@ -198,8 +210,11 @@ def test_check_model_accepts_a_state_dict_of_the_same_model_with_other_classes(t
 def test_check_model_offline_download_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache
     monkeypatch.setattr(tvm, "is_online", lambda url, timeout=3.0: False)
-    for model, weights in (("maskrcnn_resnet50_fpn_v2", "DEFAULT"), ("maskrcnn_resnet50_fpn", "COCO_V1"),
-                           (SMALL, "IMAGENET1K_V1")):
+    for model, weights in (
+        ("maskrcnn_resnet50_fpn_v2", "DEFAULT"),
+        ("maskrcnn_resnet50_fpn", "COCO_V1"),
+        (SMALL, "IMAGENET1K_V1"),
+    ):
         with pytest.raises(ConfigError) as err:
             TorchvisionMaskRCNN.check_model(model, weights)
         assert "needs a download and this machine is offline" in str(err.value)
@@ -266,11 +281,14 @@ def test_resume_continues_at_epoch_3_with_the_saved_weights(first_run, dataset, 
             if epoch == 3:
                 final[name] = {k: v.clone() for k, v in adapters[name].model.state_dict().items()}
             calls.setdefault(name, []).append(epoch)
+
         return on_epoch_end
 
     calls: dict[str, list[int]] = {}
-    adapters = {"resumed": TorchvisionMaskRCNN(PARAMS, _context(dataset, tmp_path / "b")),
-                "straight": TorchvisionMaskRCNN(PARAMS, _context(dataset, tmp_path / "c"))}
+    adapters = {
+        "resumed": TorchvisionMaskRCNN(PARAMS, _context(dataset, tmp_path / "b")),
+        "straight": TorchvisionMaskRCNN(PARAMS, _context(dataset, tmp_path / "c")),
+    }
     adapters["resumed"].train(record("resumed"), resume_from=checkpoint)
     adapters["straight"].train(record("straight"))
     assert calls == {"resumed": [3], "straight": [1, 2, 3]}
@@ -285,8 +303,7 @@ def test_resume_with_nothing_left_returns_at_once(first_run, dataset, tmp_path):
 
 
 def test_huge_lr_raises_training_diverged(dataset, tmp_path):
-    params = {**PARAMS, "SOLVER.BASE_LR": 50.0, "SOLVER.WARMUP_ITERS": 0,
-              "SOLVER.CLIP_GRADIENTS.ENABLED": False}
+    params = {**PARAMS, "SOLVER.BASE_LR": 50.0, "SOLVER.WARMUP_ITERS": 0, "SOLVER.CLIP_GRADIENTS.ENABLED": False}
     adapter = TorchvisionMaskRCNN(params, _context(dataset, tmp_path, max_epochs=2))
     with pytest.raises(TrainingDiverged) as err:
         adapter.train(lambda e, n: None)

@@ -1,5 +1,6 @@
 """The one place masks and boxes are converted (cocodata/masks.py) and the one GT normalisation
 (cocodata/ground_truth.py): the cleaning rules, tested once, and every reader using them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,13 +74,22 @@ def test_mask_to_polygons_rasterises_back_to_the_same_pixels() -> None:
 
 def test_normalise_fills_clips_and_renumbers() -> None:
     gt = {
-        "images": [{"id": 7, "file_name": "a.png", "width": 40, "height": 40},
-                   {"id": 8, "file_name": "b.png", "width": 40, "height": 40}],
+        "images": [
+            {"id": 7, "file_name": "a.png", "width": 40, "height": 40},
+            {"id": 8, "file_name": "b.png", "width": 40, "height": 40},
+        ],
         "categories": [{"id": 3, "name": "thing"}],
         "annotations": [
             {"id": 0, "image_id": 7, "category_id": 3, "segmentation": [SQUARE]},
-            {"id": 1, "image_id": 7, "category_id": 3, "segmentation": [SQUARE], "bbox": [-5, 10, 50, 20],
-             "area": 400, "iscrowd": None},
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "segmentation": [SQUARE],
+                "bbox": [-5, 10, 50, 20],
+                "area": 400,
+                "iscrowd": None,
+            },
             {"id": 2, "image_id": 8, "category_id": 3, "segmentation": [SQUARE]},
         ],
     }
@@ -106,8 +116,10 @@ def test_the_torchvision_reader_uses_the_same_masks_and_boxes() -> None:
     from segtune.trainers.maskrcnn.torchvision.data import load_instances
 
     record = ImageRecord(1, None, 40, 40)  # type: ignore[arg-type]
-    anns = [{"category_id": 3, "segmentation": [SQUARE + [1.0]], "bbox": [-5, 10, 50, 20]},
-            {"category_id": 3, "segmentation": [[1, 2, 3, 4]]}]  # degenerate: skipped
+    anns = [
+        {"category_id": 3, "segmentation": [SQUARE + [1.0]], "bbox": [-5, 10, 50, 20]},
+        {"category_id": 3, "segmentation": [[1, 2, 3, 4]]},
+    ]  # degenerate: skipped
     inst = load_instances(anns, record, {3: 1})
     assert inst.masks.shape == (1, 40, 40)
     assert np.array_equal(inst.masks[0].numpy(), masks.to_mask([SQUARE], 40, 40))

@@ -1,6 +1,7 @@
 """End to end: a real search over two frameworks (YOLO11-seg and torchvision Mask R-CNN), and a real
 multi-objective search, on tiny data: Ray Tune, Optuna and the real frameworks, then rank, report
 and export as a user runs them."""
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,9 @@ params:
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"analysis/{name}", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, f"analysis/{name}", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def _rows(trial: Path) -> list[dict]:
@@ -65,11 +67,37 @@ def two_frameworks(tmp_path_factory, tiny_demo_data) -> tuple[Path, subprocess.C
     (storage / "yolo.yaml").write_text(YOLO_SPACE)
     (storage / "maskrcnn.yaml").write_text(MASKRCNN_SPACE)
     proc = run_tune(
-        "--framework", "yolo,maskrcnn", "--backend", "torchvision", "--data", str(tiny_demo_data),
-        "--space", str(storage / "yolo.yaml"), str(storage / "maskrcnn.yaml"),
-        "--model", "yolo=yolo11n-seg.yaml", "--num-samples", "3", "--max-epochs", "2", "--grace-period", "1",
-        "--reduction-factor", "2", "--iters-per-epoch", "2", "--cpus-per-trial", "2", "--seed", "0",
-        "--storage", str(storage), "--name", "both", "--cache-dir", str(storage / "cache"),
+        "--framework",
+        "yolo,maskrcnn",
+        "--backend",
+        "torchvision",
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(storage / "yolo.yaml"),
+        str(storage / "maskrcnn.yaml"),
+        "--model",
+        "yolo=yolo11n-seg.yaml",
+        "--num-samples",
+        "3",
+        "--max-epochs",
+        "2",
+        "--grace-period",
+        "1",
+        "--reduction-factor",
+        "2",
+        "--iters-per-epoch",
+        "2",
+        "--cpus-per-trial",
+        "2",
+        "--seed",
+        "0",
+        "--storage",
+        str(storage),
+        "--name",
+        "both",
+        "--cache-dir",
+        str(storage / "cache"),
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return storage / "both", proc
@@ -122,10 +150,17 @@ def test_rank_and_report_compare_the_frameworks(two_frameworks, tmp_path):
     page = (tmp_path / "report" / "report.html").read_text()
     sections = re.findall(r'<section id="([a-z]+)"', page)
     assert sections[0] == "frameworks" and "pareto" in sections  # the comparison opens the report
-    table = page[page.index('<section id="frameworks"'):page.index('<section id="ranking"')]
+    table = page[page.index('<section id="frameworks"') : page.index('<section id="ranking"')]
     assert "<th>yolo</th>" in table and "<th>maskrcnn</th>" in table
-    for row in ("segm/AP (best trial)", "bbox/AP (best trial)", "FPS (1000 / latency)", "training memory, peak MB",
-                "inference memory, peak MB", "time to train, s (to the best epoch / all its epochs)", "model size, M parameters"):
+    for row in (
+        "segm/AP (best trial)",
+        "bbox/AP (best trial)",
+        "FPS (1000 / latency)",
+        "training memory, peak MB",
+        "inference memory, peak MB",
+        "time to train, s (to the best epoch / all its epochs)",
+        "model size, M parameters",
+    ):
         assert row in table
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
 
@@ -138,9 +173,10 @@ def test_export_takes_the_winner_and_the_fastest_with_their_own_adapters(two_fra
     assert ranked.returncode == 0, ranked.stderr
     rows = [r for r in _ranking(tmp_path / "rank" / "ranking.csv") if r["cost/latency_ms"]]
     fastest = min(rows, key=lambda r: float(r["cost/latency_ms"]))
-    for out, extra, expected in [(tmp_path / "best", [], rows[0]),
-                                 (tmp_path / "fast", ["--max-latency-ms", str(float(fastest["cost/latency_ms"]) + 1e-6)],
-                                  fastest)]:
+    for out, extra, expected in [
+        (tmp_path / "best", [], rows[0]),
+        (tmp_path / "fast", ["--max-latency-ms", str(float(fastest["cost/latency_ms"]) + 1e-6)], fastest),
+    ]:
         proc = _script("export_best.py", str(experiment), "--out", str(out), "--no-onnx", *extra)
         assert proc.returncode == 0, proc.stderr
         assert f"exported trial {expected['trial']} ({expected['framework']}," in proc.stdout
@@ -156,10 +192,28 @@ def test_export_takes_the_winner_and_the_fastest_with_their_own_adapters(two_fra
 def test_a_multi_objective_search_runs_without_asha_and_ranks_by_pareto_rank(tmp_path, tiny_demo_data):
     (tmp_path / "yolo.yaml").write_text(YOLO_SPACE)
     proc = run_tune(
-        "--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(tmp_path / "yolo.yaml"),
-        "--objective", "segm/AP:max,cost/latency_ms:min", "--num-samples", "3", "--max-epochs", "2",
-        "--cpus-per-trial", "2", "--seed", "0", "--storage", str(tmp_path), "--name", "mo",
-        "--cache-dir", str(tmp_path / "cache"),
+        "--framework",
+        "yolo",
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(tmp_path / "yolo.yaml"),
+        "--objective",
+        "segm/AP:max,cost/latency_ms:min",
+        "--num-samples",
+        "3",
+        "--max-epochs",
+        "2",
+        "--cpus-per-trial",
+        "2",
+        "--seed",
+        "0",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "mo",
+        "--cache-dir",
+        str(tmp_path / "cache"),
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "ASHA does not apply to several objectives" in proc.stdout and "Pareto front of" in proc.stdout

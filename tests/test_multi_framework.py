@@ -2,6 +2,7 @@
 (search_spaces/conditional.py) sampled by Optuna, by Ray's OptunaSearch and by segtune's StudySearch,
 the record and its round trip, reading a trial's choice back (core/choice.py), the command line, ASHA
 per framework, and the ranking by Pareto rank."""
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,14 @@ MASKRCNN_MODELS = ("maskrcnn_resnet18_fpn",)
 @pytest.fixture
 def space() -> ConditionalSpace:
     """The CPU spaces of both frameworks, as a two-framework search on a CPU gets them."""
-    return ConditionalSpace({
-        "yolo": FrameworkBranch(YOLO_MODELS, load_space(SPACES_DIR / "yolo_cpu.yaml").with_fixed({"seed": 0})),
-        "maskrcnn": FrameworkBranch(MASKRCNN_MODELS,
-                                    load_space(SPACES_DIR / "maskrcnn_cpu.yaml").with_fixed({"SEED": 0})),
-    })
+    return ConditionalSpace(
+        {
+            "yolo": FrameworkBranch(YOLO_MODELS, load_space(SPACES_DIR / "yolo_cpu.yaml").with_fixed({"seed": 0})),
+            "maskrcnn": FrameworkBranch(
+                MASKRCNN_MODELS, load_space(SPACES_DIR / "maskrcnn_cpu.yaml").with_fixed({"SEED": 0})
+            ),
+        }
+    )
 
 
 def _own_keys(space: ConditionalSpace, framework: str) -> set[str]:
@@ -59,7 +63,8 @@ def test_each_trial_holds_its_own_frameworks_keys_only_and_both_frameworks_are_s
         config = {**trial.params, **fixed}
         assert set(config) == _own_keys(space, framework)  # nothing of the other framework
         assert set(trial.params) == {FRAMEWORK_KEY, model_key(framework)} | {
-            param_key(framework, k) for k in branch.space.searched}
+            param_key(framework, k) for k in branch.space.searched
+        }
         assert config[model_key(framework)] in branch.models
         assert fixed == {param_key(framework, k): v for k, v in branch.space.fixed.items()}
         for key, distribution in branch.space.searched.items():  # inside the framework's own ranges
@@ -104,10 +109,21 @@ def test_segtune_s_study_search_proposes_what_rays_optuna_search_would(space, tm
 
     points = [{FRAMEWORK_KEY: "maskrcnn"}, {FRAMEWORK_KEY: "yolo"}]
     rays = OptunaSearch(space=space, metric="segm/AP", mode="max", sampler=_grouped_tpe(), points_to_evaluate=points)
-    place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path,
-                       framework="yolo,maskrcnn", first_points=points)
-    ours = StudySearch(space=space, metric="segm/AP", mode="max", sampler=_grouped_tpe(), place=place,
-                       end_log=EndLog(tmp_path, max_epochs=1, budget=TimeBudget(None)))
+    place = StudyPlace(
+        url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        name="exp",
+        experiment_dir=tmp_path,
+        framework="yolo,maskrcnn",
+        first_points=points,
+    )
+    ours = StudySearch(
+        space=space,
+        metric="segm/AP",
+        mode="max",
+        sampler=_grouped_tpe(),
+        place=place,
+        end_log=EndLog(tmp_path, max_epochs=1, budget=TimeBudget(None)),
+    )
     frameworks = []
     for i in range(8):
         config = ours.suggest(f"t{i}")
@@ -125,33 +141,54 @@ def test_the_union_lists_every_branch_and_survives_the_record(space):
     assert param_key("yolo", "lr0") in union.searched and param_key("maskrcnn", "SOLVER.BASE_LR") in union.searched
     assert union.fixed[param_key("yolo", "imgsz")] == 128 and union.fixed[param_key("maskrcnn", "SEED")] == 0
     assert space.fixed == {}  # a framework's fixed values come with its branch, never to every trial
-    record = [FrameworkEntry(f, models=b.models, space=json.loads(json.dumps(b.space.to_dict())))
-              for f, b in space.branches.items()]
+    record = [
+        FrameworkEntry(f, models=b.models, space=json.loads(json.dumps(b.space.to_dict())))
+        for f, b in space.branches.items()
+    ]
     rebuilt = conditional_space(record)
     assert rebuilt.union().to_dict() == union.to_dict()
 
 
 def test_record_round_trip_and_what_a_trial_chose(tmp_path, space):
-    dataset = PreparedDataset(name="d", content_hash="h", train_json=tmp_path / "t.json", train_images=tmp_path,
-                              val_json=tmp_path / "v.json", val_images=tmp_path, category_ids=(1,),
-                              category_names=("a",))
-    frameworks = (FrameworkEntry("yolo", "", YOLO_MODELS, None, space.branches["yolo"].space.to_dict()),
-                  FrameworkEntry("maskrcnn", "torchvision", MASKRCNN_MODELS, "DEFAULT",
-                                 space.branches["maskrcnn"].space.to_dict()))
+    dataset = PreparedDataset(
+        name="d",
+        content_hash="h",
+        train_json=tmp_path / "t.json",
+        train_images=tmp_path,
+        val_json=tmp_path / "v.json",
+        val_images=tmp_path,
+        category_ids=(1,),
+        category_names=("a",),
+    )
+    frameworks = (
+        FrameworkEntry("yolo", "", YOLO_MODELS, None, space.branches["yolo"].space.to_dict()),
+        FrameworkEntry(
+            "maskrcnn", "torchvision", MASKRCNN_MODELS, "DEFAULT", space.branches["maskrcnn"].space.to_dict()
+        ),
+    )
     objectives = (("segm/AP", "max"), ("cost/latency_ms", "min"))
-    settings = RunSettings(dataset, frameworks, space.union().to_dict(), Objective("segm/AP", "max", objectives),
-                           Budget(3, num_samples=4))
+    settings = RunSettings(
+        dataset, frameworks, space.union().to_dict(), Objective("segm/AP", "max", objectives), Budget(3, num_samples=4)
+    )
     settings.save(tmp_path)
     loaded = RunSettings.load(tmp_path)
     assert loaded == settings and loaded.frameworks == frameworks and loaded.objective.objectives == objectives
     assert loaded.is_multi and loaded.framework_names == ("yolo", "maskrcnn")
 
-    config = {FRAMEWORK_KEY: "maskrcnn", model_key("maskrcnn"): "maskrcnn_resnet18_fpn",
-              param_key("maskrcnn", "SOLVER.BASE_LR"): 0.01, param_key("maskrcnn", "SEED"): 0}
+    config = {
+        FRAMEWORK_KEY: "maskrcnn",
+        model_key("maskrcnn"): "maskrcnn_resnet18_fpn",
+        param_key("maskrcnn", "SOLVER.BASE_LR"): 0.01,
+        param_key("maskrcnn", "SEED"): 0,
+    }
     single, params = for_trial(loaded, config)
     chosen = single.sole_framework
     assert (chosen.name, chosen.backend, chosen.model, chosen.weights) == (
-        "maskrcnn", "torchvision", "maskrcnn_resnet18_fpn", "DEFAULT")
+        "maskrcnn",
+        "torchvision",
+        "maskrcnn_resnet18_fpn",
+        "DEFAULT",
+    )
     assert params == {"SOLVER.BASE_LR": 0.01, "SEED": 0} and not single.is_multi
     assert single.space == frameworks[1].space
     assert trial_framework(loaded, config) == ("maskrcnn", "maskrcnn_resnet18_fpn")
@@ -160,11 +197,32 @@ def test_record_round_trip_and_what_a_trial_chose(tmp_path, space):
 
 
 def test_a_single_framework_record_of_before_loads_unchanged(tmp_path):
-    old = {"framework": "yolo", "backend": "", "model": "yolo11n-seg.yaml", "weights": None, "metric": "segm/AP",
-           "mode": "max", "max_epochs": 3, "gpus_per_trial": 0, "cpus_per_trial": 1, "workers": 0,
-           "max_detections": 100, "num_samples": 4, "grace_period": 1, "space": {"searched": {}, "fixed": {}},
-           "dataset": {"name": "d", "content_hash": "h", "train_json": "t.json", "train_images": "t",
-                       "val_json": "v.json", "val_images": "v", "category_ids": [1], "category_names": ["a"]}}
+    old = {
+        "framework": "yolo",
+        "backend": "",
+        "model": "yolo11n-seg.yaml",
+        "weights": None,
+        "metric": "segm/AP",
+        "mode": "max",
+        "max_epochs": 3,
+        "gpus_per_trial": 0,
+        "cpus_per_trial": 1,
+        "workers": 0,
+        "max_detections": 100,
+        "num_samples": 4,
+        "grace_period": 1,
+        "space": {"searched": {}, "fixed": {}},
+        "dataset": {
+            "name": "d",
+            "content_hash": "h",
+            "train_json": "t.json",
+            "train_images": "t",
+            "val_json": "v.json",
+            "val_images": "v",
+            "category_ids": [1],
+            "category_names": ["a"],
+        },
+    }
     (tmp_path / "segtune.json").write_text(json.dumps(old))  # written before several frameworks existed
     loaded = RunSettings.load(tmp_path)
     assert not loaded.is_multi and loaded.framework_names == ("yolo",) and loaded.objective.objectives == ()
@@ -180,13 +238,18 @@ def test_command_line_names_several_frameworks_and_per_framework_values():
     assert resolve_frameworks(["all"]) == ["yolo", "maskrcnn"]  # both libraries are installed here
     with pytest.raises(ConfigError, match="unknown framework detectron"):
         framework_names("yolo,detectron")
-    request = _args("yolo,maskrcnn", "--model", "yolo=yolo11n-seg.yaml,yolo11s-seg.yaml",
-                    "maskrcnn=maskrcnn_resnet18_fpn")
+    request = _args(
+        "yolo,maskrcnn", "--model", "yolo=yolo11n-seg.yaml,yolo11s-seg.yaml", "maskrcnn=maskrcnn_resnet18_fpn"
+    )
     assert request.names == ("yolo", "maskrcnn") and request.several
     assert {f.name: f.models for f in request.frameworks} == {
-        "yolo": ("yolo11n-seg.yaml", "yolo11s-seg.yaml"), "maskrcnn": ("maskrcnn_resnet18_fpn",)}
+        "yolo": ("yolo11n-seg.yaml", "yolo11s-seg.yaml"),
+        "maskrcnn": ("maskrcnn_resnet18_fpn",),
+    }
     assert per_framework(["yolo=a,b", "maskrcnn=c"], "--model", ["yolo", "maskrcnn"]) == {
-        "yolo": "a,b", "maskrcnn": "c"}
+        "yolo": "a,b",
+        "maskrcnn": "c",
+    }
     with pytest.raises(ConfigError, match="FRAMEWORK=VALUE"):
         per_framework(["yolo11n-seg.yaml"], "--model", ["yolo", "maskrcnn"])
     with pytest.raises(ConfigError, match="not one of this search's frameworks"):
@@ -201,8 +264,12 @@ def test_command_line_names_several_frameworks_and_per_framework_values():
 def test_objectives_parse_and_exclude_asha_options():
     assert parse_objectives("segm/AP:max,cost/latency_ms:min") == [("segm/AP", "max"), ("cost/latency_ms", "min")]
     assert parse_objectives("bbox/AP, cost/params_m") == [("bbox/AP", "max"), ("cost/params_m", "min")]
-    for bad, message in [("segm/AP:up", "mode after ':'"), ("segm/AP,segm/AP", "twice"),
-                         ("yolo/val/seg_loss:min", "not a metric every trial reports"), ("segm/AP,,", "empty item")]:
+    for bad, message in [
+        ("segm/AP:up", "mode after ':'"),
+        ("segm/AP,segm/AP", "twice"),
+        ("yolo/val/seg_loss:min", "not a metric every trial reports"),
+        ("segm/AP,,", "empty item"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             parse_objectives(bad)
     request = _args("yolo", "--objective", "segm/AP:max,cost/latency_ms:min")
@@ -219,8 +286,10 @@ def test_asha_per_framework_judges_a_trial_against_its_own_framework_only():
     def make():
         return ASHAScheduler(time_attr="training_iteration", max_t=9, grace_period=1, reduction_factor=3)
 
-    trials = [SimpleNamespace(trial_id=f"{fw}{i}", config={FRAMEWORK_KEY: fw})
-              for fw, i in [("maskrcnn", 1), ("maskrcnn", 2), ("yolo", 1), ("yolo", 2)]]
+    trials = [
+        SimpleNamespace(trial_id=f"{fw}{i}", config={FRAMEWORK_KEY: fw})
+        for fw, i in [("maskrcnn", 1), ("maskrcnn", 2), ("yolo", 1), ("yolo", 2)]
+    ]
     scores = {"maskrcnn1": 30.0, "maskrcnn2": 31.0, "yolo1": 0.0, "yolo2": 0.5}
     decisions = {}
     for name, scheduler in (("shared", make()), ("per framework", FrameworkASHA(make))):
@@ -229,28 +298,50 @@ def test_asha_per_framework_judges_a_trial_against_its_own_framework_only():
             scheduler.on_trial_add(None, trial)
         decisions[name] = {
             t.trial_id: scheduler.on_trial_result(None, t, {"training_iteration": 1, "segm/AP": scores[t.trial_id]})
-            for t in trials}
+            for t in trials
+        }
     assert decisions["shared"]["yolo2"] == TrialScheduler.STOP
     assert decisions["per framework"]["yolo2"] == TrialScheduler.CONTINUE
 
 
 def _trial(trial_id: str, ap: float | None, latency: float | None, framework: str = "yolo") -> TrialSummary:
-    trial = TrialSummary(trial_id=trial_id, path=Path(trial_id), status="finished", detail="", best_value=ap,
-                         best_epoch=1 if ap is not None else None, framework=framework)
+    trial = TrialSummary(
+        trial_id=trial_id,
+        path=Path(trial_id),
+        status="finished",
+        detail="",
+        best_value=ap,
+        best_epoch=1 if ap is not None else None,
+        framework=framework,
+    )
     if latency is not None:
         trial.costs = {"cost/latency_ms": latency}
     return trial
 
 
 def test_a_multi_objective_search_ranks_by_pareto_rank_then_the_first_objective():
-    trials = [_trial("a", 50, 30), _trial("b", 45, 10), _trial("c", 40, 20), _trial("d", 60, 40),
-              _trial("e", 55, None), _trial("f", None, 5), _trial("g", 30, 5)]
+    trials = [
+        _trial("a", 50, 30),
+        _trial("b", 45, 10),
+        _trial("c", 40, 20),
+        _trial("d", 60, 40),
+        _trial("e", 55, None),
+        _trial("f", None, 5),
+        _trial("g", 30, 5),
+    ]
     rank_trials(trials, "max")
     assert [t.trial_id for t in trials][:4] == ["d", "e", "a", "b"]  # by AP alone
     rank_by_objectives(trials, [("segm/AP", "max"), ("cost/latency_ms", "min")], "segm/AP")
     # front 1: d (best AP), a, b, g (fastest); then c (beaten by b on both); then e and f without both values
     assert [(t.trial_id, t.pareto_rank) for t in trials] == [
-        ("d", 1), ("a", 1), ("b", 1), ("g", 1), ("c", 2), ("e", None), ("f", None)]
+        ("d", 1),
+        ("a", 1),
+        ("b", 1),
+        ("g", 1),
+        ("c", 2),
+        ("e", None),
+        ("f", None),
+    ]
     assert [t.rank for t in trials] == list(range(1, 8))
 
 

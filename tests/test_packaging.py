@@ -1,4 +1,5 @@
 """One import package, one command: what `pip install` puts into an environment, and how it is started."""
+
 from __future__ import annotations
 
 import ast
@@ -47,8 +48,12 @@ def test_the_wheel_holds_one_top_level_package_and_the_command(tmp_path):
     for name in tracked.split():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, source / name)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
-                           str(source)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode and "No matching distribution" in proc.stderr:
         pytest.skip(f"the build backend could not be installed (no package index?): {proc.stderr[-300:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -82,8 +87,13 @@ def test_the_command_works_from_any_directory(tmp_path):
 
 
 def test_the_scripts_keep_working_from_the_clone():
-    for script in ("runners/tune.py", "analysis/rank.py", "analysis/report.py", "analysis/export_best.py",
-                   "analysis/evaluate.py"):
+    for script in (
+        "runners/tune.py",
+        "analysis/rank.py",
+        "analysis/report.py",
+        "analysis/export_best.py",
+        "analysis/evaluate.py",
+    ):
         proc = _run([sys.executable, script, "--help"], REPO_ROOT)
         assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (script, proc.stderr[-500:])
 
@@ -108,8 +118,11 @@ def _module_names(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segtune"):
             folder = folders.get(node.module)
             if folder is not None:
-                bound |= {a.asname or a.name for a in node.names
-                          if (folder / f"{a.name}.py").exists() or (folder / a.name / "__init__.py").exists()}
+                bound |= {
+                    a.asname or a.name
+                    for a in node.names
+                    if (folder / f"{a.name}.py").exists() or (folder / a.name / "__init__.py").exists()
+                }
     return bound
 
 
@@ -121,10 +134,18 @@ def test_no_module_uses_another_modules_private_names():
         modules = _module_names(path)
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segtune"):
-                offenders += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {a.name}" for a in node.names
-                              if a.name.startswith("_") and not a.name.startswith("__")]
-            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
-                  and node.attr.startswith("_") and not node.attr.startswith("__")):
+                offenders += [
+                    f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert offenders == []
 

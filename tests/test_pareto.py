@@ -1,4 +1,5 @@
 """Pareto fronts and ranks (analysis/pareto.py): shapes, ties, duplicates, missing values, directions."""
+
 from __future__ import annotations
 
 import itertools
@@ -78,8 +79,15 @@ def test_edge_cases_and_bad_directions():
 def test_front_of_trials_reads_the_ranking_metric_and_the_recorded_latency():
     def trial(trial_id, ap, latency):
         costs = {} if latency is None else {"cost/latency_ms": latency, "cost/device": "cpu"}
-        return TrialSummary(trial_id, Path(trial_id), "finished", "", best_value=ap, costs=costs,
-                            best_metrics={"segm/AP": ap, "bbox/AP": 99.0})
+        return TrialSummary(
+            trial_id,
+            Path(trial_id),
+            "finished",
+            "",
+            best_value=ap,
+            costs=costs,
+            best_metrics={"segm/AP": ap, "bbox/AP": 99.0},
+        )
 
     trials = [trial("a", 30.0, 50.0), trial("b", 20.0, 10.0), trial("c", 25.0, 60.0), trial("d", 40.0, None)]
     front = front_of_trials(trials, accuracy_latency("segm/AP", "max"), "segm/AP")

@@ -7,6 +7,7 @@ temporary caches (YOLO_CONFIG_DIR's settings -> weights_dir; TORCH_HOME): the us
 touched. The trials' checkpoints show that they loaded it: a tensor that training never changes (YOLO's
 DFL layer; the ResNet stem that the fine-tuning space always freezes) still holds the placed file's values.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,30 @@ pytestmark = pytest.mark.e2e
 
 def _tune(env: dict[str, str], storage: Path, *args: str, samples: int = 2) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "runners/tune.py", *args, "--num-samples", str(samples), "--max-epochs", "1",
-         "--cpus-per-trial", "2",
-         "--confirm-top", "0", "--storage", str(storage), "--name", "run", "--cache-dir", str(storage / "cache")],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "runners/tune.py",
+            *args,
+            "--num-samples",
+            str(samples),
+            "--max-epochs",
+            "1",
+            "--cpus-per-trial",
+            "2",
+            "--confirm-top",
+            "0",
+            "--storage",
+            str(storage),
+            "--name",
+            "run",
+            "--cache-dir",
+            str(storage / "cache"),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -58,8 +79,7 @@ def yolo_weights_dir(tmp_path) -> tuple[dict[str, str], Path]:
     return {"YOLO_CONFIG_DIR": str(config)}, weights
 
 
-def test_default_yolo_search_fine_tunes_the_weights_where_ultralytics_looks(tmp_path, tiny_demo_data,
-                                                                            yolo_weights_dir):
+def test_default_yolo_search_fine_tunes_the_weights_where_ultralytics_looks(tmp_path, tiny_demo_data, yolo_weights_dir):
     import torch
     from ultralytics import YOLO
 
@@ -73,11 +93,16 @@ def test_default_yolo_search_fine_tunes_the_weights_where_ultralytics_looks(tmp_
 
     proc = _tune(env, tmp_path / "runs", "--framework", "yolo", "--data", str(tiny_demo_data))
     header = _one_line(proc.stdout, "segtune: model ")
-    assert header == (f"segtune: model yolo11n-seg.yaml, starting from {placed} (COCO-pretrained yolo11n-seg.pt, "
-                      f"found at {placed}); search space search_spaces/yolo_finetune_cpu.yaml")
+    assert header == (
+        f"segtune: model yolo11n-seg.yaml, starting from {placed} (COCO-pretrained yolo11n-seg.pt, "
+        f"found at {placed}); search space search_spaces/yolo_finetune_cpu.yaml"
+    )
     assert "wanted COCO-pretrained" not in proc.stdout
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
-    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == ("yolo11n-seg.yaml", str(placed))
+    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == (
+        "yolo11n-seg.yaml",
+        str(placed),
+    )
     assert "freeze" in settings["space"]["searched"]
     for checkpoint in _trial_checkpoints(tmp_path / "runs" / "run", "last.pt"):
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -85,8 +110,9 @@ def test_default_yolo_search_fine_tunes_the_weights_where_ultralytics_looks(tmp_
         assert torch.allclose(trained, fingerprint, atol=1e-3), (checkpoint, trained)
 
 
-def test_default_yolo_search_without_the_weights_trains_from_scratch_and_says_why(tmp_path, tiny_demo_data,
-                                                                                  yolo_weights_dir):
+def test_default_yolo_search_without_the_weights_trains_from_scratch_and_says_why(
+    tmp_path, tiny_demo_data, yolo_weights_dir
+):
     from segtune.trainers.pretrained import host_reachable
 
     if host_reachable("https://github.com"):
@@ -96,10 +122,12 @@ def test_default_yolo_search_without_the_weights_trains_from_scratch_and_says_wh
     env, weights_dir = yolo_weights_dir
     proc = _tune(env, tmp_path / "runs", "--framework", "yolo", "--data", str(tiny_demo_data))
     header = _one_line(proc.stdout, "wanted COCO-pretrained")
-    assert header == (f"segtune: model yolo11n-seg.yaml, from scratch (wanted COCO-pretrained yolo11n-seg.pt for "
-                      f"yolo11n-seg.yaml, but not in {weights_dir} and github.com cannot be reached (offline?); to "
-                      f"fine-tune, place the file at {weights_dir / 'yolo11n-seg.pt'} or pass --weights FILE "
-                      f"(--weights none: from scratch, without this note)); search space search_spaces/yolo_cpu.yaml")
+    assert header == (
+        f"segtune: model yolo11n-seg.yaml, from scratch (wanted COCO-pretrained yolo11n-seg.pt for "
+        f"yolo11n-seg.yaml, but not in {weights_dir} and github.com cannot be reached (offline?); to "
+        f"fine-tune, place the file at {weights_dir / 'yolo11n-seg.pt'} or pass --weights FILE "
+        f"(--weights none: from scratch, without this note)); search space search_spaces/yolo_cpu.yaml"
+    )
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
     assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == ("yolo11n-seg.yaml", None)
     assert "freeze" not in settings["space"]["searched"]
@@ -122,12 +150,15 @@ def test_default_torchvision_search_fine_tunes_the_weights_in_torch_hub(tmp_path
     torch.save(state, placed)
     stem = state["backbone.body.conv1.weight"]
 
-    proc = _tune({"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(small_coco),
-                 samples=1)
+    proc = _tune(
+        {"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(small_coco), samples=1
+    )
     header = _one_line(proc.stdout, "segtune: model ")
-    assert header == ("segtune: model maskrcnn_resnet50_fpn_v2, starting from MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 "
-                      f"(COCO-pretrained MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, found at {placed}); search space "
-                      "search_spaces/maskrcnn_finetune_cpu.yaml")
+    assert header == (
+        "segtune: model maskrcnn_resnet50_fpn_v2, starting from MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 "
+        f"(COCO-pretrained MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, found at {placed}); search space "
+        "search_spaces/maskrcnn_finetune_cpu.yaml"
+    )
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
     assert settings["frameworks"][0]["models"] == ["maskrcnn_resnet50_fpn_v2"]
     assert settings["frameworks"][0]["weights"] == "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"
@@ -143,13 +174,19 @@ def test_default_torchvision_search_without_the_weights_trains_from_scratch_and_
     if host_reachable("https://download.pytorch.org"):
         pytest.skip("this machine is online: torchvision would download the COCO weights")
     hub = tmp_path / "torch" / "hub" / "checkpoints"
-    proc = _tune({"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(small_coco),
-                 samples=1)
+    proc = _tune(
+        {"TORCH_HOME": str(tmp_path / "torch")}, tmp_path / "runs", *TV_ARGS, "--data", str(small_coco), samples=1
+    )
     header = _one_line(proc.stdout, "wanted COCO-pretrained")
-    assert header == ("segtune: model maskrcnn_resnet18_fpn, from scratch (wanted COCO-pretrained "
-                      "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 for maskrcnn_resnet50_fpn_v2, but not in "
-                      f"{hub} and download.pytorch.org cannot be reached (offline?); to fine-tune, place the file at "
-                      f"{hub / 'maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth'} or pass --weights FILE (--weights none: "
-                      "from scratch, without this note)); search space search_spaces/maskrcnn_cpu.yaml")
+    assert header == (
+        "segtune: model maskrcnn_resnet18_fpn, from scratch (wanted COCO-pretrained "
+        "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 for maskrcnn_resnet50_fpn_v2, but not in "
+        f"{hub} and download.pytorch.org cannot be reached (offline?); to fine-tune, place the file at "
+        f"{hub / 'maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth'} or pass --weights FILE (--weights none: "
+        "from scratch, without this note)); search space search_spaces/maskrcnn_cpu.yaml"
+    )
     settings = json.loads((tmp_path / "runs" / "run" / "segtune.json").read_text())
-    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == ("maskrcnn_resnet18_fpn", None)
+    assert (settings["frameworks"][0]["models"][0], settings["frameworks"][0]["weights"]) == (
+        "maskrcnn_resnet18_fpn",
+        None,
+    )

@@ -1,6 +1,7 @@
 """The search's terminal view: pure rendering on a made-up search (no Ray), and the callback's
 plain output mode fed with Ray-like trial objects. The real search's output is checked in
 test_e2e_yolo.py (`test_terminal_output_is_compact`)."""
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,15 @@ def _result(epoch: int, segm: float, bbox: float) -> dict:
 
 
 def _params(i: int) -> dict:
-    return {"optimizer": "AdamW" if i % 2 else "SGD", "lr0": 0.00124 * (i + 1), "lrf": 0.0611, "momentum": 0.852,
-            "weight_decay": 4.6e-4, "warmup_epochs": 2.33, "box": 9.22}
+    return {
+        "optimizer": "AdamW" if i % 2 else "SGD",
+        "lr0": 0.00124 * (i + 1),
+        "lrf": 0.0611,
+        "momentum": 0.852,
+        "weight_decay": 4.6e-4,
+        "warmup_epochs": 2.33,
+        "box": 9.22,
+    }
 
 
 @pytest.fixture
@@ -40,20 +48,37 @@ def view() -> SearchView:
     """Eight trials of up to 30 epochs: two ended (one finished, one stopped early), one failed,
     one diverged, two running, two not started."""
     view = SearchView("segm/AP", "max", 30, 8, SEARCHED, name="yolo-20261201-040322")
-    for i, (trial_id, epochs) in enumerate([("aaaa0001", 30), ("aaaa0002", 9), ("aaaa0003", 2),
-                                            ("aaaa0004", 3), ("aaaa0005", 12), ("aaaa0006", 4)]):
+    for i, (trial_id, epochs) in enumerate(
+        [("aaaa0001", 30), ("aaaa0002", 9), ("aaaa0003", 2), ("aaaa0004", 3), ("aaaa0005", 12), ("aaaa0006", 4)]
+    ):
         view.start(trial_id, _params(i))
         for epoch in range(1, epochs + 1):
-            view.result(trial_id, _result(epoch, segm=epoch * (0.7 + 0.1 * i) - (3 if epoch == epochs else 0),
-                                          bbox=epoch * 0.9))
-    view.end("aaaa0001", end_reason(error=None, last_result={"training_iteration": 30}, max_epochs=30),
-             failed=False, at=200.0)
-    view.end("aaaa0002", end_reason(error=None, last_result={"training_iteration": 9}, max_epochs=30),
-             failed=False, at=95.0)
-    view.end("aaaa0003", end_reason(error="RuntimeError: injected fault at epoch 3",
-                                    last_result={"training_iteration": 2}, max_epochs=30), failed=True, at=40.0)
-    diverged = {"training_iteration": 4, DIVERGED_KEY: 1, FAILURE_KEY: "diverged: loss is nan at iteration 37",
-                "segm/AP": 0.0}
+            view.result(
+                trial_id, _result(epoch, segm=epoch * (0.7 + 0.1 * i) - (3 if epoch == epochs else 0), bbox=epoch * 0.9)
+            )
+    view.end(
+        "aaaa0001",
+        end_reason(error=None, last_result={"training_iteration": 30}, max_epochs=30),
+        failed=False,
+        at=200.0,
+    )
+    view.end(
+        "aaaa0002", end_reason(error=None, last_result={"training_iteration": 9}, max_epochs=30), failed=False, at=95.0
+    )
+    view.end(
+        "aaaa0003",
+        end_reason(
+            error="RuntimeError: injected fault at epoch 3", last_result={"training_iteration": 2}, max_epochs=30
+        ),
+        failed=True,
+        at=40.0,
+    )
+    diverged = {
+        "training_iteration": 4,
+        DIVERGED_KEY: 1,
+        FAILURE_KEY: "diverged: loss is nan at iteration 37",
+        "segm/AP": 0.0,
+    }
     view.result("aaaa0004", diverged)
     view.end("aaaa0004", end_reason(error=None, last_result=diverged, max_epochs=30), failed=False, at=60.0)
     return view
@@ -61,16 +86,28 @@ def view() -> SearchView:
 
 def test_end_reasons():
     assert end_reason(error=None, last_result={"training_iteration": 30}, max_epochs=30) == "finished 30/30"
-    assert end_reason(error=None, last_result={"training_iteration": 9}, max_epochs=30) == \
-        "stopped early 9/30"
-    assert end_reason(error="OSError: disk full", last_result={"training_iteration": 2}, max_epochs=30) == \
-        "failed in epoch 3: OSError: disk full"
-    assert end_reason(error=None, last_result={"training_iteration": 4, DIVERGED_KEY: 1,
-                                               FAILURE_KEY: "diverged: loss is inf"}, max_epochs=30) == \
-        "diverged: loss is inf"
-    assert end_reason(error=None, last_result={"training_iteration": 7}, max_epochs=30,
-                      stopped_by_search="the time budget ran out") == \
-        "stopped at 7/30 (the time budget ran out)"
+    assert end_reason(error=None, last_result={"training_iteration": 9}, max_epochs=30) == "stopped early 9/30"
+    assert (
+        end_reason(error="OSError: disk full", last_result={"training_iteration": 2}, max_epochs=30)
+        == "failed in epoch 3: OSError: disk full"
+    )
+    assert (
+        end_reason(
+            error=None,
+            last_result={"training_iteration": 4, DIVERGED_KEY: 1, FAILURE_KEY: "diverged: loss is inf"},
+            max_epochs=30,
+        )
+        == "diverged: loss is inf"
+    )
+    assert (
+        end_reason(
+            error=None,
+            last_result={"training_iteration": 7},
+            max_epochs=30,
+            stopped_by_search="the time budget ran out",
+        )
+        == "stopped at 7/30 (the time budget ran out)"
+    )
 
 
 def test_state_tracks_best_latest_and_budget(view):
@@ -88,9 +125,11 @@ def test_state_tracks_best_latest_and_budget(view):
 
 
 def test_plain_lines_fit_and_say_what_happened(view):
-    lines = [start_line(view, view.trials["aaaa0005"], 61, WIDTH),
-             epoch_line(view, view.trials["aaaa0005"], 62, WIDTH),
-             progress_line(view, 240.0, WIDTH)]
+    lines = [
+        start_line(view, view.trials["aaaa0005"], 61, WIDTH),
+        epoch_line(view, view.trials["aaaa0005"], 62, WIDTH),
+        progress_line(view, 240.0, WIDTH),
+    ]
     lines += [end_line(view, t, WIDTH) for t in view.ended]
     assert all(len(line) <= WIDTH for line in lines), [len(line) for line in lines]
     start, epoch, progress, finished, stopped, failed, diverged = lines
@@ -98,8 +137,10 @@ def test_plain_lines_fit_and_say_what_happened(view):
     assert "epoch 12/30" in epoch and "segm/AP 10.20" in epoch and "best 12.10@11 (bbox 9.90)" in epoch
     assert "61/<=165 epochs (37%), ETA <=" in progress and "4/8 ended (1 failed), 2 running" in progress
     assert progress.endswith("best segm/AP 20.30@29: trial_aaaa0001")
-    assert finished == ("[ 3:20] trial_aaaa0001 finished 30/30  best 20.30@29 (bbox 26.10)  "
-                        "optimizer=SGD lr0=0.00124 lrf=0.0611 momentum=0.852")
+    assert finished == (
+        "[ 3:20] trial_aaaa0001 finished 30/30  best 20.30@29 (bbox 26.10)  "
+        "optimizer=SGD lr0=0.00124 lrf=0.0611 momentum=0.852"
+    )
     assert "stopped early 9/30  best 6.40@8" in stopped and "optimizer=AdamW" in stopped
     assert failed == "[ 0:40] trial_aaaa0003 failed in epoch 3: RuntimeError: injected fault at epoch 3"
     assert "diverged: loss is nan at iteration 37" in diverged
@@ -125,10 +166,12 @@ def test_live_block_fits_and_shows_each_running_trial(view):
 
 
 def test_importance_needs_enough_trials_and_finds_the_parameter_that_matters():
-    distributions = {"lr0": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
-                     "momentum": optuna.distributions.FloatDistribution(0.85, 0.95),
-                     "box": optuna.distributions.FloatDistribution(4.0, 10.0),
-                     "optimizer": optuna.distributions.CategoricalDistribution(["SGD", "AdamW"])}
+    distributions = {
+        "lr0": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
+        "momentum": optuna.distributions.FloatDistribution(0.85, 0.95),
+        "box": optuna.distributions.FloatDistribution(4.0, 10.0),
+        "optimizer": optuna.distributions.CategoricalDistribution(["SGD", "AdamW"]),
+    }
     view = SearchView("segm/AP", "max", 30, 64, list(distributions))
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(sampler=sampler)
@@ -153,8 +196,9 @@ def test_callback_plain_output_and_pickling(tmp_path, monkeypatch):
             self.trial_id, self.config, self.last_result, self.error_file = trial_id, config, {}, None
 
     distributions = {"lr0": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True)}
-    progress = SearchProgress(metric="segm/AP", mode="max", max_epochs=3, searched=distributions,
-                              experiment_dir=str(tmp_path / "exp"))
+    progress = SearchProgress(
+        metric="segm/AP", mode="max", max_epochs=3, searched=distributions, experiment_dir=str(tmp_path / "exp")
+    )
     progress = pickle.loads(pickle.dumps(progress))  # Ray keeps callbacks in tuner.pkl
     out = io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
@@ -186,13 +230,16 @@ def test_callback_ranks_parameters_once_enough_trials_ended(tmp_path, monkeypatc
         def __init__(self, trial_id, config):
             self.trial_id, self.config, self.last_result, self.error_file = trial_id, config, {}, None
 
-    distributions = {"box": optuna.distributions.FloatDistribution(4.0, 10.0),
-                     "cls": optuna.distributions.FloatDistribution(0.3, 1.5),
-                     "dfl": optuna.distributions.FloatDistribution(0.5, 3.0),
-                     "mosaic": optuna.distributions.FloatDistribution(0.0, 1.0),
-                     "lr0": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True)}
-    progress = SearchProgress(metric="segm/AP", mode="max", max_epochs=1, searched=distributions,
-                              experiment_dir=str(tmp_path))
+    distributions = {
+        "box": optuna.distributions.FloatDistribution(4.0, 10.0),
+        "cls": optuna.distributions.FloatDistribution(0.3, 1.5),
+        "dfl": optuna.distributions.FloatDistribution(0.5, 3.0),
+        "mosaic": optuna.distributions.FloatDistribution(0.0, 1.0),
+        "lr0": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
+    }
+    progress = SearchProgress(
+        metric="segm/AP", mode="max", max_epochs=1, searched=distributions, experiment_dir=str(tmp_path)
+    )
     out = io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     progress.setup(total_num_samples=MIN_TRIALS_FOR_IMPORTANCE + 1)

@@ -6,6 +6,7 @@ from the page itself (offline), nothing wider than the window outside a scrollin
 screenshot that is not blank. A synthetic experiment with every trial status needs no search; the real
 one is the session's YOLO search, widened with long Detectron2-style parameter names.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from segtune.core.record import PreparedDataset, RunSettings
 from segtune.core.sections import Budget, FrameworkEntry, Objective, Resources
 
 CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it: "
-                                                               "apt-get install -y chromium)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (.ci/run installs it: apt-get install -y chromium)"
+)
 WIDTH = 1400
 # Run inside the page after it loaded: how wide the document is, what plotly drew, what sticks out.
 PROBE = """<script>
@@ -49,41 +51,82 @@ window.addEventListener("load", () => setTimeout(() => {
 </script>"""
 # Long names as in a Detectron2 search: the ranking page must still fit.
 WIDE_PARAMS = {
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": [64, 128, 256, 512], "MODEL.ANCHOR_GENERATOR.SIZES": [
-        [[32], [64], [128]], [[16], [32], [64]]], "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": [0.5, 1.0, 5.0],
-    "INPUT.MIN_SIZE_TRAIN": [480, 512, 640, 800], "SOLVER.WARMUP_ITERS": [0, 100, 1000],
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN": [500, 1000, 2000], "SOLVER.WEIGHT_DECAY": [1e-5, 1e-4, 5e-4],
-    "MODEL.BACKBONE.FREEZE_AT": [0, 1, 2], "SOLVER.OPTIMIZER": ["SGD", "AdamW"],
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": [64, 128, 256, 512],
+    "MODEL.ANCHOR_GENERATOR.SIZES": [[[32], [64], [128]], [[16], [32], [64]]],
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": [0.5, 1.0, 5.0],
+    "INPUT.MIN_SIZE_TRAIN": [480, 512, 640, 800],
+    "SOLVER.WARMUP_ITERS": [0, 100, 1000],
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": [500, 1000, 2000],
+    "SOLVER.WEIGHT_DECAY": [1e-5, 1e-4, 5e-4],
+    "MODEL.BACKBONE.FREEZE_AT": [0, 1, 2],
+    "SOLVER.OPTIMIZER": ["SGD", "AdamW"],
 }
 
 
 # ---- a synthetic experiment with every status --------------------------------------------------------
 def _settings(metric: str = "segm/AP", mode: str = "max") -> RunSettings:
-    dataset = PreparedDataset("synthetic", "0" * 64, Path("train.json"), Path("train"), Path("val.json"),
-                              Path("val"), (1,), ("shape",), num_train_images=32, num_val_images=8)
-    return RunSettings(dataset, (FrameworkEntry("maskrcnn", "torchvision", ("maskrcnn_resnet18_fpn",)),), {},
-                       Objective(metric, mode), Budget(4, num_samples=None), resources=Resources(cpus_per_trial=2.0))
+    dataset = PreparedDataset(
+        "synthetic",
+        "0" * 64,
+        Path("train.json"),
+        Path("train"),
+        Path("val.json"),
+        Path("val"),
+        (1,),
+        ("shape",),
+        num_train_images=32,
+        num_val_images=8,
+    )
+    return RunSettings(
+        dataset,
+        (FrameworkEntry("maskrcnn", "torchvision", ("maskrcnn_resnet18_fpn",)),),
+        {},
+        Objective(metric, mode),
+        Budget(4, num_samples=None),
+        resources=Resources(cpus_per_trial=2.0),
+    )
 
 
 def _trial(trial_id: str, status: str, values: list[float], i: int) -> TrialSummary:
-    history = [{"training_iteration": e, "epoch": e, "timestamp": 1000 + 10 * i + e, "segm/AP": v,
-                "bbox/AP": v + 1.0} for e, v in enumerate(values, 1)]
+    history = [
+        {"training_iteration": e, "epoch": e, "timestamp": 1000 + 10 * i + e, "segm/AP": v, "bbox/AP": v + 1.0}
+        for e, v in enumerate(values, 1)
+    ]
     params = {k: choices[i % len(choices)] for k, choices in WIDE_PARAMS.items()}
     params.update({"SOLVER.BASE_LR": 10 ** -(1 + i % 4), "SEED": 0})
     best = max(history, key=lambda r: r["segm/AP"]) if history else None
-    return TrialSummary(trial_id, Path(trial_id), status, status, params=params, history=history,
-                        epochs=len(history), best_epoch=best and best["epoch"], best_value=best and best["segm/AP"],
-                        best_metrics={"segm/AP": best["segm/AP"], "bbox/AP": best["bbox/AP"]} if best else {},
-                        wall_time_s=12.0 * len(history) or None)
+    return TrialSummary(
+        trial_id,
+        Path(trial_id),
+        status,
+        status,
+        params=params,
+        history=history,
+        epochs=len(history),
+        best_epoch=best and best["epoch"],
+        best_value=best and best["segm/AP"],
+        best_metrics={"segm/AP": best["segm/AP"], "bbox/AP": best["bbox/AP"]} if best else {},
+        wall_time_s=12.0 * len(history) or None,
+    )
 
 
 def synthetic_experiment(path: Path) -> Experiment:
-    trials = [_trial(*spec, i) for i, spec in enumerate([
-        ("aaaa0001", "finished", [1.0, 5.0, 9.0, 12.0]), ("aaaa0002", "stopped", [3.0]),
-        ("aaaa0003", "stopped", [2.0, 6.0]), ("aaaa0004", "diverged", [4.0]), ("aaaa0005", "failed", []),
-        ("aaaa0006", "running", [1.0, 2.0]), ("aaaa0007", "pending", []), ("aaaa0008", "finished", [2.0, 4.0, 7.0, 8.5]),
-        ("aaaa0009", "stopped", [0.5, 0.4]),
-    ])]
+    trials = [
+        _trial(*spec, i)
+        for i, spec in enumerate(
+            [
+                ("aaaa0001", "finished", [1.0, 5.0, 9.0, 12.0]),
+                ("aaaa0002", "stopped", [3.0]),
+                ("aaaa0003", "stopped", [2.0, 6.0]),
+                ("aaaa0004", "diverged", [4.0]),
+                ("aaaa0005", "failed", []),
+                ("aaaa0006", "running", [1.0, 2.0]),
+                ("aaaa0007", "pending", []),
+                ("aaaa0008", "finished", [2.0, 4.0, 7.0, 8.5]),
+                ("aaaa0009", "stopped", [0.5, 0.4]),
+            ]
+        )
+    ]
     rank_trials(trials, "max")
     searched = sorted([*WIDE_PARAMS, "SOLVER.BASE_LR"])
     return Experiment(path, _settings(), trials, "segm/AP", "max", searched, {"SEED": 0}, {}, "files")
@@ -95,7 +138,12 @@ def test_study_from_experiment_keeps_states_values_and_epochs(tmp_path):
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert "aaaa0007" not in by_id  # pending: nothing to plot
     assert [by_id[f"aaaa000{i}"].state for i in (1, 2, 4, 5, 6)] == [
-        TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING]
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.RUNNING,
+    ]
     assert by_id["aaaa0001"].value == 12.0 and by_id["aaaa0003"].value == 6.0  # each trial's best epoch
     assert by_id["aaaa0004"].value is None and by_id["aaaa0004"].intermediate_values == {1: 4.0}
     assert by_id["aaaa0006"].intermediate_values == {1: 1.0, 2: 2.0}
@@ -113,7 +161,9 @@ def test_study_from_experiment_keeps_states_values_and_epochs(tmp_path):
 def test_report_takes_a_study_that_optuna_stored(tmp_path):
     """A study Optuna recorded itself (pruned trials, no segtune labels) can replace the rebuilt one."""
     exp = synthetic_experiment(tmp_path / "synthetic")
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=3.0, n_warmup_steps=1))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=3.0, n_warmup_steps=1)
+    )
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
@@ -136,9 +186,20 @@ def test_report_takes_a_study_that_optuna_stored(tmp_path):
 # ---- in Chromium ------------------------------------------------------------------------------------
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     # virtual time lets the page's scripts (plotly) finish before the DOM or the pixels are taken
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", f"--user-data-dir={tmp_path / 'profile'}",
-                           f"--window-size={WIDTH},3000", "--virtual-time-budget=15000", *args],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--window-size={WIDTH},3000",
+            "--virtual-time-budget=15000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def check_in_chromium(report: Path, tmp_path: Path) -> dict:

@@ -1,5 +1,6 @@
 """The command line is parsed once, into a frozen `TuneRequest` (runners/command/request.py), and the
 argparse Namespace never leaves runners/command/: everything below reads the typed request."""
+
 from __future__ import annotations
 
 import ast
@@ -16,8 +17,21 @@ from segtune.runners.request import FrameworkRequest, TuneRequest
 
 
 def test_parse_request_returns_a_frozen_typed_request(tmp_path):
-    request = parse_request(["--framework", "yolo", "--num-samples", "4", "--quiet", "--seed", "3",
-                             "--study-storage", "sqlite:///rel.db", "--iters-per-epoch", "5"])
+    request = parse_request(
+        [
+            "--framework",
+            "yolo",
+            "--num-samples",
+            "4",
+            "--quiet",
+            "--seed",
+            "3",
+            "--study-storage",
+            "sqlite:///rel.db",
+            "--iters-per-epoch",
+            "5",
+        ]
+    )
     assert isinstance(request, TuneRequest)
     assert request.frameworks == (FrameworkRequest("yolo"),) and not request.several
     assert (request.budget.num_samples, request.output.verbosity, request.seed) == (4, "quiet", 3)
@@ -37,8 +51,9 @@ def test_a_config_file_names_the_model_it_trains(tmp_path):
     config.write_text("framework: yolo\nmodel: yolo11s-seg.yaml\nweights: w.pt\nparams: {lr0: 0.01}\n")
     (framework,) = parse_request(["--framework", "yolo", "--config", str(config)]).frameworks
     assert (framework.models, framework.weights) == (("yolo11s-seg.yaml",), "w.pt")
-    (framework,) = parse_request(["--framework", "yolo", "--config", str(config), "--model", "yolo11n-seg.yaml"]
-                                 ).frameworks
+    (framework,) = parse_request(
+        ["--framework", "yolo", "--config", str(config), "--model", "yolo11n-seg.yaml"]
+    ).frameworks
     assert framework.models == ("yolo11n-seg.yaml",)  # the command line wins
     with pytest.raises(ConfigError, match="is a yolo config; run it with --framework yolo"):
         parse_request(["--framework", "maskrcnn", "--config", str(config)])
@@ -48,8 +63,10 @@ def test_several_frameworks_take_their_space_files_by_the_framework_they_name(tm
     space = tmp_path / "mine.yaml"
     space.write_text("framework: maskrcnn\nparams:\n  lr: {type: float, low: 0.001, high: 0.01, log: true}\n")
     request = parse_request(["--framework", "yolo,maskrcnn", "--space", str(space), "--weights", "maskrcnn=w.pt"])
-    assert [(f.name, f.space, f.weights) for f in request.frameworks] == [("yolo", None, None),
-                                                                         ("maskrcnn", space, "w.pt")]
+    assert [(f.name, f.space, f.weights) for f in request.frameworks] == [
+        ("yolo", None, None),
+        ("maskrcnn", space, "w.pt"),
+    ]
     with pytest.raises(ConfigError, match="--config trains one configuration of one framework"):
         parse_request(["--framework", "yolo,maskrcnn", "--config", str(space)])
 
@@ -67,8 +84,11 @@ def _namespace_uses(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr == "Namespace":
             found.append(f"line {node.lineno}: Namespace")
-        elif isinstance(node, ast.ImportFrom) and node.module == "argparse" and \
-                any(alias.name == "Namespace" for alias in node.names):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "argparse"
+            and any(alias.name == "Namespace" for alias in node.names)
+        ):
             found.append(f"line {node.lineno}: from argparse import Namespace")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             params = node.args.posonlyargs + node.args.args + node.args.kwonlyargs

@@ -1,4 +1,5 @@
 """Resource planning on node layouts (runners/resources.py:plan): no Ray needed."""
+
 from __future__ import annotations
 
 import pytest
@@ -107,20 +108,35 @@ def test_concurrency_is_capped_by_the_number_of_trials():
     assert _plan([{"CPU": 64, "GPU": 8}], samples=3).node_slots == (8,)
 
 
-@pytest.mark.parametrize(("nodes", "kwargs", "message"), [
-    # more CPUs per trial than any GPU node has: the CPU-only head's 64 CPUs do not count
-    ([{"CPU": 64, "GPU": 0}, {"CPU": 16, "GPU": 4}], {"cpus": 24},
-     "--cpus-per-trial 24 is more than any node with GPUs has (16 CPUs); lower it"),
-    ([HEAD, {"CPU": 16, "GPU": 4}], {"gpus": 8},
-     "--gpus-per-trial 8 is more than any node has (4 GPUs); lower it (fractions like 0.5 share a GPU)"),
-    ([{"CPU": 16, "GPU": 4}], {"gpus": 1.5},
-     "--gpus-per-trial 1.5 cannot be split: above 1 Ray takes whole GPUs only; use 1 or 2 "
-     "(fractions below 1 share a GPU)"),
-    ([{"CPU": 2}], {"cpus": 4}, "--cpus-per-trial 4 is more than any node has (2 CPUs); lower it"),
-    ([HEAD, {"CPU": 0, "GPU": 4}], {},
-     "no node with GPUs has a CPU for a trial (at most 0 CPUs); start Ray there with --num-cpus, "
-     "or pass a fractional --cpus-per-trial"),
-])
+@pytest.mark.parametrize(
+    ("nodes", "kwargs", "message"),
+    [
+        # more CPUs per trial than any GPU node has: the CPU-only head's 64 CPUs do not count
+        (
+            [{"CPU": 64, "GPU": 0}, {"CPU": 16, "GPU": 4}],
+            {"cpus": 24},
+            "--cpus-per-trial 24 is more than any node with GPUs has (16 CPUs); lower it",
+        ),
+        (
+            [HEAD, {"CPU": 16, "GPU": 4}],
+            {"gpus": 8},
+            "--gpus-per-trial 8 is more than any node has (4 GPUs); lower it (fractions like 0.5 share a GPU)",
+        ),
+        (
+            [{"CPU": 16, "GPU": 4}],
+            {"gpus": 1.5},
+            "--gpus-per-trial 1.5 cannot be split: above 1 Ray takes whole GPUs only; use 1 or 2 "
+            "(fractions below 1 share a GPU)",
+        ),
+        ([{"CPU": 2}], {"cpus": 4}, "--cpus-per-trial 4 is more than any node has (2 CPUs); lower it"),
+        (
+            [HEAD, {"CPU": 0, "GPU": 4}],
+            {},
+            "no node with GPUs has a CPU for a trial (at most 0 CPUs); start Ray there with --num-cpus, "
+            "or pass a fractional --cpus-per-trial",
+        ),
+    ],
+)
 def test_a_trial_no_node_fits_is_refused_in_one_line(nodes, kwargs, message):
     with pytest.raises(ConfigError) as raised:
         _plan(nodes, **kwargs)

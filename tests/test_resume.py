@@ -1,6 +1,7 @@
 """Kill the driver with SIGKILL at several points of a real search, resume, and lose nothing:
 not a trial, not an epoch, not a trial of the Optuna study (which must hold each trial once).
 Each killed driver leaves no process of its Ray session behind (runners/cluster/reaper.py)."""
+
 from __future__ import annotations
 
 import functools
@@ -38,17 +39,39 @@ def _trials(experiment: Path) -> list[Path]:
 
 
 def _new_search_args(experiment: Path, data: Path, space: Path) -> list[str]:
-    return ["--framework", "yolo", "--data", str(data), "--space", str(space), "--num-samples", str(NUM_SAMPLES),
-            "--max-epochs", str(MAX_EPOCHS), "--grace-period", str(MAX_EPOCHS), "--seed", "3",
-            "--storage", str(experiment.parent), "--name", experiment.name,
-            "--cache-dir", str(experiment.parent / "cache")]
+    return [
+        "--framework",
+        "yolo",
+        "--data",
+        str(data),
+        "--space",
+        str(space),
+        "--num-samples",
+        str(NUM_SAMPLES),
+        "--max-epochs",
+        str(MAX_EPOCHS),
+        "--grace-period",
+        str(MAX_EPOCHS),
+        "--seed",
+        "3",
+        "--storage",
+        str(experiment.parent),
+        "--name",
+        experiment.name,
+        "--cache-dir",
+        str(experiment.parent / "cache"),
+    ]
 
 
 def _start(experiment: Path, args: list[str], ray_tmpdir: Path) -> subprocess.Popen:
     log = open(experiment.parent / f"{experiment.name}.log", "a")
-    return subprocess.Popen([sys.executable, "runners/tune.py", *args], cwd=REPO_ROOT, stdout=log,
-                            stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(ray_tmpdir)})
+    return subprocess.Popen(
+        [sys.executable, "runners/tune.py", *args],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(ray_tmpdir)},
+    )
 
 
 def _kill_when(proc: subprocess.Popen, condition, ray_tmpdir: Path, timeout: float = 240, before_kill=None) -> None:
@@ -110,10 +133,12 @@ def test_kill_and_resume_again_and_again(tmp_path, tiny_demo_data, yolo_test_spa
     experiment = tmp_path / "killed"
     conditions = {  # something new since the last kill (`recorded`, `finished`: what the snapshots held then)
         "trials_started": lambda: bool(_trials(experiment)),
-        "checkpoint_recorded": lambda: bool({n for n, t in _snapshot(experiment).items() if t["checkpointed"]}
-                                            - recorded),
-        "trial_finished": lambda: bool({n for n, t in _snapshot(experiment).items() if t["status"] == "TERMINATED"}
-                                       - finished),
+        "checkpoint_recorded": lambda: bool(
+            {n for n, t in _snapshot(experiment).items() if t["checkpointed"]} - recorded
+        ),
+        "trial_finished": lambda: bool(
+            {n for n, t in _snapshot(experiment).items() if t["status"] == "TERMINATED"} - finished
+        ),
     }
     recorded: set[str] = set()
     finished: set[str] = set()
@@ -125,14 +150,23 @@ def test_kill_and_resume_again_and_again(tmp_path, tiny_demo_data, yolo_test_spa
         ray_tmpdir = Path(tempfile.mkdtemp(prefix="k-", dir=RAY_TMPDIR))  # the killed driver's Ray, and only it
         new = kill_point == "trials_started"
         args = _new_search_args(experiment, tiny_demo_data, yolo_test_space) if new else resume
-        _kill_when(_start(experiment, args, ray_tmpdir), conditions[kill_point], ray_tmpdir,
-                   before_kill=functools.partial(_read_study_while_it_runs, experiment, seen_running))
+        _kill_when(
+            _start(experiment, args, ray_tmpdir),
+            conditions[kill_point],
+            ray_tmpdir,
+            before_kill=functools.partial(_read_study_while_it_runs, experiment, seen_running),
+        )
         if kill_point != "trials_started":
             assert seen_running, f"no intermediate value in the study while the search ran ({kill_point})"
         after_kill = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / 'optuna.db'}")
         assert after_kill.trials  # a killed driver leaves a readable study
-        before_numbers.update({t.user_attrs["segtune_trial_id"]: t.number for t in after_kill.trials
-                               if "segtune_trial_id" in t.user_attrs})
+        before_numbers.update(
+            {
+                t.user_attrs["segtune_trial_id"]: t.number
+                for t in after_kill.trials
+                if "segtune_trial_id" in t.user_attrs
+            }
+        )
         snapshot = _snapshot(experiment)
         checkpointed = {name for name, t in snapshot.items() if t["checkpointed"]}
         if kill_point != "trials_started":

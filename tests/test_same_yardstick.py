@@ -1,6 +1,7 @@
 """`analysis/evaluate.py` on the user's own JSON scores predictions exactly as the trials do (against
 the prepared val JSON), on ground truth with an exporter's quirks: image and annotation ids from 0,
 an empty placeholder category, boxes reaching past the image border."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,17 @@ def _predictions(gt: dict) -> list[dict]:
     predictions = []
     for k, ann in enumerate(gt["annotations"][1:]):
         rle = masks.to_rle(ann["segmentation"], *sizes[ann["image_id"]])
-        predictions.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "score": 0.5 + k / 100,
-                            "segmentation": ann["segmentation"], "bbox": masks.box_of(rle)})
+        predictions.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "score": 0.5 + k / 100,
+                "segmentation": ann["segmentation"],
+                "bbox": masks.box_of(rle),
+            }
+        )
     predictions.append({**predictions[0], "score": 0.99})
-    predictions.append({**predictions[1], "category_id": 3 if predictions[1]["category_id"] != 3 else 1,
-                        "score": 0.98})
+    predictions.append({**predictions[1], "category_id": 3 if predictions[1]["category_id"] != 3 else 1, "score": 0.98})
     return predictions
 
 
@@ -41,8 +48,12 @@ def test_users_json_and_prepared_val_json_give_the_same_numbers(tmp_path, capsys
     users_json = data / "annotations" / "instances_val.json"
     gt = json.loads(users_json.read_text())
     assert min(a["id"] for a in gt["annotations"]) == 0 and min(im["id"] for im in gt["images"]) == 0
-    assert any(a["bbox"][0] + a["bbox"][2] > im["width"] for a in gt["annotations"]
-               for im in gt["images"] if im["id"] == a["image_id"]), "no box past the border"
+    assert any(
+        a["bbox"][0] + a["bbox"][2] > im["width"]
+        for a in gt["annotations"]
+        for im in gt["images"]
+        if im["id"] == a["image_id"]
+    ), "no box past the border"
     predictions_json = tmp_path / "predictions.json"
     predictions_json.write_text(json.dumps(_predictions(gt)))
 
@@ -64,7 +75,14 @@ def test_a_box_past_the_border_is_no_miss(tmp_path):
     predictions = []
     for ann in gt["annotations"]:
         rle = masks.to_rle(ann["segmentation"], gt["images"][0]["height"], gt["images"][0]["width"])
-        predictions.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "score": 0.9,
-                            "segmentation": ann["segmentation"], "bbox": masks.box_of(rle)})
+        predictions.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "score": 0.9,
+                "segmentation": ann["segmentation"],
+                "bbox": masks.box_of(rle),
+            }
+        )
     metrics = CocoEvaluator(gt).evaluate(predictions)
     assert metrics["bbox/AP"] == pytest.approx(100.0) and metrics["segm/AP"] == pytest.approx(100.0)

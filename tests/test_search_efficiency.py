@@ -1,6 +1,7 @@
 """bench/search_efficiency.py's figures (bench/efficiency_table.py) and its scoring of Ultralytics'
 checkpoints with segtune's evaluator (bench/ultralytics_tuners.py). The benchmark itself is run by
 hand (`python bench/search_efficiency.py --quick`)."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,13 @@ def record(run: str, epoch: int, time: float, ap: float) -> dict:
 
 def cell(method: str, seed: int, aps: list[float], confirmed: float) -> dict:
     """A search of one trial whose epochs scored `aps`, in order."""
-    return {"method": method, "seed": seed, "records": [record("t", i + 1, 100.0 + i, ap) for i, ap in enumerate(aps)],
-            "search_s": 60.0, "confirm": {"segm/AP": confirmed, "bbox/AP": confirmed / 2, "wall_s": 30.0}}
+    return {
+        "method": method,
+        "seed": seed,
+        "records": [record("t", i + 1, 100.0 + i, ap) for i, ap in enumerate(aps)],
+        "search_s": 60.0,
+        "confirm": {"segm/AP": confirmed, "bbox/AP": confirmed / 2, "wall_s": 30.0},
+    }
 
 
 def test_best_so_far_orders_concurrent_trials_by_time():
@@ -27,9 +33,12 @@ def test_best_so_far_orders_concurrent_trials_by_time():
 
 def test_rows_race_to_random_searchs_mean_final_best():
     cells = [
-        cell("segtune-random", 0, [0, 2, 4, 8], 7.0), cell("segtune-random", 1, [0, 4, 4, 4], 5.0),  # target 6
-        cell("segtune", 0, [0, 6, 9, 9], 10.0), cell("segtune", 1, [7, 7, 7, 7], 8.0),
-        cell("ultralytics-genetic", 0, [0, 0, 1, 5], 6.0), cell("ultralytics-genetic", 1, [0, 0, 0, 0], 4.0),
+        cell("segtune-random", 0, [0, 2, 4, 8], 7.0),
+        cell("segtune-random", 1, [0, 4, 4, 4], 5.0),  # target 6
+        cell("segtune", 0, [0, 6, 9, 9], 10.0),
+        cell("segtune", 1, [7, 7, 7, 7], 8.0),
+        cell("ultralytics-genetic", 0, [0, 0, 1, 5], 6.0),
+        cell("ultralytics-genetic", 1, [0, 0, 0, 0], 4.0),
     ]
     rows = {r["method"]: r for r in method_rows(cells, ["segtune", "segtune-random", "ultralytics-genetic", "x"])}
     assert set(rows) == {"segtune", "segtune-random", "ultralytics-genetic"}
@@ -37,7 +46,7 @@ def test_rows_race_to_random_searchs_mean_final_best():
     assert rows["segtune"]["epochs_to_target"] == pytest.approx(1.5) and rows["segtune"]["reached"] == 2  # 2 and 1
     assert rows["segtune-random"]["reached"] == 1 and rows["segtune-random"]["epochs_to_target"] == 4
     assert rows["ultralytics-genetic"]["reached"] == 0 and rows["ultralytics-genetic"]["epochs_to_target"] is None
-    assert rows["segtune"]["confirmed"] == pytest.approx((9.0, 2 ** 0.5))
+    assert rows["segtune"]["confirmed"] == pytest.approx((9.0, 2**0.5))
     assert rows["segtune"]["epochs_spent"] == 4
 
     table = format_table(list(rows.values()), {"segtune": "segtune default"})
@@ -82,7 +91,7 @@ def test_seed_spread_noise_figures():
 
     figures = noise_figures([30.0, 34.0, 32.0], confirm_seeds=2)
     assert figures["mean"] == pytest.approx(32.0) and figures["sd"] == pytest.approx(2.0)
-    assert figures["noise_single"] == pytest.approx(1.96 * 2 ** 0.5 * 2.0)
+    assert figures["noise_single"] == pytest.approx(1.96 * 2**0.5 * 2.0)
     assert figures["noise_confirmed"] == pytest.approx(1.96 * 2.0)
     with pytest.raises(ValueError):
         noise_figures([30.0])

@@ -1,5 +1,6 @@
 """The search's settings without training anything: TPE from the budget, the first trials (framework
 defaults, --start-from), and the confirmation searcher and scheduler driven with fake trials."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -16,13 +17,17 @@ from segtune.runners.search.searcher import make_searcher
 from segtune.search_spaces.membership import holds
 from segtune.search_spaces.space import default_space_path, load_space, parse_space
 
-SPACE = parse_space({
-    "optimizer": {"type": "categorical", "choices": ["SGD", "AdamW"]},
-    "lr0": {"type": "float", "low": 1.0e-3, "high": 2.0e-2, "log": True},
-    "lrf": {"type": "float", "low": 0.05, "high": 0.5},
-    "batch": {"type": "int", "low": 8, "high": 32, "step": 8},
-    "imgsz": 128, "seed": 0,
-}, framework="yolo")
+SPACE = parse_space(
+    {
+        "optimizer": {"type": "categorical", "choices": ["SGD", "AdamW"]},
+        "lr0": {"type": "float", "low": 1.0e-3, "high": 2.0e-2, "log": True},
+        "lrf": {"type": "float", "low": 0.05, "high": 0.5},
+        "batch": {"type": "int", "low": 8, "high": 32, "step": 8},
+        "imgsz": 128,
+        "seed": 0,
+    },
+    framework="yolo",
+)
 
 
 # ---- TPE settings ----------------------------------------------------------------------------------
@@ -42,10 +47,16 @@ def test_the_sampler_is_tpe_with_constant_liar_and_the_start_points_come_first(t
 
     plan = plan_sampler(8)
     points = [{"optimizer": "SGD", "lr0": 0.01}]  # partial: Optuna samples lrf and batch
-    place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path,
-                       framework="yolo", first_points=points)
-    searcher = make_searcher(SPACE, SCORE_KEY, "max", 0, study=place, plan=plan,
-                             end_log=EndLog(tmp_path, 10, TimeBudget(None)))
+    place = StudyPlace(
+        url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        name="exp",
+        experiment_dir=tmp_path,
+        framework="yolo",
+        first_points=points,
+    )
+    searcher = make_searcher(
+        SPACE, SCORE_KEY, "max", 0, study=place, plan=plan, end_log=EndLog(tmp_path, 10, TimeBudget(None))
+    )
     sampler = searcher.study.sampler
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._n_startup_trials == 2 and sampler._constant_liar and sampler._multivariate
@@ -100,8 +111,23 @@ def test_yolo_defaults_are_what_ultralytics_optimizer_auto_would_pick():
 
 def test_start_from_an_exported_config(tmp_path):
     exported = tmp_path / "config.yaml"
-    exported.write_text(yaml.safe_dump({"framework": "yolo", "model": "yolo11n-seg.yaml", "params": {
-        "optimizer": "AdamW", "lr0": 0.5, "lrf": 0.1, "batch": 16, "imgsz": 256, "seed": 4, "mosaic": 0.0}}))
+    exported.write_text(
+        yaml.safe_dump(
+            {
+                "framework": "yolo",
+                "model": "yolo11n-seg.yaml",
+                "params": {
+                    "optimizer": "AdamW",
+                    "lr0": 0.5,
+                    "lrf": 0.1,
+                    "batch": 16,
+                    "imgsz": 256,
+                    "seed": 4,
+                    "mosaic": 0.0,
+                },
+            }
+        )
+    )
     warnings: list[str] = []
     points = start_points(SPACE, {"lr0": 0.01}, exported, "yolo", "seed", warnings.append)
     assert [label for label, _ in points] == ["the framework's defaults", f"--start-from {exported}"]
@@ -129,8 +155,9 @@ def _confirming(directory, top_k: int = 2, seeds: int = 2, samples: int = 4, ash
     end_log = EndLog(directory, 10, TimeBudget(None))
     for trial_id in asha_stopped:
         end_log.mark_asha(trial_id)
-    place = StudyPlace(url=f"sqlite:///{directory / 'optuna.db'}", name="exp", experiment_dir=directory,
-                       framework="yolo")
+    place = StudyPlace(
+        url=f"sqlite:///{directory / 'optuna.db'}", name="exp", experiment_dir=directory, framework="yolo"
+    )
     inner = make_searcher(SPACE, SCORE_KEY, "max", 0, study=place, end_log=end_log, plan=plan_sampler(samples))
     return ConfirmingSearcher(inner, samples, ConfirmPlan(top_k, seeds, "seed", base_seed=0))
 
@@ -154,7 +181,11 @@ def test_confirmation_follows_the_search_with_new_seeds_and_optuna_never_hears_o
     searcher.save(str(saved))
     confirmations = [searcher.suggest(f"c{i}") for i in range(4)]
     assert [(c[CONFIRM_OF_KEY], c[CONFIRM_SEED_KEY], c["seed"]) for c in confirmations] == [
-        ("s1", 1, 1), ("s1", 2, 2), ("s3", 1, 1), ("s3", 2, 2)]
+        ("s1", 1, 1),
+        ("s1", 2, 2),
+        ("s3", 1, 1),
+        ("s3", 2, 2),
+    ]
     for config in confirmations:
         original = configs[config[CONFIRM_OF_KEY]]
         assert {k: v for k, v in config.items() if k in original} == original  # the same hyperparameters
@@ -175,16 +206,16 @@ def test_confirmation_state_survives_ray_s_own_snapshot(tmp_path):
     """Ray saves a searcher wrapper by `get_state` and the wrapped searcher by its own save_to_dir."""
     from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
-    generator = SearchGenerator(ConcurrencyLimiter(_confirming(tmp_path, top_k=1, seeds=2, samples=2),
-                                                   max_concurrent=2))
+    generator = SearchGenerator(
+        ConcurrencyLimiter(_confirming(tmp_path, top_k=1, seeds=2, samples=2), max_concurrent=2)
+    )
     first = generator.searcher.suggest("a")
     generator.searcher.suggest("b")
     _finish(generator.searcher, "a", 3.0)
     generator.save_to_dir(str(tmp_path), session_str="x")
     _finish(generator.searcher, "b", 1.0)
 
-    resumed = SearchGenerator(ConcurrencyLimiter(_confirming(tmp_path, top_k=1, seeds=2, samples=2),
-                                                 max_concurrent=2))
+    resumed = SearchGenerator(ConcurrencyLimiter(_confirming(tmp_path, top_k=1, seeds=2, samples=2), max_concurrent=2))
     resumed.restore_from_dir(str(tmp_path))
     confirming = resumed.searcher.searcher
     assert list(confirming.suggested) == ["a", "b"] and confirming.scores == {"a": 3.0}
@@ -240,22 +271,32 @@ def test_default_confirmation_is_a_quarter_of_the_search_at_most():
 def test_cli_refuses_bad_confirmation_options():
     from segtune.runners.command.request import parse_request
 
-    for argv, text in ((["--confirm-top", "-1"], "--confirm-top"), (["--confirm-seeds", "0"], "--confirm-seeds"),
-                       (["--config", "c.yaml", "--start-from", "s.yaml"], "--start-from")):
+    for argv, text in (
+        (["--confirm-top", "-1"], "--confirm-top"),
+        (["--confirm-seeds", "0"], "--confirm-seeds"),
+        (["--config", "c.yaml", "--start-from", "s.yaml"], "--start-from"),
+    ):
         with pytest.raises(ConfigError, match=text):
             parse_request(["--framework", "yolo", *argv])
 
 
-@pytest.mark.parametrize("body, words", [(None, ["does not exist"]), ("- 1\n- 2\n", ["mapping of parameter values"]),
-                                         ("framework: maskrcnn\nparams: {SEED: 1}\n", ["maskrcnn config"])])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (None, ["does not exist"]),
+        ("- 1\n- 2\n", ["mapping of parameter values"]),
+        ("framework: maskrcnn\nparams: {SEED: 1}\n", ["maskrcnn config"]),
+    ],
+)
 def test_a_bad_start_from_file_stops_the_run_before_anything_is_written(capsys, tmp_path, body, words):
     from segtune.runners.command import main
 
     start = tmp_path / "start.yaml"
     if body is not None:
         start.write_text(body)
-    status = main(["--framework", "yolo", "--storage", str(tmp_path / "runs"), "--name", "x",
-                   "--start-from", str(start)])
+    status = main(
+        ["--framework", "yolo", "--storage", str(tmp_path / "runs"), "--name", "x", "--start-from", str(start)]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("tune.py: error:"), err
     assert all(word in err[0] for word in words), err

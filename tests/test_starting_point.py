@@ -1,6 +1,7 @@
 """Where a search starts (runners/plan/starting_point.py): pretrained by default, from scratch by choice
 or, saying why in one line, when the weights cannot be had. No network: where an adapter would probe
 its download host, the probe is answered here."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ from segtune.trainers.base import TrainerAdapter
 from segtune.trainers.pretrained import PretrainedWeights
 
 
-def _fake_adapter(answer: PretrainedWeights | None, fetched: str = "/cache/yolo11n-seg.pt",
-                  fails: Exception | None = None) -> type[TrainerAdapter]:
+def _fake_adapter(
+    answer: PretrainedWeights | None, fetched: str = "/cache/yolo11n-seg.pt", fails: Exception | None = None
+) -> type[TrainerAdapter]:
     """An adapter whose look-up answers `answer` (None: must not be asked) and whose fetch returns
     `fetched` (or raises `fails`); it counts its calls."""
 
@@ -49,13 +51,27 @@ def _fake_adapter(answer: PretrainedWeights | None, fetched: str = "/cache/yolo1
     return Fake
 
 
-FOUND = PretrainedWeights("yolo11n-seg.yaml", "yolo11n-seg.pt", found_at=Path("/cache/yolo11n-seg.pt"),
-                          cache_path=Path("/cache/yolo11n-seg.pt"), url="https://github.com/x/yolo11n-seg.pt")
-OFFLINE = PretrainedWeights("yolo11n-seg.yaml", "yolo11n-seg.pt", cache_path=Path("/cache/yolo11n-seg.pt"),
-                            url="https://github.com/x/yolo11n-seg.pt",
-                            why_not="not in /cache and github.com cannot be reached (offline?)")
-DOWNLOADABLE = PretrainedWeights("yolo11n-seg.yaml", "yolo11n-seg.pt", cache_path=Path("/cache/yolo11n-seg.pt"),
-                                 url="https://github.com/x/yolo11n-seg.pt", can_download=True)
+FOUND = PretrainedWeights(
+    "yolo11n-seg.yaml",
+    "yolo11n-seg.pt",
+    found_at=Path("/cache/yolo11n-seg.pt"),
+    cache_path=Path("/cache/yolo11n-seg.pt"),
+    url="https://github.com/x/yolo11n-seg.pt",
+)
+OFFLINE = PretrainedWeights(
+    "yolo11n-seg.yaml",
+    "yolo11n-seg.pt",
+    cache_path=Path("/cache/yolo11n-seg.pt"),
+    url="https://github.com/x/yolo11n-seg.pt",
+    why_not="not in /cache and github.com cannot be reached (offline?)",
+)
+DOWNLOADABLE = PretrainedWeights(
+    "yolo11n-seg.yaml",
+    "yolo11n-seg.pt",
+    cache_path=Path("/cache/yolo11n-seg.pt"),
+    url="https://github.com/x/yolo11n-seg.pt",
+    can_download=True,
+)
 
 
 @pytest.mark.parametrize("has_gpu, space", [(False, "yolo_finetune_cpu.yaml"), (True, "yolo_finetune.yaml")])
@@ -63,12 +79,18 @@ def test_weights_already_there_are_the_default_start_with_the_finetuning_space(h
     adapter = _fake_adapter(FOUND)
     start = starting_point(adapter, model="", weights=None, space=None, has_gpu=has_gpu)
     assert (start.model, start.weights, start.pretrained, start.note) == (
-        "yolo11n-seg.yaml", "/cache/yolo11n-seg.pt", True, None)
+        "yolo11n-seg.yaml",
+        "/cache/yolo11n-seg.pt",
+        True,
+        None,
+    )
     assert start.space_path == SPACES_DIR / space
     assert adapter.calls == ["look", "fetch"]  # fetch_pretrained readies (loads) the file once
     header = start.header()
-    assert header == (f"model yolo11n-seg.yaml, starting from /cache/yolo11n-seg.pt (COCO-pretrained yolo11n-seg.pt, "
-                      f"found at /cache/yolo11n-seg.pt); search space search_spaces/{space}")
+    assert header == (
+        f"model yolo11n-seg.yaml, starting from /cache/yolo11n-seg.pt (COCO-pretrained yolo11n-seg.pt, "
+        f"found at /cache/yolo11n-seg.pt); search space search_spaces/{space}"
+    )
 
 
 def test_downloadable_weights_are_downloaded_once_and_say_so():
@@ -86,9 +108,11 @@ def test_offline_trains_from_scratch_and_says_why_in_one_line():
     assert adapter.calls == ["look"]  # nothing to fetch
     assert start.space_path == SPACES_DIR / "yolo_cpu.yaml"
     header = start.header()
-    assert "\n" not in header and header.startswith("model yolo11n-cpu.yaml, from scratch (wanted COCO-pretrained "
-                                                    "yolo11n-seg.pt for yolo11n-seg.yaml, but not in /cache and "
-                                                    "github.com cannot be reached (offline?)")
+    assert "\n" not in header and header.startswith(
+        "model yolo11n-cpu.yaml, from scratch (wanted COCO-pretrained "
+        "yolo11n-seg.pt for yolo11n-seg.yaml, but not in /cache and "
+        "github.com cannot be reached (offline?)"
+    )
     assert "place the file at /cache/yolo11n-seg.pt or pass --weights FILE" in header
     assert start.note and start.note in header
 
@@ -105,13 +129,15 @@ def test_a_failed_download_trains_from_scratch_and_says_why():
 def test_weights_none_trains_from_scratch_without_looking(weights):
     start = starting_point(_fake_adapter(None), model="", weights=weights, space=None, has_gpu=False)
     assert (start.model, start.weights, start.pretrained, start.note) == ("yolo11n-cpu.yaml", None, False, None)
-    assert start.header() == ("model yolo11n-cpu.yaml, from scratch (--weights none); "
-                              "search space search_spaces/yolo_cpu.yaml")
+    assert start.header() == (
+        "model yolo11n-cpu.yaml, from scratch (--weights none); search space search_spaces/yolo_cpu.yaml"
+    )
 
 
 def test_given_weights_are_fine_tuned_from_without_looking():
-    start = starting_point(_fake_adapter(None), model="yolo11s-seg.yaml", weights="/mine/w.pt", space=None,
-                           has_gpu=True)
+    start = starting_point(
+        _fake_adapter(None), model="yolo11s-seg.yaml", weights="/mine/w.pt", space=None, has_gpu=True
+    )
     assert (start.model, start.weights, start.pretrained) == ("yolo11s-seg.yaml", "/mine/w.pt", True)
     assert start.space_path == SPACES_DIR / "yolo_finetune.yaml"
     assert "starting from /mine/w.pt (--weights)" in start.header()
@@ -139,8 +165,9 @@ def test_a_model_without_published_weights_trains_from_scratch_without_a_note():
 
 
 def test_several_model_choices_train_from_scratch():
-    start = starting_point_of_choices(_fake_adapter(None), models=("a.yaml", "b.yaml"), weights=None, space=None,
-                                      has_gpu=True)
+    start = starting_point_of_choices(
+        _fake_adapter(None), models=("a.yaml", "b.yaml"), weights=None, space=None, has_gpu=True
+    )
     assert not start.pretrained and "several --model choices" in start.header()
     one = starting_point_of_choices(_fake_adapter(FOUND), models=(), weights=None, space=None, has_gpu=True)
     assert one.pretrained
@@ -148,23 +175,33 @@ def test_several_model_choices_train_from_scratch():
 
 # ---- the defaults that follow the starting point --------------------------------------------------
 def _budget_args(**given) -> argparse.Namespace:
-    values = {"max_epochs": None, "grace_period": None, "num_samples": None, "budget_epochs": None,
-              "reduction_factor": 3.0, "scheduler": "asha"}
+    values = {
+        "max_epochs": None,
+        "grace_period": None,
+        "num_samples": None,
+        "budget_epochs": None,
+        "reduction_factor": 3.0,
+        "scheduler": "asha",
+    }
     return argparse.Namespace(**{**values, **given})
 
 
-@pytest.mark.parametrize("has_gpu, cpu_epochs, pretrained, expected", [
-    (True, 30, False, (100, 10, 16)),  # from scratch, as before
-    (False, 30, False, (30, 10, 8)),
-    (False, 12, False, (12, 4, 8)),
-    (True, 30, True, (30, 3, 24)),  # fine-tuning: fewer epochs, more trials on a GPU
-    (False, 30, True, (10, 2, 8)),
-    (False, 12, True, (4, 1, 8)),
-])
+@pytest.mark.parametrize(
+    "has_gpu, cpu_epochs, pretrained, expected",
+    [
+        (True, 30, False, (100, 10, 16)),  # from scratch, as before
+        (False, 30, False, (30, 10, 8)),
+        (False, 12, False, (12, 4, 8)),
+        (True, 30, True, (30, 3, 24)),  # fine-tuning: fewer epochs, more trials on a GPU
+        (False, 30, True, (10, 2, 8)),
+        (False, 12, True, (4, 1, 8)),
+    ],
+)
 def test_default_budget_follows_the_starting_point(has_gpu, cpu_epochs, pretrained, expected):
     assert search_budget(_budget_args(), has_gpu, cpu_epochs, pretrained) == expected
-    assert search_budget(_budget_args(max_epochs=7, grace_period=2, num_samples=3), has_gpu, cpu_epochs,
-                         pretrained) == (7, 2, 3)
+    assert search_budget(
+        _budget_args(max_epochs=7, grace_period=2, num_samples=3), has_gpu, cpu_epochs, pretrained
+    ) == (7, 2, 3)
 
 
 @pytest.mark.parametrize("framework", ["yolo", "maskrcnn"])
@@ -188,8 +225,9 @@ def test_finetuning_spaces_search_lower_learning_rates_and_frozen_layers():
         assert mask_ft.searched["MODEL.BACKBONE.FREEZE_AT"].low >= 1  # the stem keeps its COCO weights
 
 
-@pytest.mark.parametrize("cpu_only, images, optimizer", [(True, 64, "AdamW"), (False, 64, "AdamW"),
-                                                       (False, 30_000, "SGD")])
+@pytest.mark.parametrize(
+    "cpu_only, images, optimizer", [(True, 64, "AdamW"), (False, 64, "AdamW"), (False, 30_000, "SGD")]
+)
 def test_first_finetuning_trial_is_the_frameworks_defaults(cpu_only, images, optimizer):
     """The first YOLO trial is what YOLO('yolo11n-seg.pt').train() uses: every searched key's own default
     is inside the fine-tuning space (nothing clipped), the optimizer as 'auto' picks it."""
@@ -212,8 +250,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(pretrained_module, "host_reachable", lambda url, timeout=2.0: False)
 
 
-def test_torchvision_looks_in_torch_hub_and_trains_the_small_model_from_scratch_without(tmp_path, monkeypatch,
-                                                                                       offline):
+def test_torchvision_looks_in_torch_hub_and_trains_the_small_model_from_scratch_without(tmp_path, monkeypatch, offline):
     import torch
 
     from segtune.trainers.maskrcnn.torchvision.adapter import TorchvisionMaskRCNN
@@ -222,8 +259,10 @@ def test_torchvision_looks_in_torch_hub_and_trains_the_small_model_from_scratch_
     hub_file = tmp_path / "torch" / "hub" / "checkpoints" / "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"
     start = starting_point(TorchvisionMaskRCNN, model="", weights=None, space=None, has_gpu=False)
     assert (start.model, start.pretrained) == ("maskrcnn_resnet18_fpn", False)
-    assert f"wanted COCO-pretrained MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 for maskrcnn_resnet50_fpn_v2, but " \
-           f"not in {hub_file.parent} and download.pytorch.org cannot be reached" in start.note
+    assert (
+        f"wanted COCO-pretrained MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 for maskrcnn_resnet50_fpn_v2, but "
+        f"not in {hub_file.parent} and download.pytorch.org cannot be reached" in start.note
+    )
     assert f"place the file at {hub_file}" in start.note
     assert start.space_path.name == "maskrcnn_cpu.yaml"
 
@@ -231,7 +270,11 @@ def test_torchvision_looks_in_torch_hub_and_trains_the_small_model_from_scratch_
     torch.save({"backbone.body.conv1.weight": torch.zeros(1)}, hub_file)  # fetch only reads it back
     start = starting_point(TorchvisionMaskRCNN, model="", weights=None, space=None, has_gpu=False)
     assert (start.model, start.weights, start.pretrained, start.note) == (
-        "maskrcnn_resnet50_fpn_v2", "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1", True, None)
+        "maskrcnn_resnet50_fpn_v2",
+        "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+        True,
+        None,
+    )
     assert f"found at {hub_file}" in start.header() and start.space_path.name == "maskrcnn_finetune_cpu.yaml"
 
     small = starting_point(TorchvisionMaskRCNN, model="maskrcnn_resnet18_fpn", weights=None, space=None, has_gpu=False)
@@ -255,11 +298,15 @@ def test_yolo_looks_where_ultralytics_looks(tmp_path, monkeypatch, offline):
 
     YOLO("yolo11n-seg.yaml").save(tmp_path / "yolo11n-seg.pt")
     start = starting_point(YoloAdapter, model="", weights=None, space=None, has_gpu=False)
-    assert (start.model, start.weights, start.pretrained) == ("yolo11n-seg.yaml", str(tmp_path / "yolo11n-seg.pt"),
-                                                              True)
+    assert (start.model, start.weights, start.pretrained) == (
+        "yolo11n-seg.yaml",
+        str(tmp_path / "yolo11n-seg.pt"),
+        True,
+    )
     assert start.space_path.name == "yolo_finetune_cpu.yaml"
-    custom = starting_point(YoloAdapter, model=str(tmp_path / "yolo11n-seg.pt"), weights=None, space=None,
-                            has_gpu=False)
+    custom = starting_point(
+        YoloAdapter, model=str(tmp_path / "yolo11n-seg.pt"), weights=None, space=None, has_gpu=False
+    )
     assert custom.pretrained and custom.weights is None
 
 
@@ -285,7 +332,8 @@ def test_detectron2_looks_in_iopaths_cache(tmp_path, monkeypatch, offline):
 
 
 def test_several_frameworks_name_every_model_choice_in_the_header():
-    start = starting_point_of_choices(_fake_adapter(None), models=("a.yaml", "b.yaml"), weights=None, space=None,
-                                      has_gpu=True)
+    start = starting_point_of_choices(
+        _fake_adapter(None), models=("a.yaml", "b.yaml"), weights=None, space=None, has_gpu=True
+    )
     assert start.header(("a.yaml", "b.yaml")).startswith("models a.yaml, b.yaml, from scratch (several --model")
     assert start.header(("a.yaml",)).startswith("model a.yaml, from scratch")

@@ -1,4 +1,5 @@
 """runners/trial/startup.py: what a reused trial process carries from one trial to the next."""
+
 from __future__ import annotations
 
 import io

@@ -2,6 +2,7 @@
 
 The end-to-end counterparts (a real search, killed, resumed, grown, warm-started) are in
 test_study_e2e.py and test_resume.py."""
+
 from __future__ import annotations
 
 import json
@@ -22,18 +23,38 @@ from segtune.search_spaces.space import SearchSpace
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _settings(framework: str = "yolo", metric: str = "segm/AP", mode: str = "max", space: dict | None = None,
-              time_budget: float | None = None) -> RunSettings:
-    dataset = PreparedDataset(name="d", content_hash="0", train_json=Path("t.json"), train_images=Path("t"),
-                              val_json=Path("v.json"), val_images=Path("v"), category_ids=(1,), category_names=("a",))
+def _settings(
+    framework: str = "yolo",
+    metric: str = "segm/AP",
+    mode: str = "max",
+    space: dict | None = None,
+    time_budget: float | None = None,
+) -> RunSettings:
+    dataset = PreparedDataset(
+        name="d",
+        content_hash="0",
+        train_json=Path("t.json"),
+        train_images=Path("t"),
+        val_json=Path("v.json"),
+        val_images=Path("v"),
+        category_ids=(1,),
+        category_names=("a",),
+    )
     space = space or {}
-    return RunSettings(data=dataset, frameworks=(FrameworkEntry(framework, models=("m",), space=space),), space=space,
-                       objective=Objective(metric, mode), budget=Budget(3, num_samples=4, time_budget=time_budget),
-                       schedule=Schedule(grace_period=1), resources=Resources(max_concurrent=2))
+    return RunSettings(
+        data=dataset,
+        frameworks=(FrameworkEntry(framework, models=("m",), space=space),),
+        space=space,
+        objective=Objective(metric, mode),
+        budget=Budget(3, num_samples=4, time_budget=time_budget),
+        schedule=Schedule(grace_period=1),
+        resources=Resources(max_concurrent=2),
+    )
 
 
-def _experiment(path: Path, trials: list[dict], settings: RunSettings | None = None,
-                direction: str = "maximize") -> Path:
+def _experiment(
+    path: Path, trials: list[dict], settings: RunSettings | None = None, direction: str = "maximize"
+) -> Path:
     """An experiment directory with a segtune.json and a study of `trials` (params, distributions,
     value, state, intermediate_values) in its default storage."""
     path.mkdir(parents=True)
@@ -80,13 +101,20 @@ def test_warm_start_keeps_what_the_new_space_can_hold(tmp_path):
 
     old_x, old_kind, gone = FloatDistribution(0.0, 2.0), CategoricalDistribution(["a", "b"]), FloatDistribution(0, 1)
     dists = {"x": old_x, "kind": old_kind, "gone": gone}
-    _experiment(tmp_path / "old", [
-        {"params": {"x": 0.5, "kind": "b", "gone": 0.1}, "distributions": dists, "value": 3.0},
-        {"params": {"x": 1.5, "kind": "a", "gone": 0.2}, "distributions": dists, "value": 9.0},  # nothing fits
-        {"params": {"x": 0.7, "kind": "a", "gone": 0.3}, "distributions": dists, "state": TrialState.PRUNED,
-         "intermediate_values": {1: 1.0, 2: 1.5}},
-        {"params": {"x": 0.9, "kind": "b", "gone": 0.4}, "distributions": dists, "state": TrialState.FAIL},
-    ])
+    _experiment(
+        tmp_path / "old",
+        [
+            {"params": {"x": 0.5, "kind": "b", "gone": 0.1}, "distributions": dists, "value": 3.0},
+            {"params": {"x": 1.5, "kind": "a", "gone": 0.2}, "distributions": dists, "value": 9.0},  # nothing fits
+            {
+                "params": {"x": 0.7, "kind": "a", "gone": 0.3},
+                "distributions": dists,
+                "state": TrialState.PRUNED,
+                "intermediate_values": {1: 1.0, 2: 1.5},
+            },
+            {"params": {"x": 0.9, "kind": "b", "gone": 0.4}, "distributions": dists, "state": TrialState.FAIL},
+        ],
+    )
     new_kind = CategoricalDistribution(["c", "b"])  # "b" is now choice 1: stored as index 1, not 0
     searched = {"x": FloatDistribution(0.0, 1.0), "kind": new_kind}
     space = SearchSpace(source="test", framework="yolo", searched=searched, fixed={})
@@ -101,8 +129,11 @@ def test_warm_start_keeps_what_the_new_space_can_hold(tmp_path):
     assert "segtune_trial_id" not in complete.user_attrs  # not a trial of the new experiment
     assert warm.points == [{"x": 0.5, "kind": "b"}]
     assert "\n" not in warm.warning
-    for part in ("gone (not searched now, 3 trials)", "x (outside the new range, 1 trials)",
-                 "kind (outside the new range, 2 trials)"):
+    for part in (
+        "gone (not searched now, 3 trials)",
+        "x (outside the new range, 1 trials)",
+        "kind (outside the new range, 2 trials)",
+    ):
         assert part in warm.warning
 
 
@@ -114,10 +145,12 @@ def test_warm_start_sources_are_checked(tmp_path):
     _experiment(tmp_path / "loss-exp", point, _settings(metric="yolo/val/seg_loss", mode="min"), "minimize")
     (tmp_path / "empty").mkdir()
     _settings().save(tmp_path / "empty")
-    for name, framework, needle in [("yolo-exp", "maskrcnn", "is a yolo experiment; this search is maskrcnn"),
-                                    ("loss-exp", "yolo", "optimised yolo/val/seg_loss (min)"),
-                                    ("nothing", "yolo", "not an experiment"),
-                                    ("empty", "yolo", "has no Optuna study")]:
+    for name, framework, needle in [
+        ("yolo-exp", "maskrcnn", "is a yolo experiment; this search is maskrcnn"),
+        ("loss-exp", "yolo", "optimised yolo/val/seg_loss (min)"),
+        ("nothing", "yolo", "not an experiment"),
+        ("empty", "yolo", "has no Optuna study"),
+    ]:
         with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
             find_sources([Path(name)], tmp_path, framework, "segm/AP", "max")
 
@@ -125,8 +158,19 @@ def test_warm_start_sources_are_checked(tmp_path):
 def test_a_framework_mismatch_is_refused_before_anything_is_written(tmp_path):
     point = [{"params": {"x": 0.5}, "distributions": {"x": FloatDistribution(0, 1)}, "value": 1.0}]
     _experiment(tmp_path / "yolo-exp", point)
-    proc = run_tune("--framework", "maskrcnn", "--warm-start", "yolo-exp", "--storage", str(tmp_path),
-                    "--name", "new", "--cache-dir", str(tmp_path / "cache"), timeout=300)
+    proc = run_tune(
+        "--framework",
+        "maskrcnn",
+        "--warm-start",
+        "yolo-exp",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "new",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "is a yolo experiment" in proc.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()
@@ -148,8 +192,14 @@ def _searcher(tmp_path: Path):
 
     end_log = EndLog(tmp_path, max_epochs=3, budget=TimeBudget(None))
     place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path, framework="yolo")
-    searcher = StudySearch(space={"x": FloatDistribution(0, 1)}, metric="score", mode="max",
-                           sampler=optuna.samplers.TPESampler(seed=0), place=place, end_log=end_log)
+    searcher = StudySearch(
+        space={"x": FloatDistribution(0, 1)},
+        metric="score",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        place=place,
+        end_log=end_log,
+    )
     return searcher, end_log
 
 
@@ -176,11 +226,13 @@ def test_the_study_is_told_every_epoch_and_why_each_trial_ended(tmp_path):
 
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     by_id = {t.user_attrs["segtune_trial_id"]: t for t in study.trials}
-    expected = {"done": (TrialState.COMPLETE, {1: 1.0, 2: 2.0, 3: 3.0}, "finished"),
-                "cut": (TrialState.PRUNED, {1: 0.5}, "asha"),
-                "diverged": (TrialState.FAIL, {1: 0.7}, "diverged"),
-                "failed": (TrialState.FAIL, {}, "failed"),
-                "framework": (TrialState.COMPLETE, {1: 0.9}, "framework")}
+    expected = {
+        "done": (TrialState.COMPLETE, {1: 1.0, 2: 2.0, 3: 3.0}, "finished"),
+        "cut": (TrialState.PRUNED, {1: 0.5}, "asha"),
+        "diverged": (TrialState.FAIL, {1: 0.7}, "diverged"),
+        "failed": (TrialState.FAIL, {}, "failed"),
+        "framework": (TrialState.COMPLETE, {1: 0.9}, "framework"),
+    }
     for trial_id, (state, intermediate, reason) in expected.items():
         trial = by_id[trial_id]
         assert (trial.state, trial.intermediate_values, trial.user_attrs["end_reason"]) == (state, intermediate, reason)
@@ -199,18 +251,37 @@ def test_the_study_searcher_proposes_what_rays_optuna_search_would(tmp_path):
     from segtune.runners.search.endings import EndLog, TimeBudget
     from segtune.runners.search.study import StudyPlace, StudySearch
 
-    space = {"x": FloatDistribution(0, 1), "n": optuna.distributions.IntDistribution(1, 8),
-             "c": CategoricalDistribution(["a", "b", "c"])}
+    space = {
+        "x": FloatDistribution(0, 1),
+        "n": optuna.distributions.IntDistribution(1, 8),
+        "c": CategoricalDistribution(["a", "b", "c"]),
+    }
     start = [{"x": 0.5, "n": 2, "c": "b"}]
     for metric, mode in (("score", "max"), (["score", "cost"], ["max", "min"])):
         experiment = tmp_path / str(len(mode))
-        place = StudyPlace(url=f"sqlite:///{experiment / 'optuna.db'}", name="exp", experiment_dir=experiment,
-                           framework="yolo", first_points=start)
+        place = StudyPlace(
+            url=f"sqlite:///{experiment / 'optuna.db'}",
+            name="exp",
+            experiment_dir=experiment,
+            framework="yolo",
+            first_points=start,
+        )
         experiment.mkdir()
-        ours = StudySearch(space=space, metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(
-            seed=0, n_startup_trials=2), place=place, end_log=EndLog(experiment, max_epochs=2, budget=TimeBudget(None)))
-        rays = OptunaSearch(space=space, metric=metric, mode=mode, points_to_evaluate=start,
-                            sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+        ours = StudySearch(
+            space=space,
+            metric=metric,
+            mode=mode,
+            sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
+            place=place,
+            end_log=EndLog(experiment, max_epochs=2, budget=TimeBudget(None)),
+        )
+        rays = OptunaSearch(
+            space=space,
+            metric=metric,
+            mode=mode,
+            points_to_evaluate=start,
+            sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
+        )
         for i in range(6):
             config = ours.suggest(f"t{i}")
             assert config == rays.suggest(f"t{i}"), (metric, i)
@@ -259,11 +330,21 @@ def test_a_new_study_runs_its_first_points_first_and_a_resumed_one_does_not_repe
     from segtune.runners.search.study import StudyPlace, StudySearch
 
     def searcher():
-        place = StudyPlace(url=f"sqlite:///{tmp_path / 'optuna.db'}", name="exp", experiment_dir=tmp_path,
-                           framework="yolo", first_points=[{"x": 0.25}, {"x": 0.75}])
-        return StudySearch(space={"x": FloatDistribution(0, 1)}, metric="score", mode="max",
-                           sampler=optuna.samplers.TPESampler(seed=0), place=place,
-                           end_log=EndLog(tmp_path, 3, TimeBudget(None)))
+        place = StudyPlace(
+            url=f"sqlite:///{tmp_path / 'optuna.db'}",
+            name="exp",
+            experiment_dir=tmp_path,
+            framework="yolo",
+            first_points=[{"x": 0.25}, {"x": 0.75}],
+        )
+        return StudySearch(
+            space={"x": FloatDistribution(0, 1)},
+            metric="score",
+            mode="max",
+            sampler=optuna.samplers.TPESampler(seed=0),
+            place=place,
+            end_log=EndLog(tmp_path, 3, TimeBudget(None)),
+        )
 
     first = searcher()
     assert first.suggest("a") == {"x": 0.25}
@@ -293,7 +374,11 @@ def test_end_reasons(tmp_path):
     # A later run of the experiment (after --resume) keeps what the earlier one recorded.
     assert EndLog(tmp_path, 4, TimeBudget(None)).decide("cut", {"training_iteration": 1}) == "asha"
     assert json.loads((tmp_path / "trial_late" / "end_reason.json").read_text()) == {
-        "reason": "time_budget", "epochs": 2, "max_epochs": 4, "time_budget_s": 1e-9}
+        "reason": "time_budget",
+        "epochs": 2,
+        "max_epochs": 4,
+        "time_budget_s": 1e-9,
+    }
 
 
 def test_a_restored_time_budget_is_the_budget_of_the_resumed_run():
@@ -354,18 +439,21 @@ def _resume_args(given: dict):
     return parse_request(argv)
 
 
-@pytest.mark.parametrize("option, value, needle", [
-    ("max-epochs", 5, "--max-epochs 5 differs from this experiment's 3"),
-    ("max-failures", 2, "--max-failures 2 differs from this experiment's 0"),
-    ("grace-period", 2, "--grace-period 2 differs"),
-    ("metric", "bbox/AP", "--metric bbox/AP differs"),
-    ("seed", 7, "--seed 7 differs"),
-    ("num-samples", 3, "--num-samples 3 is fewer than this experiment's 4"),
-    ("data", "somewhere", "--data cannot be given with --resume"),
-    ("space", "s.yaml", "--space cannot be given with --resume"),
-    ("warm-start", "old", "--warm-start cannot be given with --resume"),
-    ("study-storage", "sqlite:///x.db", "--study-storage sqlite:///.*/x.db differs"),  # made absolute
-])
+@pytest.mark.parametrize(
+    "option, value, needle",
+    [
+        ("max-epochs", 5, "--max-epochs 5 differs from this experiment's 3"),
+        ("max-failures", 2, "--max-failures 2 differs from this experiment's 0"),
+        ("grace-period", 2, "--grace-period 2 differs"),
+        ("metric", "bbox/AP", "--metric bbox/AP differs"),
+        ("seed", 7, "--seed 7 differs"),
+        ("num-samples", 3, "--num-samples 3 is fewer than this experiment's 4"),
+        ("data", "somewhere", "--data cannot be given with --resume"),
+        ("space", "s.yaml", "--space cannot be given with --resume"),
+        ("warm-start", "old", "--warm-start cannot be given with --resume"),
+        ("study-storage", "sqlite:///x.db", "--study-storage sqlite:///.*/x.db differs"),  # made absolute
+    ],
+)
 def test_resume_refuses_what_it_cannot_honour(option, value, needle):
     from segtune.runners.plan.resume import check_resume_options
 

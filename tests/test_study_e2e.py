@@ -1,5 +1,6 @@
 """Real searches and their Optuna studies: intermediate values, end reasons, a grown search,
 options refused on --resume, a warm start that runs out of time budget (about 3 minutes)."""
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,14 @@ def check_study_matches_trials(experiment: Path) -> dict[str, optuna.trial.Froze
         assert all(v in by_epoch[step] for step, v in trial.intermediate_values.items()), trial_id
         reason = json.loads((trial_dir / "end_reason.json").read_text())["reason"]
         assert trial.user_attrs["end_reason"] == reason
-        state = {"finished": TrialState.COMPLETE, "framework": TrialState.COMPLETE, "asha": TrialState.PRUNED,
-                 "time_budget": TrialState.PRUNED if by_epoch else TrialState.FAIL,  # nothing to rank it by
-                 "diverged": TrialState.FAIL, "failed": TrialState.FAIL}[reason]
+        state = {
+            "finished": TrialState.COMPLETE,
+            "framework": TrialState.COMPLETE,
+            "asha": TrialState.PRUNED,
+            "time_budget": TrialState.PRUNED if by_epoch else TrialState.FAIL,  # nothing to rank it by
+            "diverged": TrialState.FAIL,
+            "failed": TrialState.FAIL,
+        }[reason]
         assert trial.state == state, (trial_id, reason, trial.state)
         if state == TrialState.COMPLETE:
             assert trial.value == read_results(trial_dir)[-1][objective]
@@ -82,8 +88,14 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_with_every_epoch(yolo_experi
 
 # ---- a small search, grown ---------------------------------------------------------------------------
 def _tune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "runners/tune.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "runners/tune.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +105,26 @@ def grown(tmp_path_factory, tiny_demo_data) -> dict:
     storage = tmp_path_factory.mktemp("study-runs")
     (storage / "space.yaml").write_text(YOLO_TEST_SPACE)
     common = ["--framework", "yolo", "--storage", str(storage), "--name", "small"]
-    first = _tune(*common, "--data", str(tiny_demo_data), "--space", str(storage / "space.yaml"),
-                  "--num-samples", "2", "--max-epochs", "2", "--grace-period", "2", "--metric", "yolo/val/seg_loss",
-                  "--cpus-per-trial", "1", "--cache-dir", str(storage / "cache"),
-                  env=fault_env("stop@2:first"))
+    first = _tune(
+        *common,
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(storage / "space.yaml"),
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--grace-period",
+        "2",
+        "--metric",
+        "yolo/val/seg_loss",
+        "--cpus-per-trial",
+        "1",
+        "--cache-dir",
+        str(storage / "cache"),
+        env=fault_env("stop@2:first"),
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     experiment = storage / "small"
     before = {tid: (experiment / f"trial_{tid}" / "result.json").read_text() for tid in _trial_ids(experiment)}
@@ -130,19 +158,27 @@ def test_a_framework_early_stop_is_not_called_asha(grown, tmp_path):
     stopped = [t for t in load_experiment(grown["experiment"]).trials if t.end_reason == "framework"]
     assert len(stopped) == 1 and stopped[0].epochs == 1 and stopped[0].status == "stopped"
     assert stopped[0].detail == "stopped early by the framework itself (its own early stopping) at epoch 1 of 2"
-    rank = subprocess.run([sys.executable, "analysis/rank.py", str(grown["experiment"]), "--out", str(tmp_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    rank = subprocess.run(
+        [sys.executable, "analysis/rank.py", str(grown["experiment"]), "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rank.returncode == 0 and "stopped by framework at epoch 1" in rank.stdout
 
 
-@pytest.mark.parametrize("option", [["--max-epochs", "5"], ["--max-failures", "2"], ["--num-samples", "2"],
-                                    ["--data", "elsewhere"]])
+@pytest.mark.parametrize(
+    "option", [["--max-epochs", "5"], ["--max-failures", "2"], ["--num-samples", "2"], ["--data", "elsewhere"]]
+)
 def test_resume_refuses_a_changed_option_in_one_line(grown, option, capsys):
     """In this process (the refusal comes before Ray starts): a subprocess would cost seconds each."""
     experiment = grown["experiment"]
     record = (experiment / "segtune.json").read_text()
-    status = main(["--framework", "yolo", "--storage", str(experiment.parent), "--name", experiment.name,
-                   "--resume", *option], prog="tune.py")
+    status = main(
+        ["--framework", "yolo", "--storage", str(experiment.parent), "--name", experiment.name, "--resume", *option],
+        prog="tune.py",
+    )
     out, err = capsys.readouterr()
     assert status == 2, out[-2000:] + err[-2000:]
     assert err.strip().count("\n") == 0 and option[0] in err, err
@@ -155,11 +191,34 @@ def warm(grown, tiny_demo_data) -> dict:
     source = grown["experiment"]
     storage = source.parent
     (storage / "studies").mkdir()
-    proc = _tune("--framework", "yolo", "--data", str(tiny_demo_data), "--space", str(storage / "space.yaml"),
-                 "--num-samples", "2", "--max-epochs", "2", "--metric", "yolo/val/seg_loss", "--cpus-per-trial", "1",
-                 "--storage", str(storage), "--name", "warm", "--cache-dir", str(storage / "cache"),
-                 "--warm-start", str(source), "--time-budget", "0.01",
-                 "--study-storage", f"sqlite:///{storage / 'studies' / 'all.db'}")  # any RDB URL; SQLite here
+    proc = _tune(
+        "--framework",
+        "yolo",
+        "--data",
+        str(tiny_demo_data),
+        "--space",
+        str(storage / "space.yaml"),
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--metric",
+        "yolo/val/seg_loss",
+        "--cpus-per-trial",
+        "1",
+        "--storage",
+        str(storage),
+        "--name",
+        "warm",
+        "--cache-dir",
+        str(storage / "cache"),
+        "--warm-start",
+        str(source),
+        "--time-budget",
+        "0.01",
+        "--study-storage",
+        f"sqlite:///{storage / 'studies' / 'all.db'}",
+    )  # any RDB URL; SQLite here
     return {"source": source, "experiment": storage / "warm", "proc": proc}
 
 
@@ -189,8 +248,19 @@ def test_resume_takes_a_new_time_budget_and_grows_a_search_the_budget_ended(warm
     count the trials the budget ended as running: no trial would ever start."""
     experiment = warm["experiment"]
     before = _trial_ids(experiment)
-    proc = _tune("--framework", "yolo", "--storage", str(experiment.parent), "--name", experiment.name,
-                 "--resume", "--num-samples", "3", "--time-budget", "600")
+    proc = _tune(
+        "--framework",
+        "yolo",
+        "--storage",
+        str(experiment.parent),
+        "--name",
+        experiment.name,
+        "--resume",
+        "--num-samples",
+        "3",
+        "--time-budget",
+        "600",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     new = _trial_ids(experiment) - before
     assert len(new) == 1 and len(_trial_ids(experiment)) == 3

@@ -1,4 +1,5 @@
 """The synthetic demo set: deterministic, several classes, real occlusion, valid COCO, dense on request."""
+
 from __future__ import annotations
 
 import hashlib
@@ -67,13 +68,14 @@ def test_several_classes_and_occlusion(demo: Path) -> None:
         by_image.setdefault(ann["image_id"], []).append(ann)
     overlapping_boxes = 0
     for anns in by_image.values():
-        masks = [mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], 96, 96)))
-                 for a in anns]
+        masks = [mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], 96, 96))) for a in anns]
         total = np.sum(masks, axis=0) if masks else np.zeros((96, 96))
         assert total.max() <= 1, "visible masks of one image must not overlap"
         boxes = [a["bbox"] for a in anns]
         overlapping_boxes += sum(
-            1 for i, b in enumerate(boxes) for c in boxes[i + 1:]
+            1
+            for i, b in enumerate(boxes)
+            for c in boxes[i + 1 :]
             if b[0] < c[0] + c[2] and c[0] < b[0] + b[2] and b[1] < c[1] + c[3] and c[1] < b[1] + b[3]
         )
     assert overlapping_boxes > 0
@@ -90,8 +92,7 @@ def test_area_and_bbox_come_from_the_mask(demo: Path) -> None:
 
 
 def test_dense_set_has_over_100_objects_per_image(tmp_path: Path) -> None:
-    root = make_demo_dataset(tmp_path / "dense", n_train=1, n_val=2, image_size=128,
-                             objects_per_image=(120, 150))
+    root = make_demo_dataset(tmp_path / "dense", n_train=1, n_val=2, image_size=128, objects_per_image=(120, 150))
     for split in ("train", "val"):
         per_image = Counter(a["image_id"] for a in load(root, split)["annotations"])
         assert min(per_image.values()) > 100

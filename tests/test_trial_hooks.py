@@ -4,6 +4,7 @@ The trial loop with a real framework is tested by every end-to-end search (test_
 and, with faults injected, by test_failures.py; here it runs with a stand-in adapter, so that the
 order of its phases and what it reports can be checked exactly.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -92,8 +93,16 @@ def test_the_loop_calls_each_phase_over_every_hook_in_order_and_reports_once_an_
     calls: list[str] = []
     hooks = [_Recorder("a", calls), _Recorder("b", calls)]
     TrialLoop(_Adapter(epochs=2), hooks).run(tmp_path, tmp_path)
-    per_epoch = ["a.epoch_trained({e})", "b.epoch_trained({e})", "a.after_epoch({e})", "b.after_epoch({e})",
-                 "a.save", "b.save", "a.after_report({e})", "b.after_report({e})"]
+    per_epoch = [
+        "a.epoch_trained({e})",
+        "b.epoch_trained({e})",
+        "a.after_epoch({e})",
+        "b.after_epoch({e})",
+        "a.save",
+        "b.save",
+        "a.after_report({e})",
+        "b.after_report({e})",
+    ]
     assert calls == ["a.before_train", "b.before_train", *(c.format(e=e) for e in (1, 2) for c in per_epoch)]
     assert reports == [({"a": 0, "b": 1}, ["a.txt", "b.txt"])] * 2
 
@@ -175,12 +184,15 @@ def test_extra_hooks_come_from_the_environment(monkeypatch):
     assert [type(h).__name__ for h in two] == ["Fault", "TrialHook"]
 
 
-@pytest.mark.parametrize("entry, says", [
-    ("tests/fault_hooks.py:Fault=raise@1", "not an absolute path"),
-    ("segtune.runners.trial.hooks", "names no hook"),
-    ("segtune.runners.trial.hooks:NoSuchHook", "has no 'NoSuchHook'"),
-    ("segtune.runners.trial.hooks:worst_value=max", "made a float, not a TrialHook"),
-])
+@pytest.mark.parametrize(
+    "entry, says",
+    [
+        ("tests/fault_hooks.py:Fault=raise@1", "not an absolute path"),
+        ("segtune.runners.trial.hooks", "names no hook"),
+        ("segtune.runners.trial.hooks:NoSuchHook", "has no 'NoSuchHook'"),
+        ("segtune.runners.trial.hooks:worst_value=max", "made a float, not a TrialHook"),
+    ],
+)
 def test_a_bad_extra_hook_is_refused_with_the_fix(entry, says):
     with pytest.raises(ConfigError, match=says):
         extra_hooks(entry)

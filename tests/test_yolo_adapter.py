@@ -1,5 +1,6 @@
 """The YOLO adapter outside Ray: one pass over the val set per epoch, and several trials in one process
 (as a reused Ray actor runs them) that do not leak into each other."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def _run(dataset, out: Path, metric: str, monkeypatch, epochs: int = 2, stop_at:
         return model
 
     monkeypatch.setattr(YoloAdapter, "_build_model", counting_build)
-    adapter = YoloAdapter(PARAMS, TrialContext(dataset=dataset, output_dir=out, max_epochs=epochs, device="cpu",
-                                               metric=metric))
+    adapter = YoloAdapter(
+        PARAMS, TrialContext(dataset=dataset, output_dir=out, max_epochs=epochs, device="cpu", metric=metric)
+    )
 
     def on_epoch_end(epoch: int, native: dict) -> None:
         seen["epochs"].append(epoch)

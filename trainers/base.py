@@ -8,6 +8,7 @@ Lifecycle of one trial (driven by `segtune.runners.trial`):
            adapter.save_checkpoint(dir)         #   a resumable checkpoint, then reports;
            adapter.single_image_inference(img) #   now and then the trial times one inference
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -105,9 +106,15 @@ class TrialContext:
         describes (a trial of a search over several: `core.choice.for_trial` gives its settings)."""
         entry = settings.sole_framework
         return cls(
-            dataset=settings.data, output_dir=output_dir, max_epochs=settings.budget.max_epochs, device=device,
-            workers=settings.resources.workers, model=entry.model, weights=entry.weights,
-            max_detections=settings.resources.max_detections, options=dict(settings.options),
+            dataset=settings.data,
+            output_dir=output_dir,
+            max_epochs=settings.budget.max_epochs,
+            device=device,
+            workers=settings.resources.workers,
+            model=entry.model,
+            weights=entry.weights,
+            max_detections=settings.resources.max_detections,
+            options=dict(settings.options),
             metric=settings.objective.metric,
         )
 
@@ -270,8 +277,11 @@ class TrainerAdapter(ABC):
                     found, can_download, why_not = locate(cache, url)
                     return PretrainedWeights(model, Path(url).name, found, cache, url, can_download, why_not)
         """
-        return PretrainedWeights(model or cls.default_model, None,
-                                 why_not=f"segtune knows no COCO-pretrained weights of {cls.display_name()}")
+        return PretrainedWeights(
+            model or cls.default_model,
+            None,
+            why_not=f"segtune knows no COCO-pretrained weights of {cls.display_name()}",
+        )
 
     @classmethod
     def fetch_pretrained(cls, weights: PretrainedWeights) -> str:

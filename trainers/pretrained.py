@@ -6,6 +6,7 @@ scratch. Finding out must be fast and honest: a file already where the framework
 it is; otherwise one short connection to the download host (`host_reachable`, 2 seconds at most,
 even when DNS hangs) says whether a download can be tried. Nothing is downloaded here.
 """
+
 from __future__ import annotations
 
 import socket

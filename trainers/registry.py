@@ -1,4 +1,5 @@
 """Adapters by name. Modules are imported on demand, so a framework's library is only needed when used."""
+
 from __future__ import annotations
 
 import importlib
@@ -17,9 +18,7 @@ _ADAPTERS: dict[tuple[str, str], str] = {
 # Readers of datasets in a framework's own format (`--data FILE`), tried in order.
 _DATASET_READERS: tuple[str, ...] = ("segtune.trainers.yolo.dataset_yaml:read_native",)
 FRAMEWORKS: tuple[str, ...] = tuple(dict.fromkeys(fw for fw, _ in _ADAPTERS))
-BACKENDS: dict[str, tuple[str, ...]] = {
-    fw: tuple(b for f, b in _ADAPTERS if f == fw and b) for fw in FRAMEWORKS
-}
+BACKENDS: dict[str, tuple[str, ...]] = {fw: tuple(b for f, b in _ADAPTERS if f == fw and b) for fw in FRAMEWORKS}
 
 
 def backend_available(backend: str) -> bool:
@@ -39,9 +38,7 @@ def resolve_backend(framework: str, backend: str | None) -> str:
     if backend in (None, "", "auto"):
         return next((b for b in choices if backend_available(b)), choices[-1])
     if backend not in choices:
-        raise ConfigError(
-            f"unknown backend {backend!r} for {framework}; choose one of: auto, {', '.join(choices)}"
-        )
+        raise ConfigError(f"unknown backend {backend!r} for {framework}; choose one of: auto, {', '.join(choices)}")
     return backend
 
 

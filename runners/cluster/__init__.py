@@ -4,4 +4,5 @@ reaper.py before Ray), or an existing cluster joined with `--address`, which seg
     connect  `init_ray`: a local Ray or `--address`
     reaper   ends the local Ray's processes once the driver that started them is gone
 """
+
 __all__ = ["connect", "reaper"]

@@ -1,4 +1,5 @@
 """Ray itself: start a local instance (with its reaper) or join a cluster."""
+
 from __future__ import annotations
 
 import socket
@@ -36,8 +37,13 @@ def init_ray(address: str | None) -> None:
     try:
         # Trial output (framework progress bars) goes to each trial's files, not to this terminal.
         # Without --address a fresh local Ray: never silently join a cluster someone else started here.
-        ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True,
-                 log_to_driver=False, logging_level="WARNING")
+        ray.init(
+            address=address or "local",
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            logging_level="WARNING",
+        )
     except ConnectionError as exc:
         raise ConfigError(
             f"cannot connect to the Ray cluster at {address}: {last_line(str(exc))}; check --address "

@@ -19,6 +19,7 @@ never hit).
 
     python runners/cluster/reaper.py DRIVER_PID   (stdin: the driver's pipe)
 """
+
 from __future__ import annotations
 
 import os
@@ -115,10 +116,14 @@ def start() -> None:
     """Start the reaper for the calling process (the driver), once."""
     if _started or sys.platform not in ("linux", "darwin"):  # select() on a pipe; Windows has job objects
         return
-    _started.append(subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), str(os.getpid())],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ))
+    _started.append(
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
 
 
 if __name__ == "__main__":

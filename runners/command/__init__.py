@@ -1,5 +1,6 @@
 """The command line of `segtune tune` (`python runners/tune.py`): parsed and checked here, once, into
 a frozen `TuneRequest` (request.py) that runners/launch.py carries out."""
+
 from __future__ import annotations
 
 import sys

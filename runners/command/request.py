@@ -8,6 +8,7 @@ Example:
     >>> request.names, request.budget.num_samples, request.output.verbosity
     (('yolo',), 4, 'default')
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,11 @@ from segtune.search_spaces.space import load_yaml
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Options that describe one framework's experiment and have no meaning for several at once.
-_SINGLE_ONLY = {"config": "--config trains one configuration of one framework",
-                "warm_start": "--warm-start reuses an experiment of one framework",
-                "start_from": "--start-from is a configuration of one framework"}
+_SINGLE_ONLY = {
+    "config": "--config trains one configuration of one framework",
+    "warm_start": "--warm-start reuses an experiment of one framework",
+    "start_from": "--start-from is a configuration of one framework",
+}
 
 
 def parse_request(argv: list[str] | None = None, prog: str = "tune.py") -> TuneRequest:
@@ -63,8 +66,9 @@ def parse_request(argv: list[str] | None = None, prog: str = "tune.py") -> TuneR
     args = parser.parse_args(argv)
     given = frozenset(given_options(argv))
     frameworks = _frameworks(args)
-    metric, mode, objectives = chosen_objectives(args.objective, args.metric, args.mode, given,
-                                                 warm_start=bool(args.warm_start), confirm_top=args.confirm_top)
+    metric, mode, objectives = chosen_objectives(
+        args.objective, args.metric, args.mode, given, warm_start=bool(args.warm_start), confirm_top=args.confirm_top
+    )
     _check_values(args)
     if len(frameworks) > 1 and not args.resume:  # a resumed search keeps its spaces (--space is refused)
         frameworks = _with_space_files(frameworks, args.space)
@@ -72,20 +76,40 @@ def parse_request(argv: list[str] | None = None, prog: str = "tune.py") -> TuneR
         frameworks = (_with_config_defaults(frameworks[0], args.config),)
     return TuneRequest(
         frameworks=frameworks,
-        data=DataRequest(args.data, args.train_json, args.train_images, args.val_json, args.val_images,
-                         args.val_fraction),
+        data=DataRequest(
+            args.data, args.train_json, args.train_images, args.val_json, args.val_images, args.val_fraction
+        ),
         objective=ObjectiveRequest(metric, mode, objectives),
-        budget=BudgetRequest(args.num_samples, args.max_epochs, args.grace_period, args.reduction_factor,
-                             args.sampler, args.scheduler, args.budget_epochs, args.time_budget, args.max_failures),
+        budget=BudgetRequest(
+            args.num_samples,
+            args.max_epochs,
+            args.grace_period,
+            args.reduction_factor,
+            args.sampler,
+            args.scheduler,
+            args.budget_epochs,
+            args.time_budget,
+            args.max_failures,
+        ),
         confirm=ConfirmRequest(args.confirm_top, args.confirm_seeds),
-        study=StudyRequest(absolute_study_url(args.study_storage) if args.study_storage else None,
-                           tuple(args.warm_start or ()), args.start_from, args.config),
+        study=StudyRequest(
+            absolute_study_url(args.study_storage) if args.study_storage else None,
+            tuple(args.warm_start or ()),
+            args.start_from,
+            args.config,
+        ),
         resources=ResourceRequest(args.gpus_per_trial, args.cpus_per_trial, args.workers, args.address),
-        output=OutputRequest(args.name, args.storage, args.resume,
-                             "quiet" if args.quiet else "verbose" if args.verbose else "default", args.cache_dir),
+        output=OutputRequest(
+            args.name,
+            args.storage,
+            args.resume,
+            "quiet" if args.quiet else "verbose" if args.verbose else "default",
+            args.cache_dir,
+        ),
         seed=args.seed,
-        adapter_options=tuple((name, getattr(args, name)) for name in ADAPTER_OPTIONS
-                              if getattr(args, name) is not None),
+        adapter_options=tuple(
+            (name, getattr(args, name)) for name in ADAPTER_OPTIONS if getattr(args, name) is not None
+        ),
         given=given,
         all_frameworks=framework_names(args.framework) == [ALL],
     )
@@ -106,8 +130,12 @@ def _frameworks(args: argparse.Namespace) -> tuple[FrameworkRequest, ...]:
     check_backend(args.backend, names)
     models = per_framework(args.model, "--model", names)
     weights = per_framework(args.weights, "--weights", names)
-    return tuple(FrameworkRequest(name, args.backend, tuple(models[name].split(",")) if name in models else (),
-                                  weights.get(name)) for name in names)
+    return tuple(
+        FrameworkRequest(
+            name, args.backend, tuple(models[name].split(",")) if name in models else (), weights.get(name)
+        )
+        for name in names
+    )
 
 
 def _one_framework(args: argparse.Namespace, name: str) -> FrameworkRequest:
@@ -121,8 +149,9 @@ def _one_framework(args: argparse.Namespace, name: str) -> FrameworkRequest:
     return FrameworkRequest(name, args.backend, (model,) if model else (), weights, space)
 
 
-def _with_space_files(frameworks: tuple[FrameworkRequest, ...], paths: list[Path] | None
-                      ) -> tuple[FrameworkRequest, ...]:
+def _with_space_files(
+    frameworks: tuple[FrameworkRequest, ...], paths: list[Path] | None
+) -> tuple[FrameworkRequest, ...]:
     """Each --space file given to the framework it names (with several frameworks a file says which)."""
     spaces = spaces_by_framework(paths, [f.name for f in frameworks])
     return tuple(replace(f, space=spaces.get(f.name)) for f in frameworks)
@@ -172,8 +201,9 @@ def _check_values(args: argparse.Namespace) -> None:
     if args.confirm_top is not None and args.confirm_top < 0:
         raise ConfigError(f"--confirm-top must be >= 0 (0: no confirmation), got {args.confirm_top}")
     if args.confirm_seeds < 1:
-        raise ConfigError(f"--confirm-seeds must be >= 1 (--confirm-top 0 skips confirmation), "
-                          f"got {args.confirm_seeds}")
+        raise ConfigError(
+            f"--confirm-seeds must be >= 1 (--confirm-top 0 skips confirmation), got {args.confirm_seeds}"
+        )
     if args.config is not None and args.start_from is not None:
         raise ConfigError("--config trains one fixed configuration; --start-from is for searches, leave one out")
     if args.scheduler == "none" and args.grace_period is not None:

@@ -1,5 +1,7 @@
-"""The search's size: epochs per trial, ASHA's grace period, and how many trials an epoch budget
-(`--budget-epochs N`) pays for (runners/search/endings.py: EpochBudget enforces it), and how TPE starts: its random proposals."""
+"""The search's size: epochs per trial, ASHA's grace period, how many trials an epoch budget
+(`--budget-epochs N`) pays for (runners/search/endings.py: EpochBudget enforces it), and how TPE
+starts: its random proposals."""
+
 from __future__ import annotations
 
 import math
@@ -26,13 +28,14 @@ def expected_trial_epochs(max_epochs: int, grace_period: int, reduction_factor: 
     milestones.append(float(max_epochs))
     expected, previous = 0.0, 0.0
     for k, milestone in enumerate(milestones):
-        expected += (milestone - previous) / reduction_factor ** k
+        expected += (milestone - previous) / reduction_factor**k
         previous = milestone
     return expected
 
 
-def trials_for_budget(budget: int, max_epochs: int, grace_period: int, reduction_factor: float,
-                      early_stopping: bool) -> int:
+def trials_for_budget(
+    budget: int, max_epochs: int, grace_period: int, reduction_factor: float, early_stopping: bool
+) -> int:
     """How many trials a search with an epoch budget may start: without early stopping, what the
     budget pays for; with ASHA, half again as many as an average trial costs (asynchronous ASHA
     promotes more trials early on than its steady state), so that the budget, not the trial count,
@@ -59,8 +62,9 @@ def default_epochs(has_gpu: bool, default_epochs_cpu: int, pretrained: bool) -> 
     return max(3, default_epochs_cpu // 3) if pretrained else default_epochs_cpu
 
 
-def search_budget(budget: BudgetRequest, has_gpu: bool, default_epochs_cpu: int,
-                  pretrained: bool = False) -> tuple[int, int, int]:
+def search_budget(
+    budget: BudgetRequest, has_gpu: bool, default_epochs_cpu: int, pretrained: bool = False
+) -> tuple[int, int, int]:
     """(max_epochs, grace_period, num_samples) of a new search, from the request, the hardware and
     the starting point (`pretrained`: fine-tuning; runners/plan/starting_point.py): on CPU, the
     adapter's own default epochs and a grace period of a third of them (AP is 0 in every trial for the
@@ -73,8 +77,9 @@ def search_budget(budget: BudgetRequest, has_gpu: bool, default_epochs_cpu: int,
         raise ConfigError(f"--grace-period ({grace}) is longer than --max-epochs ({max_epochs}); lower it")
     num_samples = budget.num_samples or ((FINETUNE_SAMPLES_GPU if pretrained else 16) if has_gpu else 8)
     if budget.budget_epochs and not budget.num_samples:
-        num_samples = trials_for_budget(budget.budget_epochs, max_epochs, grace, budget.reduction_factor,
-                                        early_stopping=budget.scheduler == "asha")
+        num_samples = trials_for_budget(
+            budget.budget_epochs, max_epochs, grace, budget.reduction_factor, early_stopping=budget.scheduler == "asha"
+        )
     return max_epochs, grace, num_samples
 
 
@@ -97,14 +102,15 @@ class SamplerPlan:
         start = f"{self.start_points} start point{'s' * (self.start_points != 1)} first, " if self.start_points else ""
         if self.sampler == "random":
             return f"random search (--sampler random): {start}then uniformly random proposals"
-        return (f"TPE: {start}random proposals until {self.n_startup_trials} of {self.num_samples} trials have "
-                f"finished, then TPE ({'multivariate' if self.multivariate else 'independent'}"
-                f"{', grouped by framework' if self.group else ''}{', constant liar' if self.constant_liar else ''})")
+        return (
+            f"TPE: {start}random proposals until {self.n_startup_trials} of {self.num_samples} trials have "
+            f"finished, then TPE ({'multivariate' if self.multivariate else 'independent'}"
+            f"{', grouped by framework' if self.group else ''}{', constant liar' if self.constant_liar else ''})"
+        )
 
 
 def plan_sampler(num_samples: int, start_points: int = 0, sampler: str = "tpe") -> SamplerPlan:
     """A quarter of the budget (at least 2, never all of it; start points count) explores before TPE
     models the results. Optuna's fixed default of 10 made every search of up to 10 trials random."""
     startup = min(max(2, math.ceil(num_samples / 4)), max(1, num_samples - 1))
-    return SamplerPlan(n_startup_trials=startup, num_samples=num_samples, start_points=start_points,
-                       sampler=sampler)
+    return SamplerPlan(n_startup_trials=startup, num_samples=num_samples, start_points=start_points, sampler=sampler)

@@ -4,6 +4,7 @@ One seed of one configuration is a noisy sample: the best of a search is partly 
 the search, the top K configurations (by score) are trained again with S new seeds each, as ordinary
 trials of the same experiment (runners/search/confirming.py proposes them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ class ConfirmPlan:
     def describe(self) -> str:
         if not self.trials:
             return "confirmation: off (--confirm-top 0)"
-        return (f"confirmation: the top {self.top_k} configuration(s) trained again with {self.seeds} new "
-                f"seed(s) each ({self.trials} trials, never stopped early) after the search")
+        return (
+            f"confirmation: the top {self.top_k} configuration(s) trained again with {self.seeds} new "
+            f"seed(s) each ({self.trials} trials, never stopped early) after the search"
+        )
 
 
 def confirm_plan(settings: RunSettings) -> ConfirmPlan:
@@ -47,8 +50,10 @@ def confirm_plan(settings: RunSettings) -> ConfirmPlan:
     if not top_k:
         return ConfirmPlan(0, 0, "", settings.seed)
     if settings.is_multi:
-        keys = {entry.name: param_key(entry.name, get_adapter(entry.name, entry.backend or "auto").seed_key)
-                for entry in settings.frameworks}
+        keys = {
+            entry.name: param_key(entry.name, get_adapter(entry.name, entry.backend or "auto").seed_key)
+            for entry in settings.frameworks
+        }
         return ConfirmPlan(top_k, seeds, "", settings.seed, framework_seed_keys=keys)
     entry = settings.sole_framework
     return ConfirmPlan(top_k, seeds, get_adapter(entry.name, entry.backend).seed_key, settings.seed)
@@ -60,8 +65,9 @@ def default_confirm_top(num_samples: int, has_gpu: bool) -> int:
     return min(3 if has_gpu else 2, num_samples // 4)
 
 
-def chosen_confirm_top(confirm_top: int | None, several_objectives: bool, num_samples: int, has_gpu: bool,
-                       searched: bool) -> int:
+def chosen_confirm_top(
+    confirm_top: int | None, several_objectives: bool, num_samples: int, has_gpu: bool, searched: bool
+) -> int:
     """--confirm-top (None: its default); 0 for a fixed configuration (--config) and for several
     objectives (a front, no one best configuration)."""
     if not searched or several_objectives:
@@ -77,5 +83,3 @@ def confirmation_seeds(plan: ConfirmPlan, original_seed: Any) -> list[int]:
         if candidate != original_seed:
             seeds.append(candidate)
     return seeds
-
-

@@ -8,6 +8,7 @@ are FRAMEWORK=VALUE ones) with one first trial per framework, and their record k
 framework's backend, model choices, weights and space (`RunSettings.frameworks`: one entry per
 framework, one for a single framework). `RunSettings` is constructed here only (`_settings`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -69,9 +70,17 @@ class Experiment:
     starts: dict[str, StartingPoint]  # each framework's starting point (pretrained or from scratch, and why)
 
 
-def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], preflight: Preflight,
-                    dataset: PreparedDataset, has_gpu: bool, experiment_dir: Path, name: str,
-                    starts: dict[str, StartingPoint], warn: Callable[[str], None]) -> Experiment:
+def plan_experiment(
+    request: TuneRequest,
+    frameworks: tuple[Framework, ...],
+    preflight: Preflight,
+    dataset: PreparedDataset,
+    has_gpu: bool,
+    experiment_dir: Path,
+    name: str,
+    starts: dict[str, StartingPoint],
+    warn: Callable[[str], None],
+) -> Experiment:
     """The budget, spaces, models, first trials, confirmation and resources of a new search.
 
     Args:
@@ -90,35 +99,57 @@ def plan_experiment(request: TuneRequest, frameworks: tuple[Framework, ...], pre
             that sets nothing of the space, resources the cluster cannot hold.
     """
     # One max_epochs for all: the largest of the frameworks' own CPU defaults (runners/plan/frameworks.py).
-    max_epochs, grace, num_samples = search_budget(request.budget, has_gpu,
-                                                   max(f.adapter.default_epochs_cpu for f in frameworks),
-                                                   pretrained=all(s.pretrained for s in starts.values()))
+    max_epochs, grace, num_samples = search_budget(
+        request.budget,
+        has_gpu,
+        max(f.adapter.default_epochs_cpu for f in frameworks),
+        pretrained=all(s.pretrained for s in starts.values()),
+    )
     given_spaces = preflight.spaces or {}
-    spaces = {f.name: given_spaces.get(f.name) or framework_space(f.name, f.adapter, request.seed,
-                                                                  space_file=starts[f.name].space_path)
-              for f in frameworks}
-    models = {f.name: _models(starts[f.name], wanted, f.adapter, has_gpu, request.several)
-              for wanted, f in zip(request.frameworks, frameworks, strict=True)}
+    spaces = {
+        f.name: given_spaces.get(f.name)
+        or framework_space(f.name, f.adapter, request.seed, space_file=starts[f.name].space_path)
+        for f in frameworks
+    }
+    models = {
+        f.name: _models(starts[f.name], wanted, f.adapter, has_gpu, request.several)
+        for wanted, f in zip(request.frameworks, frameworks, strict=True)
+    }
     if request.several:
         space: SearchSpace | ConditionalSpace = ConditionalSpace(
-            {f.name: FrameworkBranch(models[f.name][0], spaces[f.name]) for f in frameworks})
+            {f.name: FrameworkBranch(models[f.name][0], spaces[f.name]) for f in frameworks}
+        )
     else:
         space = spaces[frameworks[0].name]
         if not space.searched:  # a fixed configuration (--config) is one trial
             num_samples = 1
     searched = request.several or bool(space.searched)
     first = _first_trials(request, frameworks, spaces, dataset, max_epochs, num_samples, warn) if searched else []
-    confirm_top = chosen_confirm_top(request.confirm.top, bool(request.objective.objectives), num_samples, has_gpu,
-                                     searched)
-    resources = plan_resources(request.resources.gpus_per_trial, request.resources.cpus_per_trial,
-                               request.resources.workers, num_samples)
-    settings = _settings(request, frameworks, preflight, dataset, experiment_dir, name, space, spaces, models,
-                         (max_epochs, grace, num_samples, confirm_top), resources)
+    confirm_top = chosen_confirm_top(
+        request.confirm.top, bool(request.objective.objectives), num_samples, has_gpu, searched
+    )
+    resources = plan_resources(
+        request.resources.gpus_per_trial, request.resources.cpus_per_trial, request.resources.workers, num_samples
+    )
+    settings = _settings(
+        request,
+        frameworks,
+        preflight,
+        dataset,
+        experiment_dir,
+        name,
+        space,
+        spaces,
+        models,
+        (max_epochs, grace, num_samples, confirm_top),
+        resources,
+    )
     return Experiment(settings, space, tuple(first), resources, starts)
 
 
-def _models(start: StartingPoint, wanted: FrameworkRequest, adapter: type[TrainerAdapter], has_gpu: bool,
-            several: bool) -> tuple[tuple[str, ...], str | None]:
+def _models(
+    start: StartingPoint, wanted: FrameworkRequest, adapter: type[TrainerAdapter], has_gpu: bool, several: bool
+) -> tuple[tuple[str, ...], str | None]:
     """(model choices, weights) as every trial sees them, resolved (local files made absolute): the
     starting point's model and weights; with several frameworks the choices given, or the adapter's
     model choices when training from scratch (pretrained weights belong to one model)."""
@@ -130,49 +161,91 @@ def _models(start: StartingPoint, wanted: FrameworkRequest, adapter: type[Traine
     return tuple(dict.fromkeys(model for model, _ in resolved)), resolved[0][1]
 
 
-def _first_trials(request: TuneRequest, frameworks: tuple[Framework, ...], spaces: dict[str, SearchSpace],
-                  dataset: PreparedDataset, max_epochs: int, num_samples: int,
-                  warn: Callable[[str], None]) -> list[tuple[str, dict[str, Any]]]:
+def _first_trials(
+    request: TuneRequest,
+    frameworks: tuple[Framework, ...],
+    spaces: dict[str, SearchSpace],
+    dataset: PreparedDataset,
+    max_epochs: int,
+    num_samples: int,
+    warn: Callable[[str], None],
+) -> list[tuple[str, dict[str, Any]]]:
     """One framework: its defaults (not for a random-search baseline) then --start-from
     (runners/plan/first_trials.py). Several: one trial per framework, its defaults under its keys."""
+
     def shape(space: SearchSpace) -> TrainingShape:
         return TrainingShape(dataset.num_train_images, dataset.num_classes, max_epochs, dict(space.fixed))
 
     sampler = request.budget.sampler
     if request.several:
-        return [(f"{f.name}'s defaults", framework_first_point(f.name, f.adapter, spaces[f.name], sampler,
-                                                               shape(spaces[f.name])))
-                for f in frameworks][:num_samples]
+        return [
+            (
+                f"{f.name}'s defaults",
+                framework_first_point(f.name, f.adapter, spaces[f.name], sampler, shape(spaces[f.name])),
+            )
+            for f in frameworks
+        ][:num_samples]
     (framework,) = frameworks
     space = spaces[framework.name]
     defaults = framework.adapter.default_params(space.searched, shape(space)) if sampler == "tpe" else {}
     return start_points(space, defaults, request.study.start_from, framework.name, framework.adapter.seed_key, warn)
 
 
-def _settings(request: TuneRequest, frameworks: tuple[Framework, ...], preflight: Preflight,
-              dataset: PreparedDataset, experiment_dir: Path, name: str, space: SearchSpace | ConditionalSpace,
-              spaces: dict[str, SearchSpace], models: dict[str, tuple[tuple[str, ...], str | None]],
-              budget: tuple[int, int, int, int], resources: Resources) -> RunSettings:
+def _settings(
+    request: TuneRequest,
+    frameworks: tuple[Framework, ...],
+    preflight: Preflight,
+    dataset: PreparedDataset,
+    experiment_dir: Path,
+    name: str,
+    space: SearchSpace | ConditionalSpace,
+    spaces: dict[str, SearchSpace],
+    models: dict[str, tuple[tuple[str, ...], str | None]],
+    budget: tuple[int, int, int, int],
+    resources: Resources,
+) -> RunSettings:
     """The experiment's record (segtune.json): the one place a RunSettings is made."""
     max_epochs, grace, num_samples, confirm_top = budget
-    entries = tuple(sections.FrameworkEntry(name=f.name, backend=f.backend, models=models[f.name][0],
-                                   weights=models[f.name][1], space=spaces[f.name].to_dict())
-                    for f in frameworks)
+    entries = tuple(
+        sections.FrameworkEntry(
+            name=f.name,
+            backend=f.backend,
+            models=models[f.name][0],
+            weights=models[f.name][1],
+            space=spaces[f.name].to_dict(),
+        )
+        for f in frameworks
+    )
     return RunSettings(
         data=dataset,
         frameworks=entries,
         space=space.union().to_dict() if request.several else space.to_dict(),
         objective=sections.Objective(request.objective.metric, preflight.mode, tuple(request.objective.objectives)),
-        budget=sections.Budget(max_epochs=max_epochs, num_samples=num_samples, budget_epochs=request.budget.budget_epochs,
-                      time_budget=request.budget.time_budget),
-        schedule=sections.Schedule(sampler=request.budget.sampler, scheduler=request.budget.scheduler, grace_period=grace,
-                          reduction_factor=request.budget.reduction_factor),
-        resources=sections.Resources(gpus_per_trial=resources.gpus_per_trial, cpus_per_trial=resources.cpus_per_trial,
-                            workers=resources.workers, max_concurrent=resources.max_concurrent,
-                            max_failures=request.budget.max_failures,
-                            max_detections=CocoEvaluator(dataset.val_json).max_dets),
-        study=sections.Study(storage=request.study.storage or "", name=name,
-                    warm_start=tuple(str(s.path) for s in preflight.warm_sources)),
+        budget=sections.Budget(
+            max_epochs=max_epochs,
+            num_samples=num_samples,
+            budget_epochs=request.budget.budget_epochs,
+            time_budget=request.budget.time_budget,
+        ),
+        schedule=sections.Schedule(
+            sampler=request.budget.sampler,
+            scheduler=request.budget.scheduler,
+            grace_period=grace,
+            reduction_factor=request.budget.reduction_factor,
+        ),
+        resources=sections.Resources(
+            gpus_per_trial=resources.gpus_per_trial,
+            cpus_per_trial=resources.cpus_per_trial,
+            workers=resources.workers,
+            max_concurrent=resources.max_concurrent,
+            max_failures=request.budget.max_failures,
+            max_detections=CocoEvaluator(dataset.val_json).max_dets,
+        ),
+        study=sections.Study(
+            storage=request.study.storage or "",
+            name=name,
+            warm_start=tuple(str(s.path) for s in preflight.warm_sources),
+        ),
         confirmation=sections.Confirmation(top=confirm_top, seeds=request.confirm.seeds if confirm_top else 0),
         seed=request.seed,
         options=dict(preflight.options),
@@ -197,46 +270,62 @@ def plan_lines(experiment: Experiment, quiet: bool, warm_start: bool, starts: in
         for entry in settings.frameworks:
             start = replace(experiment.starts[entry.name], weights=entry.weights)
             if not quiet or start.note:
-                lines.append(f"segtune: {entry.name}: {start.header(entry.models)}; "
-                             f"searching {sorted(experiment.space.branches[entry.name].space.searched)}")
-        lines.append(f"segtune: {budget.num_samples} trials choosing among {', '.join(names)} (the "
-                     f"first {min(budget.num_samples, len(names))} one of each), up to "
-                     f"{budget.max_epochs} epochs each, {resources.max_concurrent} at a time "
-                     f"({resources.gpus_per_trial:g} GPU, {resources.cpus_per_trial:g} CPU per trial)")
+                lines.append(
+                    f"segtune: {entry.name}: {start.header(entry.models)}; "
+                    f"searching {sorted(experiment.space.branches[entry.name].space.searched)}"
+                )
+        lines.append(
+            f"segtune: {budget.num_samples} trials choosing among {', '.join(names)} (the "
+            f"first {min(budget.num_samples, len(names))} one of each), up to "
+            f"{budget.max_epochs} epochs each, {resources.max_concurrent} at a time "
+            f"({resources.gpus_per_trial:g} GPU, {resources.cpus_per_trial:g} CPU per trial)"
+        )
         if not settings.objective.objectives and settings.schedule.scheduler == "asha":
-            lines.append("segtune: ASHA compares each trial with trials of its own framework (their learning "
-                         "curves differ)")
+            lines.append(
+                "segtune: ASHA compares each trial with trials of its own framework (their learning curves differ)"
+            )
     else:
         entry = settings.sole_framework
         start = replace(experiment.starts[entry.name], model=entry.model, weights=entry.weights)
         if not quiet or start.note:  # the starting point, and why not pretrained weights when they were wanted
             lines.append(f"segtune: {start.header()}")
-        lines.append(f"segtune: {budget.num_samples} trials, up to {budget.max_epochs} epochs each, "
-                     f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
-                     f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
-                     f"{resources.cluster_cpus:g} CPUs); searching {sorted(experiment.space.searched)}")
+        lines.append(
+            f"segtune: {budget.num_samples} trials, up to {budget.max_epochs} epochs each, "
+            f"{resources.max_concurrent} at a time ({resources.gpus_per_trial:g} GPU, "
+            f"{resources.cpus_per_trial:g} CPU per trial; cluster {resources.cluster_gpus:g} GPUs, "
+            f"{resources.cluster_cpus:g} CPUs); searching {sorted(experiment.space.searched)}"
+        )
     if resources.warning:
         lines.append(f"segtune: warning: {resources.warning}")
     if settings.is_multi or experiment.space.searched:
         first = (["the warm start's best"] if warm_start else []) + [label for label, _ in experiment.first]
-        lines += search_plan_lines(settings, plan_sampler(budget.num_samples, starts, settings.schedule.sampler),
-                                   first, confirm_plan(settings))
+        lines += search_plan_lines(
+            settings, plan_sampler(budget.num_samples, starts, settings.schedule.sampler), first, confirm_plan(settings)
+        )
     return lines
 
 
-def search_plan_lines(settings: RunSettings, sampler_plan: SamplerPlan, first: list[str],
-                      confirm: ConfirmPlan) -> list[str]:
+def search_plan_lines(
+    settings: RunSettings, sampler_plan: SamplerPlan, first: list[str], confirm: ConfirmPlan
+) -> list[str]:
     """How trials are judged, proposed, stopped and confirmed (one framework or several)."""
     objective, schedule = settings.objective, settings.schedule
-    lines = [f"segtune: a trial's score ({SCORE_KEY}): its best ({objective.mode}) mean of {objective.metric} over "
-             f"{SCORE_WINDOW} consecutive epochs",
-             f"segtune: {sampler_plan.describe()}; first trials: {', '.join(first) or 'none'}"]
+    lines = [
+        f"segtune: a trial's score ({SCORE_KEY}): its best ({objective.mode}) mean of {objective.metric} over "
+        f"{SCORE_WINDOW} consecutive epochs",
+        f"segtune: {sampler_plan.describe()}; first trials: {', '.join(first) or 'none'}",
+    ]
     if objective.objectives:
         lines.append(f"segtune: objectives {', '.join(f'{m} ({d})' for m, d in objective.objectives)}; {ASHA_NOTE}")
         return lines
-    stopping = "no early stopping" if schedule.scheduler == "none" else (
-        f"ASHA (grace {schedule.grace_period}, reduction factor {schedule.reduction_factor:g}"
-        f"{', per framework' if settings.is_multi else ''})")
+    stopping = (
+        "no early stopping"
+        if schedule.scheduler == "none"
+        else (
+            f"ASHA (grace {schedule.grace_period}, reduction factor {schedule.reduction_factor:g}"
+            f"{', per framework' if settings.is_multi else ''})"
+        )
+    )
     budget_epochs = settings.budget.budget_epochs
     budget = f"; ends after {budget_epochs} epochs in all" if budget_epochs else ""
     lines.append(f"segtune: {stopping}{budget}; {confirm.describe()}")

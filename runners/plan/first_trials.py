@@ -6,6 +6,7 @@ knows works (e.g. the config.yaml of an earlier search's export). Values are fit
 searched ranges; a default the range excludes (a categorical choice not offered) is left out, and
 Optuna samples that key. Keys of a start file outside the search space are reported, not used.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,13 +74,16 @@ def read_params_file(path: Path, framework: str) -> dict[str, Any]:
         raise ConfigError(f"--start-from {path} is a {data['framework']} config; this search is {framework}")
     params = data.get("params", data) if isinstance(data, dict) else None
     if not isinstance(params, dict) or not params or any(isinstance(v, dict) for v in params.values()):
-        raise ConfigError(f"--start-from {path}: expected a mapping of parameter values (or a 'params' mapping), "
-                          f"e.g. the config.yaml written by analysis/export_best.py")
+        raise ConfigError(
+            f"--start-from {path}: expected a mapping of parameter values (or a 'params' mapping), "
+            f"e.g. the config.yaml written by analysis/export_best.py"
+        )
     return params
 
 
-def read_start_from(path: Path, space: SearchSpace, framework: str, seed_key: str,
-                    warn: Callable[[str], None]) -> dict[str, Any]:
+def read_start_from(
+    path: Path, space: SearchSpace, framework: str, seed_key: str, warn: Callable[[str], None]
+) -> dict[str, Any]:
     """The searched keys of a config file as a point of `space`; the other keys are reported."""
     params = read_params_file(path, framework)
     point = {}
@@ -96,18 +100,28 @@ def read_start_from(path: Path, space: SearchSpace, framework: str, seed_key: st
             continue  # seeds are the search's own
         elif key in space.fixed:
             if thaw(space.fixed[key]) != thaw(value):
-                warn(f"--start-from: {key} is fixed to {thaw(space.fixed[key])!r} in the search space; "
-                     f"its {value!r} is not used")
+                warn(
+                    f"--start-from: {key} is fixed to {thaw(space.fixed[key])!r} in the search space; "
+                    f"its {value!r} is not used"
+                )
         else:
             warn(f"--start-from: {key} is not in the search space; not used")
     if not point:
-        raise ConfigError(f"--start-from {path} sets none of the searched keys ({', '.join(sorted(space.searched))}); "
-                          f"pass a config of this search space")
+        raise ConfigError(
+            f"--start-from {path} sets none of the searched keys ({', '.join(sorted(space.searched))}); "
+            f"pass a config of this search space"
+        )
     return point
 
 
-def start_points(space: SearchSpace, defaults: dict[str, Any], start_from: Path | None, framework: str,
-                 seed_key: str, warn: Callable[[str], None]) -> list[tuple[str, dict[str, Any]]]:
+def start_points(
+    space: SearchSpace,
+    defaults: dict[str, Any],
+    start_from: Path | None,
+    framework: str,
+    seed_key: str,
+    warn: Callable[[str], None],
+) -> list[tuple[str, dict[str, Any]]]:
     """The search's first trials as (what it is, point): the defaults (when the framework has any for
     the searched keys), then --start-from; the same point is not proposed twice."""
     candidates = [("the framework's defaults", default_point(space, defaults))]

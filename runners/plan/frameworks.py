@@ -15,6 +15,7 @@ with several:
   measured even in a small search;
 - the metric is one of segtune's COCO metrics (a native metric is one framework's own).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,10 @@ def framework_names(text: str) -> list[str]:
         return [ALL]
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown or not names:
-        raise ConfigError(f"unknown framework {', '.join(unknown) or repr(text)}; choose one or more of "
-                          f"{', '.join(FRAMEWORKS)} (comma-separated), or {ALL}")
+        raise ConfigError(
+            f"unknown framework {', '.join(unknown) or repr(text)}; choose one or more of "
+            f"{', '.join(FRAMEWORKS)} (comma-separated), or {ALL}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -48,11 +51,13 @@ def per_framework(values: list[str] | None, option: str, frameworks: list[str]) 
     for item in values or []:
         framework, sep, value = item.partition("=")
         if not sep or not value:
-            raise ConfigError(f"{option} {item!r}: with several frameworks write FRAMEWORK=VALUE "
-                              f"(e.g. {option} {frameworks[0]}=...)")
+            raise ConfigError(
+                f"{option} {item!r}: with several frameworks write FRAMEWORK=VALUE (e.g. {option} {frameworks[0]}=...)"
+            )
         if framework not in frameworks:
-            raise ConfigError(f"{option} {item!r}: {framework!r} is not one of this search's frameworks "
-                              f"({', '.join(frameworks)})")
+            raise ConfigError(
+                f"{option} {item!r}: {framework!r} is not one of this search's frameworks ({', '.join(frameworks)})"
+            )
         if framework in found:
             raise ConfigError(f"{option} names {framework} twice; give each framework once")
         found[framework] = value
@@ -91,8 +96,10 @@ def resolve_frameworks(names: list[str]) -> list[str]:
 def check_backend(backend: str, frameworks: list[str]) -> None:
     """With several frameworks --backend must belong to one of them (it applies to that one)."""
     if backend not in ("auto", "", None) and not any(backend in BACKENDS[f] for f in frameworks):
-        raise ConfigError(f"--backend {backend} belongs to none of {', '.join(frameworks)}; leave it out or choose "
-                          f"one of: {', '.join(b for f in frameworks for b in BACKENDS[f])}")
+        raise ConfigError(
+            f"--backend {backend} belongs to none of {', '.join(frameworks)}; leave it out or choose "
+            f"one of: {', '.join(b for f in frameworks for b in BACKENDS[f])}"
+        )
 
 
 def framework_backend(framework: str, backend: str, several: bool) -> str:
@@ -107,8 +114,10 @@ def spaces_by_framework(paths: list[Path] | None, frameworks: list[str]) -> dict
     for path in paths or []:
         space = load_space(path)
         if space.framework not in frameworks:
-            raise SpaceError(f"{path} names framework {space.framework!r}; with several frameworks each --space "
-                             f"file says which one it is for (framework: {' or '.join(frameworks)})")
+            raise SpaceError(
+                f"{path} names framework {space.framework!r}; with several frameworks each --space "
+                f"file says which one it is for (framework: {' or '.join(frameworks)})"
+            )
         if space.framework in spaces:
             raise SpaceError(f"--space gives two files for {space.framework}; give one")
         spaces[space.framework] = path
@@ -126,8 +135,9 @@ def default_models(adapter: type[TrainerAdapter], has_gpu: bool) -> tuple[str, .
     return choices or (default_model(adapter, has_gpu),)
 
 
-def framework_first_point(framework: str, adapter: type[TrainerAdapter], space: SearchSpace, sampler: str,
-                          shape: TrainingShape) -> dict[str, Any]:
+def framework_first_point(
+    framework: str, adapter: type[TrainerAdapter], space: SearchSpace, sampler: str, shape: TrainingShape
+) -> dict[str, Any]:
     """One framework's first trial in a search over several: its defaults fitted into its space
     (runners/plan/first_trials.py), under the framework's keys; only the framework's choice for a
     random-search baseline."""
@@ -152,8 +162,15 @@ def adapter_options(given: dict[str, Any], adapters: dict[str, type[TrainerAdapt
     return dict(given)
 
 
-def framework_space(framework: str, adapter: type[TrainerAdapter], seed: int, *, space_file: Path | None = None,
-                    config: Path | None = None, cpu_only: bool = False) -> SearchSpace:
+def framework_space(
+    framework: str,
+    adapter: type[TrainerAdapter],
+    seed: int,
+    *,
+    space_file: Path | None = None,
+    config: Path | None = None,
+    cpu_only: bool = False,
+) -> SearchSpace:
     """The space of `framework`'s trials, checked.
 
     Args:

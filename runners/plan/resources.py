@@ -5,6 +5,7 @@ no GPU node has (the trial stays PENDING forever) or leave GPUs idle. `plan` wor
 of alive nodes only and needs no Ray, so every cluster layout can be unit-tested;
 `plan_resources` reads the nodes of the connected Ray cluster and calls it.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,12 +39,19 @@ class Resources:
         """One line when GPUs will idle for lack of CPUs, else ''."""
         if not self.idle_gpu_slots:
             return ""
-        return (f"{self.idle_gpu_slots} GPU slot(s) stay idle: their nodes have fewer than "
-                f"{self.cpus_per_trial:g} CPUs per trial; lower --cpus-per-trial to use them")
+        return (
+            f"{self.idle_gpu_slots} GPU slot(s) stay idle: their nodes have fewer than "
+            f"{self.cpus_per_trial:g} CPUs per trial; lower --cpus-per-trial to use them"
+        )
 
 
-def plan(nodes: Sequence[Mapping[str, float]], gpus_per_trial: float | None, cpus_per_trial: float | None,
-         workers: int | None, num_samples: int) -> Resources:
+def plan(
+    nodes: Sequence[Mapping[str, float]],
+    gpus_per_trial: float | None,
+    cpus_per_trial: float | None,
+    workers: int | None,
+    num_samples: int,
+) -> Resources:
     """Resources per trial and concurrency for `nodes` (each alive node's resources, e.g.
     {"CPU": 32, "GPU": 4}); None means the default. Raises ConfigError when no node fits a trial."""
     cluster_gpus = sum(node.get("GPU", 0) for node in nodes)
@@ -58,8 +66,9 @@ def plan(nodes: Sequence[Mapping[str, float]], gpus_per_trial: float | None, cpu
     return Resources(cpt, gpt, n_workers, max_concurrent, cluster_gpus, cluster_cpus, tuple(node_slots), idle)
 
 
-def plan_resources(gpus_per_trial: float | None, cpus_per_trial: float | None, workers: int | None,
-                   num_samples: int) -> Resources:
+def plan_resources(
+    gpus_per_trial: float | None, cpus_per_trial: float | None, workers: int | None, num_samples: int
+) -> Resources:
     """`plan` for the alive nodes of the Ray cluster this process is connected to."""
     import ray
 
@@ -81,8 +90,9 @@ def _cpu_slots(node_cpus: float, cpus_per_trial: float) -> int:
     return math.floor(node_cpus / cpus_per_trial + _EPS)
 
 
-def _plan_gpu_trials(nodes: Sequence[Mapping[str, float]], gpt: float,
-                     cpus_per_trial: float | None) -> tuple[float, list[int], int]:
+def _plan_gpu_trials(
+    nodes: Sequence[Mapping[str, float]], gpt: float, cpus_per_trial: float | None
+) -> tuple[float, list[int], int]:
     if gpt > 1 and abs(gpt - round(gpt)) > _EPS:
         raise ConfigError(
             f"--gpus-per-trial {gpt:g} cannot be split: above 1 Ray takes whole GPUs only; "
@@ -121,8 +131,9 @@ def _default_cpus_per_gpu_trial(gpu_nodes: list[tuple[float, int]]) -> float:
     return float(max(1, min(math.floor(cpus / slots + _EPS) for cpus, slots in gpu_nodes)))
 
 
-def _plan_cpu_trials(nodes: Sequence[Mapping[str, float]],
-                     cpus_per_trial: float | None) -> tuple[float, list[int], int]:
+def _plan_cpu_trials(
+    nodes: Sequence[Mapping[str, float]], cpus_per_trial: float | None
+) -> tuple[float, list[int], int]:
     cpt = cpus_per_trial if cpus_per_trial is not None else 1.0
     most_cpus = max((node.get("CPU", 0) for node in nodes), default=0)
     if cpt > most_cpus + _EPS:

@@ -17,6 +17,7 @@ trial) tell ASHA nothing. The rule, the same for every framework:
 
 No Ray, no printing: the adapter's two class methods are the only calls out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,17 +70,23 @@ def scratch_model(adapter: type[TrainerAdapter], model: str, has_gpu: bool) -> s
     return model or (adapter.default_model if has_gpu else adapter.default_model_cpu or adapter.default_model)
 
 
-def from_scratch(adapter: type[TrainerAdapter], model: str, has_gpu: bool, space: Path | None,
-                 why: str, note: str | None = None) -> StartingPoint:
+def from_scratch(
+    adapter: type[TrainerAdapter], model: str, has_gpu: bool, space: Path | None, why: str, note: str | None = None
+) -> StartingPoint:
     """A from-scratch starting point (`why`: the reason, for the header)."""
     return StartingPoint(
-        model=scratch_model(adapter, model, has_gpu), weights=None, pretrained=False, source=why, note=note,
+        model=scratch_model(adapter, model, has_gpu),
+        weights=None,
+        pretrained=False,
+        source=why,
+        note=note,
         space_path=space or default_space_path(adapter.framework, cpu_only=not has_gpu, finetune=False),
     )
 
 
-def starting_point(adapter: type[TrainerAdapter], *, model: str, weights: str | None, space: Path | None,
-                   has_gpu: bool) -> StartingPoint:
+def starting_point(
+    adapter: type[TrainerAdapter], *, model: str, weights: str | None, space: Path | None, has_gpu: bool
+) -> StartingPoint:
     """The starting point of a search (see the module docstring for the rule).
 
     Args:
@@ -95,6 +102,7 @@ def starting_point(adapter: type[TrainerAdapter], *, model: str, weights: str | 
     Raises:
         ConfigError: `model` is not one of the framework's.
     """
+
     def finetuning(model_: str, weights_: str | None, source: str) -> StartingPoint:
         path = space or default_space_path(adapter.framework, cpu_only=not has_gpu, finetune=True)
         return StartingPoint(model_, weights_, True, source, None, path)
@@ -123,29 +131,52 @@ def _missing_note(found: PretrainedWeights, why: str) -> str:
     """What was wanted, why not, and how to give a local file: the one line a search that falls back
     to training from scratch prints."""
     place = f"place the file at {found.cache_path} or " if found.cache_path else ""
-    return (f"wanted COCO-pretrained {found.wanted} for {found.model}, but {why}; to fine-tune, {place}"
-            f"pass --weights FILE (--weights {FROM_SCRATCH}: from scratch, without this note)")
+    return (
+        f"wanted COCO-pretrained {found.wanted} for {found.model}, but {why}; to fine-tune, {place}"
+        f"pass --weights FILE (--weights {FROM_SCRATCH}: from scratch, without this note)"
+    )
 
 
-def starting_point_of_choices(adapter: type[TrainerAdapter], *, models: tuple[str, ...], weights: str | None,
-                              space: Path | None, has_gpu: bool) -> StartingPoint:
+def starting_point_of_choices(
+    adapter: type[TrainerAdapter], *, models: tuple[str, ...], weights: str | None, space: Path | None, has_gpu: bool
+) -> StartingPoint:
     """The starting point of one framework of a search over several (`models`: its --model choices,
     empty for the default): as `starting_point`; several model choices without --weights train from
     scratch, since each model would need weights of its own."""
     if len(models) > 1 and weights is None:
-        return from_scratch(adapter, models[0], has_gpu, space,
-                            "several --model choices; give one --model FRAMEWORK=MODEL to fine-tune it")
+        return from_scratch(
+            adapter,
+            models[0],
+            has_gpu,
+            space,
+            "several --model choices; give one --model FRAMEWORK=MODEL to fine-tune it",
+        )
     return starting_point(adapter, model=models[0] if models else "", weights=weights, space=space, has_gpu=has_gpu)
 
 
-def search_starting_points(wanted: tuple[FrameworkRequest, ...], adapters: dict[str, type[TrainerAdapter]],
-                           has_gpu: bool, config: Path | None = None) -> dict[str, StartingPoint]:
+def search_starting_points(
+    wanted: tuple[FrameworkRequest, ...],
+    adapters: dict[str, type[TrainerAdapter]],
+    has_gpu: bool,
+    config: Path | None = None,
+) -> dict[str, StartingPoint]:
     """Each framework's starting point for a new search, by framework name: `starting_point` for one
     framework (`config`: a --config file stands for its space), `starting_point_of_choices` for each of
     several. May download the framework's pretrained weights, once, into its own cache."""
     if len(wanted) > 1:
-        return {f.name: starting_point_of_choices(adapters[f.name], models=f.models, weights=f.weights, space=f.space,
-                                                  has_gpu=has_gpu) for f in wanted}
+        return {
+            f.name: starting_point_of_choices(
+                adapters[f.name], models=f.models, weights=f.weights, space=f.space, has_gpu=has_gpu
+            )
+            for f in wanted
+        }
     (only,) = wanted
-    return {only.name: starting_point(adapters[only.name], model=only.models[0] if only.models else "",
-                                      weights=only.weights, space=only.space or config, has_gpu=has_gpu)}
+    return {
+        only.name: starting_point(
+            adapters[only.name],
+            model=only.models[0] if only.models else "",
+            weights=only.weights,
+            space=only.space or config,
+            has_gpu=has_gpu,
+        )
+    }

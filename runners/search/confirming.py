@@ -8,6 +8,7 @@ with the experiment and show in TensorBoard like any trial. Their config carries
 The searcher (Optuna) never hears of them: they re-measure known points, they are not new ones.
 `ConfirmationAwareASHA` never stops them: a confirmation is trained for the full budget.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ class ConfirmingSearcher(Searcher):
             return None  # confirmation compares finished trials: wait for the search to end
         if self.queue is None:
             done = {(c[CONFIRM_OF_KEY], c[CONFIRM_SEED_KEY]) for c in self.issued.values()}
-            self.queue = [c for c in self.confirmation_configs()
-                          if (c[CONFIRM_OF_KEY], c[CONFIRM_SEED_KEY]) not in done]
+            self.queue = [
+                c for c in self.confirmation_configs() if (c[CONFIRM_OF_KEY], c[CONFIRM_SEED_KEY]) not in done
+            ]
         if self.queue:
             config = self.queue.pop(0)
             self.issued[trial_id] = config
@@ -83,8 +85,12 @@ class ConfirmingSearcher(Searcher):
             return  # a confirmation trial: Optuna is not told
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
         value = (result or {}).get(self.metric)
-        usable = not error and isinstance(value, (int, float)) and math.isfinite(value) \
+        usable = (
+            not error
+            and isinstance(value, (int, float))
+            and math.isfinite(value)
             and not (result or {}).get(DIVERGED_KEY)
+        )
         self.scores[trial_id] = float(value) if usable else None
 
     def on_pause(self, trial_id: str) -> None:
@@ -105,8 +111,10 @@ class ConfirmingSearcher(Searcher):
     def confirmation_configs(self) -> list[dict[str, Any]]:
         """K distinct configurations with the best scores, each with S new seeds."""
         sign = -1.0 if self.mode == "max" else 1.0
-        ranked = sorted((t for t, s in self.scores.items() if s is not None),
-                        key=lambda t: (sign * self.scores[t], list(self.suggested).index(t)))
+        ranked = sorted(
+            (t for t, s in self.scores.items() if s is not None),
+            key=lambda t: (sign * self.scores[t], list(self.suggested).index(t)),
+        )
         chosen, seen = [], set()
         for trial_id in ranked:
             identity = json.dumps(self.suggested[trial_id], sort_keys=True, default=str)

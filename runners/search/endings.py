@@ -8,6 +8,7 @@ when the budget ran out (`TimeBudget`), and `EndLog.decide` turns those facts in
 trial, writes it to `<experiment>/trial_<id>/end_reason.json` and hands it to the Optuna study
 (runners/search/study.py), which tells TPE PRUNED only for truncated trials.
 """
+
 from __future__ import annotations
 
 import json

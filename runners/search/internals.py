@@ -19,6 +19,7 @@ Checked against ray 2.60.0 and optuna 5.1.0. tests/test_library_internals.py fai
 when any of them changes; pyproject.toml bounds Ray to the minor version checked (`ray[tune]<2.61`).
 On a Ray upgrade: run that test, fix what it names here, then move the bound.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,9 @@ CHECKED_OPTUNA = "5.1.0"
 TUNER_KWARGS = "_tuner_kwargs"
 
 
-def resuming_tuner(trainable: Any, *, param_space: dict, tune_config: tune.TuneConfig,
-                   run_config: tune.RunConfig, resume: bool) -> tune.Tuner:
+def resuming_tuner(
+    trainable: Any, *, param_space: dict, tune_config: tune.TuneConfig, run_config: tune.RunConfig, resume: bool
+) -> tune.Tuner:
     """A Tuner as `tune.Tuner(...)` builds it; `resume`: it continues the experiment already in
     `run_config`'s storage as `Tuner.restore` would hand it to Ray (finished and errored trials stay
     as they are, unfinished ones continue from their last checkpoint).

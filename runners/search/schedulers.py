@@ -14,6 +14,7 @@ framework (its own rungs, the same max_t, grace period and reduction factor) and
 to its framework's; which framework wins is decided at the end, on trials that each had the chance
 to train in full.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,14 @@ def make_scheduler(settings: RunSettings, end_log: EndLog) -> TrialScheduler:
     if settings.objective.objectives or schedule.scheduler == "none":
         return StopAtMaxEpochs(max_epochs)
     # metric/mode come from TuneConfig (Ray refuses them twice)
-    make = functools.partial(RecordingASHA, end_log, time_attr="training_iteration", max_t=max_epochs,
-                             grace_period=schedule.grace_period, reduction_factor=schedule.reduction_factor)
+    make = functools.partial(
+        RecordingASHA,
+        end_log,
+        time_attr="training_iteration",
+        max_t=max_epochs,
+        grace_period=schedule.grace_period,
+        reduction_factor=schedule.reduction_factor,
+    )
     return FrameworkASHA(make) if settings.is_multi else make()
 
 

@@ -15,6 +15,7 @@ OptunaSearch does it, through public APIs only), with what Ray's OptunaSearch la
 - Ray's searcher snapshot keeps only Ray's side (trial id -> study trial, the sampler's state):
   a resumed run reconnects to the same study, never copies it, so every trial is in it once.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,8 +104,16 @@ class StudySearch(Searcher):
         end_log: why each trial ended (runners/search/endings.py).
     """
 
-    def __init__(self, space: dict | Callable[[optuna.trial.Trial], dict | None], metric: str | list[str],
-                 mode: str | list[str], sampler: optuna.samplers.BaseSampler, *, place: StudyPlace, end_log: EndLog):
+    def __init__(
+        self,
+        space: dict | Callable[[optuna.trial.Trial], dict | None],
+        metric: str | list[str],
+        mode: str | list[str],
+        sampler: optuna.samplers.BaseSampler,
+        *,
+        place: StudyPlace,
+        end_log: EndLog,
+    ):
         super().__init__(metric=metric, mode=mode)
         storage = open_storage(place.url)
         is_new = not study_exists(storage, place.name)
@@ -112,8 +121,14 @@ class StudySearch(Searcher):
             directions = {"directions": ["minimize" if m == "min" else "maximize" for m in mode]}
         else:
             directions = {"direction": "minimize" if mode == "min" else "maximize"}
-        self.study = optuna.create_study(storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(),
-                                         study_name=place.name, load_if_exists=True, **directions)
+        self.study = optuna.create_study(
+            storage=storage,
+            sampler=sampler,
+            pruner=optuna.pruners.NopPruner(),
+            study_name=place.name,
+            load_if_exists=True,
+            **directions,
+        )
         self._storage = storage
         self._study_id = storage.get_study_id_from_name(place.name)
         self._space = space
@@ -126,8 +141,12 @@ class StudySearch(Searcher):
         self._end_log = end_log
         self._best_rows: dict[str, dict[str, Any]] = {}  # several objectives: each trial's best epoch
         if is_new:
-            for key, value in {"segtune_experiment": Path(place.experiment_dir).name, "framework": place.framework,
-                               "objective": metric, "mode": mode}.items():
+            for key, value in {
+                "segtune_experiment": Path(place.experiment_dir).name,
+                "framework": place.framework,
+                "objective": metric,
+                "mode": mode,
+            }.items():
                 self.study.set_user_attr(key, value)
             for trial in place.warm_trials:
                 self.study.add_trial(trial)
@@ -141,7 +160,8 @@ class StudySearch(Searcher):
             ot_trial = self.study.ask() if callable(self._space) else self.study.ask(fixed_distributions=self._space)
             self._trials[trial_id] = ot_trial
             self._storage_ids[trial_id] = self._storage.get_trial_id_from_study_id_trial_number(
-                self._study_id, ot_trial.number)
+                self._study_id, ot_trial.number
+            )
         ot_trial = self._trials[trial_id]
         if callable(self._space):  # define-by-run: what it sampled, and the fixed values it returns
             fixed = self._space(ot_trial) or {}  # first: it samples the trial's parameters
@@ -151,8 +171,11 @@ class StudySearch(Searcher):
         config = _nested(params)
         if not known:
             framework = config.get(FRAMEWORK_KEY, self._framework)
-            for key, value in {"segtune_trial_id": trial_id, "trial_dir": str(self._trial_dir(trial_id)),
-                               "framework": framework}.items():
+            for key, value in {
+                "segtune_trial_id": trial_id,
+                "trial_dir": str(self._trial_dir(trial_id)),
+                "framework": framework,
+            }.items():
                 ot_trial.set_user_attr(key, value)
         return config
 
@@ -210,8 +233,9 @@ class StudySearch(Searcher):
         if kept is None or sign * float(value) > sign * float(kept[first]):
             self._best_rows[trial_id] = {m: result.get(m) for m in self.metric}
 
-    def _tell_objectives(self, trial_id: str, ot_trial: optuna.trial.Trial, reason: str, result: dict | None,
-                         error: bool) -> None:
+    def _tell_objectives(
+        self, trial_id: str, ot_trial: optuna.trial.Trial, reason: str, result: dict | None, error: bool
+    ) -> None:
         if result and not error:
             self._keep_best_row(trial_id, result)
         row = self._best_rows.get(trial_id, {})
@@ -244,8 +268,9 @@ class StudySearch(Searcher):
         self._completed = set(state["completed"])
         self._best_rows = dict(state.get("best_rows") or {})
         self._storage_ids = dict(state["study_trial_ids"])
-        self._trials = {tid: optuna.trial.Trial(self.study, storage_id)
-                        for tid, storage_id in self._storage_ids.items()}
+        self._trials = {
+            tid: optuna.trial.Trial(self.study, storage_id) for tid, storage_id in self._storage_ids.items()
+        }
         self._restored = set(self._trials)
         for tid in self._trials:
             # The study moved on after Ray's last snapshot (a trial ended just before a kill):

@@ -8,6 +8,7 @@ rebuild everything from the pickled Tuner instead, so a grown --num-samples or a
 could not reach it. The two things Ray has no public way for (a new Tuner that resumes; the restored
 Tuner's RunConfig) and the generator's counts go through runners/search/internals.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -95,14 +96,17 @@ def reuse_processes(settings: RunSettings) -> bool:
     return get_adapter(settings.sole_framework.name, settings.sole_framework.backend).reuse_process
 
 
-def study_place(settings: RunSettings, experiment_dir: Path, warm_start=None,
-                first_points: Sequence[dict[str, Any]] = ()) -> StudyPlace:
+def study_place(
+    settings: RunSettings, experiment_dir: Path, warm_start=None, first_points: Sequence[dict[str, Any]] = ()
+) -> StudyPlace:
     """The experiment's study; a new one tries the best points of `warm_start` (runners/search/warm_start.py),
     whose trials it also learns from, and then `first_points` (the framework's defaults, --start-from;
     one per framework in a search over several)."""
     return StudyPlace(
-        url=settings.study_url(experiment_dir), name=settings.study_name_at(experiment_dir),
-        experiment_dir=experiment_dir, framework=",".join(settings.framework_names),
+        url=settings.study_url(experiment_dir),
+        name=settings.study_name_at(experiment_dir),
+        experiment_dir=experiment_dir,
+        framework=",".join(settings.framework_names),
         warm_trials=warm_start.trials if warm_start else (),
         first_points=ordered_first_points(warm_start, first_points),
     )
@@ -117,9 +121,16 @@ def ordered_first_points(warm_start, first_points: Sequence[dict[str, Any]]) -> 
     return points
 
 
-def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, experiment_dir: Path, *,
-                warm_start=None, first_points: Sequence[dict[str, Any]] = (), resume: bool = False,
-                output: str = "default"):
+def build_tuner(
+    settings: RunSettings,
+    space: SearchSpace | ConditionalSpace,
+    experiment_dir: Path,
+    *,
+    warm_start=None,
+    first_points: Sequence[dict[str, Any]] = (),
+    resume: bool = False,
+    output: str = "default",
+):
     """The Tuner of `settings` (budget, schedule, study and confirmation included); `resume`
     continues the experiment already in `experiment_dir`; `output` is the terminal mode
     (runners/view/progress.py). Ray Tune's metric is the trial's score (`core.score`), the smoothed
@@ -155,17 +166,23 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
         tune_config=tune.TuneConfig(
             # Ray admits one pending trial for a custom searcher unless it is concurrency-limited.
             search_alg=GrowableSearch(searcher, total, resources.max_concurrent) if searcher else None,
-            scheduler=scheduler, metric=SCORE_KEY, mode=objective.mode,
+            scheduler=scheduler,
+            metric=SCORE_KEY,
+            mode=objective.mode,
             num_samples=total if searcher else 1,
             max_concurrent_trials=None if searcher else resources.max_concurrent,
             reuse_actors=reuse_processes(settings),
-            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=ray_verbosity(output),
+            name=experiment_dir.name,
+            storage_path=str(experiment_dir.parent),
+            verbose=ray_verbosity(output),
             # Each trial's framework output goes to its own stdout/stderr files, which Ray writes in the
             # trial's working directory (under /tmp/ray) and copies into <experiment>/trial_<id>/.
-            log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
+            log_to_file=True,
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             # Our own view instead of Ray's tables (runners/view/progress.py).
             stop=CombinedStopper(budget, epoch_budget) if epoch_budget else budget,
             callbacks=[EndReasonCallback(end_log), _progress_view(settings, output)],
@@ -173,7 +190,8 @@ def build_tuner(settings: RunSettings, space: SearchSpace | ConditionalSpace, ex
             # The best is the epoch ending the best window (the score itself never decreases, and of
             # equal scores Ray keeps the later checkpoint).
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=WINDOW_KEY,
+                num_to_keep=1,
+                checkpoint_score_attribute=WINDOW_KEY,
                 checkpoint_score_order=objective.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
@@ -191,11 +209,15 @@ def _trial_name(trial) -> str:
 def _progress_view(settings: RunSettings, output: str):
     from segtune.runners.view.progress import SearchProgress
 
-    return SearchProgress(metric=settings.objective.metric, mode=settings.objective.mode,
-                          max_epochs=settings.budget.max_epochs,
-                          searched=SearchSpace.from_dict(settings.space).searched,
-                          experiment_dir=settings.experiment_dir, output=output,
-                          time_budget=settings.budget.time_budget)
+    return SearchProgress(
+        metric=settings.objective.metric,
+        mode=settings.objective.mode,
+        max_epochs=settings.budget.max_epochs,
+        searched=SearchSpace.from_dict(settings.space).searched,
+        experiment_dir=settings.experiment_dir,
+        output=output,
+        time_budget=settings.budget.time_budget,
+    )
 
 
 def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "default"):
@@ -206,8 +228,13 @@ def restore_tuner(experiment_dir: Path, settings: RunSettings, output: str = "de
     from segtune.runners.view.progress import SearchProgress, ray_verbosity
 
     _report_set_aside(experiment_dir)
-    tuner = tune.Tuner.restore(str(experiment_dir), trainable=make_trainable(settings),
-                               resume_unfinished=True, resume_errored=False, restart_errored=False)
+    tuner = tune.Tuner.restore(
+        str(experiment_dir),
+        trainable=make_trainable(settings),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
     # Ray restores the first run's RunConfig, callbacks included: show this run's view in this run's mode.
     run_config = run_config_of(tuner)
     run_config.verbose = ray_verbosity(output)
@@ -244,5 +271,7 @@ def set_aside_unrecorded_trials(experiment_dir: Path) -> list[Path]:
 def _report_set_aside(experiment_dir: Path) -> None:
     moved = set_aside_unrecorded_trials(experiment_dir)
     if moved:
-        print(f"segtune: {len(moved)} trial(s) started but never recorded by the stopped driver moved to "
-              f"{Path(experiment_dir) / UNRECORDED_DIR} (the search proposes new ones in their place)")
+        print(
+            f"segtune: {len(moved)} trial(s) started but never recorded by the stopped driver moved to "
+            f"{Path(experiment_dir) / UNRECORDED_DIR} (the search proposes new ones in their place)"
+        )

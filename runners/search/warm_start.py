@@ -9,6 +9,7 @@ and a categorical value is stored as an index into its choices, which a changed 
 silently remap. A value the new space cannot hold (a parameter no longer searched, a number outside
 the new range) is left out of that trial, and one warning line says how many.
 """
+
 from __future__ import annotations
 
 import collections
@@ -55,24 +56,32 @@ def find_sources(names: list[Path], storage: Path, framework: str, metric: str, 
         if not (path / SETTINGS_FILE).is_file() and (storage / name / SETTINGS_FILE).is_file():
             path = storage / name
         if not (path / SETTINGS_FILE).is_file():
-            raise ConfigError(f"--warm-start {name}: not an experiment (no {SETTINGS_FILE}); pass <storage>/<name> "
-                              f"or a name in --storage {storage}")
+            raise ConfigError(
+                f"--warm-start {name}: not an experiment (no {SETTINGS_FILE}); pass <storage>/<name> "
+                f"or a name in --storage {storage}"
+            )
         try:
             settings = RunSettings.load(path)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"--warm-start {name}: {path / SETTINGS_FILE} cannot be read ({exc})") from None
         recorded = ",".join(settings.framework_names)
         if recorded != framework:
-            raise ConfigError(f"--warm-start {name} is a {recorded} experiment; this search is {framework} "
-                              f"(warm-start from {framework} experiments only)")
+            raise ConfigError(
+                f"--warm-start {name} is a {recorded} experiment; this search is {framework} "
+                f"(warm-start from {framework} experiments only)"
+            )
         objective = settings.objective
         if (objective.metric, objective.mode) != (metric, mode):
-            raise ConfigError(f"--warm-start {name} optimised {objective.metric} ({objective.mode}); this search "
-                              f"optimises {metric} ({mode}): use the same --metric and --mode")
+            raise ConfigError(
+                f"--warm-start {name} optimised {objective.metric} ({objective.mode}); this search "
+                f"optimises {metric} ({mode}): use the same --metric and --mode"
+            )
         source = WarmSource(path.resolve(), settings.study_url(path), settings.study_name_at(path))
         if not read_study_trials(source.study_url, source.study_name):
-            raise ConfigError(f"--warm-start {name} has no Optuna study with trials (made by an earlier segtune, "
-                              f"or no trial has run); choose another experiment")
+            raise ConfigError(
+                f"--warm-start {name} has no Optuna study with trials (made by an earlier segtune, "
+                f"or no trial has run); choose another experiment"
+            )
         sources.append(source)
     return sources
 
@@ -99,13 +108,21 @@ def load_warm_start(sources: list[WarmSource], space: SearchSpace, mode: str, nu
                     params[key], distributions[key] = value, new
             if not params:
                 continue
-            trials.append(create_trial(
-                state=old.state, value=old.value if old.state == TrialState.COMPLETE else None,
-                params=params, distributions=distributions, intermediate_values=dict(old.intermediate_values),
-                user_attrs={**{k: v for k, v in old.user_attrs.items() if k not in _OWN_ATTRS},
-                            "warm_start_from": source.path.name, "warm_start_number": old.number,
-                            "warm_start_trial_id": old.user_attrs.get("segtune_trial_id")},
-            ))
+            trials.append(
+                create_trial(
+                    state=old.state,
+                    value=old.value if old.state == TrialState.COMPLETE else None,
+                    params=params,
+                    distributions=distributions,
+                    intermediate_values=dict(old.intermediate_values),
+                    user_attrs={
+                        **{k: v for k, v in old.user_attrs.items() if k not in _OWN_ATTRS},
+                        "warm_start_from": source.path.name,
+                        "warm_start_number": old.number,
+                        "warm_start_trial_id": old.user_attrs.get("segtune_trial_id"),
+                    },
+                )
+            )
             if old.state == TrialState.COMPLETE and old.value is not None:
                 scored.append((old.value, params))
     scored.sort(key=lambda pair: pair[0], reverse=(mode == "max"))
@@ -115,10 +132,15 @@ def load_warm_start(sources: list[WarmSource], space: SearchSpace, mode: str, nu
             break
         if params not in points:
             points.append(params)
-    note = (f"warm start: {len(trials)} trials from {', '.join(s.path.name for s in sources)}; "
-            f"the best {len(points)} configuration{'s' * (len(points) != 1)} run first")
+    note = (
+        f"warm start: {len(trials)} trials from {', '.join(s.path.name for s in sources)}; "
+        f"the best {len(points)} configuration{'s' * (len(points) != 1)} run first"
+    )
     left_out = [f"{k} (not searched now, {n} trials)" for k, n in sorted(not_searched.items())]
     left_out += [f"{k} (outside the new range, {n} trials)" for k, n in sorted(outside.items())]
-    warning = ("--warm-start: parameter values this search space cannot hold were left out: " + ", ".join(left_out)
-               if left_out else "")
+    warning = (
+        "--warm-start: parameter values this search space cannot hold were left out: " + ", ".join(left_out)
+        if left_out
+        else ""
+    )
     return WarmStart(trials, points, note, warning)

@@ -8,6 +8,7 @@
 - cost.py     what a trial's model costs (`cost/*`): training time and memory, inference latency
 - startup.py  where a trial's start-up time goes; what a reused worker process keeps between trials
 """
+
 from segtune.runners.trial.cost import TrialCost, device_description, timing_image
 from segtune.runners.trial.hooks import (
     EXTRA_HOOKS_ENV,
@@ -27,8 +28,26 @@ from segtune.runners.trial.loop import TrialLoop, run_trial, trial_device, trial
 from segtune.runners.trial.startup import StartupLog, release_previous_trial, shared_evaluator
 
 __all__ = [
-    "EXTRA_HOOKS_ENV", "CheckpointHook", "ContextHook", "CostHook", "DivergenceHook", "EvaluationHook",
-    "ScoreHook", "StartupHook", "StartupLog", "StopTraining", "TrialCost", "TrialHook", "TrialLoop", "TrialStart",
-    "device_description", "extra_hooks", "release_previous_trial", "run_trial", "shared_evaluator",
-    "timing_image", "trial_device", "trial_hooks",
+    "EXTRA_HOOKS_ENV",
+    "CheckpointHook",
+    "ContextHook",
+    "CostHook",
+    "DivergenceHook",
+    "EvaluationHook",
+    "ScoreHook",
+    "StartupHook",
+    "StartupLog",
+    "StopTraining",
+    "TrialCost",
+    "TrialHook",
+    "TrialLoop",
+    "TrialStart",
+    "device_description",
+    "extra_hooks",
+    "release_previous_trial",
+    "run_trial",
+    "shared_evaluator",
+    "timing_image",
+    "trial_device",
+    "trial_hooks",
 ]

@@ -29,6 +29,7 @@ of up to max-detections masks), which grows as a model learns: latency is measur
 1, 2, 4, 8, ... (twice as late each time), so a row's latency comes from weights at least half as
 trained as the row's, at a cost of log2(epochs) measurements per trial.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -110,8 +111,12 @@ class TrialCost:
         return row
 
     def save(self, directory: Path) -> None:
-        state = {"epoch_times": self.epoch_times, "train_peak_mb": self.train_peak_mb,
-                 "inference": self.inference, "overhead_s": self.overhead_s}
+        state = {
+            "epoch_times": self.epoch_times,
+            "train_peak_mb": self.train_peak_mb,
+            "inference": self.inference,
+            "overhead_s": self.overhead_s,
+        }
         (Path(directory) / STATE_FILE).write_text(json.dumps(state))
 
     def training_resumes(self) -> None:
@@ -140,13 +145,20 @@ class TrialCost:
                 self._synchronize()
                 times.append(time.perf_counter() - start)
             device = device_description(self.device)
-        return {"latency_ms": 1000.0 * statistics.median(times), "infer_mem_mb": memory, "latency_epoch": epoch,
-                "params": inference.parameters, "device": device}
+        return {
+            "latency_ms": 1000.0 * statistics.median(times),
+            "infer_mem_mb": memory,
+            "latency_epoch": epoch,
+            "params": inference.parameters,
+            "device": device,
+        }
 
     def _inference_memory_mb(self, inference) -> float | None:
         """Weights as run + what one (untimed) inference adds at its peak."""
-        weights = sum(t.numel() * t.element_size() for t in [*inference.network.parameters(),
-                                                              *inference.network.buffers()]) / _MB
+        weights = (
+            sum(t.numel() * t.element_size() for t in [*inference.network.parameters(), *inference.network.buffers()])
+            / _MB
+        )
         if self.cuda:
             import torch
 

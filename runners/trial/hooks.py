@@ -15,6 +15,7 @@ the row (the startup log takes the evaluation time from `EVAL_TIME_KEY`).
 Tests add hooks of their own (fault injection: tests/fault_hooks.py) through `EXTRA_HOOKS_ENV`,
 a testing seam read once per trial in the trial's process (see `extra_hooks`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -145,8 +146,9 @@ class EvaluationHook(TrialHook):
         metrics = self.evaluator.evaluate(predictions)
         row.update(metrics)
         row.update({k: v for k, v in native.items() if isinstance(v, (int, float)) and math.isfinite(v)})
-        row.update({"epoch": epoch, EVAL_TIME_KEY: time.perf_counter() - started,
-                    "segtune/num_predictions": len(predictions)})
+        row.update(
+            {"epoch": epoch, EVAL_TIME_KEY: time.perf_counter() - started, "segtune/num_predictions": len(predictions)}
+        )
 
 
 class ContextHook(TrialHook):
@@ -159,8 +161,14 @@ class ContextHook(TrialHook):
         self.started = time.perf_counter()
 
     def after_epoch(self, epoch: int, native: Mapping[str, float], row: dict[str, Any]) -> None:
-        row.update({"segtune/trial_time_s": time.perf_counter() - self.started, "segtune/node_id": self.node_id,
-                    **self.placement, "segtune/amp": int(self.adapter.amp_enabled)})
+        row.update(
+            {
+                "segtune/trial_time_s": time.perf_counter() - self.started,
+                "segtune/node_id": self.node_id,
+                **self.placement,
+                "segtune/amp": int(self.adapter.amp_enabled),
+            }
+        )
 
 
 class DivergenceHook(TrialHook):
@@ -182,14 +190,16 @@ class DivergenceHook(TrialHook):
     def after_diverged(self, error: TrainingDiverged, row: dict[str, Any]) -> None:
         row.update({key: 0.0 for key in METRIC_KEYS})
         worst = worst_value(self.mode)
-        row.update({
-            self.metric: worst,
-            SCORE_KEY: worst,
-            WINDOW_KEY: worst,
-            "epoch": self.last_epoch + 1,
-            DIVERGED_KEY: 1,
-            FAILURE_KEY: f"diverged: {error}"[:500],
-        })
+        row.update(
+            {
+                self.metric: worst,
+                SCORE_KEY: worst,
+                WINDOW_KEY: worst,
+                "epoch": self.last_epoch + 1,
+                DIVERGED_KEY: 1,
+                FAILURE_KEY: f"diverged: {error}"[:500],
+            }
+        )
 
 
 class CostHook(TrialHook):
@@ -343,5 +353,7 @@ def _gpu_identity(use_cuda: bool) -> dict[str, str]:
     import torch
 
     ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
-    return {"segtune/gpu_ids": ",".join(map(str, ids)),
-            "segtune/gpu_uuid": str(torch.cuda.get_device_properties(0).uuid)}
+    return {
+        "segtune/gpu_ids": ",".join(map(str, ids)),
+        "segtune/gpu_uuid": str(torch.cuda.get_device_properties(0).uuid),
+    }

@@ -21,6 +21,7 @@ training diverges, the trial's last row is DivergenceHook's (`after_diverged`: t
 score). A hook raising StopTraining ends training as the framework's own early stopping would.
 Hooks that tests add (`hooks.EXTRA_HOOKS_ENV`: fault injection) come last.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,8 +87,9 @@ def run_trial(config: dict[str, Any], settings: RunSettings) -> None:
     TrialLoop(adapter, hooks).run(trial_dir, Path(settings.experiment_dir or trial_dir.parent))
 
 
-def trial_hooks(adapter: TrainerAdapter, context: TrialContext, evaluator: CocoEvaluator, settings: RunSettings,
-                startup: StartupLog) -> list[TrialHook]:
+def trial_hooks(
+    adapter: TrainerAdapter, context: TrialContext, evaluator: CocoEvaluator, settings: RunSettings, startup: StartupLog
+) -> list[TrialHook]:
     """The trial's hooks, in the order the loop calls them (which is the order of the row's entries)."""
     return [
         EvaluationHook(adapter, evaluator),

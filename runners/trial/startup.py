@@ -9,6 +9,7 @@ trials its process had run before (0 = a fresh process; more when Ray reuses tri
 Things every trial of a process would otherwise build again (the COCO evaluator with its loaded
 ground truth) are kept here, keyed by the content hash of the prepared dataset.
 """
+
 from __future__ import annotations
 
 import gc

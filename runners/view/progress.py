@@ -7,6 +7,7 @@ trial started, a trial ended and why, a progress line every minute. What a trial
 framework files, the traceback of a failure) stays in its folder. Output modes: quiet (failures
 only), default, verbose (Ray's own output too, plus a line per epoch).
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,10 +83,26 @@ class SearchProgress(Callback):
     """Driver-side Ray Tune callback that shows the search. Only its options are pickled (Ray
     stores callbacks in the experiment's tuner.pkl); the view starts fresh in `setup`."""
 
-    def __init__(self, *, metric: str, mode: str, max_epochs: int, searched: dict[str, Any],
-                 experiment_dir: str, output: str = "default", time_budget: float | None = None) -> None:
-        self.options = dict(metric=metric, mode=mode, max_epochs=max_epochs, searched=dict(searched),
-                            experiment_dir=str(experiment_dir), output=output, time_budget=time_budget)
+    def __init__(
+        self,
+        *,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        searched: dict[str, Any],
+        experiment_dir: str,
+        output: str = "default",
+        time_budget: float | None = None,
+    ) -> None:
+        self.options = dict(
+            metric=metric,
+            mode=mode,
+            max_epochs=max_epochs,
+            searched=dict(searched),
+            experiment_dir=str(experiment_dir),
+            output=output,
+            time_budget=time_budget,
+        )
         self._reset()
 
     def __getstate__(self) -> dict:
@@ -105,8 +122,14 @@ class SearchProgress(Callback):
     def setup(self, stop=None, num_samples: int | None = None, total_num_samples: int | None = None, **info) -> None:
         o = self.options
         self._started = time.monotonic()
-        self._view = SearchView(o["metric"], o["mode"], o["max_epochs"], int(total_num_samples or num_samples or 1),
-                                list(o["searched"]), name=Path(o["experiment_dir"]).name)
+        self._view = SearchView(
+            o["metric"],
+            o["mode"],
+            o["max_epochs"],
+            int(total_num_samples or num_samples or 1),
+            list(o["searched"]),
+            name=Path(o["experiment_dir"]).name,
+        )
         self._printer = _make_printer(o["output"], sys.stdout)
         self._printer.intro(f"segtune: each trial's results, files and errors: {o['experiment_dir']}/trial_<id>/")
 
@@ -132,15 +155,18 @@ class SearchProgress(Callback):
         self._ended(trial.trial_id, reason, failed=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        reason = end_reason(error=_error_text(trial), last_result=trial.last_result,
-                            max_epochs=self.options["max_epochs"])
+        reason = end_reason(
+            error=_error_text(trial), last_result=trial.last_result, max_epochs=self.options["max_epochs"]
+        )
         self._ended(trial.trial_id, reason, failed=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         retrying = self._view.start(trial.trial_id, {}, epoch=_epochs(trial.last_result))
         retrying.status = "retrying"
-        self._printer.failure(f"[{clock(self._elapsed()):>5}] {retrying.name} failed in epoch {retrying.epoch + 1}: "
-                              f"{_error_text(trial)}; retrying from its last checkpoint")
+        self._printer.failure(
+            f"[{clock(self._elapsed()):>5}] {retrying.name} failed in epoch {retrying.epoch + 1}: "
+            f"{_error_text(trial)}; retrying from its last checkpoint"
+        )
 
     def on_experiment_end(self, trials: list, **info) -> None:
         if self._view is None:
@@ -150,8 +176,12 @@ class SearchProgress(Callback):
         for trial in trials:  # Ray stops the trials still running without telling callbacks
             shown = self._view.trials.get(trial.trial_id)
             if shown is not None and shown.status in ("running", "retrying"):
-                reason = end_reason(error=None, last_result=trial.last_result,
-                                    max_epochs=self.options["max_epochs"], stopped_by_search=why)
+                reason = end_reason(
+                    error=None,
+                    last_result=trial.last_result,
+                    max_epochs=self.options["max_epochs"],
+                    stopped_by_search=why,
+                )
                 self._ended(trial.trial_id, reason, failed=False)
         self._printer.close(self._view, self._elapsed())
 
@@ -168,8 +198,10 @@ class SearchProgress(Callback):
             ranked = important_params(self._view, self.options["searched"])
             if ranked and ranked != self._view.shown:
                 self._view.shown, self._view.shown_by_importance = ranked, True
-                self._printer.note(f"[{clock(self._elapsed()):>5}] parameters shown from now on, the most important "
-                                   f"so far (Optuna PED-ANOVA over {done} ended trials): {' '.join(ranked)}")
+                self._printer.note(
+                    f"[{clock(self._elapsed()):>5}] parameters shown from now on, the most important "
+                    f"so far (Optuna PED-ANOVA over {done} ended trials): {' '.join(ranked)}"
+                )
 
     def _adopt_restored(self, trials: list) -> None:
         """A resumed search: trials that ended before count in the budget and the leader."""
@@ -183,8 +215,11 @@ class SearchProgress(Callback):
             if best is not None and not trial.last_result.get(DIVERGED_KEY):
                 adopted.best = adopted.latest = float(best)
             failed = trial.status == "ERROR"
-            reason = end_reason(error="(before the resume)" if failed else None, last_result=trial.last_result,
-                                max_epochs=self.options["max_epochs"])
+            reason = end_reason(
+                error="(before the resume)" if failed else None,
+                last_result=trial.last_result,
+                max_epochs=self.options["max_epochs"],
+            )
             self._view.end(trial.trial_id, reason, failed, 0.0)
 
 

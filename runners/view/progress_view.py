@@ -5,6 +5,7 @@ block on a terminal (`live_block`), plain lines in a log (`start_line`, `epoch_l
 `progress_line`). Every line fits `width` columns (a redrawn block must never wrap) except a
 failed trial's end line, which keeps its whole error.
 """
+
 from __future__ import annotations
 
 import math
@@ -104,8 +105,9 @@ class SearchView:
         return pick(scored, key=lambda t: t.best)
 
 
-def end_reason(*, error: str | None, last_result: dict[str, Any] | None, max_epochs: int,
-               stopped_by_search: str | None = None) -> str:
+def end_reason(
+    *, error: str | None, last_result: dict[str, Any] | None, max_epochs: int, stopped_by_search: str | None = None
+) -> str:
     """Why a trial ended, from what the driver saw: its error, its last result, its epochs.
     `stopped_by_search` names why the search itself stopped it (e.g. the time budget)."""
     result = last_result or {}
@@ -137,15 +139,19 @@ def important_params(view: SearchView, distributions: dict[str, Any]) -> list[st
         optuna.logging.set_verbosity(verbosity)
     for trial in scored:
         try:
-            study.add_trial(optuna.trial.create_trial(
-                params={k: trial.params[k] for k in distributions}, distributions=distributions, value=trial.best))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={k: trial.params[k] for k in distributions}, distributions=distributions, value=trial.best
+                )
+            )
         except ValueError:  # a value outside today's space (a resumed, edited search): leave it out
             continue
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ranked = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+            )
     except (ValueError, RuntimeError, ZeroDivisionError):
         return None
     return list(ranked)[:SHOWN_PARAMS] or None
@@ -224,8 +230,11 @@ def start_line(view: SearchView, trial: TrialView, at: float, width: int) -> str
 
 
 def epoch_line(view: SearchView, trial: TrialView, at: float, width: int) -> str:
-    return fit(f"{_stamp(at)} {trial.name} epoch {trial.epoch}/{view.max_epochs}  "
-               f"{view.metric} {metric_text(trial.latest)}  {_score(view, trial)}", width)
+    return fit(
+        f"{_stamp(at)} {trial.name} epoch {trial.epoch}/{view.max_epochs}  "
+        f"{view.metric} {metric_text(trial.latest)}  {_score(view, trial)}",
+        width,
+    )
 
 
 def end_line(view: SearchView, trial: TrialView, width: int) -> str:
@@ -252,8 +261,11 @@ def _budget(view: SearchView, elapsed: float) -> str:
 
 def _counts(view: SearchView) -> str:
     failed = sum(t.status == "failed" for t in view.trials.values())
-    return f"{len(view.ended)}/{view.num_samples} ended" + (f" ({failed} failed)" if failed else "") + \
-        f", {len(view.running)} running"
+    return (
+        f"{len(view.ended)}/{view.num_samples} ended"
+        + (f" ({failed} failed)" if failed else "")
+        + f", {len(view.running)} running"
+    )
 
 
 def _leader(view: SearchView) -> str:
@@ -277,9 +289,14 @@ def bar(done: int, total: int, cells: int, fill: str = "█", empty: str = "░"
 def live_block(view: SearchView, elapsed: float, width: int, unicode: bool = True) -> list[str]:
     """The block redrawn on a terminal: a title, the epoch bar with ETA, the leader, a table of
     the running trials (status, epoch/max, best and latest metric, bbox AP, shown parameters)."""
-    lines = [fit(f"{view.name} · {view.metric} ({view.mode}) · {_counts(view)} · elapsed {duration(elapsed)}"
-                 if view.name else f"{view.metric} ({view.mode}) · {_counts(view)} · elapsed {duration(elapsed)}",
-                 width)]
+    lines = [
+        fit(
+            f"{view.name} · {view.metric} ({view.mode}) · {_counts(view)} · elapsed {duration(elapsed)}"
+            if view.name
+            else f"{view.metric} ({view.mode}) · {_counts(view)} · elapsed {duration(elapsed)}",
+            width,
+        )
+    ]
     fill, empty, le = ("█", "░", "≤") if unicode else ("#", "-", "<=")
     eta = eta_seconds(view, elapsed)
     budget = view.epoch_budget
@@ -296,8 +313,10 @@ def live_block(view: SearchView, elapsed: float, width: int, unicode: bool = Tru
         lines.append(fit(header.rstrip() + ("   (by importance)" if view.shown_by_importance else ""), width))
         for trial in running:
             best = _best(trial)
-            row = (f"  {trial.name:<14}  {trial.status:<8} {f'{trial.epoch}/{view.max_epochs}':>7} {best:>10} "
-                   f"{metric_text(trial.bbox_at_best):>6} {metric_text(trial.latest):>7}  ")
+            row = (
+                f"  {trial.name:<14}  {trial.status:<8} {f'{trial.epoch}/{view.max_epochs}':>7} {best:>10} "
+                f"{metric_text(trial.bbox_at_best):>6} {metric_text(trial.latest):>7}  "
+            )
             row += " ".join(f"{value_text(trial.params.get(k, '-')):<{w}}" for k, w in zip(keys, widths))
             lines.append(fit(row.rstrip(), width))
     return lines

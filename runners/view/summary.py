@@ -4,6 +4,7 @@ The best trial is chosen by `analysis.ranking.best_trial` on the experiment as t
 read it, so the summary, `rank.py`, `report.py` and `export_best.py` always name the same trial: the
 best seed of the best confirmed configuration, or, without confirmation, the trial with the best score.
 """
+
 from __future__ import annotations
 
 import collections
@@ -44,8 +45,10 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
     total = len(results)
     time_budget, metric = settings.budget.time_budget, settings.objective.metric
     if time_budget and not failures and not any((r.metrics or {}).get("training_iteration") for r in results):
-        return 1, (f"the time budget ({time_budget:g} s) ran out before any trial reported an epoch; "
-                   f"continue with --resume --name {experiment_dir.name} --time-budget SECONDS (longer)")
+        return 1, (
+            f"the time budget ({time_budget:g} s) ran out before any trial reported an epoch; "
+            f"continue with --resume --name {experiment_dir.name} --time-budget SECONDS (longer)"
+        )
     if total == 0 or len(failures) == total:
         common = collections.Counter(_reason_kind(f) for f in failures).most_common(1)
         reason = common[0][0] if common else "no trial ran"
@@ -59,8 +62,10 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         lines.append(f"{len(confirming)} confirmation trials: {_count_endings(confirming)}")
     groups = [g for g in confirmed_configs(experiment.trials, settings.objective.mode) if g.mean is not None]
     if groups:
-        lines.append(f"best configuration: trial_{groups[0].original_id}, confirmed with new seeds: score "
-                     f"{describe(groups[0])} (its search score is not counted: it was selected for being high)")
+        lines.append(
+            f"best configuration: trial_{groups[0].original_id}, confirmed with new seeds: score "
+            f"{describe(groups[0])} (its search score is not counted: it was selected for being high)"
+        )
         lines.append(f"  {lead_vs_spread(groups, metric)}")
     if best is None:
         lines.append("no trial reported a value of " + metric)
@@ -70,8 +75,10 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         if settings.objective.objectives:
             front = [t.trial_id for t in experiment.trials if t.pareto_rank == 1]
             names = ", ".join(f"{m} ({d})" for m, d in settings.objective.objectives)
-            lines.append(f"Pareto front of {names}: {len(front)} trials ({', '.join(front)}); ranked by Pareto rank, "
-                         f"then {metric}")
+            lines.append(
+                f"Pareto front of {names}: {len(front)} trials ({', '.join(front)}); ranked by Pareto rank, "
+                f"then {metric}"
+            )
         seed = f" (seed #{best.confirm_seed} of trial_{best.confirm_of}'s configuration)" if best.confirm_of else ""
         chosen = f" ({best.framework}, {best.model})" if settings.is_multi else ""
         lines += [
@@ -83,8 +90,7 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
         ]
     lines += [
         f"watch curves:  tensorboard --logdir {experiment_dir}",
-        f"rank trials:   segtune rank {experiment_dir}"
-        + ("  (compares the frameworks)" if settings.is_multi else ""),
+        f"rank trials:   segtune rank {experiment_dir}" + ("  (compares the frameworks)" if settings.is_multi else ""),
         f"export best:   segtune export {experiment_dir} --out {experiment_dir}/best",
     ]
     return 0, "\n".join(lines)
@@ -92,9 +98,15 @@ def summarize(results, settings: RunSettings, experiment_dir: Path) -> tuple[int
 
 def _count_endings(trials) -> str:
     """e.g. "2 finished, 1 stopped by ASHA, 1 failed", from the end reasons the driver recorded."""
-    words = {END_FINISHED: "finished", END_ASHA: "stopped by ASHA", END_TIME_BUDGET: "stopped by the time budget",
-             END_EPOCH_BUDGET: "stopped by the epoch budget",
-             END_FRAMEWORK: "stopped by the framework's early stopping", END_DIVERGED: "diverged", END_FAILED: "failed"}
+    words = {
+        END_FINISHED: "finished",
+        END_ASHA: "stopped by ASHA",
+        END_TIME_BUDGET: "stopped by the time budget",
+        END_EPOCH_BUDGET: "stopped by the epoch budget",
+        END_FRAMEWORK: "stopped by the framework's early stopping",
+        END_DIVERGED: "diverged",
+        END_FAILED: "failed",
+    }
     counts = collections.Counter(words.get(t.end_reason) or t.status for t in trials)
     return ", ".join(f"{n} {what}" for what, n in counts.most_common())
 

@@ -21,6 +21,7 @@ Semantics both backends share (documented here so that they stay the same):
 
 This module imports no framework: the Detectron2 backend and the torchvision backend both use it.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -63,8 +64,14 @@ def to_python(value: Any) -> Any:
     return value
 
 
-def _float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False, finite: bool = True) -> Callable[[Any], float]:
+def _float(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         if isinstance(value, bool):
             raise _Invalid
@@ -175,26 +182,54 @@ _SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("SOLVER.OPTIMIZER", "one of 'SGD', 'AdamW'", "SGD", _choice("SGD", "AdamW"), "optimizer"),
     ParamSpec("SOLVER.WARMUP_ITERS", "an int >= 0", 1000, _int(0), "linear warmup iterations"),
     ParamSpec("SOLVER.WARMUP_FACTOR", "a float in [0, 1]", 0.001, _float(0.0, 1.0), "lr factor at iteration 0"),
-    ParamSpec("SOLVER.STEPS", "a list of ascending fractions in (0, 1), e.g. [0.7, 0.9]", [0.75], _steps,
-              "lr decay points as fractions of the total iteration budget"),
+    ParamSpec(
+        "SOLVER.STEPS",
+        "a list of ascending fractions in (0, 1), e.g. [0.7, 0.9]",
+        [0.75],
+        _steps,
+        "lr decay points as fractions of the total iteration budget",
+    ),
     ParamSpec("SOLVER.GAMMA", "a float in (0, 1]", 0.1, _float(0.0, 1.0, low_open=True), "lr factor at each step"),
     ParamSpec("SOLVER.CLIP_GRADIENTS.ENABLED", "a bool", False, _bool, "clip gradients"),
-    ParamSpec("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "one of 'value', 'norm'", "value", _choice("value", "norm"),
-              "per-parameter clipping by element value or by gradient norm"),
+    ParamSpec(
+        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+        "one of 'value', 'norm'",
+        "value",
+        _choice("value", "norm"),
+        "per-parameter clipping by element value or by gradient norm",
+    ),
     ParamSpec("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "a float > 0", 1.0, _float(0.0, low_open=True), "clip threshold"),
-    ParamSpec("SOLVER.CLIP_GRADIENTS.NORM_TYPE", "a float > 0 (inf allowed)", 2.0,
-              _float(0.0, low_open=True, finite=False),
-              "p of the p-norm for CLIP_TYPE 'norm'"),
+    ParamSpec(
+        "SOLVER.CLIP_GRADIENTS.NORM_TYPE",
+        "a float > 0 (inf allowed)",
+        2.0,
+        _float(0.0, low_open=True, finite=False),
+        "p of the p-norm for CLIP_TYPE 'norm'",
+    ),
     ParamSpec("SOLVER.AMP.ENABLED", "a bool", False, _bool, "mixed precision (CUDA only)"),
     ParamSpec("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "an int >= 1", 512, _int(1), "RoIs sampled per image"),
-    ParamSpec("MODEL.BACKBONE.FREEZE_AT", "an int in [0, 5]", 2, _int(0, 5),
-              "0: nothing frozen, 1: stem, 2: stem + res2, ... (only with pretrained weights)"),
-    ParamSpec("MODEL.ANCHOR_GENERATOR.SIZES",
-              f"a list of {FPN_LEVELS} lists (one per FPN level) of equally many sizes > 0, "
-              "e.g. [[32], [64], [128], [256], [512]]",
-              [[32], [64], [128], [256], [512]], _anchor_sizes, "anchor sizes in pixels per FPN level"),
-    ParamSpec("INPUT.MIN_SIZE_TRAIN", "an int >= 1 or a list of them", [800], _sizes,
-              "shorter side in training; one is picked at random per image"),
+    ParamSpec(
+        "MODEL.BACKBONE.FREEZE_AT",
+        "an int in [0, 5]",
+        2,
+        _int(0, 5),
+        "0: nothing frozen, 1: stem, 2: stem + res2, ... (only with pretrained weights)",
+    ),
+    ParamSpec(
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        f"a list of {FPN_LEVELS} lists (one per FPN level) of equally many sizes > 0, "
+        "e.g. [[32], [64], [128], [256], [512]]",
+        [[32], [64], [128], [256], [512]],
+        _anchor_sizes,
+        "anchor sizes in pixels per FPN level",
+    ),
+    ParamSpec(
+        "INPUT.MIN_SIZE_TRAIN",
+        "an int >= 1 or a list of them",
+        [800],
+        _sizes,
+        "shorter side in training; one is picked at random per image",
+    ),
     ParamSpec("INPUT.MAX_SIZE_TRAIN", "an int >= 1", 1333, _int(1), "longer-side cap in training"),
     ParamSpec("INPUT.MIN_SIZE_TEST", "an int >= 1", 800, _int(1), "shorter side at test time"),
     ParamSpec("INPUT.MAX_SIZE_TEST", "an int >= 1", 1333, _int(1), "longer-side cap at test time"),
@@ -224,8 +259,7 @@ def validate_params(params: Mapping[str, Any], *, who: str = "maskrcnn") -> dict
     unknown = sorted(set(params) - PARAM_NAMES)
     if unknown:
         raise ConfigError(
-            f"{who} has no parameter {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(sorted(PARAM_NAMES))}"
+            f"{who} has no parameter {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(PARAM_NAMES))}"
         )
     result = defaults()
     for name, raw in params.items():
@@ -245,8 +279,9 @@ def steps_in_iterations(fractions: Sequence[float], total_iters: int) -> list[in
     return [int(round(float(f) * total_iters)) for f in fractions]
 
 
-def lr_multiplier(iteration: int, *, warmup_iters: int, warmup_factor: float, steps: Sequence[int],
-                  gamma: float) -> float:
+def lr_multiplier(
+    iteration: int, *, warmup_iters: int, warmup_factor: float, steps: Sequence[int], gamma: float
+) -> float:
     """Detectron2's WarmupMultiStepLR (linear warmup) factor for 0-based `iteration`."""
     factor = gamma ** bisect.bisect_right(list(steps), iteration)
     if iteration < warmup_iters:

@@ -5,6 +5,7 @@ Ultralytics has just written `last.pt`, and hands control to the trial's callbac
 own validation runs only when the search metric is one of its validation numbers (e.g.
 `yolo/val/seg_loss`); otherwise the trial's COCO evaluation is the one pass over the val set.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,11 +32,31 @@ from segtune.trainers.pretrained import PretrainedWeights, locate
 from segtune.trainers.yolo.dataset_yaml import LAYOUT
 
 # Arguments the trial sets itself; a search space may not touch them.
-_CONTROLLED = frozenset({
-    "data", "epochs", "device", "workers", "project", "name", "exist_ok", "resume", "model",
-    "mode", "task", "save_dir", "plots", "val", "save", "verbose", "cfg", "tracker", "source",
-    "pretrained", "time",
-})
+_CONTROLLED = frozenset(
+    {
+        "data",
+        "epochs",
+        "device",
+        "workers",
+        "project",
+        "name",
+        "exist_ok",
+        "resume",
+        "model",
+        "mode",
+        "task",
+        "save_dir",
+        "plots",
+        "val",
+        "save",
+        "verbose",
+        "cfg",
+        "tracker",
+        "source",
+        "pretrained",
+        "time",
+    }
+)
 _CHECKPOINT_FILE = "last.pt"
 _STATE_FILE = "state.json"
 _NATIVE_METRICS = frozenset(
@@ -159,8 +180,9 @@ class YoloAdapter(TrainerAdapter):
         super().check_params(params)
         if params.get("optimizer") == "auto":
             # 'auto' picks its own lr and momentum and silently ignores the searched lr0/momentum.
-            raise ConfigError("yolo: optimizer 'auto' ignores lr0 and momentum; "
-                              "search explicit optimizers (SGD, AdamW, ...)")
+            raise ConfigError(
+                "yolo: optimizer 'auto' ignores lr0 and momentum; search explicit optimizers (SGD, AdamW, ...)"
+            )
 
     @classmethod
     def check_model(cls, model: str, weights: str | None) -> None:
@@ -214,8 +236,10 @@ class YoloAdapter(TrainerAdapter):
 
             load_checkpoint(str(local))
         except Exception as exc:
-            raise ConfigError(f"yolo: weights file {local} cannot be loaded ({type(exc).__name__}); "
-                              f"it is corrupt or not an Ultralytics checkpoint") from None
+            raise ConfigError(
+                f"yolo: weights file {local} cannot be loaded ({type(exc).__name__}); "
+                f"it is corrupt or not an Ultralytics checkpoint"
+            ) from None
         return str(local.resolve())
 
     # ---- one trial -----------------------------------------------------------------------------
@@ -384,8 +408,12 @@ class YoloAdapter(TrainerAdapter):
             if result.masks is None:
                 return 0
             boxes = result.boxes  # into host memory, as predict_val hands them on
-            outputs = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(),
-                       result.masks.data.cpu().numpy() > 0.5)
+            outputs = (
+                boxes.xyxy.cpu().numpy(),
+                boxes.conf.cpu().numpy(),
+                boxes.cls.cpu().numpy(),
+                result.masks.data.cpu().numpy() > 0.5,
+            )
             return len(outputs[0])
 
         network = predictor.model
@@ -444,10 +472,12 @@ class YoloAdapter(TrainerAdapter):
                 imgsz = int(params.get("imgsz", 640))
                 try:
                     exported = YOLO(str(best), task="segment").export(
-                        format="onnx", imgsz=imgsz, simplify=simplify, dynamic=False, device="cpu", verbose=False)
+                        format="onnx", imgsz=imgsz, simplify=simplify, dynamic=False, device="cpu", verbose=False
+                    )
                 except Exception as exc:  # best.pt and the rest stand: report, do not crash
-                    raise ExportFailed(f"ONNX export failed ({type(exc).__name__}: {exc}); "
-                                       f"rerun with --no-onnx") from exc
+                    raise ExportFailed(
+                        f"ONNX export failed ({type(exc).__name__}: {exc}); rerun with --no-onnx"
+                    ) from exc
                 files.append(Path(exported))
         finally:
             LOGGER.setLevel(level)

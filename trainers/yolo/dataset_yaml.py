@@ -5,6 +5,7 @@ are converted to COCO JSON only so that every framework is scored by the same CO
 Mask R-CNN can train on it too). `read_native` is the reader the registry hands to
 `cocodata.prepare.prepare_dataset`.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,12 +51,12 @@ def read_yolo_yaml(yaml_path: Path) -> YoloSource:
         problem = " ".join(str(exc).split())
         raise DataError(f"{where}: is not valid YAML ({problem}); repair the file") from exc
     if not isinstance(spec, dict):
-        raise DataError(f"{where}: is not an Ultralytics dataset YAML; it needs the keys path, train, val "
-                        "and names")
+        raise DataError(f"{where}: is not an Ultralytics dataset YAML; it needs the keys path, train, val and names")
     for key in ("train", "val"):
         if not spec.get(key):
-            raise DataError(f"{where}: has no '{key}' entry; add '{key}: images/{key}' (a folder or a .txt "
-                            "list of images)")
+            raise DataError(
+                f"{where}: has no '{key}' entry; add '{key}: images/{key}' (a folder or a .txt list of images)"
+            )
     names = _names(spec, where)
     root = _root(spec, yaml_path)
     images = {split: _list_images(spec[split], root, where, split) for split in ("train", "val")}
@@ -75,8 +76,10 @@ def _names(spec: Mapping[str, Any], where: str) -> tuple[str, ...]:
             by_index = {}
         if sorted(by_index) == list(range(len(by_index))):
             return tuple(by_index[i] for i in range(len(by_index)))
-    raise DataError(f"{where}: 'names' must list the class names (a list, or {{0: name, 1: name, ...}} "
-                    f"with indices 0..n-1); got {names!r}")
+    raise DataError(
+        f"{where}: 'names' must list the class names (a list, or {{0: name, 1: name, ...}} "
+        f"with indices 0..n-1); got {names!r}"
+    )
 
 
 def _root(spec: Mapping[str, Any], yaml_path: Path) -> Path:
@@ -92,8 +95,7 @@ def _root(spec: Mapping[str, Any], yaml_path: Path) -> Path:
         if (candidate / str(first_train)).exists():
             return candidate.resolve()
     tried = " or ".join(str(c / str(first_train)) for c in candidates)
-    raise DataError(f"{yaml_path.name}: train images not found at {tried}; fix 'path' (the dataset root) "
-                    "or 'train'")
+    raise DataError(f"{yaml_path.name}: train images not found at {tried}; fix 'path' (the dataset root) or 'train'")
 
 
 def _list_images(entry: str | list[str], root: Path, where: str, split: str) -> list[Path]:
@@ -114,8 +116,9 @@ def _list_images(entry: str | list[str], root: Path, where: str, split: str) -> 
                 if image.suffix[1:].lower() in IMG_FORMATS:
                     found.append(os.path.abspath(image))
         else:
-            raise DataError(f"{where}: {split} entry {item!r} is neither a folder nor a .txt list at {path}; "
-                            f"fix '{split}'")
+            raise DataError(
+                f"{where}: {split} entry {item!r} is neither a folder nor a .txt list at {path}; fix '{split}'"
+            )
     if not found:
         raise DataError(f"{where}: no images found for {split} ({entry!r} under {root}); fix '{split}'")
     return [Path(p) for p in sorted(set(found))]
@@ -164,8 +167,9 @@ def yolo_split_to_coco(
         rel = path.relative_to(images_dir).as_posix()
         if info.error or info.display_size is None:
             kind = "missing-file" if info.error == "missing" else "unreadable-file"
-            findings.error(where, kind, f"image {path} is {info.error}",
-                           "restore it or remove it from the list", name=rel)
+            findings.error(
+                where, kind, f"image {path} is {info.error}", "restore it or remove it from the list", name=rel
+            )
             continue
         width, height = info.display_size
         image_id = index + 1
@@ -183,24 +187,33 @@ def yolo_split_to_coco(
             flat = [round(float(v), 3) for v in points.reshape(-1)]
             rle = masks.to_rle([flat], height, width)
             found += 1
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": class_index,
-                "segmentation": [flat], "area": masks.area(rle),
-                "bbox": [round(v, 3) for v in masks.box_of(rle)],  # the mask's box, as COCO's
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": class_index,
+                    "segmentation": [flat],
+                    "area": masks.area(rle),
+                    "bbox": [round(v, 3) for v in masks.box_of(rle)],  # the mask's box, as COCO's
+                    "iscrowd": 0,
+                }
+            )
         if not found:
-            findings.warn(where, "background", f"image {rel} has no labels",
-                          "it is kept as a background image", name=rel)
+            findings.warn(
+                where, "background", f"image {rel} has no labels", "it is kept as a background image", name=rel
+            )
     categories = [{"id": i, "name": n, "supercategory": ""} for i, n in enumerate(source.names)]
-    coco = {"info": {"description": f"converted from {source.yaml_path}"}, "licenses": [], "images": images,
-            "annotations": annotations, "categories": categories}
+    coco = {
+        "info": {"description": f"converted from {source.yaml_path}"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     return coco, images_dir
 
 
-def _parse_line(
-    line: str, num_classes: int, at: str, where: str, findings: Findings
-) -> tuple[int, np.ndarray] | None:
+def _parse_line(line: str, num_classes: int, at: str, where: str, findings: Findings) -> tuple[int, np.ndarray] | None:
     """(class, normalised polygon) of one label line, or None (blank, or an error was recorded)."""
     parts = line.split()
     if not parts:
@@ -212,27 +225,45 @@ def _parse_line(
         return None
     cls, coords = values[0], np.array(values[1:])
     if not cls.is_integer() or not 0 <= cls < num_classes:
-        findings.error(where, "bad-class", f"{at} has class {parts[0]}, but names lists {num_classes} "
-                       f"classes (0..{num_classes - 1})", "fix the class or add the name", name=at)
+        findings.error(
+            where,
+            "bad-class",
+            f"{at} has class {parts[0]}, but names lists {num_classes} classes (0..{num_classes - 1})",
+            "fix the class or add the name",
+            name=at,
+        )
         return None
     if len(coords) == 4:
-        findings.error(where, "box-label", f"{at} is a box (class cx cy w h), not a polygon",
-                       "a segmentation dataset needs 'class x1 y1 x2 y2 x3 y3 ...' lines", name=at)
+        findings.error(
+            where,
+            "box-label",
+            f"{at} is a box (class cx cy w h), not a polygon",
+            "a segmentation dataset needs 'class x1 y1 x2 y2 x3 y3 ...' lines",
+            name=at,
+        )
         return None
     if len(coords) % 2 or len(coords) < 6:
-        findings.error(where, "short-polygon", f"{at} has {len(coords) / 2:g} points (a polygon needs >= 3 "
-                       "x,y pairs)", "fix or delete the line", name=at)
+        findings.error(
+            where,
+            "short-polygon",
+            f"{at} has {len(coords) / 2:g} points (a polygon needs >= 3 x,y pairs)",
+            "fix or delete the line",
+            name=at,
+        )
         return None
     if not np.isfinite(coords).all() or coords.min() < -COORD_TOLERANCE or coords.max() > 1 + COORD_TOLERANCE:
-        findings.error(where, "not-normalised", f"{at} has coordinates outside [0, 1]",
-                       "labels must be normalised by image width/height", name=at)
+        findings.error(
+            where,
+            "not-normalised",
+            f"{at} has coordinates outside [0, 1]",
+            "labels must be normalised by image width/height",
+            name=at,
+        )
         return None
     return int(cls), coords
 
 
-def write_data_yaml(
-    path: Path, root: Path, splits: Mapping[str, str | list[str]], names: Sequence[str]
-) -> None:
+def write_data_yaml(path: Path, root: Path, splits: Mapping[str, str | list[str]], names: Sequence[str]) -> None:
     """An Ultralytics dataset YAML with an absolute root, {index: name} names and no download key."""
     import yaml
 
@@ -275,7 +306,14 @@ def read_native(path: Path) -> NativeSource | None:
 
     name = path.parent.name if path.stem in ("data", "dataset") else path.stem
     return NativeSource(
-        name=name, label=path.name, layout=LAYOUT, hash_parts=parts, hash_params={"train_count": n},
-        train_images=images_root(train_paths), val_images=images_root(val_paths),
-        category_names=source.names, to_coco=to_coco, write_layout=write_layout,
+        name=name,
+        label=path.name,
+        layout=LAYOUT,
+        hash_parts=parts,
+        hash_params={"train_count": n},
+        train_images=images_root(train_paths),
+        val_images=images_root(val_paths),
+        category_names=source.names,
+        to_coco=to_coco,
+        write_layout=write_layout,
     )

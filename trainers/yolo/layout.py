@@ -3,6 +3,7 @@
 Images are symlinked (copied where links are not possible) under unique flat names, so the label
 next to each image is found by Ultralytics' `/images/` -> `/labels/` rule.
 """
+
 from __future__ import annotations
 
 import os

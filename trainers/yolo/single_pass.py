@@ -8,6 +8,7 @@ it calls every epoch into a no-op (with `val=False` Ultralytics would still vali
 and log its zero-filled placeholder metrics every other epoch). Imported only after `YOLO_OFFLINE`
 is set (see `YoloAdapter.__init__`).
 """
+
 from __future__ import annotations
 
 from ultralytics.models.yolo.segment import SegmentationTrainer

@@ -18,6 +18,7 @@ downloads happen in `check_model`, into Detectron2's own cache.
 
 Detectron2 is not on PyPI; the registry imports this module only when the backend is chosen.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -150,15 +151,19 @@ class Detectron2MaskRCNN(TrainerAdapter):
         ctx = self.context
         data = ctx.dataset
         train_name = f"segtune_{data.name}_train_{uuid.uuid4().hex[:8]}"  # DatasetCatalog is per process
-        plan = build_cfg(self.params, ctx, train_dataset=train_name,
-                               weights=d2weights.resolve_weights(ctx.weights, check=False))
+        plan = build_cfg(
+            self.params, ctx, train_dataset=train_name, weights=d2weights.resolve_weights(ctx.weights, check=False)
+        )
         cfg = self._cfg = plan.cfg
         out = Path(cfg.OUTPUT_DIR)
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(cfg.dump())
         epoch_hook = hooks.EpochEndHook(plan.iters_per_epoch, on_epoch_end, self.native_prefix)
-        with hooks.trial_log(out / "log.txt"), hooks.registered_dataset(
-            train_name, data.train_json, data.train_images, data.category_ids, data.category_names
+        with (
+            hooks.trial_log(out / "log.txt"),
+            hooks.registered_dataset(
+                train_name, data.train_json, data.train_images, data.category_ids, data.category_names
+            ),
         ):
             seed_all_rng(cfg.SEED)
             trainer = self._trainer = hooks.SegtuneTrainer(cfg, [epoch_hook])
@@ -204,8 +209,9 @@ class Detectron2MaskRCNN(TrainerAdapter):
         from segtune.trainers.maskrcnn.detectron2.hooks import BatchPredictor
 
         if self._trainer is None:
-            raise RuntimeError("single_image_inference() needs a model: "
-                               "call it from the on_epoch_end callback of train()")
+            raise RuntimeError(
+                "single_image_inference() needs a model: call it from the on_epoch_end callback of train()"
+            )
         predictor = BatchPredictor(self._cfg, self._trainer.model, batch_size=1)
         pixels = detection_utils.read_image(str(image.path), format=predictor.input_format)
 
@@ -213,8 +219,12 @@ class Detectron2MaskRCNN(TrainerAdapter):
             instances = predictor.predict(pixels, image)
             masks = instances.pred_masks
             binary = masks >= 0.5 if masks.dtype.is_floating_point else masks
-            outputs = (instances.pred_boxes.tensor.numpy(), instances.scores.numpy(),
-                       instances.pred_classes.numpy(), binary.numpy())
+            outputs = (
+                instances.pred_boxes.tensor.numpy(),
+                instances.scores.numpy(),
+                instances.pred_classes.numpy(),
+                binary.numpy(),
+            )
             return len(outputs[0])
 
         with timed_in_eval_mode(run, self._trainer.model) as timed:
@@ -244,4 +254,3 @@ class Detectron2MaskRCNN(TrainerAdapter):
         if config["SOLVER"].get("OPTIMIZER") == "SGD":
             del config["SOLVER"]["OPTIMIZER"]
         return config
-

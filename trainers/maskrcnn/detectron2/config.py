@@ -3,6 +3,7 @@ the keys the trial sets itself (budget, datasets, device, outputs).
 
 Only APIs present in both Detectron2 v0.6 and its current main are used.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -42,34 +43,45 @@ def build_cfg(params: Mapping[str, Any], context: TrialContext, *, train_dataset
         # Freezing randomly initialised layers only cripples the model; the shared vocabulary's
         # FREEZE_AT takes effect with pretrained weights only (as in the torchvision backend).
         if "MODEL.BACKBONE.FREEZE_AT" in vocab:
-            warnings.warn(f"{WHO}: MODEL.BACKBONE.FREEZE_AT has no effect from scratch (no --weights): "
-                          "every backbone layer trains", stacklevel=2)
+            warnings.warn(
+                f"{WHO}: MODEL.BACKBONE.FREEZE_AT has no effect from scratch (no --weights): "
+                "every backbone layer trains",
+                stacklevel=2,
+            )
         merge(cfg, {"MODEL.BACKBONE.FREEZE_AT": 0})
     per_epoch = iters_per_epoch(context, cfg.SOLVER.IMS_PER_BATCH)
     max_iter = context.max_epochs * per_epoch
-    merge(cfg, {
-        "SOLVER.MAX_ITER": max_iter,
-        "SOLVER.STEPS": steps_in_iterations(steps, max_iter),
-        "SOLVER.CHECKPOINT_PERIOD": max_iter + 1,  # the trial checkpoints through save_checkpoint
-        "SOLVER.REFERENCE_WORLD_SIZE": 0,
-        "SOLVER.AMP.ENABLED": bool(cfg.SOLVER.AMP.ENABLED) and context.use_cuda,
-        "TEST.EVAL_PERIOD": 0,  # segtune evaluates with its own COCO evaluator
-        "TEST.EXPECTED_RESULTS": [],
-        "TEST.DETECTIONS_PER_IMAGE": context.max_detections,
-        "DATASETS.TRAIN": (train_dataset,),
-        "DATASETS.TEST": (),
-        "DATALOADER.NUM_WORKERS": context.workers,
-        "MODEL.ROI_HEADS.NUM_CLASSES": context.dataset.num_classes,
-        "MODEL.MASK_ON": True,
-        "MODEL.DEVICE": context.device,
-        "MODEL.WEIGHTS": weights,
-        "OUTPUT_DIR": str(Path(context.output_dir).resolve() / "detectron2"),
-        "SEED": vocab.get("SEED", 0),
-    })
+    merge(
+        cfg,
+        {
+            "SOLVER.MAX_ITER": max_iter,
+            "SOLVER.STEPS": steps_in_iterations(steps, max_iter),
+            "SOLVER.CHECKPOINT_PERIOD": max_iter + 1,  # the trial checkpoints through save_checkpoint
+            "SOLVER.REFERENCE_WORLD_SIZE": 0,
+            "SOLVER.AMP.ENABLED": bool(cfg.SOLVER.AMP.ENABLED) and context.use_cuda,
+            "TEST.EVAL_PERIOD": 0,  # segtune evaluates with its own COCO evaluator
+            "TEST.EXPECTED_RESULTS": [],
+            "TEST.DETECTIONS_PER_IMAGE": context.max_detections,
+            "DATASETS.TRAIN": (train_dataset,),
+            "DATASETS.TEST": (),
+            "DATALOADER.NUM_WORKERS": context.workers,
+            "MODEL.ROI_HEADS.NUM_CLASSES": context.dataset.num_classes,
+            "MODEL.MASK_ON": True,
+            "MODEL.DEVICE": context.device,
+            "MODEL.WEIGHTS": weights,
+            "OUTPUT_DIR": str(Path(context.output_dir).resolve() / "detectron2"),
+            "SEED": vocab.get("SEED", 0),
+        },
+    )
     # Every detection is a refined proposal: fewer proposals than detections would cap dense images.
     # (PRE_NMS_TOPK_TEST is per feature level, POST_NMS_TOPK_TEST per image.)
     post = max(cfg.MODEL.RPN.POST_NMS_TOPK_TEST, context.max_detections)
-    merge(cfg, {"MODEL.RPN.POST_NMS_TOPK_TEST": post,
-                "MODEL.RPN.PRE_NMS_TOPK_TEST": max(cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, post)})
+    merge(
+        cfg,
+        {
+            "MODEL.RPN.POST_NMS_TOPK_TEST": post,
+            "MODEL.RPN.PRE_NMS_TOPK_TEST": max(cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, post),
+        },
+    )
     cfg.freeze()
     return Plan(cfg, per_epoch)

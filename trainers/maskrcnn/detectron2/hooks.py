@@ -3,6 +3,7 @@
 Modelled on `detectron2/engine/hooks.py`: small classes with one duty each. Only APIs present in
 both Detectron2 v0.6 and its current main are used.
 """
+
 from __future__ import annotations
 
 import functools
@@ -69,14 +70,16 @@ class SegtuneTrainer(DefaultTrainer):
         steps that round to 0, to MAX_ITER or onto each other. Elsewhere both give the same lr.
         """
         solver = cfg.SOLVER
-        if (solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR" or solver.WARMUP_METHOD != "linear"
-                or solver.get("RESCALE_INTERVAL", False)):
+        if (
+            solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR"
+            or solver.WARMUP_METHOD != "linear"
+            or solver.get("RESCALE_INTERVAL", False)
+        ):
             return super().build_lr_scheduler(cfg, optimizer)
         return LRMultiplier(optimizer, multiplier=SharedStepSchedule(cfg), max_iter=solver.MAX_ITER)
 
     def build_hooks(self):
-        kept = [h for h in super().build_hooks()
-                if not isinstance(h, (hooks.EvalHook, hooks.PeriodicCheckpointer))]
+        kept = [h for h in super().build_hooks() if not isinstance(h, (hooks.EvalHook, hooks.PeriodicCheckpointer))]
         at = next((i for i, h in enumerate(kept) if isinstance(h, hooks.PeriodicWriter)), len(kept))
         return kept[:at] + self._extra_hooks + kept[at:]
 
@@ -101,8 +104,12 @@ class SharedStepSchedule(ParamScheduler):
 
     def __init__(self, cfg) -> None:
         self._max_iter = cfg.SOLVER.MAX_ITER
-        self._shape = {"warmup_iters": cfg.SOLVER.WARMUP_ITERS, "warmup_factor": cfg.SOLVER.WARMUP_FACTOR,
-                       "steps": sorted(cfg.SOLVER.STEPS), "gamma": cfg.SOLVER.GAMMA}
+        self._shape = {
+            "warmup_iters": cfg.SOLVER.WARMUP_ITERS,
+            "warmup_factor": cfg.SOLVER.WARMUP_FACTOR,
+            "steps": sorted(cfg.SOLVER.STEPS),
+            "gamma": cfg.SOLVER.GAMMA,
+        }
 
     def __call__(self, where: float) -> float:
         return lr_multiplier(int(round(where * self._max_iter)), **self._shape)
@@ -188,8 +195,9 @@ def load_dataset_dicts(json_file: Path, image_root: Path, category_ids: Sequence
 
 
 @contextmanager
-def registered_dataset(name: str, json_file: Path, image_root: Path, category_ids: Sequence[int],
-                       category_names: Sequence[str]) -> Iterator[str]:
+def registered_dataset(
+    name: str, json_file: Path, image_root: Path, category_ids: Sequence[int], category_names: Sequence[str]
+) -> Iterator[str]:
     """Register a dataset in Detectron2's process-global catalogs for the duration of a trial."""
     DatasetCatalog.register(name, functools.partial(load_dataset_dicts, json_file, image_root, tuple(category_ids)))
     MetadataCatalog.get(name).set(
@@ -236,7 +244,7 @@ class BatchPredictor:
         try:
             with torch.no_grad():
                 for start in range(0, len(records), self.batch_size):
-                    batch = records[start:start + self.batch_size]
+                    batch = records[start : start + self.batch_size]
                     outputs = self.model([self._input(r) for r in batch])
                     for record, output in zip(batch, outputs):
                         yield record, output["instances"].to("cpu")

@@ -3,6 +3,7 @@
 `merge` is `cfg.merge_from_list` with yacs' type checks turned into one-line ConfigErrors; sampled
 numpy scalars are cast to Python first (yacs refuses them).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -16,13 +17,27 @@ from segtune.trainers.maskrcnn.params import PARAM_NAMES, to_python, validate_pa
 WHO = "maskrcnn (detectron2)"
 
 # Keys the trial sets itself (datasets, budget, device, outputs): a search space may not touch them.
-CONTROLLED = frozenset({
-    "OUTPUT_DIR", "VERSION", "MODEL.DEVICE", "MODEL.WEIGHTS", "MODEL.MASK_ON", "MODEL.KEYPOINT_ON",
-    "MODEL.LOAD_PROPOSALS", "MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.RETINANET.NUM_CLASSES",
-    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD",
-    "SOLVER.REFERENCE_WORLD_SIZE", "TEST.EVAL_PERIOD", "TEST.EXPECTED_RESULTS",
-    "TEST.DETECTIONS_PER_IMAGE", "DATALOADER.NUM_WORKERS",
-})
+CONTROLLED = frozenset(
+    {
+        "OUTPUT_DIR",
+        "VERSION",
+        "MODEL.DEVICE",
+        "MODEL.WEIGHTS",
+        "MODEL.MASK_ON",
+        "MODEL.KEYPOINT_ON",
+        "MODEL.LOAD_PROPOSALS",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "MODEL.RETINANET.NUM_CLASSES",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "SOLVER.MAX_ITER",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "SOLVER.REFERENCE_WORLD_SIZE",
+        "TEST.EVAL_PERIOD",
+        "TEST.EXPECTED_RESULTS",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "DATALOADER.NUM_WORKERS",
+    }
+)
 CONTROLLED_PREFIXES = ("DATASETS.", "TEST.AUG.")  # test-time augmentation is not used by predict_val
 EXTENSION_KEYS = frozenset({"SOLVER.OPTIMIZER"})  # vocabulary keys that are not Detectron2 keys
 
@@ -68,8 +83,7 @@ def _coerce(original: Any, value: Any) -> Any:
     value = to_python(value)
     if isinstance(original, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if (isinstance(original, int) and not isinstance(original, bool) and isinstance(value, float)
-            and value.is_integer()):
+    if isinstance(original, int) and not isinstance(original, bool) and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(original, tuple) and isinstance(value, list):
         return tuple(value)

@@ -2,6 +2,7 @@
 (its published trained weights), downloaded once by the driver into Detectron2's own cache, with
 a clear error when offline.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -16,10 +17,11 @@ from segtune.trainers.maskrcnn.detectron2.zoo import URL_PREFIX, zoo_dirs, zoo_w
 
 PROBE_TIMEOUT_S = 5.0
 
+
 def weights_url(weights: str) -> str | None:
     """The download URL that `weights` names, or None for a local file (existing or not)."""
     if weights.startswith("detectron2://"):
-        return URL_PREFIX + weights[len("detectron2://"):]
+        return URL_PREFIX + weights[len("detectron2://") :]
     if weights.startswith(("http://", "https://")):
         return weights
     if Path(weights).expanduser().exists():

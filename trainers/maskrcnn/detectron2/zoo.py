@@ -6,6 +6,7 @@ setuptools >= 81 no longer ships. Model-zoo configs are found as files inside th
 package (`detectron2/model_zoo/configs`, which detectron2's setup.py fills for normal installs and
 symlinks for editable ones), and the zoo's weight URLs are read from `model_zoo.py` as text.
 """
+
 from __future__ import annotations
 
 import ast

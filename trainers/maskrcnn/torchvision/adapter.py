@@ -10,6 +10,7 @@ AnchorGenerator with aspect ratios (0.5, 1, 2); INPUT.* -> the transform's train
 An "epoch" is `params.iters_per_epoch` iterations (the --iters-per-epoch option, or one pass over
 the train set). STEPS are fractions of max_epochs x that.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -121,8 +122,11 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         self.model_name = context.model or self.default_model
         source = tvm.resolve_weights(self.model_name, context.weights)  # unknown model / weights name: fail now
         if not source.pretrained and self.params["MODEL.BACKBONE.FREEZE_AT"] and "MODEL.BACKBONE.FREEZE_AT" in params:
-            warnings.warn("MODEL.BACKBONE.FREEZE_AT has no effect from scratch (no --weights): every backbone "
-                          "layer trains, as torchvision does", stacklevel=2)
+            warnings.warn(
+                "MODEL.BACKBONE.FREEZE_AT has no effect from scratch (no --weights): every backbone "
+                "layer trains, as torchvision does",
+                stacklevel=2,
+            )
         self.device = torch.device(context.device)
         self.amp = context.use_cuda and bool(self.params["SOLVER.AMP.ENABLED"])
         dataset = context.dataset
@@ -144,8 +148,12 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             return
         rng.seed_everything(self.params["SEED"])
         model, self.build_info = tvm.build_model(
-            self.model_name, num_classes=self.num_classes, params=self.params, weights=self.context.weights,
-            max_detections=self.context.max_detections, load_weights=load_weights,
+            self.model_name,
+            num_classes=self.num_classes,
+            params=self.params,
+            weights=self.context.weights,
+            max_detections=self.context.max_detections,
+            load_weights=load_weights,
         )
         self.model = model.to(self.device)
         self.optimizer = solver.build_optimizer(self.model, self.params)
@@ -165,8 +173,10 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             return
         if self.context.use_cuda:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        deterministic = (torch.are_deterministic_algorithms_enabled(),
-                         torch.is_deterministic_algorithms_warn_only_enabled())
+        deterministic = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             self._train_epochs(on_epoch_end)
@@ -176,9 +186,14 @@ class TorchvisionMaskRCNN(TrainerAdapter):
     def _train_epochs(self, on_epoch_end: EpochEnd) -> None:
         assert self.model is not None
         ipe, max_epochs = self.iters_per_epoch, self.context.max_epochs
-        loader = train_loader(self.train_data, batch_size=self.params["SOLVER.IMS_PER_BATCH"],
-                              seed=self.params["SEED"], start_iter=self.epoch * ipe, stop_iter=max_epochs * ipe,
-                              workers=self.context.workers)
+        loader = train_loader(
+            self.train_data,
+            batch_size=self.params["SOLVER.IMS_PER_BATCH"],
+            seed=self.params["SEED"],
+            start_iter=self.epoch * ipe,
+            stop_iter=max_epochs * ipe,
+            workers=self.context.workers,
+        )
         batches = iter(loader)
         clip = self.params["SOLVER.CLIP_GRADIENTS.ENABLED"]
         self.model.train()
@@ -214,8 +229,9 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             elapsed = time.perf_counter() - start
             self.epoch = epoch + 1
             native = {f"maskrcnn/{k}": v / ipe for k, v in sums.items()}
-            native.update({"maskrcnn/lr": lr, "maskrcnn/iter_time": elapsed / ipe,
-                           "maskrcnn/data_time": data_time / ipe})
+            native.update(
+                {"maskrcnn/lr": lr, "maskrcnn/iter_time": elapsed / ipe, "maskrcnn/data_time": data_time / ipe}
+            )
             # The callback evaluates and checkpoints; whatever randomness it uses, the run goes on
             # from the state a checkpoint holds, so an uninterrupted and a resumed run agree.
             self._rng_at_epoch_end = rng.capture(self.context.use_cuda)
@@ -243,9 +259,14 @@ class TorchvisionMaskRCNN(TrainerAdapter):
                     images = [val.load(i)[0].to(self.device).float().div_(255) for i in indices]
                     for i, out in zip(indices, self.model(images)):
                         masks = out["masks"][:, 0] >= MASK_THRESHOLD  # already pasted at full resolution
-                        results += instances_to_coco(records[i].image_id, out["boxes"].float(),
-                                                     out["scores"].float(), out["labels"] - 1, masks,
-                                                     self.category_ids)
+                        results += instances_to_coco(
+                            records[i].image_id,
+                            out["boxes"].float(),
+                            out["scores"].float(),
+                            out["labels"] - 1,
+                            masks,
+                            self.category_ids,
+                        )
         finally:
             self.model.train(was_training)
         return results
@@ -261,8 +282,12 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self.amp):
                 out = model([pixels.to(self.device).float().div_(255)])[0]
                 masks = (out["masks"][:, 0] >= MASK_THRESHOLD).cpu().numpy()
-                outputs = (out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),
-                           out["labels"].cpu().numpy(), masks)
+                outputs = (
+                    out["boxes"].float().cpu().numpy(),
+                    out["scores"].float().cpu().numpy(),
+                    out["labels"].cpu().numpy(),
+                    masks,
+                )
             return len(outputs[0])
 
         with timed_in_eval_mode(run, model) as timed:
@@ -334,8 +359,12 @@ class TorchvisionMaskRCNN(TrainerAdapter):
         ipe = iters_per_epoch(context, p["SOLVER.IMS_PER_BATCH"])
         total = ipe * context.max_epochs
         source = tvm.resolve_weights(model, context.weights)
-        optimizer: dict[str, Any] = {"name": p["SOLVER.OPTIMIZER"], "lr": p["SOLVER.BASE_LR"],
-                                     "weight_decay": p["SOLVER.WEIGHT_DECAY"], "weight_decay_norm": 0.0}
+        optimizer: dict[str, Any] = {
+            "name": p["SOLVER.OPTIMIZER"],
+            "lr": p["SOLVER.BASE_LR"],
+            "weight_decay": p["SOLVER.WEIGHT_DECAY"],
+            "weight_decay_norm": 0.0,
+        }
         if p["SOLVER.OPTIMIZER"] == "SGD":
             optimizer.update(momentum=p["SOLVER.MOMENTUM"], nesterov=False)
         else:
@@ -345,8 +374,9 @@ class TorchvisionMaskRCNN(TrainerAdapter):
             "backend": "torchvision",
             "model": model,
             "weights": source.describe(),
-            "model_kwargs": tvm.model_kwargs(model, p, num_classes=ds.num_classes + 1,
-                                             max_detections=context.max_detections),
+            "model_kwargs": tvm.model_kwargs(
+                model, p, num_classes=ds.num_classes + 1, max_detections=context.max_detections
+            ),
             "trainable_backbone_layers": tvm.trainable_layers(p, source.pretrained),
             "frozen_batchnorm": tvm.MODELS[model].variant == "v1" and source.pretrained,
             "category_ids": list(ds.category_ids),
@@ -360,10 +390,14 @@ class TorchvisionMaskRCNN(TrainerAdapter):
                 "warmup_factor": p["SOLVER.WARMUP_FACTOR"],
                 "steps": steps_in_iterations(p["SOLVER.STEPS"], total),
                 "gamma": p["SOLVER.GAMMA"],
-                "clip_gradients": {"type": p["SOLVER.CLIP_GRADIENTS.CLIP_TYPE"],
-                                   "value": p["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
-                                   "norm_type": p["SOLVER.CLIP_GRADIENTS.NORM_TYPE"],
-                                   "per_parameter": True} if clip else None,
+                "clip_gradients": {
+                    "type": p["SOLVER.CLIP_GRADIENTS.CLIP_TYPE"],
+                    "value": p["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
+                    "norm_type": p["SOLVER.CLIP_GRADIENTS.NORM_TYPE"],
+                    "per_parameter": True,
+                }
+                if clip
+                else None,
                 "amp": context.use_cuda and p["SOLVER.AMP.ENABLED"],
             },
             "seed": p["SEED"],

@@ -5,6 +5,7 @@ stream is `perm_p[k % n]` with p = k // n and `perm_p` a permutation seeded by (
 horizontal flip is drawn from the same generator. So data order does not depend on worker count,
 and a run resumed at iteration i sees exactly the batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -70,10 +71,16 @@ def load_instances(annotations: Sequence[dict], record: ImageRecord, label_of: d
         labels.append(label_of[ann["category_id"]])
         instance_masks.append(mask_utils.decode(rle))
     if not boxes:
-        return Instances(torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64),
-                         torch.zeros((0, record.height, record.width), dtype=torch.uint8))
-    return Instances(torch.tensor(boxes, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64),
-                     torch.from_numpy(np.stack(instance_masks)))
+        return Instances(
+            torch.zeros((0, 4)),
+            torch.zeros((0,), dtype=torch.int64),
+            torch.zeros((0, record.height, record.width), dtype=torch.uint8),
+        )
+    return Instances(
+        torch.tensor(boxes, dtype=torch.float32),
+        torch.tensor(labels, dtype=torch.int64),
+        torch.from_numpy(np.stack(instance_masks)),
+    )
 
 
 class CocoInstances(Dataset):
@@ -84,8 +91,15 @@ class CocoInstances(Dataset):
     without it the cache fills lazily in the process that reads (workers=0).
     """
 
-    def __init__(self, gt_json: Path, images_dir: Path, category_ids: Sequence[int], *,
-                 with_targets: bool = True, cache_limit: int = CACHE_LIMIT_BYTES) -> None:
+    def __init__(
+        self,
+        gt_json: Path,
+        images_dir: Path,
+        category_ids: Sequence[int],
+        *,
+        with_targets: bool = True,
+        cache_limit: int = CACHE_LIMIT_BYTES,
+    ) -> None:
         import json
 
         self.records = list_images(gt_json, images_dir)
@@ -168,12 +182,18 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
     return [item[0] for item in batch], [item[1] for item in batch]
 
 
-def train_loader(dataset: CocoInstances, *, batch_size: int, seed: int, start_iter: int, stop_iter: int,
-                 workers: int) -> DataLoader:
+def train_loader(
+    dataset: CocoInstances, *, batch_size: int, seed: int, start_iter: int, stop_iter: int, workers: int
+) -> DataLoader:
     """One loader for the whole run: workers start once and read the cache preloaded before they fork."""
     if workers > 0:
         dataset.preload(threads=workers)
     sampler = StreamBatches(len(dataset), batch_size, seed, start_iter, stop_iter)
     # Its own generator: creating the loader must not draw from the global RNG (resume = no resume).
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+    )

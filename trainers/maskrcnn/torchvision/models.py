@@ -12,6 +12,7 @@ Weights (`context.weights`): None = from scratch (backbone too); a local file (a
 ("DEFAULT", "COCO_V1" for the ResNet-50 models) or a backbone one ("IMAGENET1K_V1", ...).
 Tensors whose shapes do not fit (the class-dependent predictors) are left at their initial values.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,12 @@ MODELS: dict[str, ModelSpec] = {
 SMALL_CHANNELS = 128  # FPN, RPN and box head (FC 512) width of the small model
 SMALL_MASK_CHANNELS = 64  # the mask head runs on every detection at test time: keep it narrow
 SMALL_SAMPLING_RATIO = 0  # RoIAlign samples per bin: adaptive (Detectron2's default), 1 on small RoIs
-SMALL_RPN = {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
-             "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100}
+SMALL_RPN = {
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 200,
+    "rpn_post_nms_top_n_test": 100,
+}
 TORCHVISION_RPN_TEST = 1000  # torchvision's own pre- and post-NMS test proposals (per level / per image)
 
 
@@ -76,8 +81,7 @@ class TrainTestTransform(GeneralizedRCNNTransform):
     In training one of `min_size_train` is chosen at random per image (Detectron2's "choice").
     """
 
-    def __init__(self, min_size_train: list[int], max_size_train: int, min_size_test: int,
-                 max_size_test: int) -> None:
+    def __init__(self, min_size_train: list[int], max_size_train: int, min_size_test: int, max_size_test: int) -> None:
         super().__init__(tuple(min_size_train), max_size_train, list(IMAGE_MEAN), list(IMAGE_STD))
         self.train_sizes = (tuple(min_size_train), int(max_size_train))
         self.test_sizes = ((int(min_size_test),), int(max_size_test))
@@ -276,24 +280,35 @@ def _resnet_fpn(spec: ModelSpec, *, trainable: int, backbone_weights: Any, froze
         for name, parameter in body.named_parameters():
             if not any(name.startswith(layer) for layer in layers):
                 parameter.requires_grad_(False)
-        return BackboneWithFPN(body, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)}, [64, 128, 256, 512],
-                               SMALL_CHANNELS)
+        return BackboneWithFPN(
+            body, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)}, [64, 128, 256, 512], SMALL_CHANNELS
+        )
     fpn_norm = nn.BatchNorm2d if spec.variant == "v2" else None
     return _resnet_fpn_extractor(body, trainable, norm_layer=fpn_norm)
 
 
-def _build_architecture(model: str, *, num_classes: int, params: Mapping[str, Any] | None, pretrained: bool,
-                        max_detections: int = 100, backbone_weights: Any = None) -> MaskRCNN:
+def _build_architecture(
+    model: str,
+    *,
+    num_classes: int,
+    params: Mapping[str, Any] | None,
+    pretrained: bool,
+    max_detections: int = 100,
+    backbone_weights: Any = None,
+) -> MaskRCNN:
     from segtune.trainers.maskrcnn.params import validate_params
 
     spec = _check_model_name(model)
     params = validate_params(params or {})
     kw = model_kwargs(model, params, num_classes=num_classes, max_detections=max_detections)
     frozen_bn = spec.variant == "v1" and pretrained
-    backbone = _resnet_fpn(spec, trainable=trainable_layers(params, pretrained),
-                           backbone_weights=backbone_weights, frozen_bn=frozen_bn)
-    anchors = AnchorGenerator(tuple(tuple(level) for level in kw.pop("anchor_sizes")),
-                              (tuple(kw.pop("aspect_ratios")),) * len(params["MODEL.ANCHOR_GENERATOR.SIZES"]))
+    backbone = _resnet_fpn(
+        spec, trainable=trainable_layers(params, pretrained), backbone_weights=backbone_weights, frozen_bn=frozen_bn
+    )
+    anchors = AnchorGenerator(
+        tuple(tuple(level) for level in kw.pop("anchor_sizes")),
+        (tuple(kw.pop("aspect_ratios")),) * len(params["MODEL.ANCHOR_GENERATOR.SIZES"]),
+    )
     num_anchors = anchors.num_anchors_per_location()[0]
     ch = backbone.out_channels
     min_size_test, max_size_test = kw.pop("min_size_test"), kw.pop("max_size_test")
@@ -321,16 +336,29 @@ def _build_architecture(model: str, *, num_classes: int, params: Mapping[str, An
     return net
 
 
-def build_model(model: str, *, num_classes: int, params: Mapping[str, Any], weights: str | None,
-                max_detections: int, load_weights: bool = True) -> tuple[MaskRCNN, dict[str, Any]]:
+def build_model(
+    model: str,
+    *,
+    num_classes: int,
+    params: Mapping[str, Any],
+    weights: str | None,
+    max_detections: int,
+    load_weights: bool = True,
+) -> tuple[MaskRCNN, dict[str, Any]]:
     """The model for a trial; `load_weights=False` builds the same architecture without loading
     (used when a checkpoint is about to be restored). Returns (model, info for native_config)."""
     source = resolve_weights(model, weights)
     backbone_weights = source.enum if (load_weights and source.kind == "backbone") else None
     if backbone_weights is not None:
         fetch_state_dict(backbone_weights)  # a clear error offline instead of a failing download
-    net = _build_architecture(model, num_classes=num_classes, params=params, pretrained=source.pretrained,
-                              max_detections=max_detections, backbone_weights=backbone_weights)
+    net = _build_architecture(
+        model,
+        num_classes=num_classes,
+        params=params,
+        pretrained=source.pretrained,
+        max_detections=max_detections,
+        backbone_weights=backbone_weights,
+    )
     left_out: list[str] = []
     if load_weights and source.kind == "file":
         left_out = load_matching(net, read_weights_file(source.path), source=str(source.path), model_name=model)

@@ -1,5 +1,6 @@
 """Random-number state of a trial, captured with each checkpoint, so a resumed run continues exactly
 as an uninterrupted one would (torch, CUDA, numpy and Python's generators)."""
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,12 @@ def capture(cuda: bool) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": [version, list(state), gauss_next],
     }
 

@@ -1,5 +1,6 @@
 """The optimizer, lr schedule and gradient clipping of the torchvision backend, as the shared Mask R-CNN
 vocabulary defines them (`trainers.maskrcnn.params`): Detectron2's semantics on a plain torch loop."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -34,13 +35,15 @@ def build_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.
     return torch.optim.SGD(groups, lr=params["SOLVER.BASE_LR"], momentum=params["SOLVER.MOMENTUM"])
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, params: Mapping[str, Any],
-                    steps: Sequence[int]) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, params: Mapping[str, Any], steps: Sequence[int]
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration linear warmup, then a multi-step decay at `steps` (iterations)."""
     warmup, factor, gamma = params["SOLVER.WARMUP_ITERS"], params["SOLVER.WARMUP_FACTOR"], params["SOLVER.GAMMA"]
     steps = list(steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_multiplier(it, warmup_iters=warmup, warmup_factor=factor, steps=steps, gamma=gamma))
+        optimizer, lambda it: lr_multiplier(it, warmup_iters=warmup, warmup_factor=factor, steps=steps, gamma=gamma)
+    )
 
 
 def clip_gradients(optimizer: torch.optim.Optimizer, params: Mapping[str, Any]) -> None:
