@@ -240,22 +240,6 @@ def _finish(results, settings: RunSettings, experiment_dir: Path) -> int:
     return status
 
 
-def _start_ray(address: str | None, output: str) -> None:
-    from segtune.runners.cluster.connect import init_ray
-    from segtune.runners.view.progress import quiet_libraries
-
-    quiet_libraries(output)  # before Ray starts: some of its notices come from ray.init
-    init_ray(address)
-
-
-def _finish(results, settings: RunSettings, experiment_dir: Path) -> int:
-    from segtune.runners.view.summary import summarize
-
-    status, text = summarize(results, settings, experiment_dir)
-    print(text, file=sys.stderr if status else sys.stdout)
-    return status
-
-
 def _prepare_data(request: TuneRequest, layouts: tuple):
     """Validated and converted once, into every layout in `layouts` (the adapters' data_layouts())."""
     from segtune.cocodata.prepare import prepare_dataset

@@ -16,8 +16,6 @@ Tensors whose shapes do not fit (the class-dependent predictors) are left at the
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 
 from segtune.core.errors import ConfigError
+from segtune.trainers.pretrained import host_reachable
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 BOX_SCORE_THRESH = 0.001  # torchvision's 0.05 hides low-confidence detections that COCO AP counts
@@ -155,21 +154,8 @@ def hub_file(weights_enum: Any) -> Path:
 
 
 def is_online(url: str, timeout: float = 3.0) -> bool:
-    """Can `url`'s host be reached? Bounded by `timeout` even when DNS hangs."""
-    host = urlparse(url).hostname or ""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
+    """Can `url`'s host be reached? Bounded by `timeout` even when DNS hangs (trainers/pretrained.py)."""
+    return host_reachable(url, timeout)
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
