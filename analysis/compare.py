@@ -3,7 +3,7 @@
 The rows are those of the hand-written comparisons people read ("speed: 30-60 FPS vs 5-15 FPS;
 accuracy: high vs very high; memory; training time"), each a measurement of this experiment's
 trials on the user's data: per framework, its best trial by the ranking metric (segm/AP by
-default) and what that trial's model costs (cost/* at its best epoch: runners/cost.py), plus its
+default) and what that trial's model costs (cost/* at its best epoch: runners/trial/cost.py), plus its
 fastest trial, how many trials are on the accuracy-latency Pareto front, and where confirmation ran,
 its best configuration's mean and sd over the new seeds. Shown by rank.py, the
 report (first section) and written into ranking.md.

@@ -1,4 +1,4 @@
-"""The cost/* metrics of trials (recorded by runners/cost.py): table columns, the model card's
+"""The cost/* metrics of trials (recorded by runners/trial/cost.py): table columns, the model card's
 section, the accuracy-latency front, and choosing trials by latency.
 
 Shared by rank.py (terminal table, ranking.csv, ranking.md), the report and export_best.py.

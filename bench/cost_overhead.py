@@ -1,4 +1,4 @@
-"""What measuring each trial's cost (runners/cost.py) costs, measured in one real search.
+"""What measuring each trial's cost (runners/trial/cost.py) costs, measured in one real search.
 
     python bench/cost_overhead.py [--framework yolo] [--backend auto] [--trials 2] [--epochs 8]
 

@@ -2,7 +2,7 @@
 
     python bench/driver_scale.py [--trials 1000] [--max-epochs 9] [--concurrent 8] [--keep DIR]
 
-Runs a search of `--trials` trials through segtune's own Tuner (`runners/tuner.build_tuner` with
+Runs a search of `--trials` trials through segtune's own Tuner (`runners/search/tuner.build_tuner` with
 `make_trainable` swapped: the same Optuna TPE searcher on the experiment's study over the YOLO CPU
 search space, ASHA, end-reason and progress callbacks, checkpoint every epoch, per-trial logging,
 experiment snapshots after every checkpoint as `runners/tune.py` sets them, segtune.json)

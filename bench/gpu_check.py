@@ -10,7 +10,7 @@ had (in its cache or downloadable: docs/PRETRAINED.md), a fine-tuning search of 
 start, with its fine-tuning space) next to the one-GPU from-scratch one, and prints both (start and best
 segm/AP). While they run it samples every GPU with `nvidia-smi` twice a second. Then it checks
 every trial's result rows (`segtune/device`, `segtune/gpu_uuid`, `segtune/amp`, written by
-runners/trial.py): every trial trained on CUDA with AMP, the trials spread over every GPU, and with
+runners/trial/loop.py): every trial trained on CUDA with AMP, the trials spread over every GPU, and with
 0.5 GPUs per trial two trials shared a GPU at once. It prints GPU utilisation and memory per search
 and ends with OK (exit 0) or the list of failures (exit 1). Without a CUDA GPU it says so (exit 2).
 """

@@ -3,7 +3,7 @@
     python bench/progress_cost.py
 
 - the live block: one redraw of a search with 8 running trials and 256 trials in all, against the
-  redraw interval (runners/progress.py REDRAW_EVERY_S);
+  redraw interval (runners/view/progress.py REDRAW_EVERY_S);
 - the parameter ranking: Optuna's PED-ANOVA over 16, 64 and 256 ended trials of the CPU YOLO space
   (11 searched keys), against the same interval. It runs once per 8 ended trials.
 """

@@ -3,7 +3,7 @@
     python bench/trial_overhead.py [--framework yolo] [--trials 4] [--epochs 3] [--metric segm/AP ...]
 
 What it measures, from the experiment's own records (result.json rows, each trial's startup.json
-written by `runners/startup.py`, Ray's trial start times in experiment_state-*.json):
+written by `runners/trial/startup.py`, Ray's trial start times in experiment_state-*.json):
 - startup: a trial's first report minus its launch (its process start for a fresh process; Ray's
   trial start for a reused one) minus a steady epoch — the price of one trial, in seconds and in
   epochs, for fresh and reused trial processes, with a breakdown of where it goes;

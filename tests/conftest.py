@@ -146,7 +146,7 @@ def tiny_demo_data(tmp_path_factory) -> Path:
 # every AP is still 0 after a few epochs and ASHA cannot rank ties. The loss gains (`box` scales
 # the box and mask losses) spread the trials' losses far apart from the first epoch, so which trial
 # ASHA stops follows from the seeded sampler, not from float noise. The first trial is Ultralytics'
-# defaults, the second random, the others TPE's (runners/search.py: 2 startup trials of 4).
+# defaults, the second random, the others TPE's (runners/search/searcher.py: 2 startup trials of 4).
 YOLO_TEST_SPACE = """framework: yolo
 params:
   box: {type: float, low: 1.0, high: 50.0, log: true}
@@ -215,7 +215,7 @@ def yolo_experiment(tmp_path_factory, tiny_demo_data) -> Path:
 
 
 def check_cost_rows(rows: list[dict], parameters: int | None = None) -> None:
-    """The cost/* metrics (runners/cost.py) in a healthy trial's result rows are present and sane;
+    """The cost/* metrics (runners/trial/cost.py) in a healthy trial's result rows are present and sane;
     `parameters`: the trained model's parameter count, when the caller knows it."""
     train_times = []
     for row in rows:

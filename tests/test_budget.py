@@ -159,7 +159,7 @@ def test_bad_search_options_are_one_line(capsys, tmp_path, options, words):
 
 
 def test_a_trial_cut_by_the_epoch_budget_says_so(tmp_path):
-    """Its end reason names the budget (and TPE is told PRUNED, as for ASHA's cuts: runners/study.py)."""
+    """Its end reason names the budget (and TPE is told PRUNED, as for ASHA's cuts: runners/search/study.py)."""
     from segtune.runners.search.endings import EndLog, TimeBudget
 
     budget = EpochBudget(3, tmp_path)

@@ -1,4 +1,4 @@
-"""Resource planning on node layouts (runners/resources.py:plan): no Ray needed."""
+"""Resource planning on node layouts (runners/plan/resources.py:plan): no Ray needed."""
 
 from __future__ import annotations
 

@@ -313,7 +313,7 @@ def test_a_grown_search_confirms_its_new_best_without_repeating_confirmations(tm
     grown = _confirming(tmp_path, top_k=1, seeds=1, samples=2)  # resumed with --num-samples 2
     grown.searcher = searcher.searcher
     grown.set_state(state)
-    assert grown.planned_trials() == 4  # the Tuner's total grows with it (runners/tuner.py)
+    assert grown.planned_trials() == 4  # the Tuner's total grows with it (runners/search/tuner.py)
     assert grown.search_samples == 2 and grown.suggest("b") is not None
     _finish(grown, "b", 9.0)
     assert grown.suggest("c2")[CONFIRM_OF_KEY] == "b"

@@ -1,4 +1,4 @@
-"""runners/tuner.py without a search: what a resume does with trial folders Ray never recorded."""
+"""runners/search/tuner.py without a search: what a resume does with trial folders Ray never recorded."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class ExportFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class TimedInference:
-    """One val image, ready to be run end to end again and again (what `runners/cost.py` times).
+    """One val image, ready to be run end to end again and again (what `runners/trial/cost.py` times).
 
     `run()` is the same for every framework: from the image decoded in memory (read from disk once,
     before), through the framework's preprocessing (resize to the trial's test size, normalise), the
@@ -170,7 +170,7 @@ class TrainerAdapter(ABC):
     model_choices_cpu: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = ()  # the framework's PyPI names, for versions in model cards
     seed_key: ClassVar[str] = "seed"  # the params key that seeds training (recorded in every config)
-    # Adapter-specific command-line options it understands (names of `runners/cli.py` options,
+    # Adapter-specific command-line options it understands (names of `runners/command/parser.py` options,
     # e.g. "iters_per_epoch"); the runner refuses the others for this adapter.
     options: ClassVar[frozenset[str]] = frozenset()
 
@@ -332,7 +332,7 @@ class TrainerAdapter(ABC):
 
     def record_milestone(self, name: str) -> None:
         """Note when a start-up step first finished (e.g. "framework_imported", "model_built",
-        "data_ready", "first_batch"); the trial's start-up breakdown (`runners/startup.py`) shows them."""
+        "data_ready", "first_batch"); the trial's start-up breakdown (`runners/trial/startup.py`) shows them."""
         self.milestones.setdefault(name, time.time())
 
     @property

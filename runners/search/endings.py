@@ -87,7 +87,7 @@ class EndLog:
         self.experiment_dir = Path(experiment_dir)
         self.max_epochs = max_epochs
         self.budget = budget
-        self.epoch_budget = epoch_budget  # runners/search/stoppers.py:EpochBudget, or None
+        self.epoch_budget = epoch_budget  # runners/search/endings.py:EpochBudget, or None
         self.asha_stopped: set[str] = set()
         self.decided: dict[str, str] = {}
 

@@ -1,5 +1,5 @@
 """The searcher: Optuna's TPE (or random, as a baseline) through Ray's OptunaSearch, on the experiment's
-persistent study (runners/search/study.py: StudySearch), with the settings planned in runners/plan/sampler.py."""
+persistent study (runners/search/study.py: StudySearch), with the settings planned in runners/plan/budget.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The search's terminal output: one compact view instead of Ray Tune's tables.
 
-`SearchProgress` is a Ray Tune callback in the driver. It keeps a `SearchView` (runners/progress_view.py)
+`SearchProgress` is a Ray Tune callback in the driver. It keeps a `SearchView` (runners/view/progress_view.py)
 from the trial events and shows it: on a terminal, a block redrawn in place (epoch bar, ETA, one row
 per running trial) under one permanent line per ended trial; in a log (CI, a file), plain lines — a
 trial started, a trial ended and why, a progress line every minute. What a trial writes (results,

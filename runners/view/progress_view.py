@@ -1,6 +1,6 @@
 """What the terminal shows while a search runs, as pure functions of a `SearchView` (no Ray, no I/O).
 
-`runners/progress.py` feeds the view from Ray Tune's callback hooks and prints these lines: a live
+`runners/view/progress.py` feeds the view from Ray Tune's callback hooks and prints these lines: a live
 block on a terminal (`live_block`), plain lines in a log (`start_line`, `epoch_line`, `end_line`,
 `progress_line`). Every line fits `width` columns (a redrawn block must never wrap) except a
 failed trial's end line, which keeps its whole error.
