@@ -157,10 +157,11 @@ class YoloAdapter(TrainerAdapter):
 
     @classmethod
     def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
-        """The file found, or Ultralytics' own download (attempt_download_asset) into SETTINGS["weights_dir"];
-        loaded once here, so that a corrupt file fails before any trial."""
+        """The file found, or Ultralytics' own download (attempt_download_asset) into SETTINGS["weights_dir"].
+        A file found is returned as it is: `resolve_model` loads it once, before any trial, so that a
+        corrupt file fails there (loading it here too would read it twice)."""
         if weights.found_at is not None:
-            return cls._resolve_weights(str(weights.found_at))
+            return str(weights.found_at)
         assert weights.cache_path is not None
         weights.cache_path.parent.mkdir(parents=True, exist_ok=True)
         return cls._resolve_weights(str(weights.cache_path))

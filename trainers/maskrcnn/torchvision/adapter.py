@@ -106,9 +106,11 @@ class TorchvisionMaskRCNN(TrainerAdapter):
 
     @classmethod
     def fetch_pretrained(cls, weights: PretrainedWeights) -> str:
-        """torchvision's own download (hash-checked) into torch.hub's cache; trials load them from there."""
+        """torchvision's own download (hash-checked) into torch.hub's cache; trials load them from there.
+        Weights already in the cache are not read here: `resolve_model` loads them once, before any trial."""
         assert weights.wanted is not None
-        tvm.fetch_state_dict(tvm.resolve_weights(weights.model, weights.wanted).enum)
+        if weights.found_at is None:
+            tvm.fetch_state_dict(tvm.resolve_weights(weights.model, weights.wanted).enum)
         return weights.wanted
 
     @classmethod
